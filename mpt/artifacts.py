@@ -1,0 +1,126 @@
+"""Model files: safetensors weights whose metadata describes the network (never pickles)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from mpt.nets import build_net
+
+META_PREFIX = "flipguard."
+
+
+class ArtifactError(ValueError):
+    """A model file that is unreadable or does not fit its declared architecture."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What is needed to rebuild a network and feed it: the file's metadata."""
+
+    arch: str
+    classes: tuple[str, ...]
+    in_channels: int
+    image_size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_metadata(self) -> dict[str, str]:
+        values = {
+            "arch": self.arch,
+            "classes": list(self.classes),
+            "in_channels": self.in_channels,
+            "image_size": list(self.image_size),
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+        return {META_PREFIX + key: json.dumps(value) if not isinstance(value, str) else value for key, value in values.items()}
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, str] | None) -> "ModelSpec":
+        metadata = metadata or {}
+        try:
+            read = lambda key: metadata[META_PREFIX + key]  # noqa: E731
+            return cls(
+                arch=read("arch"),
+                classes=tuple(json.loads(read("classes"))),
+                in_channels=int(json.loads(read("in_channels"))),
+                image_size=tuple(json.loads(read("image_size"))),
+                mean=tuple(json.loads(read("mean"))),
+                std=tuple(json.loads(read("std"))),
+            )
+        except (KeyError, ValueError, TypeError) as error:
+            raise ArtifactError(f"model file metadata is missing or malformed ({error})") from None
+
+
+@dataclass
+class LoadedModel:
+    net: torch.nn.Module
+    spec: ModelSpec
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_model(path: str | Path, net: torch.nn.Module, spec: ModelSpec) -> str:
+    """Write weights + spec atomically (temp file, then rename); returns the file's sha256."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    save_file(state, str(tmp), metadata=spec.to_metadata())
+    tmp.replace(path)
+    return file_sha256(path)
+
+
+def load_model(path: str | Path, *, sha256: str | None = None) -> LoadedModel:
+    """Rebuild a network from its file, checking the digest and every tensor's shape."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"no model file at {path}")
+    if sha256 is not None and file_sha256(path) != sha256:
+        raise ArtifactError(f"{path.name}: sha256 does not match the registered digest")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            spec = ModelSpec.from_metadata(handle.metadata())
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise ArtifactError(f"{path.name} is not a readable safetensors file ({error})") from None
+    try:
+        net = build_net(spec.arch, num_classes=len(spec.classes), in_channels=spec.in_channels)
+    except ValueError as error:
+        raise ArtifactError(str(error)) from None
+    expected = net.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        details = []
+        if wrong:
+            k = wrong[0]
+            details.append(f"{len(wrong)} tensor(s) of the wrong shape, e.g. {k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}")
+        if missing:
+            details.append(f"missing {', '.join(missing[:3])}")
+        if unexpected:
+            details.append(f"unexpected {', '.join(unexpected[:3])}")
+        raise ArtifactError(
+            f"{path.name} does not fit {spec.arch} with {len(spec.classes)} classes: {'; '.join(details)}"
+        )
+    if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
+        raise ArtifactError(f"{path.name} holds non-finite weights")
+    net.load_state_dict(state)
+    net.eval()
+    return LoadedModel(net, spec)

@@ -1,0 +1,271 @@
+"""The engine's command line: train, reference, update, evaluate, demo (and reproduce)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from mpt.artifacts import LoadedModel, load_model, save_model
+from mpt.data import DataError, load_dataset
+from mpt.flips import headline
+from mpt.losses import METHODS
+from mpt.recipe import MethodParams, Recipe
+from mpt.train import Callbacks
+from mpt.update import Progress, UpdateData, evaluate, prepare_data, run_update
+
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+class FileReferenceStore:
+    """Independent references cached as `<key>.safetensors` in a folder."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def load(self, key: str) -> LoadedModel | None:
+        path = self.folder / f"{key}.safetensors"
+        return load_model(path) if path.exists() else None
+
+    def save(self, key: str, model: LoadedModel) -> None:
+        save_model(self.folder / f"{key}.safetensors", model.net, model.spec)
+
+
+def parse_classes(text: str | None, available: list[str]) -> list[str] | None:
+    """'0-4', '0,2,7' (indices into the data set's classes) or 'Coat,Bag' (names)."""
+    if not text:
+        return None
+    tokens = [t.strip() for t in text.split(",") if t.strip()]
+    if all(t.replace("-", "").isdigit() for t in tokens):
+        indices: list[int] = []
+        for token in tokens:
+            low, _, high = token.partition("-")
+            indices.extend(range(int(low), int(high or low) + 1))
+        bad = [i for i in indices if i >= len(available)]
+        if bad:
+            raise DataError(f"class indices {bad} are out of range for {len(available)} classes")
+        return [available[i] for i in indices]
+    return tokens
+
+
+def _parse_assignments(pairs: list[str]) -> dict:
+    values = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise ValueError(f"expected key=value, got {pair!r}")
+        try:
+            values[key.replace("-", "_")] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key.replace("-", "_")] = raw
+    return values
+
+
+def recipe_from_args(args) -> Recipe:
+    values = _parse_assignments(args.set)
+    for name in ("epochs", "batch_size", "lr", "train_samples_per_class", "eval_samples_per_class"):
+        if getattr(args, name) is not None:
+            values[name] = getattr(args, name)
+    return Recipe.from_dict(values)
+
+
+def _progress(label: str, quiet: bool) -> Progress:
+    if quiet:
+        return Progress()
+
+    def on_epoch_end(epoch, metrics):
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k not in ("epoch", "lr"))
+        print(f"  [{state['phase']}] epoch {epoch + 1}: {shown}", file=sys.stderr, flush=True)
+
+    state = {"phase": label}
+    return Progress(on_phase=lambda phase: state.update(phase=phase), callbacks=Callbacks(on_epoch_end=on_epoch_end))
+
+
+def format_table(rows: dict[str, dict]) -> str:
+    """One column per model, one row per headline figure."""
+    names = list(rows)
+    keys = list(next(iter(rows.values())))
+    width = max(len(k) for k in keys)
+    lines = [" " * width + "".join(f"  {n:>14}" for n in names)]
+    for key in keys:
+        cells = []
+        for name in names:
+            value = rows[name][key]
+            cells.append(f"  {'-' if value is None else (f'{value:.4f}' if isinstance(value, float) else value):>14}")
+        lines.append(f"{key:<{width}}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def _write_json(path: str | None, payload: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(payload, indent=2))
+
+
+def cmd_train(args) -> dict:
+    bundle = load_dataset(args.data, args.format)
+    outcome = run_update(
+        bundle=bundle, base=None, classes=parse_classes(args.classes, bundle.classes), arch=args.arch,
+        method="independent", params=MethodParams(), recipe=recipe_from_args(args), seed=args.seed,
+        progress=_progress("training", args.quiet), device=args.device, checkpoint_dir=args.checkpoint_dir,
+    )
+    sha = save_model(args.out, outcome.model.net, outcome.model.spec)
+    result = {"model": args.out, "sha256": sha, "classes": list(outcome.model.spec.classes), "history": outcome.history}
+    print(f"wrote {args.out} ({len(outcome.model.spec.classes)} classes, val accuracy "
+          f"{outcome.history[-1].get('val_accuracy', float('nan')):.4f})")
+    return result
+
+
+def _update(args, method: str, base: LoadedModel, bundle) -> dict:
+    outcome = run_update(
+        bundle=bundle, base=base, classes=parse_classes(args.classes, bundle.classes), arch=args.arch,
+        method=method, params=MethodParams.from_dict(_parse_assignments(args.param)),
+        recipe=recipe_from_args(args), seed=args.seed, store=FileReferenceStore(args.cache),
+        progress=_progress(method, args.quiet), device=args.device, checkpoint_dir=args.checkpoint_dir,
+    )
+    return {"outcome": outcome}
+
+
+def cmd_update(args) -> dict:
+    bundle = load_dataset(args.data, args.format)
+    base = load_model(args.base)
+    outcome = _update(args, args.method, base, bundle)["outcome"]
+    sha = save_model(args.out, outcome.model.net, outcome.model.spec)
+    rows = {args.method: headline(outcome.report), "independent": headline(outcome.reference_report)}
+    print(format_table(rows))
+    result = {
+        "model": args.out, "sha256": sha, "method": args.method, "report": outcome.report,
+        "reference_report": outcome.reference_report, "ledger": outcome.ledger.rows(), "history": outcome.history,
+    }
+    _write_json(args.json, result)
+    return result
+
+
+def cmd_reference(args) -> dict:
+    bundle = load_dataset(args.data, args.format)
+    base = load_model(args.base)
+    outcome = _update(args, "independent", base, bundle)["outcome"]
+    sha = save_model(args.out, outcome.model.net, outcome.model.spec)
+    print(format_table({"independent": headline(outcome.report)}))
+    return {"model": args.out, "sha256": sha}
+
+
+def cmd_evaluate(args) -> dict:
+    bundle = load_dataset(args.data, args.format)
+    old, new = load_model(args.old), load_model(args.new)
+    k_old = len(old.spec.classes)
+    if tuple(new.spec.classes[:k_old]) != tuple(old.spec.classes):
+        raise DataError("the new model's first classes must be the old model's, in the same order")
+    data: UpdateData = prepare_data(
+        bundle, old_classes=list(old.spec.classes), classes=list(new.spec.classes),
+        recipe=recipe_from_args(args), seed=args.seed,
+    )
+    report, ledger = evaluate(model=new, baseline=old, evaluation=data.evaluation, k_old=k_old)
+    print(format_table({Path(args.new).stem: headline(report)}))
+    result = {"report": report, "ledger": ledger.rows()}
+    _write_json(args.json, result)
+    return result
+
+
+def cmd_demo(args) -> dict:
+    """Class-incremental Fashion-MNIST: v1 on classes 0-4, then independent vs MPT-KL on 0-9."""
+    started = time.perf_counter()
+    work = Path(args.workdir)
+    bundle = load_dataset(args.data, args.format)
+    recipe = recipe_from_args(args)
+    print(f"data: {args.data} ({len(bundle.train)} train / {len(bundle.test)} test images)")
+    first = run_update(
+        bundle=bundle, base=None, classes=bundle.classes[:5], arch=args.arch, method="independent",
+        params=MethodParams(), recipe=recipe, seed=args.seed, progress=_progress("v1", args.quiet), device=args.device,
+    )
+    save_model(work / "v1.safetensors", first.model.net, first.model.spec)
+    print(f"v1 on {', '.join(first.model.spec.classes)}: val accuracy {first.history[-1]['val_accuracy']:.4f}")
+    args.classes = None
+    outcome = _update(args, "mpt-kl", first.model, bundle)["outcome"]
+    save_model(work / "v2-mpt-kl.safetensors", outcome.model.net, outcome.model.spec)
+    rows = {"independent": headline(outcome.reference_report), "mpt-kl": headline(outcome.report)}
+    print("\nupdate v1 (classes 0-4) -> v2 (classes 0-9), evaluated on the test split:")
+    print(format_table(rows))
+    avoided = outcome.reference_report["scopes"]["all"]["negative_flips"] - outcome.report["scopes"]["all"]["negative_flips"]
+    print(f"\nMPT-KL avoided {avoided} negative flips compared with the independent retrain "
+          f"({time.perf_counter() - started:.0f} s).")
+    result = {"independent": outcome.reference_report, "mpt-kl": outcome.report}
+    _write_json(args.json or str(work / "demo.json"), result)
+    return result
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mpt", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def add_common(sub, *, data_default=None):
+        sub.add_argument("--data", default=data_default, required=data_default is None, help="data set folder or .npz file")
+        sub.add_argument("--format", choices=["fashion-mnist", "imagefolder", "cifar", "npz"], help="default: detected")
+        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+        sub.add_argument("--epochs", type=int)
+        sub.add_argument("--batch-size", type=int)
+        sub.add_argument("--lr", type=float)
+        sub.add_argument("--train-samples-per-class", type=int)
+        sub.add_argument("--eval-samples-per-class", type=int)
+        sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any Recipe field")
+        sub.add_argument("--json", help="write the full result as JSON here")
+        sub.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+        sub.add_argument("--checkpoint-dir", help="checkpoint each epoch here; a rerun resumes")
+
+    def add_update_options(sub):
+        sub.add_argument("--base", required=True, help="the old model (.safetensors)")
+        sub.add_argument("--classes", help="classes of the update data to use (default all)")
+        sub.add_argument("--arch", help="default: the base model's")
+        sub.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a MethodParams field, e.g. bias=2")
+        sub.add_argument("--cache", default="var/references", help="folder of cached independent references")
+        sub.add_argument("--out", required=True)
+
+    train_cmd = commands.add_parser("train", help="train a first model on a class subset")
+    add_common(train_cmd)
+    train_cmd.add_argument("--classes", help="e.g. 0-4 or 'Coat,Bag' (default all)")
+    train_cmd.add_argument("--arch", default="small_cnn")
+    train_cmd.add_argument("--out", required=True)
+    train_cmd.set_defaults(handler=cmd_train)
+
+    reference_cmd = commands.add_parser("reference", help="train the independent reference for an update")
+    add_common(reference_cmd)
+    add_update_options(reference_cmd)
+    reference_cmd.set_defaults(handler=cmd_reference)
+
+    update_cmd = commands.add_parser("update", help="update a model with any method and report its flips")
+    add_common(update_cmd)
+    add_update_options(update_cmd)
+    update_cmd.add_argument("--method", default="mpt-kl", choices=list(METHODS))
+    update_cmd.set_defaults(handler=cmd_update)
+
+    evaluate_cmd = commands.add_parser("evaluate", help="compare two models on the evaluation split")
+    add_common(evaluate_cmd)
+    evaluate_cmd.add_argument("--old", required=True)
+    evaluate_cmd.add_argument("--new", required=True)
+    evaluate_cmd.set_defaults(handler=cmd_evaluate)
+
+    demo_cmd = commands.add_parser("demo", help="class-incremental Fashion-MNIST: independent vs MPT-KL")
+    add_common(demo_cmd, data_default=FASHION_MNIST_DIR)
+    demo_cmd.add_argument("--arch", default="small_cnn")
+    demo_cmd.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+    demo_cmd.add_argument("--cache", default="var/references")
+    demo_cmd.add_argument("--workdir", default="var/demo")
+    demo_cmd.set_defaults(handler=cmd_demo, epochs=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except (DataError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

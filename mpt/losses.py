@@ -1,0 +1,162 @@
+"""Every training loss of METHOD.md as a pure function of logits.
+
+Notation follows METHOD.md: `z` the student's K logits, `z_old` the old model's K_old logits,
+`z_ref` the independent reference's K logits, `y` labels in the new index space where the
+old classes occupy 0..K_old-1.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from mpt.recipe import MethodParams
+
+
+def focal_weights(teacher_logits: torch.Tensor, labels: torch.Tensor, *, alpha: float, beta: float) -> torch.Tensor:
+    """w_i = alpha + beta * [argmax teacher_i == y_i].
+
+    For the old teacher, a new-class label lies outside its K_old outputs, so its argmax can
+    never match it: those samples get alpha, as METHOD.md requires.
+    """
+    correct = teacher_logits.argmax(1) == labels
+    return alpha + beta * correct.to(teacher_logits.dtype)
+
+
+def focal_kl(student: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor, *, tau: float) -> torch.Tensor:
+    """FD-KL: mean over the batch of w_i * KL(softmax(t/tau) || softmax(u/tau)); no tau^2."""
+    log_p_teacher = F.log_softmax(teacher / tau, dim=1)
+    log_p_student = F.log_softmax(student / tau, dim=1)
+    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(1)
+    return (weights * kl).mean()
+
+
+def focal_lm(student: torch.Tensor, teacher: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """FD-LM: mean over the batch of w_i * (1 / 2C) * sum_c (u_ic - t_ic)^2."""
+    per_sample = (student - teacher).pow(2).sum(1) / (2 * student.shape[1])
+    return (weights * per_sample).mean()
+
+
+def topk_lm(student: torch.Tensor, teacher: torch.Tensor, *, k: int) -> torch.Tensor:
+    """Logit matching restricted to each sample's teacher top-k logits (original ELODI)."""
+    k = min(k, teacher.shape[1])
+    index = teacher.topk(k, dim=1).indices
+    difference = student.gather(1, index) - teacher.gather(1, index)
+    return (difference.pow(2).sum(1) / (2 * k)).mean()
+
+
+def margin_ce(logits: torch.Tensor, labels: torch.Tensor, new_mask: torch.Tensor, *, bias: float) -> torch.Tensor:
+    """L_Delta: cross-entropy of the logits with `bias` added to the new classes' logits only."""
+    return F.cross_entropy(logits + bias * new_mask.to(logits.dtype), labels)
+
+
+@dataclass
+class LossInputs:
+    logits: torch.Tensor  # z, (B, K)
+    labels: torch.Tensor  # y, (B,)
+    new_mask: torch.Tensor  # (K,) bool, True for classes in C_new
+    old_logits: torch.Tensor | None = None  # z_old, (B, K_old)
+    ref_logits: torch.Tensor | None = None  # z_ref, (B, K)
+    ensemble_logits: torch.Tensor | None = None  # mean of the ELODI ensemble's logits, (B, K)
+    epoch: int = 0
+
+
+def _old_part(inputs: LossInputs) -> tuple[torch.Tensor, torch.Tensor]:
+    k_old = inputs.old_logits.shape[1]
+    return inputs.logits[:, :k_old], inputs.old_logits
+
+
+def _independent(inputs: LossInputs, params: MethodParams) -> torch.Tensor:
+    return F.cross_entropy(inputs.logits, inputs.labels)
+
+
+def _pct_naive(inputs: LossInputs, params: MethodParams) -> torch.Tensor:
+    per_sample = F.cross_entropy(inputs.logits, inputs.labels, reduction="none")
+    old_correct = (inputs.old_logits.argmax(1) == inputs.labels).to(per_sample.dtype)
+    return per_sample.mean() + (old_correct * per_sample).mean()
+
+
+def _pct_kl(inputs: LossInputs, params: MethodParams) -> torch.Tensor:
+    student, teacher = _old_part(inputs)
+    weights = focal_weights(teacher, inputs.labels, alpha=params.alpha, beta=params.beta)
+    return _independent(inputs, params) + focal_kl(student, teacher, weights, tau=params.tau)
+
+
+def _pct_lm(inputs: LossInputs, params: MethodParams) -> torch.Tensor:
+    student, teacher = _old_part(inputs)
+    weights = focal_weights(teacher, inputs.labels, alpha=params.alpha, beta=params.beta)
+    return _independent(inputs, params) + params.lm_weight * focal_lm(student, teacher, weights)
+
+
+def _elodi(inputs: LossInputs, params: MethodParams, *, topk: bool) -> torch.Tensor:
+    loss = _independent(inputs, params)
+    if inputs.epoch < params.elodi_start_epoch:
+        return loss
+    student, teacher = _old_part(inputs)
+    if topk:
+        old_term = topk_lm(student, teacher, k=params.elodi_topk)
+        ensemble_term = topk_lm(inputs.logits, inputs.ensemble_logits, k=params.elodi_topk)
+    else:
+        ones = torch.ones_like(inputs.labels, dtype=inputs.logits.dtype)
+        old_term = focal_lm(student, teacher, ones)
+        ensemble_term = focal_lm(inputs.logits, inputs.ensemble_logits, ones)
+    return loss + params.elodi_old_weight * old_term + params.elodi_ensemble_weight * ensemble_term
+
+
+def _mpt(inputs: LossInputs, params: MethodParams, *, distill: str | None, bias: bool) -> torch.Tensor:
+    loss = margin_ce(inputs.logits, inputs.labels, inputs.new_mask, bias=params.bias if bias else 0.0)
+    if distill is None:
+        return loss
+    student_old, teacher_old = _old_part(inputs)
+    old_weights = focal_weights(teacher_old, inputs.labels, alpha=params.alpha, beta=params.beta)
+    ref_weights = focal_weights(inputs.ref_logits, inputs.labels, alpha=params.alpha, beta=params.beta)
+    # Both distillation terms see the unbiased logits z.
+    if distill == "kl":
+        return (
+            loss
+            + focal_kl(student_old, teacher_old, old_weights, tau=params.tau)
+            + focal_kl(inputs.logits, inputs.ref_logits, ref_weights, tau=params.tau)
+        )
+    return loss + params.lm_weight * (
+        focal_lm(student_old, teacher_old, old_weights) + focal_lm(inputs.logits, inputs.ref_logits, ref_weights)
+    )
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    needs_old: bool
+    needs_reference: bool
+    needs_ensemble: bool
+    loss: object  # callable(LossInputs, MethodParams) -> scalar tensor
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in [
+        Method("independent", False, False, False, _independent),
+        Method("pct-naive", True, False, False, _pct_naive),
+        Method("pct-kl", True, False, False, _pct_kl),
+        Method("pct-lm", True, False, False, _pct_lm),
+        Method("elodi", True, False, True, lambda i, p: _elodi(i, p, topk=False)),
+        Method("elodi-topk", True, False, True, lambda i, p: _elodi(i, p, topk=True)),
+        Method("mpt-kl", True, True, False, lambda i, p: _mpt(i, p, distill="kl", bias=True)),
+        Method("mpt-lm", True, True, False, lambda i, p: _mpt(i, p, distill="lm", bias=True)),
+        Method("mpt-nodistill", False, False, False, lambda i, p: _mpt(i, p, distill=None, bias=True)),
+        Method("mpt-kl-nobias", True, True, False, lambda i, p: _mpt(i, p, distill="kl", bias=False)),
+        Method("mpt-lm-nobias", True, True, False, lambda i, p: _mpt(i, p, distill="lm", bias=False)),
+    ]
+}
+
+
+def get_method(name: str) -> Method:
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    return METHODS[name]
+
+
+def method_loss(name: str, inputs: LossInputs, params: MethodParams) -> torch.Tensor:
+    """The training loss of method `name` on one batch."""
+    return get_method(name).loss(inputs, params)

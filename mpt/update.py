@@ -1,0 +1,255 @@
+"""The update pipeline shared by the CLI and the worker: prepare the data in the update's
+index space, get (or train) the independent reference, train the student, and evaluate it
+and the reference against the old model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import torch
+
+from mpt.artifacts import LoadedModel, ModelSpec
+from mpt.data import ClassMap, DataBundle, ImageSet, build_class_map, channel_stats
+from mpt.flips import FlipLedger, flip_report
+from mpt.losses import get_method
+from mpt.nets import build_net
+from mpt.recipe import MethodParams, Recipe
+from mpt.train import Callbacks, Teachers, predict, resolve_device, train
+
+
+@dataclass
+class UpdateData:
+    """Splits of one update, relabelled to its class map."""
+
+    class_map: ClassMap
+    train: ImageSet
+    validation: ImageSet
+    evaluation: ImageSet
+    digest: str
+
+
+def prepare_data(
+    bundle: DataBundle, *, old_classes: list[str] | None, classes: list[str] | None, recipe: Recipe, seed: int
+) -> UpdateData:
+    """Select the update's classes, put them in the class-map order and split off validation."""
+    class_map = build_class_map(list(old_classes or []), list(classes or bundle.classes))
+    names = list(class_map.classes)
+    train_set = bundle.train.select_classes(names).limit_per_class(recipe.train_samples_per_class, seed=seed)
+    train_set, validation = train_set.split(recipe.validation_fraction, seed=seed)
+    evaluation = bundle.test.select_classes(names).limit_per_class(recipe.eval_samples_per_class, seed=seed)
+    return UpdateData(class_map, train_set, validation, evaluation, bundle.digest)
+
+
+def reference_key(*, data: UpdateData, arch: str, recipe: Recipe, seed: int, mean, std) -> str:
+    """What makes two independent references interchangeable."""
+    identity = {
+        "data": data.digest,
+        "classes": list(data.class_map.classes),
+        "arch": arch,
+        "recipe": recipe.digest(),
+        "seed": seed,
+        "normalisation": [list(mean), list(std)],
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+class ReferenceStore(Protocol):
+    """Where trained independent references are kept for reuse (files, or the service's db)."""
+
+    def load(self, key: str) -> LoadedModel | None: ...
+
+    def save(self, key: str, model: LoadedModel) -> None: ...
+
+
+@dataclass
+class Progress:
+    """Phase-aware hooks: the pipeline names each phase before the loop's callbacks fire."""
+
+    on_phase: Callable[[str], None] | None = None
+    callbacks: Callbacks = field(default_factory=Callbacks)
+
+    def enter(self, phase: str) -> Callbacks:
+        if self.on_phase:
+            self.on_phase(phase)
+        return self.callbacks
+
+
+@dataclass
+class UpdateOutcome:
+    model: LoadedModel
+    history: list[dict]
+    data: UpdateData
+    reference: LoadedModel | None = None
+    report: dict | None = None
+    ledger: FlipLedger | None = None
+    reference_report: dict | None = None
+
+
+def _spec_for(arch: str, data: UpdateData, mean, std) -> ModelSpec:
+    images = data.train.images
+    return ModelSpec(
+        arch=arch,
+        classes=tuple(data.class_map.classes),
+        in_channels=images.shape[1],
+        image_size=(images.shape[2], images.shape[3]),
+        mean=tuple(mean),
+        std=tuple(std),
+    )
+
+
+def _train_fresh(
+    *,
+    arch: str,
+    data: UpdateData,
+    recipe: Recipe,
+    method: str,
+    params: MethodParams,
+    seed: int,
+    mean,
+    std,
+    teachers: Teachers,
+    device: torch.device,
+    callbacks: Callbacks,
+    checkpoint_path: Path | None,
+) -> tuple[LoadedModel, list[dict]]:
+    spec = _spec_for(arch, data, mean, std)
+    net = build_net(arch, num_classes=len(spec.classes), in_channels=spec.in_channels, seed=seed)
+    history = train(
+        net=net,
+        train_set=data.train,
+        recipe=recipe,
+        method=method,
+        params=params,
+        new_mask=data.class_map.new_mask(),
+        mean=mean,
+        std=std,
+        seed=seed,
+        teachers=teachers,
+        validation=data.validation,
+        device=device,
+        callbacks=callbacks,
+        checkpoint_path=checkpoint_path,
+    )
+    return LoadedModel(net.cpu(), spec), history
+
+
+def independent_model(
+    *,
+    data: UpdateData,
+    arch: str,
+    recipe: Recipe,
+    seed: int,
+    mean,
+    std,
+    store: ReferenceStore | None,
+    progress: Progress,
+    phase: str,
+    device: torch.device,
+    checkpoint_dir: Path | None,
+) -> LoadedModel:
+    """An independently trained model on the update's classes, reused from `store` when cached."""
+    key = reference_key(data=data, arch=arch, recipe=recipe, seed=seed, mean=mean, std=std)
+    cached = store.load(key) if store else None
+    if cached is not None:
+        return cached
+    model, _ = _train_fresh(
+        arch=arch, data=data, recipe=recipe, method="independent", params=MethodParams(), seed=seed,
+        mean=mean, std=std, teachers=Teachers(), device=device, callbacks=progress.enter(phase),
+        checkpoint_path=checkpoint_dir / f"{phase}.ckpt" if checkpoint_dir else None,
+    )
+    if store:
+        store.save(key, model)
+    return model
+
+
+def evaluate(*, model: LoadedModel, baseline: LoadedModel, evaluation: ImageSet, k_old: int, device=None) -> tuple[dict, FlipLedger]:
+    """The flip report of `model` against `baseline` on a split in `model`'s index space."""
+    device = resolve_device() if device is None else device
+    new_logits = predict(model.net.to(device), evaluation.images, mean=model.spec.mean, std=model.spec.std, device=device)
+    old_logits = predict(baseline.net.to(device), evaluation.images, mean=baseline.spec.mean, std=baseline.spec.std, device=device)
+    return flip_report(
+        labels=evaluation.labels,
+        old_logits=old_logits[:, :k_old],
+        new_logits=new_logits,
+        classes=list(model.spec.classes),
+        k_old=k_old,
+    )
+
+
+def run_update(
+    *,
+    bundle: DataBundle,
+    base: LoadedModel | None,
+    classes: list[str] | None,
+    arch: str | None,
+    method: str,
+    params: MethodParams,
+    recipe: Recipe,
+    seed: int,
+    store: ReferenceStore | None = None,
+    progress: Progress | None = None,
+    device: str = "auto",
+    checkpoint_dir: str | Path | None = None,
+) -> UpdateOutcome:
+    """Train a new version (from `base`, or a first version when `base` is None) and evaluate it.
+
+    Phases: `reference` (and `ensemble-N` for ELODI) when the method needs them and no cached
+    one fits, `training`, `evaluating`.
+    """
+    progress = progress or Progress()
+    torch_device = resolve_device(device)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+    if checkpoint_dir:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    method_spec = get_method(method)
+    if base is None and method != "independent":
+        raise ValueError(f"a first version (no base model) trains with 'independent', not {method!r}")
+    arch = arch or (base.spec.arch if base else None)
+    if arch is None:
+        raise ValueError("a first version needs an architecture")
+    data = prepare_data(bundle, old_classes=list(base.spec.classes) if base else None, classes=classes, recipe=recipe, seed=seed)
+    if base is not None:
+        shape = tuple(data.train.images.shape[1:])
+        expected = (base.spec.in_channels, *base.spec.image_size)
+        if shape != expected:
+            raise ValueError(f"the data's images are {shape} but the base model expects {expected}")
+    # An update keeps the family's normalisation so the old model sees the inputs it knows.
+    if recipe.mean is not None:
+        mean, std = recipe.mean, recipe.std
+    elif base is not None:
+        mean, std = base.spec.mean, base.spec.std
+    else:
+        mean, std = channel_stats(data.train.images)
+
+    common = dict(data=data, arch=arch, recipe=recipe, mean=mean, std=std, store=store, progress=progress,
+                  device=torch_device, checkpoint_dir=checkpoint_dir)
+    teachers = Teachers(old=base.net if base else None)
+    reference = None
+    if method_spec.needs_reference or base is not None:
+        # The reference is also what the report compares MPT with, so any update gets one.
+        reference = independent_model(seed=seed, phase="reference", **common)
+        teachers.reference = reference.net
+    if method_spec.needs_ensemble:
+        teachers.ensemble = [
+            independent_model(seed=seed + member, phase=f"ensemble-{member}", **common).net
+            for member in range(1, params.elodi_ensemble_size + 1)
+        ]
+    if method == "independent" and reference is not None:
+        model, history = reference, []  # the independent retrain *is* the cached reference
+    else:
+        model, history = _train_fresh(
+            arch=arch, data=data, recipe=recipe, method=method, params=params, seed=seed, mean=mean, std=std,
+            teachers=teachers, device=torch_device, callbacks=progress.enter("training"),
+            checkpoint_path=checkpoint_dir / "training.ckpt" if checkpoint_dir else None,
+        )
+    outcome = UpdateOutcome(model=model, history=history, data=data, reference=reference)
+    if base is not None:
+        progress.enter("evaluating")
+        k_old = data.class_map.k_old
+        outcome.report, outcome.ledger = evaluate(model=model, baseline=base, evaluation=data.evaluation, k_old=k_old, device=torch_device)
+        outcome.reference_report, _ = evaluate(model=reference, baseline=base, evaluation=data.evaluation, k_old=k_old, device=torch_device)
+    return outcome
