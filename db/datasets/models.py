@@ -1,0 +1,44 @@
+"""A registered data set: where it lives and what the worker found in it."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from db.base import Base, JSONType, UTCDateTime, enum_type, utcnow
+
+
+class DatasetFormat(enum.StrEnum):
+    FASHION_MNIST = "fashion-mnist"
+    IMAGEFOLDER = "imagefolder"
+    CIFAR = "cifar"
+    NPZ = "npz"
+
+
+class DatasetStatus(enum.StrEnum):
+    PENDING = "pending"
+    READY = "ready"
+    FAILED = "failed"
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    uri: Mapped[str] = mapped_column(Text)
+    format: Mapped[DatasetFormat] = mapped_column(enum_type(DatasetFormat, "dataset_format"))
+    status: Mapped[DatasetStatus] = mapped_column(
+        enum_type(DatasetStatus, "dataset_status"), default=DatasetStatus.PENDING
+    )
+    error: Mapped[str | None] = mapped_column(Text)
+    # Ordered class names: index i of a label is classes[i].
+    classes: Mapped[list[str] | None] = mapped_column(JSONType)
+    train_size: Mapped[int | None]
+    test_size: Mapped[int | None]
+    image_shape: Mapped[list[int] | None] = mapped_column(JSONType)  # [C, H, W]
+    digest: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,75 @@
+"""Data set registration (API) and the inspection results (worker)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from db.datasets.models import Dataset, DatasetFormat, DatasetStatus
+from db.errors import Conflict, NotFound
+from db.pagination import Page, paginate
+
+
+def get_dataset(
+    session: Session, *, dataset_id: int, loc: tuple = ("path", "dataset_id")
+) -> Dataset:
+    """The data set with this id; NotFound naming `loc` otherwise."""
+    dataset = session.get(Dataset, dataset_id)
+    if dataset is None:
+        raise NotFound(f"data set {dataset_id} does not exist", loc=loc)
+    return dataset
+
+
+def list_datasets(
+    session: Session, *, status: DatasetStatus | None = None, page: int = 1, page_size: int = 50
+) -> Page[Dataset]:
+    """Data sets, newest first, optionally of one status."""
+    statement = select(Dataset).order_by(Dataset.id.desc())
+    if status is not None:
+        statement = statement.where(Dataset.status == status)
+    return paginate(session, statement, page=page, page_size=page_size)
+
+
+def create_dataset(session: Session, *, name: str, uri: str, format: DatasetFormat) -> Dataset:
+    """Register a data set as `pending` (the worker inspects it); the name must be new."""
+    dataset = Dataset(name=name, uri=uri, format=format, status=DatasetStatus.PENDING)
+    session.add(dataset)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"a data set named {name!r} already exists", loc=("body", "name")) from None
+    return dataset
+
+
+def mark_dataset_ready(
+    session: Session,
+    *,
+    dataset_id: int,
+    classes: list[str],
+    train_size: int,
+    test_size: int,
+    image_shape: list[int],
+    digest: str,
+) -> Dataset:
+    """Record what the worker found in the data set and make it usable by update jobs."""
+    dataset = get_dataset(session, dataset_id=dataset_id)
+    dataset.classes = list(classes)
+    dataset.train_size = train_size
+    dataset.test_size = test_size
+    dataset.image_shape = list(image_shape)
+    dataset.digest = digest
+    dataset.status = DatasetStatus.READY
+    dataset.error = None
+    session.commit()
+    return dataset
+
+
+def mark_dataset_failed(session: Session, *, dataset_id: int, error: str) -> Dataset:
+    """Record why the worker could not read the data set."""
+    dataset = get_dataset(session, dataset_id=dataset_id)
+    dataset.status = DatasetStatus.FAILED
+    dataset.error = error
+    session.commit()
+    return dataset

@@ -1,0 +1,178 @@
+"""Model versions: registration, listing, lineage and (gated) promotion."""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from db.base import utcnow
+from db.errors import Conflict, InvalidInput, NotFound
+from db.model_versions.models import ModelStatus, ModelVersion
+from db.pagination import Page, paginate
+
+
+def get_model(session: Session, *, model_id: int, loc: tuple = ("path", "model_id")) -> ModelVersion:
+    """The model version with this id; NotFound naming `loc` otherwise."""
+    model = session.get(ModelVersion, model_id)
+    if model is None:
+        raise NotFound(f"model {model_id} does not exist", loc=loc)
+    return model
+
+
+def list_models(
+    session: Session,
+    *,
+    family: str | None = None,
+    status: ModelStatus | None = None,
+    page: int = 1,
+    page_size: int = 50,
+) -> Page[ModelVersion]:
+    """Model versions, newest first, optionally of one family and status."""
+    statement = select(ModelVersion).order_by(ModelVersion.id.desc())
+    if family is not None:
+        statement = statement.where(ModelVersion.family == family)
+    if status is not None:
+        statement = statement.where(ModelVersion.status == status)
+    return paginate(session, statement, page=page, page_size=page_size)
+
+
+def get_production(session: Session, *, family: str) -> ModelVersion | None:
+    """The production version of a family, if any."""
+    return session.scalar(
+        select(ModelVersion).where(
+            ModelVersion.family == family, ModelVersion.status == ModelStatus.PRODUCTION
+        )
+    )
+
+
+def add_version(
+    session: Session,
+    *,
+    family: str,
+    parent_id: int | None,
+    architecture: str,
+    classes: list[str],
+    artifact_uri: str,
+    sha256: str,
+    status: ModelStatus,
+    job_id: int | None = None,
+    recipe: dict | None = None,
+    method: str | None = None,
+) -> ModelVersion:
+    """Add the family's next version number (flushes; the caller commits).
+
+    Two writers racing for one family collide on the (family, version) unique constraint,
+    so a version number is never handed out twice.
+    """
+    latest = session.scalar(
+        select(func.max(ModelVersion.version)).where(ModelVersion.family == family)
+    )
+    model = ModelVersion(
+        family=family,
+        version=(latest or 0) + 1,
+        parent_id=parent_id,
+        architecture=architecture,
+        classes=list(classes),
+        artifact_uri=artifact_uri,
+        sha256=sha256,
+        status=status,
+        job_id=job_id,
+        recipe=recipe,
+        method=method,
+    )
+    if status == ModelStatus.PRODUCTION:
+        model.promoted_at = utcnow()
+        model.promotion_reason = "first version of the family"
+    session.add(model)
+    session.flush()
+    return model
+
+
+def register_uploaded_model(
+    session: Session,
+    *,
+    family: str,
+    architecture: str,
+    classes: list[str],
+    artifact_uri: str,
+    sha256: str,
+) -> ModelVersion:
+    """Register a deployed model: a new family starts in production, later uploads are candidates."""
+    production = get_production(session, family=family)
+    latest = session.scalar(
+        select(ModelVersion)
+        .where(ModelVersion.family == family)
+        .order_by(ModelVersion.version.desc())
+        .limit(1)
+    )
+    predecessor = production or latest
+    model = add_version(
+        session,
+        family=family,
+        parent_id=predecessor.id if predecessor else None,
+        architecture=architecture,
+        classes=classes,
+        artifact_uri=artifact_uri,
+        sha256=sha256,
+        status=ModelStatus.CANDIDATE if latest else ModelStatus.PRODUCTION,
+    )
+    session.commit()
+    return model
+
+
+def set_production(session: Session, *, model: ModelVersion, reason: str, forced: bool) -> None:
+    """Make `model` its family's production version, archiving the previous one (no commit)."""
+    previous = get_production(session, family=model.family)
+    if previous is not None and previous.id != model.id:
+        previous.status = ModelStatus.ARCHIVED
+        # The partial unique index allows one production row: archive before promoting.
+        session.flush()
+    model.status = ModelStatus.PRODUCTION
+    model.promoted_at = utcnow()
+    model.promotion_reason = reason
+    model.forced = forced
+    session.flush()
+
+
+def promote_model(
+    session: Session, *, model_id: int, force: bool = False, reason: str | None = None
+) -> ModelVersion:
+    """Promote a candidate whose gate passed; `force` overrides the gate and needs a reason."""
+    model = get_model(session, model_id=model_id)
+    if model.status == ModelStatus.PRODUCTION:
+        raise Conflict(f"model {model_id} is already in production", loc=("path", "model_id"))
+    reason = (reason or "").strip() or None
+    if force:
+        if reason is None:
+            raise InvalidInput("a forced promotion needs a reason", loc=("body", "reason"))
+    else:
+        if model.status != ModelStatus.CANDIDATE:
+            raise Conflict(
+                f"model {model_id} is {model.status.value}, not a candidate; "
+                "promote it with force and a reason",
+                loc=("path", "model_id"),
+            )
+        verdict = model.gate_verdict or {}
+        if model.job_id is not None and not verdict.get("passed"):
+            reasons = "; ".join(verdict.get("reasons", [])) or "no gate verdict"
+            raise Conflict(
+                f"model {model_id} did not pass its gate ({reasons}); "
+                "promote it with force and a reason",
+                loc=("path", "model_id"),
+            )
+    if reason is None:
+        reason = "gate passed" if model.job_id is not None else "uploaded model promoted"
+    set_production(session, model=model, reason=reason, forced=force)
+    session.commit()
+    return model
+
+
+def lineage(session: Session, *, model_id: int) -> list[ModelVersion]:
+    """The model and its predecessors, newest first, following parent links."""
+    chain = [get_model(session, model_id=model_id)]
+    seen = {chain[0].id}
+    while chain[-1].parent_id is not None and chain[-1].parent_id not in seen:
+        parent = get_model(session, model_id=chain[-1].parent_id)
+        seen.add(parent.id)
+        chain.append(parent)
+    return chain

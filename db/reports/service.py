@@ -1,0 +1,150 @@
+"""Flip reports and their per-sample ledgers: storage (worker) and filtered reads (API)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from sqlalchemy import Select, insert, select
+from sqlalchemy.orm import Session
+
+from db.pagination import Page, paginate
+from db.reports.models import FlipKind, FlipReport, FlipSample, ReportRole
+
+
+def summary_columns(summary: dict) -> dict:
+    """The scalar columns a report row copies from an mpt.flips.flip_report summary."""
+    all_scope = summary["scopes"]["all"]
+    old_scope = summary["scopes"]["old_classes"]
+    return {
+        "nfr_old_classes": old_scope["nfr"],
+        "nfr_all": all_scope["nfr"],
+        "relative_nfr_old_classes": old_scope["relative_nfr"],
+        "accuracy": all_scope["new_accuracy"],
+        "accuracy_old_classes": old_scope["new_accuracy"],
+        "accuracy_new_classes": summary.get("new_class_accuracy"),
+        "negative_flips": all_scope["negative_flips"],
+        "samples": all_scope["samples"],
+    }
+
+
+def add_report(
+    session: Session,
+    *,
+    model_id: int,
+    baseline_model_id: int,
+    role: ReportRole,
+    summary: dict,
+    split: str = "test",
+    images_uri: str | None = None,
+) -> FlipReport:
+    """Store a flip report summary (flushes; the caller commits)."""
+    report = FlipReport(
+        model_id=model_id,
+        baseline_model_id=baseline_model_id,
+        role=role,
+        split=split,
+        k_old=summary["k_old"],
+        classes=list(summary["classes"]),
+        summary=summary,
+        images_uri=images_uri,
+        **summary_columns(summary),
+    )
+    session.add(report)
+    session.flush()
+    return report
+
+
+def add_ledger(session: Session, *, report_id: int, k_old: int, rows: list[dict]) -> None:
+    """Bulk-insert a report's ledger rows (mpt.flips.FlipLedger.rows()); flushes, no commit."""
+    if not rows:
+        return
+    session.execute(
+        insert(FlipSample),
+        [
+            {
+                "report_id": report_id,
+                "sample_index": row["sample_index"],
+                "label": row["label"],
+                "old_prediction": row["old_prediction"],
+                "new_prediction": row["new_prediction"],
+                "old_confidence": row["old_confidence"],
+                "new_confidence": row["new_confidence"],
+                "kind": FlipKind(row["kind"]),
+                # METHOD.md: an intrusion is a negative flip into one of the new classes.
+                "is_intrusion": row["kind"] == FlipKind.NEGATIVE
+                and row["new_prediction"] >= k_old,
+            }
+            for row in rows
+        ],
+    )
+
+
+def find_report(
+    session: Session,
+    *,
+    model_id: int,
+    baseline_model_id: int,
+    role: ReportRole = ReportRole.MODEL,
+) -> FlipReport | None:
+    """The latest stored report of a model (or of its reference) against a baseline."""
+    return session.scalar(
+        select(FlipReport)
+        .where(
+            FlipReport.model_id == model_id,
+            FlipReport.baseline_model_id == baseline_model_id,
+            FlipReport.role == role,
+        )
+        .order_by(FlipReport.id.desc())
+        .limit(1)
+    )
+
+
+def _samples_statement(
+    *, report_id: int, kind: FlipKind | None, label: int | None, intrusion: bool | None
+) -> Select:
+    """Ledger rows of one report with the optional filters, in evaluation-sample order."""
+    statement = select(FlipSample).where(FlipSample.report_id == report_id)
+    if kind is not None:
+        statement = statement.where(FlipSample.kind == kind)
+    if label is not None:
+        statement = statement.where(FlipSample.label == label)
+    if intrusion is not None:
+        statement = statement.where(FlipSample.is_intrusion == intrusion)
+    return statement.order_by(FlipSample.sample_index, FlipSample.id)
+
+
+def list_samples(
+    session: Session,
+    *,
+    report_id: int,
+    kind: FlipKind | None = None,
+    label: int | None = None,
+    intrusion: bool | None = None,
+    page: int = 1,
+    page_size: int = 100,
+) -> Page[FlipSample]:
+    """One page of a report's ledger, filtered by kind, true label and intrusion."""
+    statement = _samples_statement(report_id=report_id, kind=kind, label=label, intrusion=intrusion)
+    return paginate(session, statement, page=page, page_size=page_size)
+
+
+def iter_samples(
+    session: Session,
+    *,
+    report_id: int,
+    kind: FlipKind | None = None,
+    label: int | None = None,
+    intrusion: bool | None = None,
+) -> Iterator[FlipSample]:
+    """Every ledger row matching the filters, fetched in batches (for CSV export)."""
+    statement = _samples_statement(report_id=report_id, kind=kind, label=label, intrusion=intrusion)
+    yield from session.scalars(statement.execution_options(yield_per=1000))
+
+
+def get_sample(session: Session, *, report_id: int, sample_index: int) -> FlipSample | None:
+    """The ledger row of one evaluation sample in a report, if it flipped."""
+    return session.scalar(
+        select(FlipSample)
+        .where(FlipSample.report_id == report_id, FlipSample.sample_index == sample_index)
+        .limit(1)
+    )

@@ -1,0 +1,39 @@
+"""Service configuration, read from `FLIPGUARD_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+FILESYSTEM_BROKER_PREFIX = "filesystem://"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FLIPGUARD_", extra="ignore")
+
+    database_url: str = "sqlite:///var/flipguard.db"
+    # `redis://host:port/db`, or `filesystem://<folder>` (kombu's filesystem transport, for
+    # the embedded one-machine deployment; `filesystem:///abs/path` for an absolute folder).
+    broker_url: str = "filesystem://var/broker"
+    artifact_root: Path = Path("var/artifacts")
+    # Data sets and model files given by uri must live under one of these folders.
+    data_roots: list[Path] = Field(default_factory=lambda: [Path("/usr/share/datasets"), Path("var/data")])
+    # A running job whose heartbeat is older than this may be taken over by another worker.
+    heartbeat_timeout_s: float = 120.0
+    max_upload_bytes: int = 512 * 1024 * 1024
+    device: str = "auto"
+
+    def broker_connection(self) -> tuple[str, dict]:
+        """The Celery broker URL and transport options (the filesystem transport needs folders)."""
+        if not self.broker_url.startswith(FILESYSTEM_BROKER_PREFIX):
+            return self.broker_url, {}
+        folder = Path(self.broker_url[len(FILESYSTEM_BROKER_PREFIX):] or "var/broker")
+        folder.mkdir(parents=True, exist_ok=True)
+        # Producers write to data_folder_out and consumers read data_folder_in: one shared
+        # folder makes every process see every message.
+        return FILESYSTEM_BROKER_PREFIX, {
+            "data_folder_in": str(folder),
+            "data_folder_out": str(folder),
+        }
