@@ -1,0 +1,125 @@
+"""Start and stop a whole flipguard stack as real processes: migrations, the API server and
+one Celery worker. Used by the embedded one-command start, the demo and the integration
+tests (which point it at PostgreSQL and Redis instead of the embedded defaults)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def embedded_env(home: Path) -> dict[str, str]:
+    """Settings of the embedded default: SQLite file, filesystem broker, local artifacts."""
+    home = home.resolve()
+    return {
+        "FLIPGUARD_DATABASE_URL": f"sqlite:///{home}/flipguard.db",
+        "FLIPGUARD_BROKER_URL": f"filesystem://{home}/broker",
+        "FLIPGUARD_ARTIFACT_ROOT": str(home / "artifacts"),
+        "FLIPGUARD_DATA_ROOTS": json.dumps(["/usr/share/datasets", str(home / "data")]),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Stack:
+    """A running API and workers with one environment; `url` is the API's base URL."""
+
+    def __init__(self, env: dict[str, str], *, port: int | None = None, log_dir: Path):
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_dir = log_dir
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.api: subprocess.Popen | None = None
+        self.workers: list[subprocess.Popen] = []
+
+    def _spawn(self, name: str, args: list[str], extra_env: dict | None = None) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "ab")
+        return subprocess.Popen(
+            args, cwd=ROOT, env={**self.env, **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,  # signals to the test runner do not reach the children
+        )
+
+    def migrate(self) -> None:
+        subprocess.run(
+            [PYTHON, "-c", "import os, db.migrate as m; m.upgrade(os.environ['FLIPGUARD_DATABASE_URL'])"],
+            cwd=ROOT, env=self.env, check=True,
+        )
+
+    def start_api(self) -> None:
+        self.api = self._spawn("api", [
+            PYTHON, "-m", "uvicorn", "api.main:create_app", "--factory",
+            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+        ])
+        self.wait_until(lambda: self._healthy(), timeout_s=60, what="the API to answer /health")
+
+    def start_worker(self, name: str = "worker", queues: str = "training,light", extra_env: dict | None = None) -> subprocess.Popen:
+        worker = self._spawn(name, [
+            PYTHON, "-m", "celery", "-A", "worker.app", "worker", "--pool=solo", "--concurrency=1",
+            "-Q", queues, "-n", f"{name}@%h", "--loglevel=INFO", "--without-gossip", "--without-mingle",
+        ], extra_env)
+        self.workers.append(worker)
+        return worker
+
+    def _healthy(self) -> bool:
+        if self.api is not None and self.api.poll() is not None:
+            raise RuntimeError(f"the API exited with {self.api.returncode}; see {self.log_dir / 'api.log'}")
+        try:
+            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    @staticmethod
+    def wait_until(condition, *, timeout_s: float, what: str, interval_s: float = 0.3):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            value = condition()
+            if value:
+                return value
+            time.sleep(interval_s)
+        raise TimeoutError(f"gave up waiting for {what} after {timeout_s:.0f} s")
+
+    def stop_process(self, process: subprocess.Popen, *, sig=signal.SIGTERM, timeout_s: float = 30) -> None:
+        if process.poll() is None:
+            os.killpg(process.pid, sig)
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def stop(self) -> None:
+        for worker in self.workers:
+            self.stop_process(worker)
+        if self.api is not None:
+            self.stop_process(self.api)
+
+
+@contextmanager
+def running_stack(env: dict[str, str], *, log_dir: Path, port: int | None = None, workers: int = 1):
+    """Migrate, start the API and `workers` workers; stop them all on exit."""
+    stack = Stack(env, port=port, log_dir=log_dir)
+    try:
+        stack.migrate()
+        stack.start_api()
+        for index in range(workers):
+            stack.start_worker(f"worker{index}")
+        yield stack
+    finally:
+        stack.stop()

@@ -1,0 +1,1 @@
+"""Celery workers: thin adapters from job rows in the database to the engine (mpt)."""

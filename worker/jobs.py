@@ -1,0 +1,262 @@
+"""The job lifecycle of DESIGN.md: claim, train through the engine, evaluate, register.
+
+The training loop never waits on the database: a heartbeat thread writes progress and reads
+the cancellation flag every few seconds, and the loop polls that thread's flag.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy.exc import OperationalError
+
+from db.base import make_engine, make_session_factory
+from db.datasets.service import get_dataset, mark_dataset_failed, mark_dataset_ready
+from db.errors import JobNotOwned
+from db.jobs.models import JobStatus
+from db.jobs.service import (
+    cancel_job_finished,
+    claim_job,
+    complete_job,
+    fail_job,
+    heartbeat,
+    record_event,
+)
+from db.model_versions.service import get_model
+from db.references.service import add_reference, find_reference
+from db.settings import Settings
+from mpt.artifacts import ArtifactError, LoadedModel, load_model, save_model
+from mpt.data import DataError, load_dataset
+from mpt.recipe import MethodParams, Recipe
+from mpt.train import Callbacks, NonFiniteLoss, TrainingCancelled
+from mpt.update import Progress, run_update
+
+log = logging.getLogger(__name__)
+
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+# Failures that are the job's own (its data, its weights, its numbers): reported as they are.
+JOB_ERRORS = (DataError, ArtifactError, NonFiniteLoss, ValueError)
+
+
+@cache
+def settings() -> Settings:
+    return Settings()
+
+
+@cache
+def session_factory():
+    return make_session_factory(make_engine(settings().database_url))
+
+
+def artifact_path(uri: str) -> Path:
+    """Artifact URIs are paths relative to the artifact root, shared by every host."""
+    return settings().artifact_root / uri
+
+
+def with_db_retries(write, *, attempts: int = 30, delay_s: float = 2.0):
+    """Run a database write, retrying while the database is unreachable (a restart)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with session_factory()() as session:
+                return write(session)
+        except OperationalError:
+            if attempt == attempts:
+                raise
+            log.warning("database unreachable, retrying in %.0f s (%d/%d)", delay_s, attempt, attempts)
+            time.sleep(delay_s)
+
+
+@dataclass
+class JobMonitor:
+    """Heartbeats the job from a thread; tells the loop when to stop (cancel or takeover)."""
+
+    job_id: int
+    interval_s: float
+    phase: str = "starting"
+    progress: float = 0.0
+    epoch: int | None = None
+    status: JobStatus = JobStatus.RUNNING
+    cancel_requested: bool = False
+    lost: bool = False
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> "JobMonitor":
+        self.beat()
+        threading.Thread(target=self._run, name=f"heartbeat-{self.job_id}", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def beat(self) -> None:
+        try:
+            with session_factory()() as session:
+                self.cancel_requested = heartbeat(
+                    session, job_id=self.job_id, worker_id=WORKER_ID, phase=self.phase,
+                    progress=self.progress, epoch=self.epoch, status=self.status,
+                )
+        except JobNotOwned:
+            self.lost = True
+        except OperationalError:
+            log.warning("heartbeat for job %s failed: database unreachable", self.job_id)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.beat()
+
+    def should_stop(self) -> bool:
+        return self.cancel_requested or self.lost
+
+    def enter_phase(self, phase: str) -> None:
+        self.phase, self.progress, self.epoch = phase, 0.0, None
+        if phase == "evaluating":
+            self.status = JobStatus.EVALUATING
+        self.beat()
+
+    def on_epoch_end(self, epoch: int, metrics: dict) -> None:
+        self.epoch = epoch + 1
+        with_db_retries(lambda s: record_event(s, job_id=self.job_id, phase=self.phase, epoch=epoch + 1, metrics=metrics))
+
+
+class DatabaseReferenceStore:
+    """Independent references cached in the artifact store and indexed in the database."""
+
+    def __init__(self):
+        self.last_id: int | None = None
+
+    def load(self, key: str) -> LoadedModel | None:
+        with session_factory()() as session:
+            row = find_reference(session, cache_key=key)
+        if row is None:
+            return None
+        self.last_id = row.id
+        return load_model(artifact_path(row.artifact_uri), sha256=row.sha256)
+
+    def save(self, key: str, model: LoadedModel) -> None:
+        uri = f"references/{key}.safetensors"
+        sha256 = save_model(artifact_path(uri), model.net, model.spec)
+        row = with_db_retries(lambda s: add_reference(
+            s, cache_key=key, artifact_uri=uri, sha256=sha256,
+            architecture=model.spec.arch, classes=list(model.spec.classes),
+        ))
+        self.last_id = row.id
+
+
+def execute_update(*, job_id: int) -> str:
+    """Run one update job to its end state; returns that state (for the worker's log)."""
+    with session_factory()() as session:
+        job = claim_job(session, job_id=job_id, worker_id=WORKER_ID, heartbeat_timeout_s=settings().heartbeat_timeout_s)
+        if job is None:
+            return "dropped: another live worker holds it, or it has finished"
+        dataset = get_dataset(session, dataset_id=job.dataset_id)
+        base_row = get_model(session, model_id=job.base_model_id) if job.base_model_id else None
+
+    interval = max(0.5, min(10.0, settings().heartbeat_timeout_s / 4))
+    monitor = JobMonitor(job_id=job_id, interval_s=interval).start()
+    checkpoint_dir = artifact_path(f"checkpoints/job-{job_id}")
+    written: list[Path] = []
+    try:
+        recipe = Recipe.from_dict(job.recipe)
+        params = MethodParams.from_dict(job.method_params)
+        base = load_model(artifact_path(base_row.artifact_uri), sha256=base_row.sha256) if base_row else None
+        bundle = load_dataset(dataset.uri, dataset.format.value)
+        if bundle.digest != dataset.digest:
+            raise DataError(
+                f"data set {dataset.id} changed on disk since it was registered "
+                f"(digest {bundle.digest[:12]} != {dataset.digest[:12]}); register it again"
+            )
+        store = DatabaseReferenceStore()
+        outcome = run_update(
+            bundle=bundle, base=base, classes=job.classes, arch=job.architecture, method=job.method,
+            params=params, recipe=recipe, seed=job.seed, store=store, device=settings().device,
+            checkpoint_dir=checkpoint_dir,
+            progress=Progress(
+                on_phase=monitor.enter_phase,
+                callbacks=Callbacks(
+                    on_epoch_end=monitor.on_epoch_end,
+                    on_progress=lambda fraction: setattr(monitor, "progress", fraction),
+                    should_cancel=monitor.should_stop,
+                ),
+            ),
+        )
+        if monitor.should_stop():
+            raise TrainingCancelled("cancelled during evaluation")
+        stem = f"job-{job_id}-{uuid.uuid4().hex[:8]}"
+        model_uri = f"models/{stem}.safetensors"
+        written.append(artifact_path(model_uri))
+        sha256 = save_model(written[-1], outcome.model.net, outcome.model.spec)
+        images_uri = None
+        if outcome.ledger is not None:
+            images_uri = f"reports/{stem}.npz"
+            written.append(artifact_path(images_uri))
+            written[-1].parent.mkdir(parents=True, exist_ok=True)
+            np.savez(
+                written[-1],
+                sample_index=outcome.ledger.sample_index.numpy(),
+                images=outcome.data.evaluation.images[outcome.ledger.sample_index].numpy(),
+            )
+        monitor.stop()
+        if monitor.lost:
+            raise TrainingCancelled("another worker took the job over")
+        model = {
+            "artifact_uri": model_uri, "sha256": sha256, "architecture": outcome.model.spec.arch,
+            "classes": list(outcome.model.spec.classes), "recipe": recipe.to_dict(), "method": job.method,
+        }
+        version = with_db_retries(lambda s: complete_job(
+            s, job_id=job_id, model=model, report=outcome.report,
+            ledger=outcome.ledger.rows() if outcome.ledger is not None else None,
+            images_uri=images_uri, reference_report=outcome.reference_report, reference_model_id=store.last_id,
+        ))
+        if version.artifact_uri != model_uri:  # a concurrent completion registered first
+            _remove(written)
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        return f"succeeded: model {version.id}"
+    except TrainingCancelled:
+        monitor.stop()
+        _remove(written)
+        if monitor.lost:
+            return "stopped: the job was taken over by another worker"
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        with_db_retries(lambda s: cancel_job_finished(s, job_id=job_id))
+        return "cancelled"
+    except JOB_ERRORS as error:
+        monitor.stop()
+        _remove(written)
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        with_db_retries(lambda s: fail_job(s, job_id=job_id, error=str(error)))
+        return f"failed: {error}"
+    except Exception as error:
+        monitor.stop()
+        _remove(written)
+        log.exception("update job %s crashed", job_id)
+        with_db_retries(lambda s: fail_job(s, job_id=job_id, error=f"internal error ({type(error).__name__}): {error}"))
+        return "failed: internal error"
+
+
+def _remove(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
+def inspect_dataset(*, dataset_id: int) -> str:
+    """Read a registered data set once: classes, split sizes, image shape, content digest."""
+    with session_factory()() as session:
+        dataset = get_dataset(session, dataset_id=dataset_id)
+    try:
+        bundle = load_dataset(dataset.uri, dataset.format.value)
+    except (DataError, OSError) as error:
+        with_db_retries(lambda s: mark_dataset_failed(s, dataset_id=dataset_id, error=str(error)))
+        return f"failed: {error}"
+    described = bundle.describe()
+    with_db_retries(lambda s: mark_dataset_ready(s, dataset_id=dataset_id, **described))
+    return "ready"
