@@ -20,6 +20,22 @@ class JobStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+class UpdateMethod(enum.StrEnum):
+    """The training methods of METHOD.md (the engine implements each under the same name)."""
+
+    INDEPENDENT = "independent"
+    PCT_NAIVE = "pct-naive"
+    PCT_KL = "pct-kl"
+    PCT_LM = "pct-lm"
+    ELODI = "elodi"
+    ELODI_TOPK = "elodi-topk"
+    MPT_KL = "mpt-kl"
+    MPT_LM = "mpt-lm"
+    MPT_NODISTILL = "mpt-nodistill"
+    MPT_KL_NOBIAS = "mpt-kl-nobias"
+    MPT_LM_NOBIAS = "mpt-lm-nobias"
+
+
 ACTIVE_STATUSES = (JobStatus.RUNNING, JobStatus.EVALUATING)
 TERMINAL_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 

@@ -16,7 +16,14 @@ from db.base import utcnow
 from db.datasets.models import DatasetStatus
 from db.datasets.service import get_dataset
 from db.errors import Conflict, InvalidInput, JobNotOwned, NotFound
-from db.jobs.models import ACTIVE_STATUSES, TERMINAL_STATUSES, JobEvent, JobStatus, UpdateJob
+from db.jobs.models import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    JobEvent,
+    JobStatus,
+    UpdateJob,
+    UpdateMethod,
+)
 from db.model_versions.models import ModelStatus, ModelVersion
 from db.model_versions.service import add_version, get_model, set_production
 from db.pagination import Page, paginate
@@ -24,7 +31,7 @@ from db.reports.models import ReportRole
 from db.reports.service import add_ledger, add_report, summary_columns
 
 # The only method that needs no predecessor: every other one distils from the base model.
-FROM_SCRATCH_METHOD = "independent"
+FROM_SCRATCH_METHOD = UpdateMethod.INDEPENDENT
 VERSION_NUMBER_RETRIES = 3
 
 
@@ -171,8 +178,8 @@ def create_job(
             )
         if method != FROM_SCRATCH_METHOD:
             raise InvalidInput(
-                f"method {method!r} distils from a base model; without one use "
-                f"{FROM_SCRATCH_METHOD!r}",
+                f"method {str(method)!r} distils from a base model; without one use "
+                f"{FROM_SCRATCH_METHOD.value!r}",
                 loc=("body", "method"),
             )
 

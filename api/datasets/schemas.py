@@ -1,0 +1,39 @@
+"""Request and response bodies of /datasets."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.schemas import OrmModel
+from db.datasets.models import DatasetFormat, DatasetStatus
+
+
+class DatasetCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[\w.\-]+$", examples=["fashion-mnist"])
+    uri: str = Field(
+        min_length=1,
+        description="A folder or file inside one of the server's data roots.",
+        examples=["/usr/share/datasets/fashion-mnist"],
+    )
+    format: DatasetFormat = Field(examples=[DatasetFormat.FASHION_MNIST])
+
+
+class DatasetOut(OrmModel):
+    id: int = Field(examples=[1])
+    name: str = Field(examples=["fashion-mnist"])
+    uri: str = Field(examples=["/usr/share/datasets/fashion-mnist"])
+    format: DatasetFormat
+    status: DatasetStatus = Field(
+        description="pending until a worker has inspected the files", examples=["ready"]
+    )
+    error: str | None = Field(examples=[None])
+    classes: list[str] | None = Field(examples=[["T-shirt/top", "Trouser", "Pullover"]])
+    train_size: int | None = Field(examples=[60000])
+    test_size: int | None = Field(examples=[10000])
+    image_shape: list[int] | None = Field(description="[C, H, W]", examples=[[1, 28, 28]])
+    digest: str | None = Field(examples=["9f2c41d0a7b3e6f1"])
+    created_at: datetime

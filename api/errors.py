@@ -1,0 +1,72 @@
+"""One error body for every 4xx/5xx: {"detail": [{"loc": [...], "msg": ..., "type": ...}]}."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from db.errors import Conflict, InvalidInput, NotFound, ServiceError
+
+STATUS_BY_ERROR = {NotFound: 404, Conflict: 409, InvalidInput: 422}
+
+
+class ApiError(Exception):
+    """An HTTP error raised by a view, naming the input it concerns."""
+
+    def __init__(self, status_code: int, message: str, *, loc=(), error_type: str = "value_error"):
+        super().__init__(message)
+        self.status_code = status_code
+        self.message = message
+        self.loc = loc
+        self.error_type = error_type
+
+
+def error_body(message: str, *, loc=(), error_type: str) -> dict:
+    """The body of every error response."""
+    return {"detail": [{"loc": list(loc), "msg": message, "type": error_type}]}
+
+
+ERROR_RESPONSE_SCHEMA = {
+    "description": "Error naming the offending field",
+    "content": {
+        "application/json": {
+            "example": error_body(
+                "data set 7 is pending, not ready", loc=("body", "dataset_id"), error_type="conflict"
+            )
+        }
+    },
+}
+
+
+def error_responses(*codes: int) -> dict:
+    """OpenAPI documentation of a route's error statuses."""
+    return {code: ERROR_RESPONSE_SCHEMA for code in codes}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map service errors and plain HTTP errors onto the common body."""
+
+    @app.exception_handler(ServiceError)
+    async def service_error(_request: Request, error: ServiceError) -> JSONResponse:
+        status = next(
+            (code for kind, code in STATUS_BY_ERROR.items() if isinstance(error, kind)), 400
+        )
+        return JSONResponse(
+            error_body(error.message, loc=error.loc, error_type=error.error_type), status_code=status
+        )
+
+    @app.exception_handler(ApiError)
+    async def api_error(_request: Request, error: ApiError) -> JSONResponse:
+        return JSONResponse(
+            error_body(error.message, loc=error.loc, error_type=error.error_type),
+            status_code=error.status_code,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(
+            error_body(str(error.detail), error_type="http_error"),
+            status_code=error.status_code,
+            headers=getattr(error, "headers", None),
+        )

@@ -1,0 +1,191 @@
+"""/models/{id}/flips: a version's regression report against a baseline, its ledger and images.
+
+Reports are computed by the worker when an update job evaluates its model (against the base
+model, on the evaluation split); this router only reads what was stored.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Literal
+
+import numpy as np
+from fastapi import APIRouter, Query, Request, Response
+from PIL import Image
+from sqlalchemy.orm import Session
+
+from api.deps import PaginationDep, SessionDep
+from api.errors import ApiError, error_responses
+from api.flips.schemas import FlipFigures, FlipReportOut, FlipSampleOut
+from api.schemas import Page
+from api.storage import artifact_path
+from db.errors import InvalidInput, NotFound
+from db.model_versions.service import get_model
+from db.reports.models import FlipKind, FlipReport, FlipSample, ReportRole
+from db.reports.service import find_report, get_sample, iter_samples, list_samples
+
+router = APIRouter(prefix="/models/{model_id}/flips", tags=["flips"])
+
+AGAINST = Query(
+    None,
+    description="the baseline model id; default: the model's predecessor. Only reports the "
+    "worker computed at update time exist (404 otherwise).",
+    examples=[1],
+)
+# Images are upscaled (nearest neighbour) until their short side reaches this many pixels.
+MIN_IMAGE_SIDE = 224
+CSV_COLUMNS = (
+    "sample_index", "label", "label_name", "old_prediction", "old_prediction_name",
+    "new_prediction", "new_prediction_name", "old_confidence", "new_confidence", "kind",
+    "is_intrusion",
+)
+
+
+def _report(session: Session, *, model_id: int, against: int | None) -> FlipReport:
+    """The stored report of the model against `against` or its predecessor."""
+    model = get_model(session, model_id=model_id)
+    baseline = against if against is not None else model.parent_id
+    if baseline is None:
+        raise NotFound(
+            f"model {model_id} has no predecessor; pass ?against=<model id>", loc=("query", "against")
+        )
+    report = find_report(session, model_id=model_id, baseline_model_id=baseline)
+    if report is None:
+        raise NotFound(
+            f"no stored flip report of model {model_id} against model {baseline} "
+            "(reports are computed by the worker at update time)",
+            loc=("query", "against") if against is not None else ("path", "model_id"),
+        )
+    return report
+
+
+def _label_index(label: str | None, classes: list[str]) -> int | None:
+    """A class given by index or name, as an index into the report's classes."""
+    if label is None:
+        return None
+    if label.isdigit() and int(label) < len(classes):
+        return int(label)
+    if label in classes:
+        return classes.index(label)
+    raise InvalidInput(f"unknown class {label!r}: give an index below {len(classes)} or a name",
+                       loc=("query", "label"))
+
+
+def _sample_row(sample: FlipSample, classes: list[str], image_url: str | None) -> dict:
+    """A ledger row with class names beside the indices."""
+    return {
+        "sample_index": sample.sample_index,
+        "label": sample.label,
+        "label_name": classes[sample.label],
+        "old_prediction": sample.old_prediction,
+        "old_prediction_name": classes[sample.old_prediction],
+        "new_prediction": sample.new_prediction,
+        "new_prediction_name": classes[sample.new_prediction],
+        "old_confidence": sample.old_confidence,
+        "new_confidence": sample.new_confidence,
+        "kind": sample.kind.value,
+        "is_intrusion": sample.is_intrusion,
+        "image_url": image_url,
+    }
+
+
+def _image_url(request: Request, *, model_id: int, sample_index: int, against: int | None) -> str:
+    """The path of a flipped sample's image, keeping the chosen baseline."""
+    path = request.url_for("flip_image", model_id=model_id, sample_index=sample_index).path
+    return f"{path}?against={against}" if against is not None else path
+
+
+@router.get(
+    "",
+    response_model=FlipReportOut,
+    responses={200: {"content": {"text/csv": {}}}, **error_responses(404, 422)},
+)
+def read_report(
+    model_id: int,
+    request: Request,
+    session: SessionDep,
+    pagination: PaginationDep,
+    against: int | None = AGAINST,
+    kind: FlipKind | None = Query(None, description="only negative or positive flips"),
+    label: str | None = Query(None, description="only samples of this true class (index or name)",
+                              examples=["boot"]),
+    intrusion: bool | None = Query(None, description="only (or no) intrusion flips"),
+    format: Literal["json", "csv"] = Query("json", description="`csv`: the whole filtered ledger"),
+):
+    """The model's flip report against its predecessor (or `against`), with paginated flips.
+
+    Both NFR scopes with their raw counts, relative NFR, PFR, BTC, BEC, accuracy overall / on
+    old classes / on new classes, per-class rows and prediction transitions; the reference
+    model's figures beside them under `reference`.
+    """
+    report = _report(session, model_id=model_id, against=against)
+    label_index = _label_index(label, report.classes)
+    filters = dict(report_id=report.id, kind=kind, label=label_index, intrusion=intrusion)
+    if format == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for sample in iter_samples(session, **filters):
+            writer.writerow(_sample_row(sample, report.classes, None))
+        return Response(
+            buffer.getvalue(),
+            media_type="text/csv",
+            headers={"Content-Disposition":
+                     f'attachment; filename="flips-model{model_id}-vs-{report.baseline_model_id}.csv"'},
+        )
+    reference = find_report(session, model_id=model_id, baseline_model_id=report.baseline_model_id,
+                            role=ReportRole.REFERENCE)
+    page = list_samples(session, **filters, page=pagination.page, page_size=pagination.page_size)
+    items = [
+        FlipSampleOut.model_validate(_sample_row(
+            sample,
+            report.classes,
+            _image_url(request, model_id=model_id, sample_index=sample.sample_index, against=against)
+            if report.images_uri else None,
+        ))
+        for sample in page.items
+    ]
+    return FlipReportOut(
+        report_id=report.id,
+        model_id=model_id,
+        baseline_model_id=report.baseline_model_id,
+        split=report.split,
+        k_old=report.k_old,
+        classes=report.classes,
+        figures=FlipFigures.from_summary(report.summary),
+        reference=FlipFigures.from_summary(reference.summary) if reference else None,
+        samples=Page[FlipSampleOut](items=items, total=page.total, page=page.page,
+                                    page_size=page.page_size),
+    )
+
+
+@router.get(
+    "/{sample_index}/image",
+    name="flip_image",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}, **error_responses(404)},
+)
+def read_image(model_id: int, sample_index: int, session: SessionDep, against: int | None = AGAINST):
+    """A flipped evaluation sample as a PNG, enlarged so that small images are visible."""
+    report = _report(session, model_id=model_id, against=against)
+    if get_sample(session, report_id=report.id, sample_index=sample_index) is None:
+        raise NotFound(f"sample {sample_index} did not flip in this report",
+                       loc=("path", "sample_index"))
+    if report.images_uri is None:
+        raise NotFound("this report stored no images", loc=("path", "sample_index"))
+    path = artifact_path(report.images_uri)
+    if not path.is_file():
+        raise ApiError(404, "the report's image file is missing from the artifact store",
+                       loc=("path", "sample_index"), error_type="artifact_missing")
+    with np.load(path, allow_pickle=False) as archive:
+        positions = np.flatnonzero(archive["sample_index"] == sample_index)
+        if positions.size == 0:
+            raise NotFound(f"no image stored for sample {sample_index}", loc=("path", "sample_index"))
+        pixels = np.asarray(archive["images"][positions[0]], dtype=np.uint8)  # (C, H, W)
+    image = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
+    scale = max(1, -(-MIN_IMAGE_SIDE // min(image.size)))
+    image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    return Response(png.getvalue(), media_type="image/png")

@@ -1,0 +1,83 @@
+"""Request and response bodies of /models."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.schemas import OrmModel
+from db.model_versions.models import ModelStatus
+
+FAMILY_FIELD = Field(
+    min_length=1, max_length=200, pattern=r"^[\w.\-]+$", examples=["shoe-classifier"],
+    description="The model family (one product's classifier); versions are numbered within it.",
+)
+
+
+class ModelRegisterByUri(BaseModel):
+    """JSON form of POST /models: a model file already on the server, inside a data root."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    family: str = FAMILY_FIELD
+    uri: str = Field(min_length=1, examples=["/usr/share/datasets/models/shoes-v1.safetensors"])
+
+
+class ModelRegisterForm(BaseModel):
+    """Form fields of the multipart form of POST /models (besides `file`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    family: str = FAMILY_FIELD
+
+
+class GateVerdict(BaseModel):
+    passed: bool = Field(examples=[True])
+    reasons: list[str] = Field(default_factory=list, examples=[["nfr_old_classes 0.0310 > max_nfr 0.02"]])
+    nfr_old_classes: float | None = Field(None, examples=[0.012])
+    accuracy: float | None = Field(None, examples=[0.91])
+    max_nfr: float | None = Field(None, examples=[0.02])
+    min_accuracy: float | None = Field(None, examples=[0.85])
+
+
+class ModelOut(OrmModel):
+    id: int = Field(examples=[3])
+    family: str = Field(examples=["shoe-classifier"])
+    version: int = Field(examples=[2])
+    parent_id: int | None = Field(description="the predecessor version", examples=[1])
+    architecture: str = Field(examples=["resnet18"])
+    classes: list[str] = Field(examples=[["sandal", "sneaker", "boot"]])
+    sha256: str = Field(examples=["3b7e1f0c" + "0" * 56])
+    status: ModelStatus = Field(examples=["candidate"])
+    job_id: int | None = Field(description="the update job that trained it", examples=[12])
+    recipe: dict | None = Field(examples=[{"epochs": 30}])
+    method: str | None = Field(examples=["mpt-kl"])
+    gate_verdict: GateVerdict | None
+    created_at: datetime
+    promoted_at: datetime | None
+    promotion_reason: str | None = Field(examples=["gate passed (auto_promote)"])
+    forced: bool = Field(examples=[False])
+
+
+class PromoteRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    force: bool = Field(False, description="promote although the gate did not pass (needs a reason)")
+    reason: str | None = Field(None, max_length=2000, examples=["hotfix for the sandal class"])
+
+
+
+class LineageEntry(BaseModel):
+    """One version of a lineage, with its figures against its own predecessor."""
+
+    id: int = Field(examples=[3])
+    version: int = Field(examples=[2])
+    status: ModelStatus
+    architecture: str = Field(examples=["resnet18"])
+    method: str | None = Field(examples=["mpt-kl"])
+    created_at: datetime
+    accuracy: float | None = Field(description="overall accuracy on the evaluation split", examples=[0.91])
+    nfr_old_classes: float | None = Field(examples=[0.012])
+    nfr_all: float | None = Field(examples=[0.006])
+    relative_nfr_old_classes: float | None = Field(examples=[0.14])

@@ -1,0 +1,223 @@
+"""/models: register deployed models, list versions, download weights, lineage, promotion."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from api.deps import PaginationDep, SessionDep, SettingsDep
+from api.errors import ApiError, error_responses
+from api.model_versions.schemas import (
+    LineageEntry,
+    ModelOut,
+    ModelRegisterByUri,
+    ModelRegisterForm,
+    PromoteRequest,
+)
+from api.schemas import Page
+from api.storage import (
+    artifact_path,
+    copy_data_file,
+    file_sha256,
+    read_model_metadata,
+    resolve_data_path,
+    store_model_file,
+)
+from db.model_versions.models import ModelStatus
+from db.model_versions.service import (
+    get_model,
+    lineage,
+    list_models,
+    promote_model,
+    register_uploaded_model,
+)
+from db.reports.service import find_report
+from db.settings import Settings
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+REGISTER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "family"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary",
+                                 "description": "safetensors weights with flipguard.* metadata"},
+                        "family": ModelRegisterForm.model_json_schema()["properties"]["family"],
+                    },
+                }
+            },
+            "application/json": {
+                "schema": ModelRegisterByUri.model_json_schema(),
+                "example": {"family": "shoe-classifier",
+                            "uri": "/usr/share/datasets/models/shoes-v1.safetensors"},
+            },
+        },
+    }
+}
+
+
+def _validated(schema, values: dict, *, source: str):
+    """Validate a body by hand (this route reads JSON or a form), with FastAPI's error shape."""
+    try:
+        return schema.model_validate(values)
+    except ValidationError as error:
+        raise RequestValidationError(
+            [{**detail, "loc": (source, *detail["loc"])} for detail in error.errors(include_url=False)]
+        ) from None
+
+
+def _register_file(session: Session, settings: Settings, stored, *, family: str, loc: tuple):
+    """Validate a stored model file and register it; a file that fails is deleted again."""
+    try:
+        metadata = read_model_metadata(stored.path, loc=loc)
+        return register_uploaded_model(
+            session,
+            family=family,
+            architecture=metadata.architecture,
+            classes=metadata.classes,
+            artifact_uri=str(stored.path),
+            sha256=stored.sha256,
+        )
+    except Exception:
+        stored.path.unlink(missing_ok=True)
+        raise
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ModelOut,
+    openapi_extra=REGISTER_BODY,
+    responses=error_responses(409, 413, 422),
+)
+async def register_model(request: Request, session: SessionDep, settings: SettingsDep):
+    """Register a deployed model: a multipart upload (`file`, `family`) or JSON `{family, uri}`.
+
+    The weights must be a safetensors file whose metadata holds `flipguard.arch`,
+    `flipguard.classes` (a JSON list without duplicates), `flipguard.in_channels`,
+    `flipguard.image_size`, `flipguard.mean` and `flipguard.std`. The first model of a
+    family becomes version 1 in production; later ones are candidates.
+    """
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + 1_000_000:
+        raise ApiError(413, f"request larger than {settings.max_upload_bytes} bytes",
+                       loc=("body", "file"), error_type="too_large")
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        async with request.form(max_files=1, max_fields=10) as form:
+            fields = _validated(ModelRegisterForm, {k: v for k, v in form.items() if k != "file"},
+                                source="body")
+            upload = form.get("file")
+            if upload is None or isinstance(upload, str):
+                raise RequestValidationError(
+                    [{"loc": ("body", "file"), "msg": "a safetensors file is required",
+                      "type": "missing"}]
+                )
+            loc = ("body", "file")
+            stored = await run_in_threadpool(store_model_file, upload.file, settings=settings, loc=loc)
+        return await run_in_threadpool(_register_file, session, settings, stored,
+                                       family=fields.family, loc=loc)
+    try:
+        payload = await request.json()
+    except ValueError:
+        raise RequestValidationError(
+            [{"loc": ("body",), "msg": "send multipart/form-data or a JSON object",
+              "type": "json_invalid"}]
+        ) from None
+    if not isinstance(payload, dict):
+        raise RequestValidationError(
+            [{"loc": ("body",), "msg": "expected a JSON object", "type": "model_type"}]
+        )
+    body = _validated(ModelRegisterByUri, payload, source="body")
+    loc = ("body", "uri")
+    source = resolve_data_path(body.uri, settings=settings, loc=loc)
+    stored = await run_in_threadpool(copy_data_file, source, settings=settings, loc=loc)
+    return await run_in_threadpool(_register_file, session, settings, stored,
+                                   family=body.family, loc=loc)
+
+
+@router.get("", response_model=Page[ModelOut])
+def list_all(
+    session: SessionDep,
+    pagination: PaginationDep,
+    family: str | None = Query(None, examples=["shoe-classifier"]),
+    status: ModelStatus | None = Query(None),
+):
+    """Model versions, newest first, filtered by family and status."""
+    return list_models(session, family=family, status=status, page=pagination.page,
+                       page_size=pagination.page_size)
+
+
+@router.get("/{model_id}", response_model=ModelOut, responses=error_responses(404))
+def read(model_id: int, session: SessionDep):
+    """One model version."""
+    return get_model(session, model_id=model_id)
+
+
+@router.get(
+    "/{model_id}/weights",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, **error_responses(404, 500)},
+)
+def download_weights(model_id: int, session: SessionDep):
+    """The version's safetensors file, after checking that it still matches its sha256."""
+    model = get_model(session, model_id=model_id)
+    path = artifact_path(model.artifact_uri)
+    if not path.is_file():
+        raise ApiError(404, f"the weights of model {model_id} are missing from the artifact store",
+                       loc=("path", "model_id"), error_type="artifact_missing")
+    if file_sha256(path) != model.sha256:
+        raise ApiError(500, f"the weights of model {model_id} do not match their sha256",
+                       loc=("path", "model_id"), error_type="artifact_corrupt")
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        filename=f"{model.family}-v{model.version}.safetensors",
+        headers={"X-Checksum-Sha256": model.sha256},
+    )
+
+
+@router.get("/{model_id}/lineage", response_model=list[LineageEntry], responses=error_responses(404))
+def read_lineage(model_id: int, session: SessionDep):
+    """The version and its predecessors, newest first, each with its figures against its parent."""
+    entries = []
+    for model in lineage(session, model_id=model_id):
+        report = (
+            find_report(session, model_id=model.id, baseline_model_id=model.parent_id)
+            if model.parent_id is not None
+            else None
+        )
+        entries.append(
+            LineageEntry(
+                id=model.id,
+                version=model.version,
+                status=model.status,
+                architecture=model.architecture,
+                method=model.method,
+                created_at=model.created_at,
+                accuracy=report.accuracy if report else None,
+                nfr_old_classes=report.nfr_old_classes if report else None,
+                nfr_all=report.nfr_all if report else None,
+                relative_nfr_old_classes=report.relative_nfr_old_classes if report else None,
+            )
+        )
+    return entries
+
+
+@router.post("/{model_id}/promote", response_model=ModelOut, responses=error_responses(404, 409, 422))
+def promote(model_id: int, body: PromoteRequest, session: SessionDep):
+    """Make a candidate the family's production version (the previous one is archived).
+
+    Without `force`, the candidate's gate must have passed. A forced promotion (also the way
+    to roll back to an archived version) needs a `reason`, which is recorded.
+    """
+    return promote_model(session, model_id=model_id, force=body.force, reason=body.reason)

@@ -1,0 +1,152 @@
+"""Request and response bodies of /updates.
+
+`RecipeIn` and `MethodParamsIn` mirror mpt.recipe.Recipe and MethodParams field by field
+(with validation bounds); every field is optional and an omitted one takes the engine's
+default, so the defaults live in one place (mpt/recipe.py).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.schemas import OrmModel
+from db.jobs.models import JobStatus, UpdateMethod
+
+
+class RecipeIn(BaseModel):
+    """How the model is trained; omitted fields take mpt.recipe.Recipe's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int | None = Field(None, ge=1, le=1000, examples=[100])
+    batch_size: int | None = Field(None, ge=1, le=8192, examples=[128])
+    lr: float | None = Field(None, gt=0, le=10, examples=[0.1])
+    momentum: float | None = Field(None, ge=0, lt=1, examples=[0.9])
+    weight_decay: float | None = Field(None, ge=0, le=1, examples=[5e-4])
+    crop_padding: int | None = Field(None, ge=0, le=64, examples=[4])
+    horizontal_flip: bool | None = Field(None, examples=[True])
+    mean: list[float] | None = Field(
+        None, min_length=1, max_length=4, examples=[[0.4914, 0.4822, 0.4465]],
+        description="per-channel normalisation mean; omitted: measured on the training images",
+    )
+    std: list[float] | None = Field(
+        None, min_length=1, max_length=4, examples=[[0.2023, 0.1994, 0.2010]],
+        description="per-channel normalisation std; omitted: measured on the training images",
+    )
+    validation_fraction: float | None = Field(None, ge=0, lt=1, examples=[0.1])
+    train_samples_per_class: int | None = Field(None, ge=1, examples=[500])
+    eval_samples_per_class: int | None = Field(None, ge=1, examples=[100])
+    poll_every_steps: int | None = Field(None, ge=1, le=10000, examples=[20])
+    bf16_on_cuda: bool | None = Field(None, examples=[True])
+    channels_last_on_cuda: bool | None = Field(None, examples=[True])
+
+
+class MethodParamsIn(BaseModel):
+    """How the update's loss is shaped (METHOD.md); omitted fields take mpt's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bias: float | None = Field(None, ge=0, le=100, examples=[4.0],
+                               description="b: added to new-class logits in the training CE")
+    alpha: float | None = Field(None, ge=0, le=100, examples=[1.0])
+    beta: float | None = Field(None, ge=0, le=100, examples=[5.0])
+    tau: float | None = Field(None, gt=0, le=100, examples=[5.0])
+    lm_weight: float | None = Field(None, ge=0, le=100, examples=[0.4])
+    elodi_start_epoch: int | None = Field(None, ge=0, le=1000, examples=[5])
+    elodi_old_weight: float | None = Field(None, ge=0, le=100, examples=[0.6])
+    elodi_ensemble_weight: float | None = Field(None, ge=0, le=100, examples=[0.4])
+    elodi_ensemble_size: int | None = Field(None, ge=1, le=16, examples=[2])
+    elodi_topk: int | None = Field(None, ge=1, le=10000, examples=[10])
+
+
+class GateIn(BaseModel):
+    """When a trained version may replace production."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_nfr: float | None = Field(None, ge=0, le=1, examples=[0.02],
+                                  description="highest NFR on old-class samples that passes")
+    min_accuracy: float | None = Field(None, ge=0, le=1, examples=[0.85],
+                                       description="lowest overall accuracy that passes")
+    auto_promote: bool = Field(False, description="promote at once when the gate passes")
+
+
+class UpdateCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "base_model_id": 1,
+                    "dataset_id": 2,
+                    "method": "mpt-kl",
+                    "method_params": {"bias": 4.0},
+                    "recipe": {"epochs": 30},
+                    "gate": {"max_nfr": 0.02, "auto_promote": True},
+                    "seed": 0,
+                }
+            ]
+        },
+    )
+
+    base_model_id: int | None = Field(
+        None, description="the deployed version to update; omitted: train a first version",
+        examples=[1],
+    )
+    family: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[\w.\-]+$",
+                               description="required without a base model", examples=["shoe-classifier"])
+    architecture: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[\w.\-]+$",
+                                     description="default: the base model's", examples=["resnet18"])
+    dataset_id: int = Field(description="a data set in status ready", examples=[2])
+    classes: list[str] | None = Field(
+        None, min_length=1, description="training classes by name; omitted: all of the data set",
+        examples=[["sandal", "sneaker", "boot", "slipper"]],
+    )
+    method: UpdateMethod = Field(UpdateMethod.MPT_KL, examples=["mpt-kl"])
+    method_params: MethodParamsIn = Field(default_factory=MethodParamsIn)
+    recipe: RecipeIn = Field(default_factory=RecipeIn)
+    gate: GateIn = Field(default_factory=GateIn)
+    seed: int = Field(0, ge=0, le=2**31 - 1, examples=[0])
+
+
+class JobEventOut(OrmModel):
+    id: int
+    phase: str = Field(examples=["training"])
+    epoch: int | None = Field(examples=[3])
+    metrics: dict = Field(examples=[{"train_loss": 0.82, "val_accuracy": 0.88, "val_nfr": 0.013, "lr": 0.09}])
+    created_at: datetime
+
+
+class UpdateOut(OrmModel):
+    id: int = Field(examples=[12])
+    base_model_id: int | None = Field(examples=[1])
+    family: str = Field(examples=["shoe-classifier"])
+    architecture: str = Field(examples=["resnet18"])
+    dataset_id: int = Field(examples=[2])
+    classes: list[str] | None
+    method: str = Field(examples=["mpt-kl"])
+    method_params: dict
+    recipe: dict
+    gate: dict
+    seed: int
+    status: JobStatus = Field(examples=["running"])
+    phase: str | None = Field(examples=["training"])
+    progress: float = Field(ge=0, le=1, examples=[0.42])
+    epoch: int | None = Field(examples=[12])
+    epochs: int | None = Field(examples=[30])
+    attempts: int = Field(examples=[1])
+    worker_id: str | None = Field(examples=["gpu0@host-a"])
+    heartbeat_at: datetime | None
+    cancel_requested: bool
+    error: str | None
+    result_model_id: int | None = Field(examples=[None])
+    reference_model_id: int | None = Field(examples=[None])
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class UpdateDetail(UpdateOut):
+    events: list[JobEventOut] = Field(description="per-epoch metrics, oldest first")

@@ -1,0 +1,93 @@
+"""/updates: schedule update jobs (idempotently), follow them, cancel them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+
+from api.deps import PaginationDep, QueueDep, SessionDep
+from api.errors import error_responses
+from api.schemas import Page
+from api.updates.schemas import UpdateCreate, UpdateDetail, UpdateOut
+from db.jobs.models import JobStatus
+from db.jobs.service import create_job, get_job, list_events, list_jobs, request_cancel
+
+router = APIRouter(prefix="/updates", tags=["updates"])
+
+
+def request_hash(body: UpdateCreate) -> str:
+    """A digest of the parsed request, to tell a replay from a different request."""
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=UpdateOut,
+    responses={200: {"description": "a replay of an earlier request with the same Idempotency-Key",
+                     "model": UpdateOut},
+               **error_responses(409, 422)},
+)
+def submit(
+    body: UpdateCreate,
+    response: Response,
+    session: SessionDep,
+    queue: QueueDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=200, description="repeat a request safely: the same key and body "
+               "return the same job (200); the same key with another body is a 409"),
+    ] = None,
+):
+    """Schedule a compatible retrain of a deployed model (or a first version from scratch)."""
+    job, created = create_job(
+        session,
+        base_model_id=body.base_model_id,
+        family=body.family,
+        architecture=body.architecture,
+        dataset_id=body.dataset_id,
+        classes=body.classes,
+        method=body.method,
+        method_params=body.method_params.model_dump(exclude_none=True),
+        recipe=body.recipe.model_dump(exclude_none=True),
+        gate=body.gate.model_dump(),
+        seed=body.seed,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash(body),
+    )
+    if not created:
+        response.status_code = 200
+    # Sent after the commit, so the worker finds the row. A replay of a still queued job
+    # sends again in case the first send failed: claiming is atomic, extra deliveries are dropped.
+    if created or job.status == JobStatus.QUEUED:
+        queue.run_update(job.id)
+    return job
+
+
+@router.get("", response_model=Page[UpdateOut])
+def list_all(
+    session: SessionDep,
+    pagination: PaginationDep,
+    status: JobStatus | None = Query(None, description="only jobs in this status"),
+):
+    """Update jobs, newest first."""
+    return list_jobs(session, status=status, page=pagination.page, page_size=pagination.page_size)
+
+
+@router.get("/{job_id}", response_model=UpdateDetail, responses=error_responses(404))
+def read(job_id: int, session: SessionDep):
+    """One job with its progress and per-epoch events."""
+    job = get_job(session, job_id=job_id)
+    return UpdateDetail.model_validate(
+        {**UpdateOut.model_validate(job).model_dump(), "events": list_events(session, job_id=job_id)}
+    )
+
+
+@router.post("/{job_id}/cancel", response_model=UpdateOut, responses=error_responses(404, 409))
+def cancel(job_id: int, session: SessionDep):
+    """Cancel a job: a queued job is cancelled at once, a running one at its worker's next check."""
+    return request_cancel(session, job_id=job_id)
