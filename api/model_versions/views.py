@@ -112,7 +112,7 @@ async def register_model(request: Request, session: SessionDep, settings: Settin
         raise ApiError(413, f"request larger than {settings.max_upload_bytes} bytes",
                        loc=("body", "file"), error_type="too_large")
     content_type = request.headers.get("content-type", "")
-    if content_type.startswith("multipart/form-data"):
+    if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         async with request.form(max_files=1, max_fields=10) as form:
             fields = _validated(ModelRegisterForm, {k: v for k, v in form.items() if k != "file"},
                                 source="body")

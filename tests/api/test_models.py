@@ -1,0 +1,74 @@
+from pathlib import Path
+
+from api_helpers import assert_error, model_file, upload
+
+
+def test_upload_registers_versions_and_serves_checked_weights(client, tmp_path):
+    first = upload(client, model_file(tmp_path / "v1.safetensors"))
+    assert first.status_code == 201, first.text
+    v1 = first.json()
+    assert (v1["version"], v1["status"], v1["architecture"]) == (1, "production", "small_cnn")
+    assert v1["classes"] == ["sandal", "sneaker", "boot"]
+    v2 = upload(client, model_file(tmp_path / "v2.safetensors", classes=("a", "b"))).json()
+    assert (v2["version"], v2["status"], v2["parent_id"]) == (2, "candidate", v1["id"])
+
+    weights = client.get(f"/models/{v1['id']}/weights")
+    assert weights.status_code == 200
+    assert weights.content == Path(tmp_path / "v1.safetensors").read_bytes()
+    assert weights.headers["x-checksum-sha256"] == v1["sha256"]
+
+    lineage = client.get(f"/models/{v2['id']}/lineage").json()
+    assert [entry["version"] for entry in lineage] == [2, 1]
+    assert client.get("/models", params={"family": "shoes", "status": "candidate"}).json()["total"] == 1
+
+
+def test_corrupted_weights_are_not_served(client, tmp_path, settings):
+    model = upload(client, model_file(tmp_path / "v1.safetensors")).json()
+    stored = next(Path(settings.artifact_root, "models").glob("*.safetensors"))
+    stored.write_bytes(stored.read_bytes()[:-1] + b"\x01")
+    assert_error(client.get(f"/models/{model['id']}/weights"), 500, ["path", "model_id"], "sha256")
+
+
+def test_invalid_model_files_are_refused_by_field(client, tmp_path, settings):
+    dupes = model_file(tmp_path / "d.safetensors", classes=("boot", "boot", "sandal"))
+    assert_error(upload(client, dupes), 422, ["body", "file"], "boot")
+    no_meta = model_file(tmp_path / "n.safetensors", metadata={"flipguard.arch": None})
+    assert_error(upload(client, no_meta), 422, ["body", "file"], "flipguard.arch")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a safetensors file at all")
+    assert_error(upload(client, junk), 422, ["body", "file"], "safetensors")
+    big = tmp_path / "big.safetensors"
+    big.write_bytes(b"\0" * (settings.max_upload_bytes + 10))
+    assert_error(upload(client, big), 413, ["body", "file"])
+    assert_error(client.post("/models", data={"family": "bad family!"},
+                             files={"file": ("m", b"x")}), 422, ["body", "family"])
+    assert_error(client.post("/models", data={"family": "f"}), 422, ["body", "file"])
+    # Nothing invalid was left in the artifact store.
+    assert list(Path(settings.artifact_root, "models").glob("*")) == []
+
+
+def test_register_by_uri_inside_data_roots(client, tmp_path):
+    inside = model_file(tmp_path / "data" / "m.safetensors")
+    response = client.post("/models", json={"family": "shoes", "uri": inside})
+    assert response.status_code == 201, response.text
+    outside = model_file(tmp_path / "m.safetensors")
+    assert_error(client.post("/models", json={"family": "shoes", "uri": outside}), 422,
+                 ["body", "uri"])
+    assert_error(client.post("/models", json={"family": "shoes"}), 422, ["body", "uri"])
+    assert_error(client.post("/models", json={"family": "shoes", "uri": inside, "x": 1}), 422,
+                 ["body", "x"])
+
+
+def test_promotion_rules(client, tmp_path):
+    v1 = upload(client, model_file(tmp_path / "v1.safetensors")).json()
+    v2 = upload(client, model_file(tmp_path / "v2.safetensors")).json()
+    promoted = client.post(f"/models/{v2['id']}/promote", json={})
+    assert promoted.status_code == 200 and promoted.json()["status"] == "production"
+    assert client.get(f"/models/{v1['id']}").json()["status"] == "archived"
+    assert_error(client.post(f"/models/{v1['id']}/promote", json={}), 409, ["path", "model_id"])
+    assert_error(client.post(f"/models/{v1['id']}/promote", json={"force": True}), 422,
+                 ["body", "reason"])
+    rollback = client.post(f"/models/{v1['id']}/promote", json={"force": True, "reason": "rollback"})
+    assert rollback.json()["forced"] is True and rollback.json()["promotion_reason"] == "rollback"
+    assert_error(client.post("/models/999/promote", json={}), 404, ["path", "model_id"])
+    assert_error(client.get("/models/abc"), 422, ["path", "model_id"])
