@@ -41,7 +41,9 @@ def parse_classes(text: str | None, available: list[str]) -> list[str] | None:
     if all(t.replace("-", "").isdigit() for t in tokens):
         indices: list[int] = []
         for token in tokens:
-            low, _, high = token.partition("-")
+            low, sep, high = token.partition("-")
+            if not low or (sep and not high) or int(high or low) < int(low):
+                raise DataError(f"bad class range {token!r} in {text!r}; use e.g. 0-4 or 0,2,7")
             indices.extend(range(int(low), int(high or low) + 1))
         bad = [i for i in indices if i >= len(available)]
         if bad:
@@ -200,10 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpt", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def add_common(sub, *, data_default=None):
+    def add_common(sub, *, data_default=None, seed=True):
         sub.add_argument("--data", default=data_default, required=data_default is None, help="data set folder or .npz file")
         sub.add_argument("--format", choices=["fashion-mnist", "imagefolder", "cifar", "npz"], help="default: detected")
-        sub.add_argument("--seed", type=int, default=0)
+        if seed:
+            sub.add_argument("--seed", type=int, default=0)
         sub.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
         sub.add_argument("--epochs", type=int)
         sub.add_argument("--batch-size", type=int)
@@ -254,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.add_argument("--cache", default="var/references")
     demo_cmd.add_argument("--workdir", default="var/demo")
     demo_cmd.set_defaults(handler=cmd_demo, epochs=None)
+
+    from mpt.reproduce import add_arguments as add_reproduce_arguments, cmd_reproduce  # imports this module
+
+    reproduce_cmd = commands.add_parser("reproduce", help="the paper's protocol: every method over seeds, sweep of b, chain")
+    add_common(reproduce_cmd, data_default=FASHION_MNIST_DIR, seed=False)
+    add_reproduce_arguments(reproduce_cmd)
+    reproduce_cmd.set_defaults(handler=cmd_reproduce)
     return parser
 
 

@@ -1,0 +1,93 @@
+"""`mpt reproduce` end to end on a tiny synthetic data set: results.json, the markdown report,
+the sweep plot and the chain, all through mpt.cli.main."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mpt.cli import main
+
+TINY = ["--epochs", "1", "--batch-size", "32", "--train-samples-per-class", "40", "--arch", "small_cnn", "--quiet"]
+
+
+def _striped(per_class: int, classes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """16x16 grey images: class c is a bright bar at its own row, over noise."""
+    labels = np.repeat(np.arange(classes), per_class)
+    images = rng.integers(0, 60, size=(labels.size, 16, 16), dtype=np.uint8)
+    for i, c in enumerate(labels):
+        images[i, 1 + 2 * c : 3 + 2 * c, 2:14] = 220
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    x_train, y_train = _striped(50, 6, rng)
+    x_test, y_test = _striped(20, 6, rng)
+    path = tmp_path_factory.mktemp("tiny") / "tiny.npz"
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
+             classes=np.array([f"c{i}" for i in range(6)]))
+    return path
+
+
+def test_reproduce_writes_json_and_markdown(tiny_npz, tmp_path, capsys):
+    out = tmp_path / "study"
+    code = main(["reproduce", "--data", str(tiny_npz), "--old-classes", "0-2", "--new-classes", "3-5",
+                 "--methods", "independent,mpt-kl", "--seeds", "0", "--out-dir", str(out), *TINY])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["preset"] == "quick" and results["seeds"] == [0]
+    assert results["recipe"]["epochs"] == 1 and results["recipe"]["train_samples_per_class"] == 40
+    assert results["old_classes"] == ["c0", "c1", "c2"] and len(results["classes"]) == 6
+    assert [m["seed"] for m in results["old_models"]] == [0]
+    runs = results["runs"]
+    assert [(r["kind"], r["method"]) for r in runs] == [("method", "independent"), ("method", "mpt-kl")]
+    for run in runs:
+        figures, counts = run["headline"], run["counts"]
+        old_scope = counts["scopes"]["old_classes"]
+        # 20 evaluation images per class; NFR re-derives from the raw counts in both scopes.
+        assert old_scope["samples"] == 60 and counts["scopes"]["all"]["samples"] == 120
+        assert figures["nfr_old_classes"] == pytest.approx(old_scope["negative_flips"] / 60)
+        assert figures["nfr_all"] == pytest.approx(counts["scopes"]["all"]["negative_flips"] / 120)
+        assert 0 <= figures["accuracy"] <= 1 and 0 <= figures["btc"] <= 1
+        assert run["wall_s"] > 0
+    assert runs[0]["bias"] is None and runs[1]["bias"] == 4.0
+    # The independent row trained the reference; mpt-kl reused it from the store.
+    assert "reference" in runs[0]["phase_s"] and "reference" not in runs[1]["phase_s"]
+    markdown = (out / "results.md").read_text()
+    assert "## Methods" in markdown and "| independent |" in markdown and "| mpt-kl |" in markdown
+    assert "NFR old (%)" in markdown and "BTC (%)" in markdown
+    assert "mpt-kl" in capsys.readouterr().out  # the console table
+
+
+def test_reproduce_sweep_and_chain(tiny_npz, tmp_path):
+    out = tmp_path / "sweep"
+    code = main(["reproduce", "--data", str(tiny_npz), "--old-classes", "0-2", "--new-classes", "3-5",
+                 "--methods", "mpt-kl", "--seeds", "0", "--sweep-bias", "0,4", "--chain", "0-1:0-3:0-5",
+                 "--chain-methods", "independent,mpt-kl", "--out-dir", str(out), *TINY])
+    assert code == 0
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    sweep = [r for r in runs if r["kind"] == "sweep"]
+    assert [r["bias"] for r in sweep] == [0.0, 4.0]
+    assert "reused_from" not in sweep[0] and sweep[1]["reused_from"] == "mpt-kl"  # b=4 is the mpt-kl row
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    chain = [r for r in runs if r["kind"] == "chain"]
+    assert [(r["method"], r["step"], len(r["classes"])) for r in chain] == [
+        ("independent", 2, 4), ("independent", 3, 6), ("mpt-kl", 2, 4), ("mpt-kl", 3, 6)]
+    for run in chain:
+        versus_first = run["versus_first"]
+        assert run["first_classes"] == ["c0", "c1"] and run["classes"][:2] == ["c0", "c1"]
+        assert versus_first["counts"]["scopes"]["all"]["samples"] == 40  # v1's two classes only
+        assert run["k_old"] == len(run["classes"]) - 2
+    markdown = (out / "results.md").read_text()
+    assert "## Sweep of b" in markdown and "| b=0 |" in markdown and "## Chain of updates" in markdown
+    assert "v1 -> v2" in markdown and "v2 -> v3" in markdown
+
+
+def test_reproduce_rejects_unknown_method(tiny_npz, tmp_path, capsys):
+    code = main(["reproduce", "--data", str(tiny_npz), "--old-classes", "0-2", "--new-classes", "3-5",
+                 "--methods", "mpt-xx", "--out-dir", str(tmp_path), *TINY])
+    assert code == 2 and "unknown method" in capsys.readouterr().err
