@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from kombu.exceptions import OperationalError as BrokerUnavailable
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from db.errors import Conflict, InvalidInput, NotFound, ServiceError
@@ -61,6 +62,14 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             error_body(error.message, loc=error.loc, error_type=error.error_type),
             status_code=error.status_code,
+        )
+
+    @app.exception_handler(BrokerUnavailable)
+    async def broker_unavailable(_request: Request, error: BrokerUnavailable) -> JSONResponse:
+        # The row is stored; the client may retry (an Idempotency-Key makes that safe).
+        return JSONResponse(
+            error_body(f"the task broker is unreachable: {error}", error_type="broker_unavailable"),
+            status_code=503,
         )
 
     @app.exception_handler(StarletteHTTPException)

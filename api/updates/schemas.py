@@ -41,6 +41,7 @@ class RecipeIn(BaseModel):
     poll_every_steps: int | None = Field(None, ge=1, le=10000, examples=[20])
     bf16_on_cuda: bool | None = Field(None, examples=[True])
     channels_last_on_cuda: bool | None = Field(None, examples=[True])
+    compile_on_cuda: bool | None = Field(None, examples=[False])
 
 
 class MethodParamsIn(BaseModel):

@@ -108,3 +108,24 @@ def test_cancel(client, session, base, dataset):
     flagged = client.post(f"/updates/{running['id']}/cancel").json()
     assert (flagged["status"], flagged["cancel_requested"]) == ("running", True)
     assert_error(client.post("/updates/999/cancel"), 404, ["path", "job_id"])
+
+
+def test_recipe_and_method_schemas_mirror_the_engine_dataclasses():
+    import dataclasses
+
+    from api.updates.schemas import MethodParamsIn, RecipeIn
+    from mpt.recipe import MethodParams, Recipe
+
+    assert set(RecipeIn.model_fields) == {field.name for field in dataclasses.fields(Recipe)}
+    assert set(MethodParamsIn.model_fields) == {f.name for f in dataclasses.fields(MethodParams)}
+
+
+def test_unreachable_broker_is_a_503(settings, base, dataset):
+    from api.main import create_app
+
+    down = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
+    with TestClient(create_app(down)) as client:
+        response = client.post("/updates", json={"base_model_id": base["id"], "dataset_id": dataset.id},
+                               headers={"Idempotency-Key": "retry-me"})
+        assert response.status_code == 503, response.text
+        assert client.get("/health").status_code == 503
