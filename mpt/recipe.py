@@ -39,6 +39,9 @@ class Recipe:
     # bf16 autocast and channels_last apply on CUDA only; the CPU path stays float32.
     bf16_on_cuda: bool = True
     channels_last_on_cuda: bool = True
+    # torch.compile the students' forward on CUDA. Off by default: not yet measured (no GPU
+    # was lent when it was added), and the first steps pay the compilation.
+    compile_on_cuda: bool = False
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -50,7 +53,7 @@ class Recipe:
     def digest(self) -> str:
         """Hash of the fields that change the trained weights (used to reuse reference models)."""
         values = self.to_dict()
-        for runtime_only in ("poll_every_steps",):
+        for runtime_only in ("poll_every_steps", "compile_on_cuda"):
             values.pop(runtime_only)
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -4,6 +4,9 @@ The data set lives on the training device as uint8; each step gathers a batch, a
 there (mpt.data.augment), runs the teachers without gradient on the same augmented batch and
 the student with gradient. Nothing waits for the device except at poll points (every
 `recipe.poll_every_steps` steps) and at the end of an epoch.
+
+`train_students` trains several students on the same batches (a sweep: one data pass and one
+teacher forward per step, shared); `train` is the same loop with one student.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mpt.data import ImageSet, augment, normalize
-from mpt.losses import LossInputs, get_method
+from mpt.losses import LossInputs, Method, get_method
 from mpt.recipe import MethodParams, Recipe
 
 
@@ -86,28 +89,124 @@ def _autocast(device: torch.device, *, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
-def _save_checkpoint(path: Path, net: nn.Module, optimizer: torch.optim.SGD, epoch: int) -> None:
-    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    for i, param in enumerate(p for group in optimizer.param_groups for p in group["params"]):
-        buffer = optimizer.state.get(param, {}).get("momentum_buffer")
-        if buffer is not None:
-            tensors[f"momentum.{i}"] = buffer.detach().cpu().contiguous()
+def _checkpoint_prefix(i: int, count: int) -> str:
+    # A lone student keeps the plain key names, so single-run checkpoints read as before.
+    return "" if count == 1 else f"s{i}."
+
+
+def _save_checkpoint(path: Path, students: list["_Student"], epoch: int) -> None:
+    tensors = {}
+    for i, student in enumerate(students):
+        prefix = _checkpoint_prefix(i, len(students))
+        tensors.update({f"{prefix}net.{k}": v.detach().cpu().contiguous() for k, v in student.net.state_dict().items()})
+        for j, param in enumerate(p for group in student.optimizer.param_groups for p in group["params"]):
+            buffer = student.optimizer.state.get(param, {}).get("momentum_buffer")
+            if buffer is not None:
+                tensors[f"{prefix}momentum.{j}"] = buffer.detach().cpu().contiguous()
     tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"epochs_done": str(epoch + 1)})
+    save_file(tensors, str(tmp), metadata={"epochs_done": str(epoch + 1), "students": str(len(students))})
     tmp.replace(path)  # a crash mid-write leaves the previous checkpoint intact
 
 
-def _load_checkpoint(path: Path, net: nn.Module, optimizer: torch.optim.SGD, device: torch.device) -> int:
+def _load_checkpoint(path: Path, students: list["_Student"], device: torch.device) -> int:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
-        epochs_done = int(handle.metadata()["epochs_done"])
+        metadata = handle.metadata()
+    if int(metadata.get("students", "1")) != len(students):
+        raise ValueError(f"checkpoint {path} holds {metadata.get('students', '1')} students, this run trains {len(students)}")
     tensors = load_file(str(path))
-    net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
-    for i, param in enumerate(p for group in optimizer.param_groups for p in group["params"]):
-        if f"momentum.{i}" in tensors:
-            optimizer.state[param]["momentum_buffer"] = tensors[f"momentum.{i}"].to(device)
-    return epochs_done
+    for i, student in enumerate(students):
+        prefix = f"{_checkpoint_prefix(i, len(students))}"
+        net_prefix = f"{prefix}net."
+        student.net.load_state_dict({k[len(net_prefix):]: v for k, v in tensors.items() if k.startswith(net_prefix)})
+        for j, param in enumerate(p for group in student.optimizer.param_groups for p in group["params"]):
+            if f"{prefix}momentum.{j}" in tensors:
+                student.optimizer.state[param]["momentum_buffer"] = tensors[f"{prefix}momentum.{j}"].to(device)
+    return int(metadata["epochs_done"])
+
+
+@dataclass
+class _Student:
+    """One network being trained, with its own loss, optimiser and running loss."""
+
+    net: nn.Module
+    method: str
+    spec: Method
+    params: MethodParams
+    optimizer: torch.optim.SGD
+    runner: nn.Module | None = None  # what runs the training forward: `net`, or a compiled `net`
+    loss_sum: torch.Tensor | None = None
+    steps: int = 0
+
+
+def _frozen(net: nn.Module, device: torch.device, memory_format) -> nn.Module:
+    """A teacher ready for cheap forwards: on the device, in eval mode, BatchNorm folded into
+    the preceding convolutions (the same function up to float rounding), without parameters
+    that ask for gradients. The caller's module is moved but not otherwise changed."""
+    net.to(device, memory_format=memory_format).eval()
+    try:
+        from torch.fx.experimental.optimization import fuse
+
+        frozen = fuse(net)  # a traced copy; leaves `net` as it is
+    except Exception:  # not traceable by torch.fx: run the module as it is
+        return net
+    return frozen.to(device, memory_format=memory_format).eval().requires_grad_(False)
+
+
+@dataclass
+class _Teachers:
+    old: nn.Module | None
+    reference: nn.Module | None
+    ensemble: list[nn.Module]
+
+
+def _prepare_teachers(teachers: Teachers, specs: list[Method], device, memory_format) -> _Teachers:
+    """Only the teachers some student's method uses are prepared (and later run)."""
+    return _Teachers(
+        old=_frozen(teachers.old, device, memory_format) if any(s.needs_old for s in specs) else None,
+        reference=_frozen(teachers.reference, device, memory_format) if any(s.needs_reference for s in specs) else None,
+        ensemble=[_frozen(m, device, memory_format) for m in teachers.ensemble] if any(s.needs_ensemble for s in specs) else [],
+    )
+
+
+def _teacher_logits(teachers: _Teachers, x: torch.Tensor, device: torch.device, bf16: bool):
+    """(old, reference, ensemble mean) logits of one batch, each None when no student needs it."""
+    with torch.no_grad(), _autocast(device, enabled=bf16):
+        old = teachers.old(x).float() if teachers.old is not None else None
+        reference = teachers.reference(x).float() if teachers.reference is not None else None
+        ensemble = torch.stack([m(x).float() for m in teachers.ensemble]).mean(0) if teachers.ensemble else None
+    return old, reference, ensemble
+
+
+def _student_step(student: _Student, x, y, new_mask, teacher_logits, epoch: int, device, bf16: bool) -> None:
+    """One SGD step of one student on a prepared batch; never waits for the device."""
+    with _autocast(device, enabled=bf16):
+        logits = student.runner(x).float()
+    old, reference, ensemble = teacher_logits
+    inputs = LossInputs(
+        logits, y, new_mask,
+        old if student.spec.needs_old else None,
+        reference if student.spec.needs_reference else None,
+        ensemble if student.spec.needs_ensemble else None,
+        epoch,
+    )
+    loss = student.spec.loss(inputs, student.params)
+    student.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    student.optimizer.step()
+    student.loss_sum += loss.detach()
+    student.steps += 1
+
+
+def _check_teachers(method: str, spec: Method, teachers: Teachers) -> None:
+    for needed, present, what in (
+        (spec.needs_old, teachers.old, "the old model"),
+        (spec.needs_reference, teachers.reference, "an independent reference model"),
+        (spec.needs_ensemble, teachers.ensemble, "an ensemble of independent models"),
+    ):
+        if needed and not present:
+            raise ValueError(f"method {method} needs {what}")
 
 
 def train(
@@ -132,38 +231,79 @@ def train(
     With `checkpoint_path`, the state after every epoch is written there and a run that finds
     a checkpoint resumes from it, reaching the same weights as an uninterrupted run.
     """
-    spec = get_method(method)
+    callbacks = callbacks or Callbacks()
+    on_epoch_end = callbacks.on_epoch_end
+    histories = train_students(
+        nets=[net], train_set=train_set, recipe=recipe, methods=[method], params=[params], new_mask=new_mask,
+        mean=mean, std=std, seed=seed, teachers=teachers, validation=validation, device=device,
+        callbacks=Callbacks(
+            on_epoch_end=(lambda epoch, metrics: on_epoch_end(epoch, metrics["students"][0])) if on_epoch_end else None,
+            on_progress=callbacks.on_progress,
+            should_cancel=callbacks.should_cancel,
+        ),
+        checkpoint_path=checkpoint_path,
+    )
+    return histories[0]
+
+
+def train_students(
+    *,
+    nets: list[nn.Module],
+    train_set: ImageSet,
+    recipe: Recipe,
+    methods: list[str],
+    params: list[MethodParams],
+    new_mask: torch.Tensor,
+    mean,
+    std,
+    seed: int,
+    teachers: Teachers | None = None,
+    validation: ImageSet | None = None,
+    device: torch.device | None = None,
+    callbacks: Callbacks | None = None,
+    checkpoint_path: str | Path | None = None,
+) -> list[list[dict]]:
+    """Train several students together, in place; returns one per-epoch history per student.
+
+    Every step draws one batch and one augmentation, runs each needed teacher once, and then
+    gives every student the same step `train` gives a lone student: each student ends with
+    exactly the weights it would have reached trained alone with the same seed. Callbacks
+    see `{"epoch": e, "students": [metrics, ...]}` at each epoch's end.
+    """
+    if not (len(nets) == len(methods) == len(params)) or not nets:
+        raise ValueError("need one method and one MethodParams per student, and at least one student")
     teachers = teachers or Teachers()
-    for needed, present, what in (
-        (spec.needs_old, teachers.old, "the old model"),
-        (spec.needs_reference, teachers.reference, "an independent reference model"),
-        (spec.needs_ensemble, teachers.ensemble, "an ensemble of independent models"),
-    ):
-        if needed and not present:
-            raise ValueError(f"method {method} needs {what}")
+    specs = [get_method(m) for m in methods]
+    for method, spec in zip(methods, specs):
+        _check_teachers(method, spec, teachers)
     device = device or resolve_device()
     callbacks = callbacks or Callbacks()
     use_cuda_layout = device.type == "cuda" and recipe.channels_last_on_cuda
     memory_format = torch.channels_last if use_cuda_layout else torch.contiguous_format
-    net.to(device, memory_format=memory_format).train()
-    for teacher in teachers.all():
-        teacher.to(device, memory_format=memory_format).eval()
-    optimizer = torch.optim.SGD(
-        net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
-    )
+    bf16 = recipe.bf16_on_cuda
+    students = []
+    for net, method, spec, p in zip(nets, methods, specs, params):
+        net.to(device, memory_format=memory_format).train()
+        optimizer = torch.optim.SGD(
+            net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+        )
+        students.append(_Student(net, method, spec, p, optimizer, runner=_maybe_compile(net, recipe, device)))
+    frozen = _prepare_teachers(teachers, specs, device, memory_format)
     checkpoint = Path(checkpoint_path) if checkpoint_path else None
     start_epoch = 0
     if checkpoint is not None and checkpoint.exists():
-        start_epoch = _load_checkpoint(checkpoint, net, optimizer, device)
+        start_epoch = _load_checkpoint(checkpoint, students, device)
 
     images = train_set.images.to(device)
     labels = train_set.labels.to(device)
     new_mask = new_mask.to(device)
+    # Normalisation constants made once on the device: no host-to-device copy inside the loop.
+    mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
     n = labels.numel()
     batches_per_epoch = max(1, math.ceil(n / recipe.batch_size))
     total_steps = recipe.epochs * batches_per_epoch
-    history: list[dict] = []
-    bf16 = recipe.bf16_on_cuda
+    histories: list[list[dict]] = [[] for _ in students]
     # The old model is frozen: which validation samples it gets right is fixed for the run.
     old_correct_on_validation = None
     if validation is not None and len(validation) and teachers.old is not None:
@@ -171,57 +311,62 @@ def train(
         old_correct_on_validation = (old_logits.argmax(1) == validation.labels, old_logits.shape[1])
 
     for epoch in range(start_epoch, recipe.epochs):
-        for group in optimizer.param_groups:
-            group["lr"] = epoch_lr(recipe, epoch)
+        for student in students:
+            for group in student.optimizer.param_groups:
+                group["lr"] = epoch_lr(recipe, epoch)
+            student.loss_sum = torch.zeros((), device=device)
+            student.steps = 0
         generator = epoch_generator(seed, epoch, device)
         order = torch.randperm(n, device=device, generator=generator)
-        loss_sum = torch.zeros((), device=device)
-        steps = 0
         for step, start in enumerate(range(0, n, recipe.batch_size)):
             index = order[start : start + recipe.batch_size]
             if index.numel() < 2:
                 continue  # BatchNorm cannot train on a single sample
             batch = augment(images[index], padding=recipe.crop_padding, flip=recipe.horizontal_flip, generator=generator)
-            x = normalize(batch, mean, std).contiguous(memory_format=memory_format)
+            # Same arithmetic as mpt.data.normalize, with the constants already on the device.
+            x = ((batch.float() / 255 - mean_t) / std_t).contiguous(memory_format=memory_format)
             y = labels[index]
-            with _autocast(device, enabled=bf16):
-                with torch.no_grad():
-                    old_logits = teachers.old(x).float() if spec.needs_old else None
-                    ref_logits = teachers.reference(x).float() if spec.needs_reference else None
-                    ensemble_logits = (
-                        torch.stack([m(x).float() for m in teachers.ensemble]).mean(0) if spec.needs_ensemble else None
-                    )
-                logits = net(x).float()
-            loss = spec.loss(
-                LossInputs(logits, y, new_mask, old_logits, ref_logits, ensemble_logits, epoch), params
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
-            steps += 1
+            teacher_logits = _teacher_logits(frozen, x, device, bf16)
+            for student in students:
+                _student_step(student, x, y, new_mask, teacher_logits, epoch, device, bf16)
             if (step + 1) % recipe.poll_every_steps == 0:
-                _poll(loss_sum, epoch, step, callbacks, (epoch * batches_per_epoch + step + 1) / total_steps)
-        _poll(loss_sum, epoch, batches_per_epoch - 1, callbacks, (epoch + 1) / recipe.epochs)
-        metrics = {"epoch": epoch, "lr": epoch_lr(recipe, epoch), "train_loss": float(loss_sum) / max(steps, 1)}
-        if validation is not None and len(validation):
-            metrics.update(_validate(net, validation, old_correct_on_validation, mean=mean, std=std, device=device))
+                _poll(students, epoch, step, callbacks, (epoch * batches_per_epoch + step + 1) / total_steps)
+        _poll(students, epoch, batches_per_epoch - 1, callbacks, (epoch + 1) / recipe.epochs)
+        all_metrics = []
+        for student in students:
+            metrics = {"epoch": epoch, "lr": epoch_lr(recipe, epoch), "train_loss": float(student.loss_sum) / max(student.steps, 1)}
+            if validation is not None and len(validation):
+                metrics.update(_validate(student.net, validation, old_correct_on_validation, mean=mean, std=std, device=device))
+            all_metrics.append(metrics)
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, net, optimizer, epoch)
-        history.append(metrics)
+            _save_checkpoint(checkpoint, students, epoch)
+        for history, metrics in zip(histories, all_metrics):
+            history.append(metrics)
         if callbacks.on_epoch_end:
-            callbacks.on_epoch_end(epoch, metrics)
-    net.eval()
-    return history
+            callbacks.on_epoch_end(epoch, {"epoch": epoch, "students": all_metrics})
+    for student in students:
+        student.net.eval()
+    return histories
 
 
-def _poll(loss_sum: torch.Tensor, epoch: int, step: int, callbacks: Callbacks, progress: float) -> None:
-    if not torch.isfinite(loss_sum):
-        raise NonFiniteLoss(f"the training loss became non-finite in epoch {epoch + 1} (by step {step + 1})")
+def _poll(students: list[_Student], epoch: int, step: int, callbacks: Callbacks, progress: float) -> None:
+    # One host sync for all students: the sum is finite only if every student's loss is.
+    if not torch.isfinite(torch.stack([s.loss_sum for s in students]).sum()):
+        bad = [s.method if len(students) == 1 else f"student {i} ({s.method}, {s.params})"
+               for i, s in enumerate(students) if not torch.isfinite(s.loss_sum)]
+        raise NonFiniteLoss(f"the training loss became non-finite in epoch {epoch + 1} (by step {step + 1}): {', '.join(bad)}")
     if callbacks.on_progress:
         callbacks.on_progress(min(progress, 1.0))
     if callbacks.should_cancel and callbacks.should_cancel():
         raise TrainingCancelled(f"cancelled in epoch {epoch + 1}")
+
+
+def _maybe_compile(net: nn.Module, recipe: Recipe, device: torch.device) -> nn.Module:
+    """UNMEASURED opt-in (Recipe.compile_on_cuda): torch.compile of the student's forward on
+    CUDA. It shares `net`'s parameters; nothing of it has been timed or tested on a GPU yet."""
+    if device.type == "cuda" and recipe.compile_on_cuda:
+        return torch.compile(net)
+    return net
 
 
 def _validate(net, validation: ImageSet, old_correct, *, mean, std, device) -> dict:
