@@ -1,4 +1,4 @@
-"""The engine's command line: train, reference, update, evaluate, demo (and reproduce)."""
+"""The engine's command line: train, reference, update, sweep, evaluate, demo (and reproduce)."""
 
 from __future__ import annotations
 
@@ -145,6 +145,52 @@ def cmd_update(args) -> dict:
     return result
 
 
+def parse_sweep(pairs: list[str]) -> dict[str, list]:
+    """['bias=0,1,2,4', 'tau=2,5'] -> {'bias': [0, 1, 2, 4], 'tau': [2, 5]}; default: b in {0, 1, 2, 4}."""
+    from mpt.sweep import DEFAULT_BIASES
+
+    values = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not raw:
+            raise ValueError(f"expected KEY=V1,V2,..., got {pair!r}")
+        values[key.replace("-", "_")] = [json.loads(v) for v in raw.split(",")]
+    return values or {"bias": list(DEFAULT_BIASES)}
+
+
+def cmd_sweep(args) -> dict:
+    from mpt.sweep import run_sweep
+
+    bundle = load_dataset(args.data, args.format)
+    base = load_model(args.base)
+    values = parse_sweep(args.sweep)
+    progress = Progress() if args.quiet else Progress(on_phase=lambda phase: print(f"  [{phase}]", file=sys.stderr, flush=True))
+    outcome = run_sweep(
+        bundle=bundle, base=base, classes=parse_classes(args.classes, bundle.classes), arch=args.arch,
+        method=args.method, params=MethodParams.from_dict(_parse_assignments(args.param)), values=values,
+        recipe=recipe_from_args(args), seed=args.seed, max_val_nfr=args.max_val_nfr,
+        store=FileReferenceStore(args.cache), progress=progress, device=args.device, checkpoint_dir=args.checkpoint_dir,
+    )
+    sha = save_model(args.out, outcome.best.model.net, outcome.best.model.spec)
+    names = [", ".join(f"{k}={getattr(t.params, k)}" for k in values) for t in outcome.trials]
+    rows = {("* " if i == outcome.winner else "") + name: {"val_accuracy": t.val_accuracy, "val_nfr_old_classes": t.val_nfr}
+            for i, (name, t) in enumerate(zip(names, outcome.trials))}
+    rows["independent"] = {"val_accuracy": outcome.reference_validation["accuracy"],
+                           "val_nfr_old_classes": outcome.reference_validation["nfr_old_classes"]}
+    print(f"validation split ({len(outcome.data.validation)} samples); winner marked *, "
+          f"{outcome.policy['chosen_because']} (bound {outcome.policy['bound']:.4f}, {outcome.policy['bound_from']}):")
+    print(format_table(rows))
+    print(f"\nwinner {names[outcome.winner]} on the evaluation split:")
+    print(format_table({args.method: headline(outcome.report), "independent": headline(outcome.reference_report)}))
+    result = {
+        "model": args.out, "sha256": sha, "method": args.method, "winner": outcome.winner, "policy": outcome.policy,
+        "trials": [t.summary() for t in outcome.trials], "reference_validation": outcome.reference_validation,
+        "report": outcome.report, "reference_report": outcome.reference_report,
+    }
+    _write_json(args.json, result)
+    return result
+
+
 def cmd_reference(args) -> dict:
     bundle = load_dataset(args.data, args.format)
     base = load_model(args.base)
@@ -243,6 +289,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_update_options(update_cmd)
     update_cmd.add_argument("--method", default="mpt-kl", choices=list(METHODS))
     update_cmd.set_defaults(handler=cmd_update)
+
+    sweep_cmd = commands.add_parser("sweep", help="train several values of b (or other params) together, keep the best")
+    add_common(sweep_cmd)
+    add_update_options(sweep_cmd)
+    sweep_cmd.add_argument("--method", default="mpt-kl", choices=list(METHODS))
+    sweep_cmd.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
+                           help="a MethodParams field and its values (default bias=0,1,2,4); repeat for a grid")
+    sweep_cmd.add_argument("--max-val-nfr", type=float,
+                           help="bound on the winner's validation NFR (default: the independent reference's)")
+    sweep_cmd.set_defaults(handler=cmd_sweep)
 
     evaluate_cmd = commands.add_parser("evaluate", help="compare two models on the evaluation split")
     add_common(evaluate_cmd)

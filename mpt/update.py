@@ -180,6 +180,29 @@ def evaluate(*, model: LoadedModel, baseline: LoadedModel, evaluation: ImageSet,
     )
 
 
+def update_setup(
+    *, bundle: DataBundle, base: LoadedModel | None, classes: list[str] | None, arch: str | None, recipe: Recipe, seed: int
+) -> tuple[str, UpdateData, tuple, tuple]:
+    """The architecture, the prepared data and the normalisation of an update (or first version)."""
+    arch = arch or (base.spec.arch if base else None)
+    if arch is None:
+        raise ValueError("a first version needs an architecture")
+    data = prepare_data(bundle, old_classes=list(base.spec.classes) if base else None, classes=classes, recipe=recipe, seed=seed)
+    if base is not None:
+        shape = tuple(data.train.images.shape[1:])
+        expected = (base.spec.in_channels, *base.spec.image_size)
+        if shape != expected:
+            raise ValueError(f"the data's images are {shape} but the base model expects {expected}")
+    # An update keeps the family's normalisation so the old model sees the inputs it knows.
+    if recipe.mean is not None:
+        mean, std = recipe.mean, recipe.std
+    elif base is not None:
+        mean, std = base.spec.mean, base.spec.std
+    else:
+        mean, std = channel_stats(data.train.images)
+    return arch, data, mean, std
+
+
 def run_update(
     *,
     bundle: DataBundle,
@@ -208,23 +231,7 @@ def run_update(
     method_spec = get_method(method)
     if base is None and method != "independent":
         raise ValueError(f"a first version (no base model) trains with 'independent', not {method!r}")
-    arch = arch or (base.spec.arch if base else None)
-    if arch is None:
-        raise ValueError("a first version needs an architecture")
-    data = prepare_data(bundle, old_classes=list(base.spec.classes) if base else None, classes=classes, recipe=recipe, seed=seed)
-    if base is not None:
-        shape = tuple(data.train.images.shape[1:])
-        expected = (base.spec.in_channels, *base.spec.image_size)
-        if shape != expected:
-            raise ValueError(f"the data's images are {shape} but the base model expects {expected}")
-    # An update keeps the family's normalisation so the old model sees the inputs it knows.
-    if recipe.mean is not None:
-        mean, std = recipe.mean, recipe.std
-    elif base is not None:
-        mean, std = base.spec.mean, base.spec.std
-    else:
-        mean, std = channel_stats(data.train.images)
-
+    arch, data, mean, std = update_setup(bundle=bundle, base=base, classes=classes, arch=arch, recipe=recipe, seed=seed)
     common = dict(data=data, arch=arch, recipe=recipe, mean=mean, std=std, store=store, progress=progress,
                   device=torch_device, checkpoint_dir=checkpoint_dir)
     teachers = Teachers(old=base.net if base else None)

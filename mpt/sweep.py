@@ -1,0 +1,182 @@
+"""Sweeps: several values of METHOD.md's bias `b` (or of any MethodParams field) in one run.
+
+One independent reference serves every trial; the students are trained together by
+`mpt.train.train_students` (one data pass, one augmentation and one teacher forward per
+batch, shared), each starting from the same initial weights a lone `run_update` would use.
+The winner is chosen on the validation split held out of the training data (never on the
+evaluation split), and every trial's validation figures are kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+
+from mpt.artifacts import LoadedModel
+from mpt.data import DataBundle
+from mpt.flips import FlipLedger, headline
+from mpt.losses import get_method
+from mpt.nets import build_net
+from mpt.recipe import MethodParams, Recipe
+from mpt.train import Teachers, resolve_device, train_students
+from mpt.update import (
+    Progress,
+    ReferenceStore,
+    UpdateData,
+    _spec_for,
+    evaluate,
+    independent_model,
+    update_setup,
+)
+
+# The authors' suggested grid for b (METHOD.md, "The paper's recipe").
+DEFAULT_BIASES = (0.0, 1.0, 2.0, 4.0)
+
+
+@dataclass
+class Trial:
+    params: MethodParams
+    history: list[dict]
+    validation: dict  # headline figures of the trial against the old model on the validation split
+    validation_report: dict  # the full flip report behind them (raw counts, both NFR scopes)
+    model: LoadedModel
+
+    @property
+    def val_accuracy(self) -> float:
+        return self.validation["accuracy"]
+
+    @property
+    def val_nfr(self) -> float:
+        return self.validation["nfr_old_classes"]
+
+    def summary(self) -> dict:
+        return {"params": self.params.to_dict(), "validation": self.validation, "history": self.history}
+
+
+@dataclass
+class SweepOutcome:
+    trials: list[Trial]
+    winner: int  # index into trials
+    policy: dict  # how the winner was chosen, with the NFR bound used
+    data: UpdateData
+    reference: LoadedModel
+    reference_validation: dict  # the reference's headline figures on the validation split
+    report: dict | None = None  # the winner against the old model on the evaluation split
+    ledger: FlipLedger | None = None
+    reference_report: dict | None = None
+
+    @property
+    def best(self) -> Trial:
+        return self.trials[self.winner]
+
+
+def grid(base: MethodParams, values: dict[str, list]) -> list[MethodParams]:
+    """Every combination of `values` (MethodParams field -> candidate values) applied to `base`."""
+    if not values:
+        return [base]
+    MethodParams.from_dict({name: candidates[0] for name, candidates in values.items() if candidates})  # unknown names
+    if any(not candidates for candidates in values.values()):
+        raise ValueError("every swept field needs at least one value")
+    names = list(values)
+    return [dataclasses.replace(base, **dict(zip(names, combo))) for combo in itertools.product(*values.values())]
+
+
+def choose_winner(figures: list[dict], *, max_nfr: float | None) -> tuple[int, str]:
+    """Index of the winning trial and why, from each trial's validation `accuracy` and `nfr`.
+
+    Policy: among trials whose validation NFR is at most `max_nfr`, the highest validation
+    accuracy (ties: the lower NFR, then the earlier trial); when none qualifies (or no bound
+    is given, every trial qualifies) the lowest NFR (ties: the higher accuracy, then the
+    earlier trial).
+    """
+    if not figures:
+        raise ValueError("a sweep needs at least one trial")
+    eligible = [i for i, f in enumerate(figures) if max_nfr is None or f["nfr"] <= max_nfr]
+    if eligible:
+        return min(eligible, key=lambda i: (-figures[i]["accuracy"], figures[i]["nfr"], i)), "highest accuracy within the NFR bound"
+    return min(range(len(figures)), key=lambda i: (figures[i]["nfr"], -figures[i]["accuracy"], i)), "no trial within the NFR bound: lowest NFR"
+
+
+def run_sweep(
+    *,
+    bundle: DataBundle,
+    base: LoadedModel,
+    classes: list[str] | None = None,
+    arch: str | None = None,
+    method: str = "mpt-kl",
+    params: MethodParams | None = None,
+    values: dict[str, list] | None = None,
+    recipe: Recipe,
+    seed: int,
+    max_val_nfr: float | None = None,
+    store: ReferenceStore | None = None,
+    progress: Progress | None = None,
+    device: str = "auto",
+    checkpoint_dir: str | Path | None = None,
+) -> SweepOutcome:
+    """Train one student per point of the grid (default: b in {0, 1, 2, 4}) together and pick one.
+
+    `max_val_nfr` bounds the winner's validation NFR (old-class scope); None uses the
+    independent reference's validation NFR, so the winner flips no more than a plain retrain.
+    Phases: `reference` (when not cached), `sweep`, `evaluating`.
+    """
+    progress = progress or Progress()
+    params = params or MethodParams()
+    candidates = grid(params, values if values is not None else {"bias": list(DEFAULT_BIASES)})
+    spec = get_method(method)
+    if base is None:
+        raise ValueError("a sweep updates a base model; train a first version with `mpt train`")
+    if spec.needs_ensemble and len({p.elodi_ensemble_size for p in candidates}) > 1:
+        raise ValueError("a sweep shares one ensemble: elodi_ensemble_size cannot vary")
+    torch_device = resolve_device(device)
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+    if checkpoint_dir:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    arch, data, mean, std = update_setup(bundle=bundle, base=base, classes=classes, arch=arch, recipe=recipe, seed=seed)
+    common = dict(data=data, arch=arch, recipe=recipe, mean=mean, std=std, store=store, progress=progress,
+                  device=torch_device, checkpoint_dir=checkpoint_dir)
+    reference = independent_model(seed=seed, phase="reference", **common)
+    teachers = Teachers(old=base.net, reference=reference.net)
+    if spec.needs_ensemble:
+        teachers.ensemble = [
+            independent_model(seed=seed + member, phase=f"ensemble-{member}", **common).net
+            for member in range(1, candidates[0].elodi_ensemble_size + 1)
+        ]
+
+    model_spec = _spec_for(arch, data, mean, std)
+    # Every student starts from the weights a lone run with this seed would start from.
+    nets = [build_net(arch, num_classes=len(model_spec.classes), in_channels=model_spec.in_channels, seed=seed)
+            for _ in candidates]
+    histories = train_students(
+        nets=nets, train_set=data.train, recipe=recipe, methods=[method] * len(candidates), params=candidates,
+        new_mask=data.class_map.new_mask(), mean=mean, std=std, seed=seed, teachers=teachers,
+        validation=data.validation, device=torch_device, callbacks=progress.enter("sweep"),
+        checkpoint_path=checkpoint_dir / "sweep.ckpt" if checkpoint_dir else None,
+    )
+
+    k_old = data.class_map.k_old
+    trials = []
+    for net, candidate, history in zip(nets, candidates, histories):
+        model = LoadedModel(net.cpu(), model_spec)
+        report, _ = evaluate(model=model, baseline=base, evaluation=data.validation, k_old=k_old, device=torch_device)
+        trials.append(Trial(candidate, history, headline(report), report, model))
+    reference_val_report, _ = evaluate(model=reference, baseline=base, evaluation=data.validation, k_old=k_old, device=torch_device)
+    reference_validation = headline(reference_val_report)
+    bound = reference_validation["nfr_old_classes"] if max_val_nfr is None else max_val_nfr
+    winner, reason = choose_winner([{"accuracy": t.val_accuracy, "nfr": t.val_nfr} for t in trials], max_nfr=bound)
+    policy = {
+        "rule": "highest validation accuracy with validation NFR (old classes) <= bound, else lowest NFR",
+        "bound": bound,
+        "bound_from": "reference validation NFR" if max_val_nfr is None else "max_val_nfr",
+        "chosen_because": reason,
+        "split": "validation",
+    }
+    outcome = SweepOutcome(trials, winner, policy, data, reference, reference_validation)
+    progress.enter("evaluating")
+    outcome.report, outcome.ledger = evaluate(
+        model=outcome.best.model, baseline=base, evaluation=data.evaluation, k_old=k_old, device=torch_device
+    )
+    outcome.reference_report, _ = evaluate(model=reference, baseline=base, evaluation=data.evaluation, k_old=k_old, device=torch_device)
+    return outcome
