@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import uuid
 from pathlib import Path
 
@@ -15,7 +16,8 @@ from scripts.stack import Stack, embedded_env, running_stack
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 PG_ADMIN_URL = os.environ.get("FLIPGUARD_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("FLIPGUARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/7")
+# A database index of its own per test session, so two runs on one machine never share queues.
+REDIS_URL = os.environ.get("FLIPGUARD_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{random.randint(1, 15)}")
 # A few hundred images and one epoch: enough for real flips, small enough for a 2-core CI.
 SMALL_RECIPE = {"epochs": 1, "batch_size": 64, "train_samples_per_class": 60, "eval_samples_per_class": 40, "lr": 0.05}
 

@@ -42,7 +42,7 @@ def _full_story(api: Api, tmp_path: Path, family: str) -> None:
     assert v2["version"] == 2 and v2["parent_id"] == v1["id"] and v2["classes"][:5] == OLD
 
     flips = api.ok(api.http.get(f"/models/{v2['id']}/flips"))
-    report = flips["report"]
+    figures = flips["figures"]
     # Recompute the report from the stored weights, directly through the engine.
     new_model = _download_model(api, v2["id"], tmp_path)
     old_model = _download_model(api, v1["id"], tmp_path)
@@ -52,8 +52,8 @@ def _full_story(api: Api, tmp_path: Path, family: str) -> None:
                                 device=__import__("torch").device("cpu"))
     for scope in ("all", "old_classes"):
         for key in ("samples", "negative_flips", "positive_flips", "old_correct", "new_correct"):
-            assert report["summary"]["scopes"][scope][key] == expected["scopes"][scope][key], (scope, key)
-        assert report["summary"]["scopes"][scope]["nfr"] == pytest.approx(expected["scopes"][scope]["nfr"])
+            assert figures["scopes"][scope][key] == expected["scopes"][scope][key], (scope, key)
+        assert figures["scopes"][scope]["nfr"] == pytest.approx(expected["scopes"][scope]["nfr"])
     assert flips["reference"] is not None, "the independent retrain's figures stand beside MPT's"
     assert flips["samples"]["total"] == len(ledger)
 
