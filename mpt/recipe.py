@@ -36,7 +36,8 @@ class Recipe:
     # Cancellation and non-finite losses are checked every this many steps; between checks
     # the loop never waits for the device.
     poll_every_steps: int = 20
-    # bf16 autocast and channels_last apply on CUDA only; the CPU path stays float32.
+    # bf16 autocast applies on CUDA only (the CPU path stays float32); channels_last is a
+    # choice on CUDA and always used on the CPU (mpt.train._memory_format).
     bf16_on_cuda: bool = True
     channels_last_on_cuda: bool = True
     # torch.compile the students' forward on CUDA. Off by default: not yet measured (no GPU
