@@ -82,6 +82,7 @@ class JobMonitor:
 
     job_id: int
     interval_s: float
+    epochs: int
     phase: str = "starting"
     progress: float = 0.0
     epoch: int | None = None
@@ -123,8 +124,12 @@ class JobMonitor:
             self.status = JobStatus.EVALUATING
         self.beat()
 
+    def on_progress(self, fraction: float) -> None:
+        self.progress = fraction
+        # The epoch being trained, 1-based, as a person reads "epoch 3/4".
+        self.epoch = min(int(fraction * self.epochs) + 1, self.epochs)
+
     def on_epoch_end(self, epoch: int, metrics: dict) -> None:
-        self.epoch = epoch + 1
         with_db_retries(lambda s: record_event(s, job_id=self.job_id, phase=self.phase, epoch=epoch + 1, metrics=metrics))
 
 
@@ -162,85 +167,90 @@ def execute_update(*, job_id: int) -> str:
         base_row = get_model(session, model_id=job.base_model_id) if job.base_model_id else None
 
     interval = max(0.5, min(10.0, settings().heartbeat_timeout_s / 4))
-    monitor = JobMonitor(job_id=job_id, interval_s=interval).start()
+    monitor = JobMonitor(job_id=job_id, interval_s=interval, epochs=job.epochs or Recipe.epochs).start()
     checkpoint_dir = artifact_path(f"checkpoints/job-{job_id}")
     written: list[Path] = []
     try:
-        recipe = Recipe.from_dict(job.recipe)
-        params = MethodParams.from_dict(job.method_params)
-        base = load_model(artifact_path(base_row.artifact_uri), sha256=base_row.sha256) if base_row else None
-        bundle = load_dataset(dataset.uri, dataset.format.value)
-        if bundle.digest != dataset.digest:
-            raise DataError(
-                f"data set {dataset.id} changed on disk since it was registered "
-                f"(digest {bundle.digest[:12]} != {dataset.digest[:12]}); register it again"
-            )
-        store = DatabaseReferenceStore()
-        outcome = run_update(
-            bundle=bundle, base=base, classes=job.classes, arch=job.architecture, method=job.method,
-            params=params, recipe=recipe, seed=job.seed, store=store, device=settings().device,
-            checkpoint_dir=checkpoint_dir,
-            progress=Progress(
-                on_phase=monitor.enter_phase,
-                callbacks=Callbacks(
-                    on_epoch_end=monitor.on_epoch_end,
-                    on_progress=lambda fraction: setattr(monitor, "progress", fraction),
-                    should_cancel=monitor.should_stop,
-                ),
-            ),
-        )
-        if monitor.should_stop():
-            raise TrainingCancelled("cancelled during evaluation")
-        stem = f"job-{job_id}-{uuid.uuid4().hex[:8]}"
-        model_uri = f"models/{stem}.safetensors"
-        written.append(artifact_path(model_uri))
-        sha256 = save_model(written[-1], outcome.model.net, outcome.model.spec)
-        images_uri = None
-        if outcome.ledger is not None:
-            images_uri = f"reports/{stem}.npz"
-            written.append(artifact_path(images_uri))
-            written[-1].parent.mkdir(parents=True, exist_ok=True)
-            np.savez(
-                written[-1],
-                sample_index=outcome.ledger.sample_index.numpy(),
-                images=outcome.data.evaluation.images[outcome.ledger.sample_index].numpy(),
-            )
-        monitor.stop()
-        if monitor.lost:
-            raise TrainingCancelled("another worker took the job over")
-        model = {
-            "artifact_uri": model_uri, "sha256": sha256, "architecture": outcome.model.spec.arch,
-            "classes": list(outcome.model.spec.classes), "recipe": recipe.to_dict(), "method": job.method,
-        }
-        version = with_db_retries(lambda s: complete_job(
-            s, job_id=job_id, model=model, report=outcome.report,
-            ledger=outcome.ledger.rows() if outcome.ledger is not None else None,
-            images_uri=images_uri, reference_report=outcome.reference_report, reference_model_id=store.last_id,
-        ))
-        if version.artifact_uri != model_uri:  # a concurrent completion registered first
-            _remove(written)
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
-        return f"succeeded: model {version.id}"
+        version, model_uri = _train_and_register(job, dataset, base_row, monitor, checkpoint_dir, written)
+        if version.artifact_uri != model_uri:
+            _remove(written)  # a concurrent completion of this job registered first
+        outcome = f"succeeded: model {version.id}"
     except TrainingCancelled:
-        monitor.stop()
         _remove(written)
-        if monitor.lost:
+        if monitor.lost:  # the new owner resumes from the checkpoints: leave them
             return "stopped: the job was taken over by another worker"
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
         with_db_retries(lambda s: cancel_job_finished(s, job_id=job_id))
-        return "cancelled"
+        outcome = "cancelled"
     except JOB_ERRORS as error:
-        monitor.stop()
         _remove(written)
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
         with_db_retries(lambda s: fail_job(s, job_id=job_id, error=str(error)))
-        return f"failed: {error}"
+        outcome = f"failed: {error}"
     except Exception as error:
-        monitor.stop()
         _remove(written)
         log.exception("update job %s crashed", job_id)
         with_db_retries(lambda s: fail_job(s, job_id=job_id, error=f"internal error ({type(error).__name__}): {error}"))
-        return "failed: internal error"
+        outcome = "failed: internal error"
+    finally:
+        monitor.stop()
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    return outcome
+
+
+def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_dir: Path, written: list[Path]):
+    """Run the engine for a claimed job, write its artifacts (listed in `written`), register.
+
+    Returns the registered version and the URI this run wrote its weights to.
+    """
+    recipe = Recipe.from_dict(job.recipe)
+    params = MethodParams.from_dict(job.method_params)
+    base = load_model(artifact_path(base_row.artifact_uri), sha256=base_row.sha256) if base_row else None
+    bundle = load_dataset(dataset.uri, dataset.format.value)
+    if bundle.digest != dataset.digest:
+        raise DataError(
+            f"data set {dataset.id} changed on disk since it was registered "
+            f"(digest {bundle.digest[:12]} != {dataset.digest[:12]}); register it again"
+        )
+    store = DatabaseReferenceStore()
+    outcome = run_update(
+        bundle=bundle, base=base, classes=job.classes, arch=job.architecture, method=job.method,
+        params=params, recipe=recipe, seed=job.seed, store=store, device=settings().device,
+        checkpoint_dir=checkpoint_dir,
+        progress=Progress(
+            on_phase=monitor.enter_phase,
+            callbacks=Callbacks(
+                on_epoch_end=monitor.on_epoch_end, on_progress=monitor.on_progress, should_cancel=monitor.should_stop,
+            ),
+        ),
+    )
+    if monitor.should_stop():
+        raise TrainingCancelled("cancelled during evaluation")
+    stem = f"job-{job.id}-{uuid.uuid4().hex[:8]}"
+    model_uri = f"models/{stem}.safetensors"
+    written.append(artifact_path(model_uri))
+    sha256 = save_model(written[-1], outcome.model.net, outcome.model.spec)
+    images_uri = None
+    if outcome.ledger is not None:
+        images_uri = f"reports/{stem}.npz"
+        written.append(artifact_path(images_uri))
+        written[-1].parent.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            written[-1],
+            sample_index=outcome.ledger.sample_index.numpy(),
+            images=outcome.data.evaluation.images[outcome.ledger.sample_index].numpy(),
+        )
+    monitor.stop()
+    if monitor.lost:
+        raise TrainingCancelled("another worker took the job over")
+    model = {
+        "artifact_uri": model_uri, "sha256": sha256, "architecture": outcome.model.spec.arch,
+        "classes": list(outcome.model.spec.classes), "recipe": recipe.to_dict(), "method": job.method,
+    }
+    version = with_db_retries(lambda s: complete_job(
+        s, job_id=job.id, model=model, report=outcome.report,
+        ledger=outcome.ledger.rows() if outcome.ledger is not None else None,
+        images_uri=images_uri, reference_report=outcome.reference_report, reference_model_id=store.last_id,
+    ))
+    return version, model_uri
 
 
 def _remove(paths: list[Path]) -> None:
