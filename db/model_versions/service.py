@@ -176,3 +176,34 @@ def lineage(session: Session, *, model_id: int) -> list[ModelVersion]:
         seen.add(parent.id)
         chain.append(parent)
     return chain
+
+
+def list_families(session: Session) -> list[dict]:
+    """Every family with its version count, latest version and production version (if any),
+    most recently updated first: two aggregate queries, whatever the number of versions."""
+    rows = session.execute(
+        select(
+            ModelVersion.family,
+            func.count(ModelVersion.id),
+            func.max(ModelVersion.version),
+            func.max(ModelVersion.created_at),
+        )
+        .group_by(ModelVersion.family)
+        .order_by(func.max(ModelVersion.created_at).desc(), ModelVersion.family)
+    ).all()
+    production = {
+        model.family: model
+        for model in session.scalars(
+            select(ModelVersion).where(ModelVersion.status == ModelStatus.PRODUCTION)
+        )
+    }
+    return [
+        {
+            "family": family,
+            "versions": versions,
+            "latest_version": latest_version,
+            "updated_at": updated_at,
+            "production": production.get(family),
+        }
+        for family, versions, latest_version, updated_at in rows
+    ]
