@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from api.dashboard.views import install_dashboard
 from api.datasets.views import router as datasets_router
 from api.errors import install_error_handlers
 from api.flips.views import router as flips_router
@@ -34,4 +35,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_metrics(app)
     for router in (datasets_router, models_router, flips_router, updates_router, ops_router):
         app.include_router(router)
+    install_dashboard(app)
     return app

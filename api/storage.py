@@ -39,11 +39,6 @@ def resolve_data_path(uri: str, *, settings: Settings, loc: tuple) -> Path:
     return real
 
 
-def artifact_path(uri: str) -> Path:
-    """The local path of an artifact uri (a plain path or file://)."""
-    return Path(uri.removeprefix("file://"))
-
-
 def file_sha256(path: Path) -> str:
     """The hex sha256 of a file, read in chunks."""
     digest = hashlib.sha256()
@@ -55,6 +50,7 @@ def file_sha256(path: Path) -> str:
 
 @dataclass(frozen=True)
 class StoredFile:
+    uri: str  # relative to the artifact root
     path: Path
     sha256: str
     size: int
@@ -62,9 +58,9 @@ class StoredFile:
 
 def store_model_file(source: BinaryIO, *, settings: Settings, loc: tuple) -> StoredFile:
     """Copy a model file into the artifact store, hashing it and enforcing the size limit."""
-    folder = Path(settings.artifact_root) / "models"
-    folder.mkdir(parents=True, exist_ok=True)
-    target = (folder / f"{uuid.uuid4().hex}.safetensors").resolve()
+    uri = f"models/{uuid.uuid4().hex}.safetensors"
+    target = settings.artifact_path(uri)
+    target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_suffix(".partial")
     digest = hashlib.sha256()
     size = 0
@@ -84,7 +80,7 @@ def store_model_file(source: BinaryIO, *, settings: Settings, loc: tuple) -> Sto
         partial.rename(target)
     finally:
         partial.unlink(missing_ok=True)
-    return StoredFile(path=target, sha256=digest.hexdigest(), size=size)
+    return StoredFile(uri=uri, path=target, sha256=digest.hexdigest(), size=size)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 512 * 1024 * 1024
     device: str = "auto"
 
+    def artifact_path(self, uri: str) -> Path:
+        """The local path of an artifact uri: uris are relative to artifact_root, so that every
+        host (API, workers) can mount the store elsewhere; absolute paths are kept as they are."""
+        return self.artifact_root / uri.removeprefix("file://")
+
     def broker_connection(self) -> tuple[str, dict]:
         """The Celery broker URL and transport options (the filesystem transport needs folders)."""
         if not self.broker_url.startswith(FILESYSTEM_BROKER_PREFIX):

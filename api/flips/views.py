@@ -15,11 +15,10 @@ from fastapi import APIRouter, Query, Request, Response
 from PIL import Image
 from sqlalchemy.orm import Session
 
-from api.deps import PaginationDep, SessionDep
+from api.deps import PaginationDep, SessionDep, SettingsDep
 from api.errors import ApiError, error_responses
 from api.flips.schemas import FlipFigures, FlipReportOut, FlipSampleOut
 from api.schemas import Page
-from api.storage import artifact_path
 from db.errors import InvalidInput, NotFound
 from db.model_versions.service import get_model
 from db.reports.models import FlipKind, FlipReport, FlipSample, ReportRole
@@ -166,7 +165,13 @@ def read_report(
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}, **error_responses(404)},
 )
-def read_image(model_id: int, sample_index: int, session: SessionDep, against: int | None = AGAINST):
+def read_image(
+    model_id: int,
+    sample_index: int,
+    session: SessionDep,
+    settings: SettingsDep,
+    against: int | None = AGAINST,
+):
     """A flipped evaluation sample as a PNG, enlarged so that small images are visible."""
     report = _report(session, model_id=model_id, against=against)
     if get_sample(session, report_id=report.id, sample_index=sample_index) is None:
@@ -174,7 +179,7 @@ def read_image(model_id: int, sample_index: int, session: SessionDep, against: i
                        loc=("path", "sample_index"))
     if report.images_uri is None:
         raise NotFound("this report stored no images", loc=("path", "sample_index"))
-    path = artifact_path(report.images_uri)
+    path = settings.artifact_path(report.images_uri)
     if not path.is_file():
         raise ApiError(404, "the report's image file is missing from the artifact store",
                        loc=("path", "sample_index"), error_type="artifact_missing")

@@ -48,6 +48,8 @@ class ModelOut(OrmModel):
     parent_id: int | None = Field(description="the predecessor version", examples=[1])
     architecture: str = Field(examples=["resnet18"])
     classes: list[str] = Field(examples=[["sandal", "sneaker", "boot"]])
+    artifact_uri: str = Field(description="path of the weights, relative to the artifact store",
+                              examples=["models/0c9d6a4e2b7f4f0e9a1d3c5b7e9f1a2b.safetensors"])
     sha256: str = Field(examples=["3b7e1f0c" + "0" * 56])
     status: ModelStatus = Field(examples=["candidate"])
     job_id: int | None = Field(description="the update job that trained it", examples=[12])

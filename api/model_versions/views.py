@@ -20,7 +20,6 @@ from api.model_versions.schemas import (
 )
 from api.schemas import Page
 from api.storage import (
-    artifact_path,
     copy_data_file,
     file_sha256,
     read_model_metadata,
@@ -84,7 +83,7 @@ def _register_file(session: Session, settings: Settings, stored, *, family: str,
             family=family,
             architecture=metadata.architecture,
             classes=metadata.classes,
-            artifact_uri=str(stored.path),
+            artifact_uri=stored.uri,
             sha256=stored.sha256,
         )
     except Exception:
@@ -168,10 +167,10 @@ def read(model_id: int, session: SessionDep):
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}, **error_responses(404, 500)},
 )
-def download_weights(model_id: int, session: SessionDep):
+def download_weights(model_id: int, session: SessionDep, settings: SettingsDep):
     """The version's safetensors file, after checking that it still matches its sha256."""
     model = get_model(session, model_id=model_id)
-    path = artifact_path(model.artifact_uri)
+    path = settings.artifact_path(model.artifact_uri)
     if not path.is_file():
         raise ApiError(404, f"the weights of model {model_id} are missing from the artifact store",
                        loc=("path", "model_id"), error_type="artifact_missing")

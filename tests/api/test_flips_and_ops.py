@@ -55,14 +55,14 @@ def updated(client, session, settings, tmp_path):
                         dataset_id=dataset.id, classes=None, method="mpt-kl", method_params={},
                         recipe={}, gate={"max_nfr": 0.5, "auto_promote": False}, seed=0)
     claim_job(session, job_id=job.id, worker_id="w", heartbeat_timeout_s=60)
-    images = tmp_path / "artifacts" / "flips.npz"
-    images.parent.mkdir(exist_ok=True)
+    images = settings.artifact_path("reports/flips.npz")  # uris are relative to the store
+    images.parent.mkdir(parents=True, exist_ok=True)
     pixels = np.arange(4 * 1 * 8 * 8, dtype=np.uint8).reshape(4, 1, 8, 8)
     np.savez(images, sample_index=np.array([row["sample_index"] for row in LEDGER]), images=pixels)
     model = complete_job(
-        session, job_id=job.id, images_uri=str(images), ledger=LEDGER, report=summary(2),
+        session, job_id=job.id, images_uri="reports/flips.npz", ledger=LEDGER, report=summary(2),
         reference_report=summary(5),
-        model={"artifact_uri": str(tmp_path / "v2.safetensors"), "sha256": "0" * 64,
+        model={"artifact_uri": "models/v2.safetensors", "sha256": "0" * 64,
                "architecture": "small_cnn", "classes": CLASSES, "recipe": {}, "method": "mpt-kl"},
     )
     return base, model

@@ -38,3 +38,12 @@ def test_postgresql_round_trip_on_a_fresh_database():
         with admin.connect() as connection:
             connection.execute(text(f"DROP DATABASE IF EXISTS {SCRATCH_DATABASE} WITH (FORCE)"))
         admin.dispose()
+
+
+def test_any_db_import_registers_every_table():
+    import subprocess
+    import sys
+
+    code = ("import db.jobs.models; from db.base import Base; "
+            "assert 'reference_models' in Base.metadata.tables, sorted(Base.metadata.tables)")
+    subprocess.run([sys.executable, "-c", code], check=True)

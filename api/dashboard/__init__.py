@@ -1,0 +1,1 @@
+"""The internal MLOps dashboard: server-rendered pages under /dashboard."""

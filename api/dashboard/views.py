@@ -1,0 +1,279 @@
+"""/dashboard: the internal MLOps pages, rendered on the server from the same db service
+functions the REST routers call. Actions (promote, cancel) and live progress go through the
+REST endpoints from small same-origin scripts (static/dashboard.js)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from api.dashboard.charts import BarGroup, Series, bar_chart, line_chart, percent
+from api.deps import PaginationDep, SessionDep
+from db.errors import NotFound
+from db.jobs.models import ACTIVE_STATUSES, JobStatus
+from db.jobs.service import count_jobs_by_status, get_job, list_events, list_jobs
+from db.model_versions.models import ModelStatus
+from db.model_versions.service import get_model, lineage, list_families, list_models
+from db.reports.models import FlipKind, ReportRole
+from db.reports.service import find_report, list_samples
+
+HERE = Path(__file__).resolve().parent
+templates = Jinja2Templates(directory=HERE / "templates")
+templates.env.filters["pct"] = percent
+templates.env.filters["when"] = lambda value: value.strftime("%Y-%m-%d %H:%M:%S") if value else "—"
+templates.env.filters["combine_query"] = lambda base, **extra: urlencode({**base, **extra})
+templates.env.globals["LIVE_STATUSES"] = ("queued", "running", "evaluating")
+
+router = APIRouter(prefix="/dashboard", include_in_schema=False)
+
+# The scalar figures a model page compares: (label, scope, key in the scope, lower is better).
+COMPARED = (
+    ("Accuracy, all samples", "all", "accuracy", False),
+    ("Accuracy, old classes", "old_classes", "accuracy", False),
+    ("NFR, old classes", "old_classes", "nfr", True),
+    ("NFR, all samples", "all", "nfr", True),
+    ("Relative NFR, old classes", "old_classes", "relative_nfr", True),
+    ("PFR, all samples", "all", "pfr", False),
+)
+
+
+def install_dashboard(app: FastAPI) -> None:
+    """Add the dashboard's pages and its static files (CSS, JS) to the app."""
+    app.include_router(router)
+    app.mount("/dashboard/static", StaticFiles(directory=HERE / "static"), name="dashboard-static")
+
+
+def _page(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
+    return templates.TemplateResponse(request, template, context, status_code=status_code)
+
+
+def _not_found(request: Request, error: NotFound) -> HTMLResponse:
+    return _page(request, "error.html", status_code=404, message=error.message)
+
+
+def _scope_value(summary: dict | None, scope: str, key: str, *, old: bool = False) -> float | None:
+    """A figure of a report summary; `accuracy` means the new (or, with old=True, old) model's."""
+    if summary is None:
+        return None
+    figures = summary["scopes"][scope]
+    if key == "accuracy":
+        return figures.get("old_accuracy" if old else "new_accuracy")
+    return figures.get(key)
+
+
+def _job_curves(events) -> dict:
+    """Per-epoch series of a job's events, one line per training phase."""
+    phases: dict[str, list[tuple[int, dict]]] = {}
+    for event in events:
+        if event.epoch is None:
+            continue
+        metrics = event.metrics or {}
+        # The worker records {"epoch", "students": [{train_loss, val_accuracy, val_nfr, lr}]}.
+        student = (metrics.get("students") or [metrics])[0]
+        phases.setdefault(event.phase, []).append((event.epoch, student))
+
+    def lines(key: str) -> list[Series]:
+        return [
+            Series(name=phase, points=[(epoch, row.get(key)) for epoch, row in rows],
+                   dashed=phase != "training")
+            for phase, rows in phases.items()
+        ]
+
+    return {
+        "loss": line_chart(lines("train_loss"), label="training loss per epoch", x_title="epoch",
+                           y_floor=0, empty="no finished epoch yet"),
+        "accuracy": line_chart(lines("val_accuracy"), label="validation accuracy per epoch",
+                               x_title="epoch", y_format=lambda v: percent(v, 0),
+                               empty="no finished epoch yet"),
+        "nfr": line_chart(lines("val_nfr"), label="validation NFR per epoch", x_title="epoch",
+                          y_format=lambda v: percent(v, 1), y_floor=0, empty="no NFR yet"),
+        "epochs": sum(len(rows) for rows in phases.values()),
+    }
+
+
+@router.get("", response_class=HTMLResponse)
+def overview(request: Request, session: SessionDep):
+    """Families with their production version, recent jobs, recent versions."""
+    jobs = list_jobs(session, page=1, page_size=25)
+    versions = list_models(session, page=1, page_size=20)
+    results = {job.id: get_model(session, model_id=job.result_model_id)
+               for job in jobs.items if job.result_model_id is not None}
+    return _page(
+        request, "overview.html",
+        families=list_families(session),
+        jobs=jobs,
+        results=results,
+        versions=versions,
+        counts=count_jobs_by_status(session),
+    )
+
+
+@router.get("/models/{model_id}", response_class=HTMLResponse)
+def model_page(model_id: int, request: Request, session: SessionDep):
+    """A version against its predecessor, its lineage, gate verdict and promotion."""
+    try:
+        model = get_model(session, model_id=model_id)
+    except NotFound as error:
+        return _not_found(request, error)
+    chain = []
+    for version in reversed(lineage(session, model_id=model_id)):  # oldest first
+        report = (find_report(session, model_id=version.id, baseline_model_id=version.parent_id)
+                  if version.parent_id is not None else None)
+        chain.append({"model": version, "report": report})
+    report = chain[-1]["report"]
+    reference = (find_report(session, model_id=model.id, baseline_model_id=model.parent_id,
+                             role=ReportRole.REFERENCE) if report is not None else None)
+    rows = []
+    for label, scope, key, lower_is_better in COMPARED:
+        rows.append({
+            "label": label,
+            "predecessor": _scope_value(report.summary if report else None, scope, key, old=True)
+            if key == "accuracy" else None,
+            "model": _scope_value(report.summary if report else None, scope, key),
+            "reference": _scope_value(reference.summary if reference else None, scope, key),
+            "lower_is_better": lower_is_better,
+        })
+    positions = {index: f"v{entry['model'].version}" for index, entry in enumerate(chain)}
+    accuracy_lines = [
+        Series("accuracy (new model)", [(i, e["report"].accuracy if e["report"] else None)
+                                        for i, e in enumerate(chain)]),
+        Series("predecessor's accuracy", [
+            (i, _scope_value(e["report"].summary, "all", "accuracy", old=True) if e["report"] else None)
+            for i, e in enumerate(chain)], dashed=True),
+    ]
+    nfr_lines = [
+        Series("NFR, old classes", [(i, e["report"].nfr_old_classes if e["report"] else None)
+                                    for i, e in enumerate(chain)]),
+        Series("NFR, all samples", [(i, e["report"].nfr_all if e["report"] else None)
+                                    for i, e in enumerate(chain)], dashed=True),
+    ]
+    return _page(
+        request, "model.html",
+        model=model,
+        chain=chain,
+        report=report,
+        reference=reference,
+        rows=rows,
+        accuracy_chart=line_chart(accuracy_lines, label="accuracy per version", x_labels=positions,
+                                  y_format=lambda v: percent(v, 0),
+                                  empty="no version with a report yet"),
+        nfr_chart=line_chart(nfr_lines, label="negative flip rate per version", x_labels=positions,
+                             y_format=lambda v: percent(v, 1), y_floor=0,
+                             empty="no version with a report yet"),
+        needs_force=model.status != ModelStatus.CANDIDATE
+        or (model.job_id is not None and not (model.gate_verdict or {}).get("passed")),
+    )
+
+
+@router.get("/jobs/{job_id}", response_class=HTMLResponse)
+def job_page(job_id: int, request: Request, session: SessionDep):
+    """One job: live progress, per-epoch curves, cancel, error."""
+    try:
+        job = get_job(session, job_id=job_id)
+    except NotFound as error:
+        return _not_found(request, error)
+    return _page(
+        request, "job.html",
+        job=job,
+        curves=_job_curves(list_events(session, job_id=job_id)),
+        active=job.status in (JobStatus.QUEUED, *ACTIVE_STATUSES),
+        result=get_model(session, model_id=job.result_model_id) if job.result_model_id else None,
+    )
+
+
+@router.get("/jobs/{job_id}/curves", response_class=HTMLResponse)
+def job_curves(job_id: int, request: Request, session: SessionDep):
+    """The curves of a job page alone (the page's script refreshes them after each epoch)."""
+    try:
+        get_job(session, job_id=job_id)
+    except NotFound as error:
+        return _not_found(request, error)
+    return _page(request, "job_curves.html", curves=_job_curves(list_events(session, job_id=job_id)))
+
+
+@router.get("/models/{model_id}/flips", response_class=HTMLResponse)
+def flips_page(
+    model_id: int,
+    request: Request,
+    session: SessionDep,
+    pagination: PaginationDep,
+    against: int | None = Query(None),
+    kind: Literal["", "negative", "positive"] = Query(""),
+    label: str = Query("", pattern=r"^\d*$"),
+    intrusion: bool = Query(False),
+):
+    """The regression report: headline figures, per-class NFR, transitions, flipped samples."""
+    try:
+        model = get_model(session, model_id=model_id)
+        baseline_id = against if against is not None else model.parent_id
+        if baseline_id is None:
+            raise NotFound(f"model {model_id} is a first version: it has no predecessor to "
+                           "compare with", loc=("path", "model_id"))
+        baseline = get_model(session, model_id=baseline_id, loc=("query", "against"))
+    except NotFound as error:
+        return _not_found(request, error)
+    report = find_report(session, model_id=model_id, baseline_model_id=baseline_id)
+    if report is None:
+        return _not_found(request, NotFound(
+            f"no stored flip report of model {model_id} against model {baseline_id}"))
+    reference = find_report(session, model_id=model_id, baseline_model_id=baseline_id,
+                            role=ReportRole.REFERENCE)
+    summary = report.summary
+    classes = report.classes
+    label_index = int(label) if label and int(label) < len(classes) else None
+    page = list_samples(
+        session, report_id=report.id, kind=FlipKind(kind) if kind else None, label=label_index,
+        intrusion=True if intrusion else None, page=pagination.page, page_size=pagination.page_size,
+    )
+    reference_rows = {row["index"]: row for row in (reference.summary.get("per_class", [])
+                                                    if reference else [])}
+    groups = [
+        BarGroup(label=row["name"],
+                 values=[row["nfr"], reference_rows.get(row["index"], {}).get("nfr")]
+                 if reference else [row["nfr"]])
+        for row in summary.get("per_class", []) if not row["is_new"]
+    ]
+    series_names = [model.method or "this model", "independent retrain"] if reference else \
+        [model.method or "this model"]
+    # Transition matrix: old prediction (rows, the baseline's classes) -> new prediction.
+    cells: dict[tuple[int, int], dict] = {}
+    for row in summary.get("transitions", []):
+        cell = cells.setdefault((row["old_prediction"], row["new_prediction"]),
+                                {"negative": 0, "positive": 0, "intrusion": False})
+        cell[row["kind"]] += row["count"]
+        cell["intrusion"] = cell["intrusion"] or bool(row.get("intrusion"))
+    busiest = max((c["negative"] + c["positive"] for c in cells.values()), default=0)
+    model_neg = summary["scopes"]["all"]["negative_flips"]
+    reference_neg = reference.summary["scopes"]["all"]["negative_flips"] if reference else None
+    filters = {"against": against, "kind": kind or None, "label": label or None,
+               "intrusion": "true" if intrusion else None}
+    return _page(
+        request, "flips.html",
+        model=model,
+        baseline=baseline,
+        report=report,
+        reference=reference,
+        summary=summary,
+        classes=classes,
+        k_old=report.k_old,
+        per_class_chart=bar_chart(groups, series_names=series_names,
+                                  label="negative flip rate per old class"),
+        cells=cells,
+        busiest=busiest,
+        model_neg=model_neg,
+        reference_neg=reference_neg,
+        avoided=None if reference_neg is None else reference_neg - model_neg,
+        page=page,
+        pages=max(1, -(-page.total // page.page_size)),
+        kind=kind,
+        label=label_index,
+        intrusion=intrusion,
+        filters={k: v for k, v in filters.items() if v is not None},
+        csv_query={k: v for k, v in {**filters, "format": "csv"}.items() if v is not None},
+    )
