@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from markupsafe import Markup, escape
 
-PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 52, 14, 12, 34
+PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 58, 16, 14, 40
 
 
 @dataclass
@@ -63,8 +63,8 @@ def line_chart(
     x_labels: dict[float, str] | None = None,
     x_title: str = "",
     y_floor: float | None = None,
-    width: int = 560,
-    height: int = 230,
+    width: int = 520,
+    height: int = 240,
     empty: str = "no data yet",
 ) -> Markup:
     """A line chart with markers; `x_labels` names categorical x positions (e.g. versions)."""
@@ -108,7 +108,7 @@ def line_chart(
         x_ticks = [(t, f"{t:g}") for t in nice_ticks(x_low, x_high, 6)
                    if x_low <= t <= x_high and float(t).is_integer()]
     for x, text in x_ticks:
-        out.append(f'<text class="tick" x="{sx(x):.1f}" y="{height - PAD_BOTTOM + 16}" '
+        out.append(f'<text class="tick" x="{sx(x):.1f}" y="{height - PAD_BOTTOM + 18}" '
                    f'text-anchor="middle">{escape(text)}</text>')
     out.append(f'<line class="axis" x1="{PAD_LEFT}" x2="{width - PAD_RIGHT}" '
                f'y1="{height - PAD_BOTTOM}" y2="{height - PAD_BOTTOM}"/>')
@@ -160,14 +160,14 @@ def bar_chart(
     label: str,
     value_format: Callable[[float], str] = percent,
     width: int = 560,
-    row_height: int = 16,
+    row_height: int = 18,
     empty: str = "no data",
 ) -> Markup:
     """Horizontal grouped bars (one row per group, one bar per series), value at the bar end."""
     values = [v for g in groups for v in g.values if v is not None]
     if not groups or not values:
         return _empty(empty, width, 80)
-    pad_left, pad_right = 130, 62
+    pad_left, pad_right = 120, 66
     bars = len(series_names)
     group_h = bars * row_height + 10
     height = PAD_TOP + group_h * len(groups) + 8

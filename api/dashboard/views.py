@@ -97,6 +97,17 @@ def _job_curves(events) -> dict:
     }
 
 
+def _own_accuracy(chain: list[dict], index: int) -> float | None:
+    """A version's accuracy on its classes: from its report, or for a version without one
+    (a first or uploaded version) as the baseline of its successor's report."""
+    report = chain[index]["report"]
+    if report is not None:
+        return report.accuracy
+    if index + 1 < len(chain) and chain[index + 1]["report"] is not None:
+        return _scope_value(chain[index + 1]["report"].summary, "old_classes", "accuracy", old=True)
+    return None
+
+
 @router.get("", response_class=HTMLResponse)
 def overview(request: Request, session: SessionDep):
     """Families with their production version, recent jobs, recent versions."""
@@ -141,10 +152,9 @@ def model_page(model_id: int, request: Request, session: SessionDep):
         })
     positions = {index: f"v{entry['model'].version}" for index, entry in enumerate(chain)}
     accuracy_lines = [
-        Series("accuracy (new model)", [(i, e["report"].accuracy if e["report"] else None)
-                                        for i, e in enumerate(chain)]),
-        Series("predecessor's accuracy", [
-            (i, _scope_value(e["report"].summary, "all", "accuracy", old=True) if e["report"] else None)
+        Series("accuracy on its own classes", [(i, _own_accuracy(chain, i)) for i in range(len(chain))]),
+        Series("accuracy on the predecessor's classes", [
+            (i, _scope_value(e["report"].summary, "old_classes", "accuracy") if e["report"] else None)
             for i, e in enumerate(chain)], dashed=True),
     ]
     nfr_lines = [
