@@ -4,6 +4,7 @@ tests (which point it at PostgreSQL and Redis instead of the embedded defaults).
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
@@ -37,6 +38,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+    """Runs in the child before exec: Linux sends it SIGTERM when the launcher dies, so a
+    killed test run or demo leaves no API or worker behind."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class Stack:
     """A running API and workers with one environment; `url` is the API's base URL."""
 
@@ -54,6 +62,7 @@ class Stack:
         return subprocess.Popen(
             args, cwd=ROOT, env={**self.env, **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,  # signals to the test runner do not reach the children
+            preexec_fn=_die_with_parent,
         )
 
     def migrate(self) -> None:
