@@ -41,4 +41,5 @@ class Settings(BaseSettings):
         return FILESYSTEM_BROKER_PREFIX, {
             "data_folder_in": str(folder),
             "data_folder_out": str(folder),
+            "control_folder": str(folder / "control"),  # kombu's default is ./control
         }

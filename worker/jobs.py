@@ -59,8 +59,7 @@ def session_factory():
 
 
 def artifact_path(uri: str) -> Path:
-    """Artifact URIs are paths relative to the artifact root, shared by every host."""
-    return settings().artifact_root / uri
+    return settings().artifact_path(uri)
 
 
 def with_db_retries(write, *, attempts: int = 30, delay_s: float = 2.0):
