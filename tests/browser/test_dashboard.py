@@ -1,0 +1,231 @@
+"""The dashboard in a real headless Chromium against a real stack and a real small update.
+
+Every page must load without a console error and show its charts; the gallery filters,
+cancel and forced promotion are driven through the UI. Screenshots of every page land in
+test-artifacts/screenshots/ (gitignored) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import Select, WebDriverWait
+
+from tests.browser.browser import full_page_screenshot, severe_messages
+from tests.browser.conftest import OLD, SCREENSHOTS, RECIPE
+
+WAIT_S = 30
+
+
+def open_page(driver, stack, path: str):
+    """Load a page and wait until it is fully loaded; fail on any console error."""
+    severe_messages(driver)  # drop what earlier pages left
+    driver.get(stack.url + path)
+    WebDriverWait(driver, WAIT_S).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    assert driver.title.endswith("flipguard"), driver.title
+    assert severe_messages(driver) == [], f"console errors on {path}"
+
+
+def screenshot(driver, name: str, *, width: int = 1366) -> None:
+    full_page_screenshot(driver, SCREENSHOTS / f"{name}-{width}.png", width=width)
+
+
+def css(driver, selector: str):
+    return driver.find_elements(By.CSS_SELECTOR, selector)
+
+
+def loaded_images(driver) -> int:
+    """How many gallery images in the viewport finished loading with real pixels."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll('ul.gallery img')].filter(i => {"
+        "  const r = i.getBoundingClientRect(); return r.top < innerHeight && r.bottom > 0;"
+        "}).filter(i => i.complete && i.naturalWidth > 0).length")
+
+
+def test_overview(driver, stack, story):
+    open_page(driver, stack, "/dashboard")
+    families = css(driver, "#families tbody tr")
+    assert len(families) == 1 and "fmnist v1" in families[0].text and "production" in families[0].text
+    update_row = css(driver, f'tr[data-job-row="{story["update_job"]["id"]}"]')[0]
+    assert "gate rejected" in update_row.text and "row-rejected" in update_row.get_attribute("class")
+    failed_row = css(driver, f'tr[data-job-row="{story["failed_job"]["id"]}"]')[0]
+    assert "failed" in failed_row.text and "sha256" in failed_row.text
+    assert len(css(driver, "#jobs .progress")) == 3
+    bar = update_row.find_element(By.CSS_SELECTOR, ".progress")
+    assert bar.find_element(By.CSS_SELECTOR, ".fill").size["width"] == pytest.approx(bar.size["width"], abs=1)
+    screenshot(driver, "overview")
+
+
+def test_model_page_shows_comparison_lineage_and_gate(driver, stack, story):
+    v2 = story["v2"]
+    open_page(driver, stack, f"/dashboard/models/{v2['id']}")
+    assert "rejected" in css(driver, "h1 .badge")[0].text
+    gate = css(driver, "#gate")[0].text
+    assert "failed" in gate and "min_accuracy 0.99" in gate
+    rows = css(driver, "#metrics tbody tr")
+    assert [row.find_element(By.TAG_NAME, "td").text for row in rows][:3] == [
+        "Accuracy, all samples", "Accuracy, old classes", "NFR, old classes"]
+    charts = css(driver, "#lineage svg.line-chart")
+    assert len(charts) == 2
+    # Accuracy: v1 (as v2's baseline) and v2; NFR: v2 against v1 in both scopes.
+    assert len(charts[0].find_elements(By.CSS_SELECTOR, "circle.mark")) >= 2
+    assert len(charts[0].find_elements(By.CSS_SELECTOR, "polyline.line")) >= 1
+    assert len(charts[1].find_elements(By.CSS_SELECTOR, "circle.mark")) == 2
+    assert len(css(driver, "#lineage tbody tr")) == 2
+    assert css(driver, "#promote-force")[0].is_selected(), "a rejected version needs force"
+    screenshot(driver, "model-v2")
+
+    open_page(driver, stack, f"/dashboard/models/{story['v1']['id']}")
+    assert "production" in css(driver, "h1 .badge")[0].text and not css(driver, "#promote-form")
+    screenshot(driver, "model-v1")
+
+
+def test_job_page_shows_curves_and_outcome(driver, stack, story):
+    job = story["update_job"]
+    open_page(driver, stack, f"/dashboard/jobs/{job['id']}")
+    assert "succeeded" in css(driver, "#job-status")[0].text
+    assert css(driver, "#job-epoch")[0].text == f"{RECIPE['epochs']} / {RECIPE['epochs']}"
+    assert css(driver, "#progress-label")[0].text == "100%"
+    charts = css(driver, "#curves svg.line-chart")
+    assert len(charts) == 3, "loss, validation accuracy and validation NFR"
+    for chart in charts:
+        assert len(chart.find_elements(By.CSS_SELECTOR, "circle.mark")) >= RECIPE["epochs"]
+        assert chart.find_elements(By.CSS_SELECTOR, "polyline.line")
+    assert "gate rejected" in css(driver, "#outcome")[0].text
+    assert not css(driver, "#cancel-button"), "a finished job cannot be cancelled"
+    screenshot(driver, "job-succeeded")
+
+
+def test_failed_job_page_shows_the_error(driver, stack, story):
+    open_page(driver, stack, f"/dashboard/jobs/{story['failed_job']['id']}")
+    assert "failed" in css(driver, "#job-status")[0].text
+    assert "sha256 does not match" in css(driver, "#job-error")[0].text
+    screenshot(driver, "job-failed")
+
+
+@pytest.mark.parametrize("width,height", [(1366, 768), (2560, 1440)])
+def test_flip_report_page(driver, stack, story, width, height):
+    v2 = story["v2"]
+    report = story["api"].ok(story["api"].http.get(f"/models/{v2['id']}/flips", params={"page_size": 1}))
+    figures, reference = report["figures"], report["reference"]
+    driver.set_window_size(width, height)
+    try:
+        open_page(driver, stack, f"/dashboard/models/{v2['id']}/flips")
+        cards = css(driver, "#headline .card")
+        assert len(cards) == 6
+        avoided = reference["scopes"]["all"]["negative_flips"] - figures["scopes"]["all"]["negative_flips"]
+        assert css(driver, "#avoided .card-value")[0].text == str(avoided)
+        assert f"{figures['scopes']['old_classes']['nfr'] * 100:.2f}%" in cards[0].text
+        # One bar per old class for the model and one for the independent retrain.
+        assert len(css(driver, "#per-class svg.bar-chart rect.mark")) == 2 * len(OLD)
+        assert len(css(driver, "#transitions td.cell.mark")) == len({
+            (t["old_prediction"], t["new_prediction"]) for t in figures["transitions"]})
+        assert len(css(driver, "#transitions tbody tr")) == len(OLD)
+        assert css(driver, "#gallery-count")[0].text.startswith(f"{report['samples']['total']} ")
+        flips = css(driver, "ul.gallery li.flip")
+        assert len(flips) == min(report["samples"]["total"], 50)
+        assert all(img.get_attribute("loading") == "lazy" for img in css(driver, "ul.gallery img"))
+        driver.execute_script("document.querySelector('ul.gallery').scrollIntoView()")
+        WebDriverWait(driver, WAIT_S).until(lambda d: loaded_images(d) >= 1)
+        driver.execute_script("window.scrollTo(0, 0)")
+        # Nothing wider than the window; a wide monitor fits more gallery columns.
+        assert driver.execute_script("return document.documentElement.scrollWidth <= innerWidth")
+        columns = len({flip.location["x"] for flip in flips})
+        assert columns >= (4 if width == 1366 else 7), columns
+        assert severe_messages(driver) == []
+        screenshot(driver, "flip-report", width=width)
+    finally:
+        driver.set_window_size(1366, 768)
+
+
+def test_gallery_filters_and_pages(driver, stack, story):
+    api, v2 = story["api"], story["v2"]
+    open_page(driver, stack, f"/dashboard/models/{v2['id']}/flips")
+
+    Select(css(driver, "#filter-kind")[0]).select_by_value("negative")
+    css(driver, "#filter-apply")[0].click()
+    WebDriverWait(driver, WAIT_S).until(lambda d: "kind=negative" in d.current_url)
+    negatives = api.ok(api.http.get(f"/models/{v2['id']}/flips", params={"kind": "negative"}))["samples"]
+    kinds = [flip.get_attribute("data-kind") for flip in css(driver, "ul.gallery li.flip")]
+    assert len(kinds) == min(negatives["total"], 50) and set(kinds) <= {"negative"}
+    assert css(driver, "#gallery-count")[0].text.startswith(f"{negatives['total']} ")
+    assert severe_messages(driver) == []
+    screenshot(driver, "flip-report-negative")
+
+    everything = api.ok(api.http.get(f"/models/{v2['id']}/flips", params={"page_size": 500}))["samples"]["items"]
+    label = max({row["label"] for row in everything}, key=lambda c: sum(r["label"] == c for r in everything))
+    Select(css(driver, "#filter-kind")[0]).select_by_value("")
+    Select(css(driver, "#filter-label")[0]).select_by_value(str(label))
+    css(driver, "#filter-apply")[0].click()
+    WebDriverWait(driver, WAIT_S).until(lambda d: f"label={label}" in d.current_url)
+    labels = {flip.get_attribute("data-label") for flip in css(driver, "ul.gallery li.flip")}
+    assert labels == {str(label)}
+    expected = sum(row["label"] == label for row in everything)
+    assert css(driver, "#gallery-count")[0].text.startswith(f"{expected} ")
+    assert severe_messages(driver) == []
+
+    # Server-side pages: the second page holds the next samples in ledger order.
+    open_page(driver, stack, f"/dashboard/models/{v2['id']}/flips?page_size=20")
+    first = [flip.get_attribute("data-sample") for flip in css(driver, "ul.gallery li.flip")]
+    css(driver, ".pager a[rel=next]")[0].click()
+    WebDriverWait(driver, WAIT_S).until(lambda d: "page=2" in d.current_url)
+    second = [flip.get_attribute("data-sample") for flip in css(driver, "ul.gallery li.flip")]
+    assert first == [str(row["sample_index"]) for row in everything[:20]]
+    assert second == [str(row["sample_index"]) for row in everything[20:40]]
+
+
+def test_cancel_from_the_job_page(driver, stack, story):
+    api = story["api"]
+    long_recipe = RECIPE | {"epochs": 200, "train_samples_per_class": 300}
+    job = api.submit({"base_model_id": story["v1"]["id"], "dataset_id": story["dataset"]["id"],
+                      "method": "mpt-kl", "recipe": long_recipe})
+    api.wait_job(job["id"], statuses=("running",), timeout_s=120)
+    open_page(driver, stack, f"/dashboard/jobs/{job['id']}")
+    # Live: the page's script polls the job and estimates the time left from its progress.
+    WebDriverWait(driver, 60).until(lambda d: d.find_element(By.ID, "job-eta").text.startswith("≈"))
+    assert css(driver, "#job-phase")[0].text in ("reference", "training")
+    screenshot(driver, "job-running")
+    css(driver, "#cancel-button")[0].click()
+    driver.switch_to.alert.accept()
+    # The job ends cancelled; the page reloads itself into its final state.
+    WebDriverWait(driver, 120).until(
+        lambda d: "cancelled" in d.find_element(By.ID, "job-status").text and not css(d, "#cancel-button"))
+    assert api.ok(api.http.get(f"/updates/{job['id']}"))["status"] == "cancelled"
+    assert severe_messages(driver) == []
+    screenshot(driver, "job-cancelled")
+
+
+def test_forced_promotion_from_the_model_page(driver, stack, story):
+    api, v1, v2 = story["api"], story["v1"], story["v2"]
+    open_page(driver, stack, f"/dashboard/models/{v2['id']}")
+    error = css(driver, "#promote-error")[0]
+
+    # Without force the API refuses a rejected version; the page shows its message.
+    css(driver, "#promote-force")[0].click()
+    assert not css(driver, "#reason-field")[0].is_displayed()
+    css(driver, "#promote-button")[0].click()
+    WebDriverWait(driver, WAIT_S).until(lambda d: error.is_displayed())
+    assert "not a candidate" in error.text and "force" in error.text
+    severe_messages(driver)  # the browser logs the refused request (409) itself
+
+    # Forcing asks for a reason before anything is sent.
+    css(driver, "#promote-force")[0].click()
+    css(driver, "#promote-button")[0].click()
+    assert "needs a reason" in error.text
+    assert api.ok(api.http.get(f"/models/{v2['id']}"))["status"] == "rejected"
+
+    reason = "accepted for the new classes; old-class regressions reviewed by hand"
+    css(driver, "#promote-reason")[0].send_keys(reason)
+    css(driver, "#promote-button")[0].click()
+    WebDriverWait(driver, WAIT_S).until(lambda d: "production" in d.find_element(By.CSS_SELECTOR, "h1 .badge").text)
+    assert css(driver, "#promotion-reason")[0].text == reason
+    promoted = api.ok(api.http.get(f"/models/{v2['id']}"))
+    assert promoted["status"] == "production" and promoted["forced"] and promoted["promotion_reason"] == reason
+    assert api.ok(api.http.get(f"/models/{v1['id']}"))["status"] == "archived"
+    assert severe_messages(driver) == []
+    screenshot(driver, "model-v2-promoted")
+
+
+def test_missing_pages_are_html_404s(driver, stack, story):
+    driver.get(stack.url + "/dashboard/models/9999")
+    assert "model 9999 does not exist" in css(driver, ".error-message")[0].text
