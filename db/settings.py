@@ -22,8 +22,14 @@ class Settings(BaseSettings):
     data_roots: list[Path] = Field(default_factory=lambda: [Path("/usr/share/datasets"), Path("var/data")])
     # A running job whose heartbeat is older than this may be taken over by another worker.
     heartbeat_timeout_s: float = 120.0
+    # How often each worker looks for jobs that no broker message carries any more (a lost
+    # Redis, a killed worker) and sends them again; claims make a duplicate harmless.
+    reconcile_interval_s: float = 30.0
     max_upload_bytes: int = 512 * 1024 * 1024
     device: str = "auto"
+    # Every route but /health and the dashboard's login page needs a bearer token with the
+    # route's scope (tokens: `python -m api.tokens create`). Off only for local experiments.
+    auth_enabled: bool = True
 
     def artifact_path(self, uri: str) -> Path:
         """The local path of an artifact uri: uris are relative to artifact_root, so that every

@@ -165,7 +165,8 @@ def execute_update(*, job_id: int) -> str:
         dataset = get_dataset(session, dataset_id=job.dataset_id)
         base_row = get_model(session, model_id=job.base_model_id) if job.base_model_id else None
 
-    interval = max(0.5, min(10.0, settings().heartbeat_timeout_s / 4))
+    # Frequent enough that a cancel request stops the loop within a couple of seconds.
+    interval = max(0.5, min(2.0, settings().heartbeat_timeout_s / 4))
     monitor = JobMonitor(job_id=job_id, interval_s=interval, epochs=job.epochs or Recipe.epochs).start()
     checkpoint_dir = artifact_path(f"checkpoints/job-{job_id}")
     written: list[Path] = []

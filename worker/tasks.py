@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from worker.app import app
+from celery.signals import worker_ready
+
 from worker import jobs
+from worker.app import TRAINING_QUEUE, app
+from worker.reconciler import start_reconciler
 
 
 @app.task(name="flipguard.run_update")
@@ -14,3 +17,9 @@ def run_update(job_id: int) -> str:
 @app.task(name="flipguard.inspect_dataset")
 def inspect_dataset(dataset_id: int) -> str:
     return jobs.inspect_dataset(dataset_id=dataset_id)
+
+
+@worker_ready.connect
+def _start_reconciler(sender, **_):
+    # Every worker reconciles: one lost message is then found even if only one worker lives.
+    start_reconciler(app=app, settings=jobs.settings(), session_factory=jobs.session_factory(), queue=TRAINING_QUEUE)

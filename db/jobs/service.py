@@ -279,6 +279,29 @@ def claim_job(
     return session.get(UpdateJob, job_id, populate_existing=True)
 
 
+def jobs_needing_dispatch(
+    session: Session, *, heartbeat_timeout_s: float, queued_grace_s: float
+) -> list[int]:
+    """Jobs a worker should pick up: queued past the grace time, or active with a stale heartbeat."""
+    now = utcnow()
+    statement = select(UpdateJob.id).where(
+        or_(
+            and_(
+                UpdateJob.status == JobStatus.QUEUED,
+                UpdateJob.created_at < now - timedelta(seconds=queued_grace_s),
+            ),
+            and_(
+                UpdateJob.status.in_(ACTIVE_STATUSES),
+                or_(
+                    UpdateJob.heartbeat_at.is_(None),
+                    UpdateJob.heartbeat_at < now - timedelta(seconds=heartbeat_timeout_s),
+                ),
+            ),
+        )
+    )
+    return list(session.scalars(statement.order_by(UpdateJob.id)))
+
+
 def heartbeat(
     session: Session,
     *,

@@ -1,0 +1,82 @@
+"""Re-dispatch jobs that no broker message carries any more.
+
+Redis without persistence loses its queues on a restart, the filesystem transport forgets a
+message a killed worker had taken, and Redis returns a dead worker's unacknowledged message
+only after the (long) visibility timeout. The database knows better: a job that is queued,
+or active with a stale heartbeat, and not waiting in the training queue is sent again.
+Duplicates are harmless: `claim_job` lets exactly one delivery run the job.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+from pathlib import Path
+
+from celery import Celery
+
+from db.jobs.service import jobs_needing_dispatch
+from db.settings import Settings
+
+log = logging.getLogger(__name__)
+RUN_UPDATE = "flipguard.run_update"
+
+
+def _job_id(raw: bytes | str) -> int | None:
+    """The job id of a serialised Celery run_update message, None for any other message."""
+    try:
+        payload = json.loads(raw)
+        if payload.get("headers", {}).get("task") != RUN_UPDATE:
+            return None
+        args = json.loads(base64.b64decode(payload["body"]))[0]
+        return int(args[0])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+
+
+def waiting_job_ids(app: Celery, settings: Settings, queue: str) -> set[int]:
+    """Ids of the jobs whose messages wait in `queue` (not yet taken by any worker)."""
+    broker_url, options = settings.broker_connection()
+    if broker_url.startswith("filesystem"):
+        folder = Path(options["data_folder_out"])
+        raws = [path.read_bytes() for path in folder.glob(f"*.{queue}.msg") if path.is_file()]
+    else:
+        with app.connection_for_read() as connection:
+            client = connection.default_channel.client
+            raws = [raw for key in client.scan_iter(match=f"{queue}*") if client.type(key) == b"list"
+                    for raw in client.lrange(key, 0, -1)]
+    return {job_id for job_id in map(_job_id, raws) if job_id is not None}
+
+
+def reconcile(*, app: Celery, settings: Settings, session_factory, queue: str) -> list[int]:
+    """Send again every job that needs a worker and has no message waiting; returns their ids."""
+    with session_factory() as session:
+        candidates = jobs_needing_dispatch(
+            session, heartbeat_timeout_s=settings.heartbeat_timeout_s, queued_grace_s=settings.reconcile_interval_s
+        )
+    if not candidates:
+        return []
+    waiting = waiting_job_ids(app, settings, queue)
+    resent = [job_id for job_id in candidates if job_id not in waiting]
+    for job_id in resent:
+        app.send_task(RUN_UPDATE, args=[job_id])
+    if resent:
+        log.warning("re-dispatched jobs with no broker message: %s", resent)
+    return resent
+
+
+def start_reconciler(*, app: Celery, settings: Settings, session_factory, queue: str) -> threading.Event:
+    """Run `reconcile` every `settings.reconcile_interval_s` in a daemon thread; set the event to stop."""
+    stop = threading.Event()
+
+    def loop():
+        while not stop.wait(settings.reconcile_interval_s):
+            try:
+                reconcile(app=app, settings=settings, session_factory=session_factory, queue=queue)
+            except Exception:  # a broker or database outage: try again next round
+                log.exception("reconciliation failed")
+
+    threading.Thread(target=loop, name="reconciler", daemon=True).start()
+    return stop
