@@ -330,7 +330,7 @@ def train_students(
                 _student_step(student, x, y, new_mask, teacher_logits, epoch, device, bf16)
             if (step + 1) % recipe.poll_every_steps == 0:
                 _poll(students, epoch, step, callbacks, (epoch * batches_per_epoch + step + 1) / total_steps)
-        _poll(students, epoch, batches_per_epoch - 1, callbacks, (epoch + 1) / recipe.epochs)
+        _check_finite(students, epoch, batches_per_epoch - 1)  # never checkpoint a diverged run
         all_metrics = []
         for student in students:
             metrics = {"epoch": epoch, "lr": epoch_lr(recipe, epoch), "train_loss": float(student.loss_sum) / max(student.steps, 1)}
@@ -343,17 +343,23 @@ def train_students(
             history.append(metrics)
         if callbacks.on_epoch_end:
             callbacks.on_epoch_end(epoch, {"epoch": epoch, "students": all_metrics})
+        # Polled after the checkpoint, so a cancel or crash at the boundary keeps this epoch.
+        _poll(students, epoch, batches_per_epoch - 1, callbacks, (epoch + 1) / recipe.epochs)
     for student in students:
         student.net.eval()
     return histories
 
 
-def _poll(students: list[_Student], epoch: int, step: int, callbacks: Callbacks, progress: float) -> None:
+def _check_finite(students: list[_Student], epoch: int, step: int) -> None:
     # One host sync for all students: the sum is finite only if every student's loss is.
     if not torch.isfinite(torch.stack([s.loss_sum for s in students]).sum()):
         bad = [s.method if len(students) == 1 else f"student {i} ({s.method}, {s.params})"
                for i, s in enumerate(students) if not torch.isfinite(s.loss_sum)]
         raise NonFiniteLoss(f"the training loss became non-finite in epoch {epoch + 1} (by step {step + 1}): {', '.join(bad)}")
+
+
+def _poll(students: list[_Student], epoch: int, step: int, callbacks: Callbacks, progress: float) -> None:
+    _check_finite(students, epoch, step)
     if callbacks.on_progress:
         callbacks.on_progress(min(progress, 1.0))
     if callbacks.should_cancel and callbacks.should_cancel():
