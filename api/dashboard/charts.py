@@ -47,12 +47,10 @@ def percent(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value * 100:.{digits}f}%"
 
 
-def _empty(message: str, width: int, height: int) -> Markup:
-    return Markup(
-        f'<svg class="chart empty" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="{escape(message)}"><text x="{width / 2}" y="{height / 2}" '
-        f'text-anchor="middle" class="muted">{escape(message)}</text></svg>'
-    )
+def _empty(message: str) -> Markup:
+    """What a chart shows before it has data."""
+    return Markup(f'<div class="chart-empty" role="img" aria-label="{escape(message)}">'
+                  f"{escape(message)}</div>")
 
 
 def line_chart(
@@ -70,7 +68,7 @@ def line_chart(
     """A line chart with markers; `x_labels` names categorical x positions (e.g. versions)."""
     points = [(x, y) for s in series for x, y in s.points if y is not None and math.isfinite(y)]
     if not points:
-        return _empty(empty, width, height)
+        return _empty(empty)
     xs = [x for x, _ in points] + list(x_labels or {})
     ys = [y for _, y in points]
     x_low, x_high = min(xs), max(xs)
@@ -166,7 +164,7 @@ def bar_chart(
     """Horizontal grouped bars (one row per group, one bar per series), value at the bar end."""
     values = [v for g in groups for v in g.values if v is not None]
     if not groups or not values:
-        return _empty(empty, width, 80)
+        return _empty(empty)
     pad_left, pad_right = 120, 66
     bars = len(series_names)
     group_h = bars * row_height + 10

@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, FastAPI, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, FastAPI, Form, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from api.dashboard.charts import BarGroup, Series, bar_chart, line_chart, percent
-from api.deps import PaginationDep, SessionDep
+from api.deps import READ, TOKEN_COOKIE, PaginationDep, SessionDep
+from api.errors import Unauthenticated, api_error_response
 from db.errors import NotFound
 from db.jobs.models import ACTIVE_STATUSES, JobStatus
 from db.jobs.service import count_jobs_by_status, get_job, list_events, list_jobs
@@ -22,6 +23,8 @@ from db.model_versions.models import ModelStatus
 from db.model_versions.service import get_model, lineage, list_families, list_models
 from db.reports.models import FlipKind, ReportRole
 from db.reports.service import find_report, list_samples
+from db.tokens.models import Scope
+from db.tokens.service import authenticate
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -30,7 +33,9 @@ templates.env.filters["when"] = lambda value: value.strftime("%Y-%m-%d %H:%M:%S"
 templates.env.filters["combine_query"] = lambda base, **extra: urlencode({**base, **extra})
 templates.env.globals["LIVE_STATUSES"] = ("queued", "running", "evaluating")
 
-router = APIRouter(prefix="/dashboard", include_in_schema=False)
+router = APIRouter(prefix="/dashboard", include_in_schema=False, dependencies=[READ])
+# The login form is the one dashboard page open without a token.
+login_router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
 # The scalar figures a model page compares: (label, scope, key in the scope, lower is better).
 COMPARED = (
@@ -45,8 +50,55 @@ COMPARED = (
 
 def install_dashboard(app: FastAPI) -> None:
     """Add the dashboard's pages and its static files (CSS, JS) to the app."""
+    app.include_router(login_router)
     app.include_router(router)
     app.mount("/dashboard/static", StaticFiles(directory=HERE / "static"), name="dashboard-static")
+
+    @app.exception_handler(Unauthenticated)
+    async def login_first(request: Request, error: Unauthenticated) -> JSONResponse | RedirectResponse:
+        # A page opened without a (valid) cookie goes to the login form; the REST API answers 401.
+        if request.method == "GET" and request.url.path.startswith("/dashboard/"):
+            return RedirectResponse(f"/dashboard/login?{urlencode({'next': request.url.path})}", 303)
+        if request.method == "GET" and request.url.path == "/dashboard":
+            return RedirectResponse("/dashboard/login", 303)
+        return api_error_response(error)
+
+
+def _safe_next(target: str) -> str:
+    """Where to go after logging in: a dashboard path only (no open redirect)."""
+    return target if target.startswith("/dashboard") and "//" not in target else "/dashboard"
+
+
+@login_router.get("/login", response_class=HTMLResponse)
+def login_form(request: Request, next: str = Query("/dashboard", max_length=2000)):
+    """The form that stores an API token (with the `read` scope) in an HttpOnly cookie."""
+    return _page(request, "login.html", next=_safe_next(next), message=None)
+
+
+@login_router.post("/login", response_class=HTMLResponse)
+def login(
+    request: Request,
+    session: SessionDep,
+    token: str = Form(max_length=200),
+    next: str = Form("/dashboard", max_length=2000),
+):
+    """Check the token and keep it in a cookie that scripts cannot read and other sites never send."""
+    row = authenticate(session, token=token.strip())
+    if row is None or Scope.READ not in row.scopes:
+        return _page(request, "login.html", status_code=401, next=_safe_next(next),
+                     message="unknown or revoked token, or one without the read scope")
+    response = RedirectResponse(_safe_next(next), status_code=303)
+    response.set_cookie(TOKEN_COOKIE, token.strip(), httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/")
+    return response
+
+
+@login_router.post("/logout")
+def logout():
+    """Forget the token cookie."""
+    response = RedirectResponse("/dashboard/login", status_code=303)
+    response.delete_cookie(TOKEN_COOKIE, path="/")
+    return response
 
 
 def _page(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
@@ -137,6 +189,8 @@ def model_page(model_id: int, request: Request, session: SessionDep):
         report = (find_report(session, model_id=version.id, baseline_model_id=version.parent_id)
                   if version.parent_id is not None else None)
         chain.append({"model": version, "report": report})
+    for index, entry in enumerate(chain):
+        entry["accuracy"] = _own_accuracy(chain, index)
     report = chain[-1]["report"]
     reference = (find_report(session, model_id=model.id, baseline_model_id=model.parent_id,
                              role=ReportRole.REFERENCE) if report is not None else None)
@@ -152,7 +206,7 @@ def model_page(model_id: int, request: Request, session: SessionDep):
         })
     positions = {index: f"v{entry['model'].version}" for index, entry in enumerate(chain)}
     accuracy_lines = [
-        Series("accuracy on its own classes", [(i, _own_accuracy(chain, i)) for i in range(len(chain))]),
+        Series("accuracy on its own classes", [(i, e["accuracy"]) for i, e in enumerate(chain)]),
         Series("accuracy on the predecessor's classes", [
             (i, _scope_value(e["report"].summary, "old_classes", "accuracy") if e["report"] else None)
             for i, e in enumerate(chain)], dashed=True),
