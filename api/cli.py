@@ -1,6 +1,7 @@
 """Command-line client of the flipguard API: `python -m api.cli --help`.
 
-The base URL comes from --url, else FLIPGUARD_URL, else http://127.0.0.1:8000.
+The base URL comes from --url, else FLIPGUARD_URL, else http://127.0.0.1:8000; the API token
+from --token, else FLIPGUARD_TOKEN (create one with `python -m api.tokens create`).
 """
 
 from __future__ import annotations
@@ -162,6 +163,8 @@ def flips(client: httpx.Client, args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m api.cli", description=__doc__)
     parser.add_argument("--url", default=os.environ.get("FLIPGUARD_URL", DEFAULT_URL))
+    parser.add_argument("--token", default=os.environ.get("FLIPGUARD_TOKEN"),
+                        help="API token (default: $FLIPGUARD_TOKEN)")
     commands = parser.add_subparsers(required=True, dest="command")
 
     datasets = commands.add_parser("datasets").add_subparsers(required=True, dest="action")
@@ -213,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with httpx.Client(base_url=args.url, timeout=30) as client:
+        headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
+        with httpx.Client(base_url=args.url, timeout=30, headers=headers) as client:
             args.run(client, args)
     except ApiFailure as failure:
         print(f"error: {failure}", file=sys.stderr)

@@ -1,15 +1,24 @@
-"""Typed request dependencies: settings, a database session per request, the task queue."""
+"""Typed request dependencies: settings, a database session per request, the task queue, and
+the scope check of every route."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import Depends, Query, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
+from api.errors import ApiError, Unauthenticated
 from api.queue import TaskQueue
 from db.settings import Settings
+from db.tokens.models import ApiToken, Scope
+from db.tokens.service import authenticate
+
+# The dashboard's login form stores the token in this HttpOnly cookie.
+TOKEN_COOKIE = "flipguard_token"
+bearer = HTTPBearer(auto_error=False, description="an API token: `python -m api.tokens create`")
 
 
 def get_settings(request: Request) -> Settings:
@@ -31,6 +40,37 @@ def get_queue(request: Request) -> TaskQueue:
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_session)]
 QueueDep = Annotated[TaskQueue, Depends(get_queue)]
+
+
+def require_scope(scope: Scope) -> Callable:
+    """A dependency that admits a request whose token (bearer header, else the dashboard's
+    cookie) is live and has `scope`: 401 without a valid token, 403 without the scope."""
+
+    def check(
+        request: Request,
+        settings: SettingsDep,
+        session: SessionDep,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> ApiToken | None:
+        if not settings.auth_enabled:
+            return None
+        token = credentials.credentials if credentials else request.cookies.get(TOKEN_COOKIE)
+        if not token:
+            raise Unauthenticated("this route needs an API token: Authorization: Bearer <token>")
+        row = authenticate(session, token=token)
+        if row is None:
+            raise Unauthenticated("the API token is unknown or revoked")
+        if scope not in row.scopes:
+            raise ApiError(403, f"the token {row.name!r} lacks the {scope.value!r} scope",
+                           loc=("header", "Authorization"), error_type="forbidden")
+        return row
+
+    return check
+
+
+READ = Depends(require_scope(Scope.READ))
+SUBMIT = Depends(require_scope(Scope.SUBMIT))
+ADMIN = Depends(require_scope(Scope.ADMIN))
 
 
 class Pagination:

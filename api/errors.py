@@ -15,12 +15,22 @@ STATUS_BY_ERROR = {NotFound: 404, Conflict: 409, InvalidInput: 422}
 class ApiError(Exception):
     """An HTTP error raised by a view, naming the input it concerns."""
 
-    def __init__(self, status_code: int, message: str, *, loc=(), error_type: str = "value_error"):
+    def __init__(self, status_code: int, message: str, *, loc=(), error_type: str = "value_error",
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status_code = status_code
         self.message = message
         self.loc = loc
         self.error_type = error_type
+        self.headers = headers
+
+
+class Unauthenticated(ApiError):
+    """401: no token, or one that is unknown or revoked."""
+
+    def __init__(self, message: str):
+        super().__init__(401, message, loc=("header", "Authorization"), error_type="unauthenticated",
+                         headers={"WWW-Authenticate": "Bearer"})
 
 
 def error_body(message: str, *, loc=(), error_type: str) -> dict:
@@ -45,6 +55,15 @@ def error_responses(*codes: int) -> dict:
     return {code: ERROR_RESPONSE_SCHEMA for code in codes}
 
 
+def api_error_response(error: ApiError) -> JSONResponse:
+    """The JSON response of an ApiError."""
+    return JSONResponse(
+        error_body(error.message, loc=error.loc, error_type=error.error_type),
+        status_code=error.status_code,
+        headers=error.headers,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map service errors and plain HTTP errors onto the common body."""
 
@@ -59,10 +78,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, error: ApiError) -> JSONResponse:
-        return JSONResponse(
-            error_body(error.message, loc=error.loc, error_type=error.error_type),
-            status_code=error.status_code,
-        )
+        return api_error_response(error)
 
     @app.exception_handler(BrokerUnavailable)
     async def broker_unavailable(_request: Request, error: BrokerUnavailable) -> JSONResponse:

@@ -35,7 +35,7 @@ def main() -> None:
 
     with running_stack(embedded_env(args.home) | {"FLIPGUARD_DEVICE": "cpu"}, log_dir=args.home / "logs") as stack:
         print(f"embedded stack up at {stack.url} (logs in {args.home / 'logs'})")
-        with httpx.Client(base_url=stack.url, timeout=30) as client:
+        with httpx.Client(base_url=stack.url, timeout=30, headers=stack.headers) as client:
             dataset = request(client, "POST", "/datasets", json={"name": "fashion-mnist", "uri": FASHION_MNIST, "format": "fashion-mnist"})
             dataset = Stack.wait_until(
                 lambda: (d := request(client, "GET", f"/datasets/{dataset['id']}"))["status"] != "pending" and d,

@@ -25,6 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     with running_stack(embedded_env(args.home), log_dir=args.home / "logs", port=args.port) as stack:
         print(f"flipguard is running at {stack.url} (dashboard {stack.url}/dashboard); Ctrl-C stops it")
+        print(f"admin API token (shown once; for the CLI: export FLIPGUARD_TOKEN=...): {stack.token}")
         stop_signals = {signal.SIGINT, signal.SIGTERM}
         signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
         signal.sigwait(stop_signals)

@@ -46,7 +46,8 @@ def _die_with_parent() -> None:
 
 
 class Stack:
-    """A running API and workers with one environment; `url` is the API's base URL."""
+    """A running API and workers with one environment; `url` is the API's base URL and
+    `token` an admin API token (read, submit, admin) created by `migrate`."""
 
     def __init__(self, env: dict[str, str], *, port: int | None = None, log_dir: Path):
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
@@ -56,6 +57,7 @@ class Stack:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.api: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
+        self.token: str | None = None
 
     def _spawn(self, name: str, args: list[str], extra_env: dict | None = None) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")
@@ -66,15 +68,30 @@ class Stack:
         )
 
     def migrate(self) -> None:
+        """Upgrade the database to head and create the stack's admin token (`self.token`)."""
         subprocess.run(
             [PYTHON, "-c", "import os, db.migrate as m; m.upgrade(os.environ['FLIPGUARD_DATABASE_URL'])"],
             cwd=ROOT, env=self.env, check=True,
         )
+        self.token = self.create_token(name=f"stack-{self.port}", scopes="read,submit,admin")
 
-    def start_api(self) -> None:
+    def create_token(self, *, name: str, scopes: str) -> str:
+        """A new API token from the admin command (`python -m api.tokens create`)."""
+        created = subprocess.run(
+            [PYTHON, "-m", "api.tokens", "create", "--name", name, "--scopes", scopes],
+            cwd=ROOT, env=self.env, check=True, capture_output=True, text=True,
+        )
+        return created.stdout.strip()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The Authorization header of the admin token."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def start_api(self, *, log_level: str = "warning") -> None:
         self.api = self._spawn("api", [
             PYTHON, "-m", "uvicorn", "api.main:create_app", "--factory",
-            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning",
+            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", log_level,
         ])
         self.wait_until(lambda: self._healthy(), timeout_s=60, what="the API to answer /health")
 

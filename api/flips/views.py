@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request, Response
 from PIL import Image
 from sqlalchemy.orm import Session
 
-from api.deps import PaginationDep, SessionDep, SettingsDep
+from api.deps import READ, PaginationDep, SessionDep, SettingsDep
 from api.errors import ApiError, error_responses
 from api.flips.schemas import FlipFigures, FlipReportOut, FlipSampleOut
 from api.schemas import Page
@@ -24,7 +24,7 @@ from db.model_versions.service import get_model
 from db.reports.models import FlipKind, FlipReport, FlipSample, ReportRole
 from db.reports.service import find_report, get_sample, iter_samples, list_samples
 
-router = APIRouter(prefix="/models/{model_id}/flips", tags=["flips"])
+router = APIRouter(prefix="/models/{model_id}/flips", tags=["flips"], responses=error_responses(401, 403))
 
 AGAINST = Query(
     None,
@@ -97,6 +97,7 @@ def _image_url(request: Request, *, model_id: int, sample_index: int, against: i
 
 @router.get(
     "",
+    dependencies=[READ],
     response_model=FlipReportOut,
     responses={200: {"content": {"text/csv": {}}}, **error_responses(404, 422)},
 )
@@ -161,6 +162,7 @@ def read_report(
 
 @router.get(
     "/{sample_index}/image",
+    dependencies=[READ],
     name="flip_image",
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}, **error_responses(404)},

@@ -9,7 +9,7 @@ from fastapi.responses import FileResponse
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from api.deps import PaginationDep, SessionDep, SettingsDep
+from api.deps import ADMIN, READ, SUBMIT, PaginationDep, SessionDep, SettingsDep
 from api.errors import ApiError, error_responses
 from api.model_versions.schemas import (
     LineageEntry,
@@ -37,7 +37,7 @@ from db.model_versions.service import (
 from db.reports.service import find_report
 from db.settings import Settings
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(prefix="/models", tags=["models"], responses=error_responses(401, 403))
 
 REGISTER_BODY = {
     "requestBody": {
@@ -93,6 +93,7 @@ def _register_file(session: Session, settings: Settings, stored, *, family: str,
 
 @router.post(
     "",
+    dependencies=[SUBMIT],
     status_code=201,
     response_model=ModelOut,
     openapi_extra=REGISTER_BODY,
@@ -144,7 +145,7 @@ async def register_model(request: Request, session: SessionDep, settings: Settin
                                    family=body.family, loc=loc)
 
 
-@router.get("", response_model=Page[ModelOut])
+@router.get("", dependencies=[READ], response_model=Page[ModelOut])
 def list_all(
     session: SessionDep,
     pagination: PaginationDep,
@@ -156,7 +157,7 @@ def list_all(
                        page_size=pagination.page_size)
 
 
-@router.get("/{model_id}", response_model=ModelOut, responses=error_responses(404))
+@router.get("/{model_id}", dependencies=[READ], response_model=ModelOut, responses=error_responses(404))
 def read(model_id: int, session: SessionDep):
     """One model version."""
     return get_model(session, model_id=model_id)
@@ -164,6 +165,7 @@ def read(model_id: int, session: SessionDep):
 
 @router.get(
     "/{model_id}/weights",
+    dependencies=[READ],
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}, **error_responses(404, 500)},
 )
@@ -185,7 +187,7 @@ def download_weights(model_id: int, session: SessionDep, settings: SettingsDep):
     )
 
 
-@router.get("/{model_id}/lineage", response_model=list[LineageEntry], responses=error_responses(404))
+@router.get("/{model_id}/lineage", dependencies=[READ], response_model=list[LineageEntry], responses=error_responses(404))
 def read_lineage(model_id: int, session: SessionDep):
     """The version and its predecessors, newest first, each with its figures against its parent."""
     entries = []
@@ -212,7 +214,7 @@ def read_lineage(model_id: int, session: SessionDep):
     return entries
 
 
-@router.post("/{model_id}/promote", response_model=ModelOut, responses=error_responses(404, 409, 422))
+@router.post("/{model_id}/promote", dependencies=[ADMIN], response_model=ModelOut, responses=error_responses(404, 409, 422))
 def promote(model_id: int, body: PromoteRequest, session: SessionDep):
     """Make a candidate the family's production version (the previous one is archived).
 

@@ -1,4 +1,8 @@
-"""/health and /metrics: what operators and Prometheus poll."""
+"""/health and /metrics: what operators and Prometheus poll.
+
+/health stays open (load balancers and container health checks carry no token, and it tells
+only whether the database and broker answer); /metrics needs the `read` scope.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from api.deps import QueueDep, SessionDep
+from api.deps import READ, QueueDep, SessionDep
+from api.errors import error_responses
 from db.jobs.service import count_jobs_by_status
 
 router = APIRouter(tags=["operations"])
@@ -39,7 +44,12 @@ def health(session: SessionDep, queue: QueueDep):
                         status_code=200 if healthy else 503)
 
 
-@router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+@router.get(
+    "/metrics",
+    dependencies=[READ],
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **error_responses(401, 403)},
+)
 def metrics(request: Request, session: SessionDep):
     """Prometheus metrics: requests and latency per route, update jobs per status."""
     app_metrics = request.app.state.metrics

@@ -8,14 +8,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 
-from api.deps import PaginationDep, QueueDep, SessionDep
+from api.deps import READ, SUBMIT, PaginationDep, QueueDep, SessionDep
 from api.errors import error_responses
 from api.schemas import Page
 from api.updates.schemas import UpdateCreate, UpdateDetail, UpdateOut
 from db.jobs.models import JobStatus
 from db.jobs.service import create_job, get_job, list_events, list_jobs, request_cancel
 
-router = APIRouter(prefix="/updates", tags=["updates"])
+router = APIRouter(prefix="/updates", tags=["updates"], responses=error_responses(401, 403))
 
 
 def request_hash(body: UpdateCreate) -> str:
@@ -26,6 +26,7 @@ def request_hash(body: UpdateCreate) -> str:
 
 @router.post(
     "",
+    dependencies=[SUBMIT],
     status_code=202,
     response_model=UpdateOut,
     responses={200: {"description": "a replay of an earlier request with the same Idempotency-Key",
@@ -68,7 +69,7 @@ def submit(
     return job
 
 
-@router.get("", response_model=Page[UpdateOut])
+@router.get("", dependencies=[READ], response_model=Page[UpdateOut])
 def list_all(
     session: SessionDep,
     pagination: PaginationDep,
@@ -78,7 +79,7 @@ def list_all(
     return list_jobs(session, status=status, page=pagination.page, page_size=pagination.page_size)
 
 
-@router.get("/{job_id}", response_model=UpdateDetail, responses=error_responses(404))
+@router.get("/{job_id}", dependencies=[READ], response_model=UpdateDetail, responses=error_responses(404))
 def read(job_id: int, session: SessionDep):
     """One job with its progress and per-epoch events."""
     job = get_job(session, job_id=job_id)
@@ -87,7 +88,7 @@ def read(job_id: int, session: SessionDep):
     )
 
 
-@router.post("/{job_id}/cancel", response_model=UpdateOut, responses=error_responses(404, 409))
+@router.post("/{job_id}/cancel", dependencies=[SUBMIT], response_model=UpdateOut, responses=error_responses(404, 409))
 def cancel(job_id: int, session: SessionDep):
     """Cancel a job: a queued job is cancelled at once, a running one at its worker's next check."""
     return request_cancel(session, job_id=job_id)

@@ -1,4 +1,5 @@
-"""An app on a migrated SQLite file, a filesystem broker folder and a temporary artifact store."""
+"""An app on a migrated SQLite file, a filesystem broker folder and a temporary artifact store;
+`client` carries an admin token (every scope), `anonymous` none."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from api.main import create_app
 from db.base import make_engine, make_session_factory
 from db.migrate import upgrade
 from db.settings import Settings
+from db.tokens.service import create_token
 
 
 @pytest.fixture
@@ -26,8 +28,33 @@ def settings(tmp_path) -> Settings:
 
 
 @pytest.fixture
-def client(settings):
-    with TestClient(create_app(settings)) as client:
+def app(settings):
+    return create_app(settings)
+
+
+@pytest.fixture
+def make_token(settings):
+    """Create a token with these scopes in the test database; returns the token."""
+    engine = make_engine(settings.database_url)
+
+    def make(*scopes: str, name: str = "test") -> str:
+        with make_session_factory(engine)() as session:
+            return create_token(session, name=name, scopes=list(scopes))[1]
+
+    yield make
+    engine.dispose()
+
+
+@pytest.fixture
+def client(app, make_token):
+    with TestClient(app) as client:
+        client.headers["Authorization"] = f"Bearer {make_token('read', 'submit', 'admin', name='admin')}"
+        yield client
+
+
+@pytest.fixture
+def anonymous(app):
+    with TestClient(app) as client:
         yield client
 
 

@@ -88,7 +88,7 @@ def test_concurrent_posts_with_one_key_create_one_job(client, base, dataset):
     body = {"base_model_id": base["id"], "dataset_id": dataset.id}
 
     def post(_):
-        with TestClient(client.app) as own:
+        with TestClient(client.app, headers=client.headers) as own:
             return own.post("/updates", json=body, headers={"Idempotency-Key": "race"})
 
     with ThreadPoolExecutor(6) as pool:
@@ -120,11 +120,12 @@ def test_recipe_and_method_schemas_mirror_the_engine_dataclasses():
     assert set(MethodParamsIn.model_fields) == {f.name for f in dataclasses.fields(MethodParams)}
 
 
-def test_unreachable_broker_is_a_503(settings, base, dataset):
+def test_unreachable_broker_is_a_503(settings, base, dataset, make_token):
     from api.main import create_app
 
     down = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
-    with TestClient(create_app(down)) as client:
+    client_headers = {"Authorization": f"Bearer {make_token('read', 'submit')}"}
+    with TestClient(create_app(down), headers=client_headers) as client:
         response = client.post("/updates", json={"base_model_id": base["id"], "dataset_id": dataset.id},
                                headers={"Idempotency-Key": "retry-me"})
         assert response.status_code == 503, response.text

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from scripts.stack import ROOT, embedded_env, running_stack
 from tests.browser.browser import start_chromium, stop_chromium
@@ -66,9 +68,14 @@ def story(stack) -> dict:
 
 
 @pytest.fixture(scope="module")
-def driver():
+def driver(stack):
+    """A browser logged in to the dashboard with the stack's token (the login form's cookie)."""
     driver, profile = start_chromium(width=1366, height=768)
     try:
+        driver.get(f"{stack.url}/dashboard/login")
+        driver.find_element(By.ID, "login-token").send_keys(stack.token)
+        driver.find_element(By.ID, "login-form").submit()
+        WebDriverWait(driver, 30).until(lambda d: d.current_url.rstrip("/").endswith("/dashboard"))
         yield driver
     finally:
         stop_chromium(driver, profile)

@@ -78,7 +78,7 @@ class Api:
 
     def __init__(self, stack: Stack):
         self.stack = stack
-        self.http = httpx.Client(base_url=stack.url, timeout=30)
+        self.http = httpx.Client(base_url=stack.url, timeout=30, headers=stack.headers)
 
     def ok(self, response: httpx.Response, *expected: int) -> dict:
         assert response.status_code in (expected or (200,)), f"{response.status_code}: {response.text}"
