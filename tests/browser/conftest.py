@@ -23,9 +23,8 @@ RECIPE = SMALL_RECIPE | {"epochs": 2}
 def stack(tmp_path_factory):
     home = tmp_path_factory.mktemp("browser-stack")
     # A short heartbeat: the worker reads cancellation (and writes progress) every 2 s.
-    # Token auth (in progress elsewhere) is off: these tests are about the pages themselves.
-    env = embedded_env(home) | {"FLIPGUARD_DEVICE": "cpu", "FLIPGUARD_HEARTBEAT_TIMEOUT_S": "8",
-                                "FLIPGUARD_AUTH_ENABLED": "false"}
+    # Auth stays on: the driver logs in with the stack's admin token (the dashboard's cookie).
+    env = embedded_env(home) | {"FLIPGUARD_DEVICE": "cpu", "FLIPGUARD_HEARTBEAT_TIMEOUT_S": "8"}
     with running_stack(env, log_dir=home / "logs") as running:
         yield running
 
