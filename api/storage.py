@@ -19,6 +19,12 @@ from db.settings import Settings
 CHUNK_BYTES = 1 << 20
 METADATA_PREFIX = "flipguard."
 REQUIRED_METADATA = ("arch", "classes", "in_channels", "image_size", "mean", "std")
+# The classifier layer of each architecture the engine builds (mpt.nets.ARCHITECTURES; the API
+# does not import torch): its weight has one row per class.
+HEAD_WEIGHT = {"small_cnn": "fc.weight", "resnet18": "fc.weight", "resnet34": "fc.weight",
+               "resnet50": "fc.weight"}
+# A safetensors file starts with the header's length (u64, little-endian) and then its JSON.
+MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
 def resolve_data_path(uri: str, *, settings: Settings, loc: tuple) -> Path:
@@ -29,6 +35,8 @@ def resolve_data_path(uri: str, *, settings: Settings, loc: tuple) -> Path:
     path = uri.removeprefix("file://")
     if not path or "\x00" in path:
         raise InvalidInput("empty or invalid path", loc=loc)
+    if not os.path.isabs(path):
+        raise InvalidInput(f"{uri} is not an absolute path on the server", loc=loc)
     real = Path(os.path.realpath(path))
     roots = [Path(os.path.realpath(root)) for root in settings.data_roots]
     if not any(real == root or root in real.parents for root in roots):
@@ -93,15 +101,37 @@ class ModelFileMetadata:
     std: list[float]
 
 
+def check_safetensors_framing(path: Path, *, loc: tuple) -> None:
+    """Refuse anything that is not framed like a safetensors file, naming what it looks like.
+
+    Only the first bytes are read: nothing is ever unpickled or unzipped.
+    """
+    with open(path, "rb") as handle:
+        start = handle.read(9)
+    header_bytes = int.from_bytes(start[:8], "little") if len(start) == 9 else 0
+    if len(start) == 9 and start[8:9] == b"{" and header_bytes <= min(MAX_HEADER_BYTES, path.stat().st_size - 8):
+        return
+    if start.startswith(b"PK\x03\x04"):
+        kind = "a zip archive (such as a torch.save checkpoint)"
+    elif start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        kind = "a Python pickle"
+    else:
+        kind = "not a safetensors file"
+    raise InvalidInput(f"{kind}: only safetensors weights are accepted (pickles are never loaded)",
+                       loc=loc)
+
+
 def read_model_metadata(path: Path, *, loc: tuple) -> ModelFileMetadata:
-    """Validate a safetensors model file's header and flipguard metadata (without torch)."""
+    """Validate a safetensors model file's header, flipguard metadata and classifier shape
+    (header only: no tensor data is read, no torch)."""
+    check_safetensors_framing(path, loc=loc)
     try:
         with safe_open(str(path), framework="numpy") as handle:
             metadata = handle.metadata() or {}
-            tensor_names = list(handle.keys())
+            shapes = {name: handle.get_slice(name).get_shape() for name in handle.keys()}
     except (SafetensorError, OSError, ValueError) as error:
-        raise InvalidInput(f"not a readable safetensors file: {error}", loc=loc) from None
-    if not tensor_names:
+        raise InvalidInput(f"corrupt safetensors file: {error}", loc=loc) from None
+    if not shapes:
         raise InvalidInput("the safetensors file holds no tensors", loc=loc)
     missing = [METADATA_PREFIX + key for key in REQUIRED_METADATA if METADATA_PREFIX + key not in metadata]
     if missing:
@@ -121,14 +151,33 @@ def read_model_metadata(path: Path, *, loc: tuple) -> ModelFileMetadata:
     duplicates = sorted({name for name in classes if classes.count(name) > 1})
     if duplicates:
         raise InvalidInput(f"flipguard.classes lists these classes twice: {duplicates}", loc=loc)
+    architecture = metadata[METADATA_PREFIX + "arch"]
+    check_head_shape(architecture, classes=classes, shapes=shapes, loc=loc)
     return ModelFileMetadata(
-        architecture=metadata[METADATA_PREFIX + "arch"],
+        architecture=architecture,
         classes=classes,
         in_channels=in_channels,
         image_size=image_size,
         mean=mean,
         std=std,
     )
+
+
+def check_head_shape(architecture: str, *, classes: list[str], shapes: dict[str, list[int]],
+                     loc: tuple) -> None:
+    """The architecture must be one the engine builds, and its classifier must have one output
+    per class of the metadata."""
+    if architecture not in HEAD_WEIGHT:
+        raise InvalidInput(f"unknown flipguard.arch {architecture!r}; known: {', '.join(HEAD_WEIGHT)}",
+                           loc=loc)
+    key = HEAD_WEIGHT[architecture]
+    shape = shapes.get(key)
+    if shape is None or len(shape) != 2:
+        raise InvalidInput(f"{architecture} weights need a 2-D {key} tensor (the classifier); "
+                           f"found {shape}", loc=loc)
+    if shape[0] != len(classes):
+        raise InvalidInput(f"{key} has {shape[0]} outputs but flipguard.classes names {len(classes)} "
+                           "classes", loc=loc)
 
 
 def copy_data_file(path: Path, *, settings: Settings, loc: tuple) -> StoredFile:

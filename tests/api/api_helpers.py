@@ -19,8 +19,9 @@ def broker_messages(settings: Settings) -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(Path(folder).glob("*.msg"))]
 
 
-def model_file(path, *, classes=("sandal", "sneaker", "boot"), metadata=None) -> str:
-    """A small safetensors model file in our artifact format, written with numpy."""
+def model_file(path, *, classes=("sandal", "sneaker", "boot"), metadata=None, outputs=None) -> str:
+    """A small safetensors model file in our artifact format, written with numpy: its
+    classifier `fc.weight` has `outputs` rows (default: one per class)."""
     values = {
         "flipguard.arch": "small_cnn",
         "flipguard.classes": json.dumps(list(classes)),
@@ -31,7 +32,8 @@ def model_file(path, *, classes=("sandal", "sneaker", "boot"), metadata=None) ->
     }
     values.update(metadata or {})
     values = {key: value for key, value in values.items() if value is not None}
-    save_file({"head.weight": np.ones((len(classes), 8), dtype=np.float32)}, str(path), metadata=values)
+    rows = len(classes) if outputs is None else outputs
+    save_file({"fc.weight": np.ones((rows, 8), dtype=np.float32)}, str(path), metadata=values)
     return str(path)
 
 

@@ -1,0 +1,118 @@
+"""Hostile input: paths that escape the data roots, files that are not safetensors, weights that
+do not fit their metadata, oversized bodies. Each is a 4xx naming the field, and nothing stored
+before (the base model, every version, their files) changes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from api_helpers import assert_error, model_file, upload
+
+
+def store_snapshot(settings) -> dict[str, str]:
+    """sha256 of every file in the artifact store."""
+    root = Path(settings.artifact_root)
+    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(root.rglob("*")) if path.is_file()}
+
+
+def raw_upload(client, name: str, content: bytes, family="shoes"):
+    return client.post("/models", data={"family": family},
+                       files={"file": (name, content, "application/octet-stream")})
+
+
+@pytest.fixture
+def outside(tmp_path) -> Path:
+    """A folder next to the data root (not inside it) holding a valid model and a data set."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    model_file(folder / "m.safetensors")
+    (folder / "dataset").mkdir()
+    return folder
+
+
+def escaping_uris(tmp_path, outside: Path) -> dict[str, str]:
+    """uris that name something outside the data root, one per trick."""
+    data = tmp_path / "data"
+    (data / "link-to-file.safetensors").symlink_to(outside / "m.safetensors")
+    (data / "link-to-dir").symlink_to(outside)
+    return {
+        "outside": str(outside / "m.safetensors"),
+        "dotdot": f"{data}/../outside/m.safetensors",
+        "file-scheme-dotdot": f"file://{data}/../outside/m.safetensors",
+        "symlinked file": str(data / "link-to-file.safetensors"),
+        "through a symlinked folder": str(data / "link-to-dir" / "m.safetensors"),
+        "relative": "outside/m.safetensors",
+        "etc": "/etc/passwd",
+        "root": "/",
+    }
+
+
+def test_dataset_uris_outside_the_roots_are_refused(client, tmp_path, outside):
+    for trick, uri in escaping_uris(tmp_path, outside).items():
+        dataset_uri = uri.replace("m.safetensors", "dataset") if "m.safetensors" in uri else uri
+        response = client.post("/datasets", json={"name": "x", "uri": dataset_uri, "format": "imagefolder"})
+        assert_error(response, 422, ["body", "uri"])
+    assert client.get("/datasets").json()["total"] == 0
+
+
+def test_hostile_model_files_change_nothing_stored(client, settings, tmp_path, outside):
+    base = upload(client, model_file(tmp_path / "v1.safetensors")).json()
+    by_uri = client.post("/models", json={"family": "shoes",
+                                          "uri": model_file(tmp_path / "data" / "v2.safetensors")})
+    assert by_uri.status_code == 201, by_uri.text
+    before_files, before_rows = store_snapshot(settings), client.get("/models").json()
+
+    for trick, uri in escaping_uris(tmp_path, outside).items():
+        assert_error(client.post("/models", json={"family": "shoes", "uri": uri}), 422, ["body", "uri"])
+
+    valid = Path(model_file(tmp_path / "valid.safetensors")).read_bytes()
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps({"fc.weight": [1.0]}))
+    refused = {
+        "a Python pickle": pickle.dumps({"fc.weight": [[1.0]]}, protocol=4),
+        "a zip archive": zipped.getvalue(),
+        "not a safetensors file": os.urandom(4096),
+        "corrupt safetensors": valid[: len(valid) - 16],
+        "empty": b"",
+    }
+    for expected, content in refused.items():
+        response = raw_upload(client, "weights.bin", content)
+        assert_error(response, 422, ["body", "file"], expected if expected != "empty" else "safetensors")
+        assert "only safetensors" in response.json()["detail"][0]["msg"] or expected == "corrupt safetensors"
+
+    wrong_head = model_file(tmp_path / "w.safetensors", classes=("sandal", "sneaker", "boot"), outputs=5)
+    assert_error(upload(client, wrong_head), 422, ["body", "file"], "fc.weight has 5 outputs but")
+    (tmp_path / "data" / "w.safetensors").write_bytes(Path(wrong_head).read_bytes())
+    assert_error(client.post("/models", json={"family": "shoes", "uri": str(tmp_path / "data" / "w.safetensors")}),
+                 422, ["body", "uri"], "fc.weight has 5 outputs")
+    unknown_arch = model_file(tmp_path / "u.safetensors", metadata={"flipguard.arch": "alexnet"})
+    assert_error(upload(client, unknown_arch), 422, ["body", "file"], "unknown flipguard.arch")
+    too_big = tmp_path / "data" / "big.safetensors"
+    too_big.write_bytes(b"\0" * (settings.max_upload_bytes + 1))
+    assert_error(client.post("/models", json={"family": "shoes", "uri": str(too_big)}), 413, ["body", "uri"])
+    assert_error(raw_upload(client, "big", b"\0" * (settings.max_upload_bytes + 1)), 413, ["body", "file"])
+
+    assert store_snapshot(settings) == before_files
+    assert client.get("/models").json() == before_rows
+    assert client.get(f"/models/{base['id']}/weights").content == (tmp_path / "v1.safetensors").read_bytes()
+
+
+def test_head_keys_mirror_the_engine_architectures():
+    from mpt.nets import ARCHITECTURES, build_net
+
+    from api.storage import HEAD_WEIGHT
+
+    assert set(HEAD_WEIGHT) == set(ARCHITECTURES)
+    for arch, key in HEAD_WEIGHT.items():
+        state = build_net(arch, num_classes=7, in_channels=1).state_dict()
+        assert state[key].shape[0] == 7, arch
+        assert list(state)[-2:] == [key, key.replace("weight", "bias")], arch
