@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from api.errors import ApiError, Unauthenticated
 from api.queue import TaskQueue
+from api.schemas import DB_INT_MAX
 from db.settings import Settings
 from db.tokens.models import ApiToken, Scope
 from db.tokens.service import authenticate
@@ -73,12 +74,16 @@ SUBMIT = Depends(require_scope(Scope.SUBMIT))
 ADMIN = Depends(require_scope(Scope.ADMIN))
 
 
+# Row offsets must fit the databases' 64-bit integers at the largest page size.
+MAX_PAGE = DB_INT_MAX // 500
+
+
 class Pagination:
     """`page` (1-based) and `page_size` query parameters of every listing."""
 
     def __init__(
         self,
-        page: Annotated[int, Query(ge=1, description="1-based page number", examples=[1])] = 1,
+        page: Annotated[int, Query(ge=1, le=MAX_PAGE, description="1-based page number", examples=[1])] = 1,
         page_size: Annotated[int, Query(ge=1, le=500, description="rows per page (at most 500)", examples=[50])] = 50,
     ):
         self.page = page

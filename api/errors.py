@@ -51,7 +51,7 @@ ERROR_RESPONSE_SCHEMA = {
 
 
 def error_responses(*codes: int) -> dict:
-    """OpenAPI documentation of a route's error statuses."""
+    """OpenAPI documentation of a route's error statuses (400: a body that cannot be parsed)."""
     return {code: ERROR_RESPONSE_SCHEMA for code in codes}
 
 

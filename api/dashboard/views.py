@@ -16,6 +16,7 @@ from fastapi.templating import Jinja2Templates
 from api.dashboard.charts import BarGroup, Series, bar_chart, line_chart, percent
 from api.deps import READ, TOKEN_COOKIE, PaginationDep, SessionDep
 from api.errors import Unauthenticated, api_error_response
+from api.schemas import RowId
 from db.errors import NotFound
 from db.jobs.models import ACTIVE_STATUSES, JobStatus
 from db.jobs.service import count_jobs_by_status, get_job, list_events, list_jobs
@@ -178,7 +179,7 @@ def overview(request: Request, session: SessionDep):
 
 
 @router.get("/models/{model_id}", response_class=HTMLResponse)
-def model_page(model_id: int, request: Request, session: SessionDep):
+def model_page(model_id: RowId, request: Request, session: SessionDep):
     """A version against its predecessor, its lineage, gate verdict and promotion."""
     try:
         model = get_model(session, model_id=model_id)
@@ -236,7 +237,7 @@ def model_page(model_id: int, request: Request, session: SessionDep):
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_page(job_id: int, request: Request, session: SessionDep):
+def job_page(job_id: RowId, request: Request, session: SessionDep):
     """One job: live progress, per-epoch curves, cancel, error."""
     try:
         job = get_job(session, job_id=job_id)
@@ -252,7 +253,7 @@ def job_page(job_id: int, request: Request, session: SessionDep):
 
 
 @router.get("/jobs/{job_id}/curves", response_class=HTMLResponse)
-def job_curves(job_id: int, request: Request, session: SessionDep):
+def job_curves(job_id: RowId, request: Request, session: SessionDep):
     """The curves of a job page alone (the page's script refreshes them after each epoch)."""
     try:
         get_job(session, job_id=job_id)
@@ -263,11 +264,11 @@ def job_curves(job_id: int, request: Request, session: SessionDep):
 
 @router.get("/models/{model_id}/flips", response_class=HTMLResponse)
 def flips_page(
-    model_id: int,
+    model_id: RowId,
     request: Request,
     session: SessionDep,
     pagination: PaginationDep,
-    against: int | None = Query(None),
+    against: RowId | None = Query(None),
     kind: Literal["", "negative", "positive"] = Query(""),
     label: str = Query("", pattern=r"^\d*$"),
     intrusion: bool = Query(False),

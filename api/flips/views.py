@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from api.deps import READ, PaginationDep, SessionDep, SettingsDep
 from api.errors import ApiError, error_responses
 from api.flips.schemas import FlipFigures, FlipReportOut, FlipSampleOut
-from api.schemas import Page
+from api.schemas import Page, RowId
 from db.errors import InvalidInput, NotFound
 from db.model_versions.service import get_model
 from db.reports.models import FlipKind, FlipReport, FlipSample, ReportRole
@@ -102,11 +102,11 @@ def _image_url(request: Request, *, model_id: int, sample_index: int, against: i
     responses={200: {"content": {"text/csv": {}}}, **error_responses(404, 422)},
 )
 def read_report(
-    model_id: int,
+    model_id: RowId,
     request: Request,
     session: SessionDep,
     pagination: PaginationDep,
-    against: int | None = AGAINST,
+    against: RowId | None = AGAINST,
     kind: FlipKind | None = Query(None, description="only negative or positive flips"),
     label: str | None = Query(None, description="only samples of this true class (index or name)",
                               examples=["boot"]),
@@ -168,11 +168,11 @@ def read_report(
     responses={200: {"content": {"image/png": {}}}, **error_responses(404)},
 )
 def read_image(
-    model_id: int,
-    sample_index: int,
+    model_id: RowId,
+    sample_index: RowId,
     session: SessionDep,
     settings: SettingsDep,
-    against: int | None = AGAINST,
+    against: RowId | None = AGAINST,
 ):
     """A flipped evaluation sample as a PNG, enlarged so that small images are visible."""
     report = _report(session, model_id=model_id, against=against)

@@ -18,7 +18,7 @@ from api.model_versions.schemas import (
     ModelRegisterForm,
     PromoteRequest,
 )
-from api.schemas import Page
+from api.schemas import Page, RowId
 from api.storage import (
     copy_data_file,
     file_sha256,
@@ -97,7 +97,7 @@ def _register_file(session: Session, settings: Settings, stored, *, family: str,
     status_code=201,
     response_model=ModelOut,
     openapi_extra=REGISTER_BODY,
-    responses=error_responses(409, 413, 422),
+    responses=error_responses(400, 409, 413, 422),
 )
 async def register_model(request: Request, session: SessionDep, settings: SettingsDep):
     """Register a deployed model: a multipart upload (`file`, `family`) or JSON `{family, uri}`.
@@ -158,7 +158,7 @@ def list_all(
 
 
 @router.get("/{model_id}", dependencies=[READ], response_model=ModelOut, responses=error_responses(404))
-def read(model_id: int, session: SessionDep):
+def read(model_id: RowId, session: SessionDep):
     """One model version."""
     return get_model(session, model_id=model_id)
 
@@ -169,7 +169,7 @@ def read(model_id: int, session: SessionDep):
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}, **error_responses(404, 500)},
 )
-def download_weights(model_id: int, session: SessionDep, settings: SettingsDep):
+def download_weights(model_id: RowId, session: SessionDep, settings: SettingsDep):
     """The version's safetensors file, after checking that it still matches its sha256."""
     model = get_model(session, model_id=model_id)
     path = settings.artifact_path(model.artifact_uri)
@@ -188,7 +188,7 @@ def download_weights(model_id: int, session: SessionDep, settings: SettingsDep):
 
 
 @router.get("/{model_id}/lineage", dependencies=[READ], response_model=list[LineageEntry], responses=error_responses(404))
-def read_lineage(model_id: int, session: SessionDep):
+def read_lineage(model_id: RowId, session: SessionDep):
     """The version and its predecessors, newest first, each with its figures against its parent."""
     entries = []
     for model in lineage(session, model_id=model_id):
@@ -214,8 +214,8 @@ def read_lineage(model_id: int, session: SessionDep):
     return entries
 
 
-@router.post("/{model_id}/promote", dependencies=[ADMIN], response_model=ModelOut, responses=error_responses(404, 409, 422))
-def promote(model_id: int, body: PromoteRequest, session: SessionDep):
+@router.post("/{model_id}/promote", dependencies=[ADMIN], response_model=ModelOut, responses=error_responses(400, 404, 409, 422))
+def promote(model_id: RowId, body: PromoteRequest, session: SessionDep):
     """Make a candidate the family's production version (the previous one is archived).
 
     Without `force`, the candidate's gate must have passed. A forced promotion (also the way

@@ -11,7 +11,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas import OrmModel
+from api.schemas import OrmModel, RowId
 from db.jobs.models import JobStatus, UpdateMethod
 
 
@@ -92,7 +92,7 @@ class UpdateCreate(BaseModel):
         },
     )
 
-    base_model_id: int | None = Field(
+    base_model_id: RowId | None = Field(
         None, description="the deployed version to update; omitted: train a first version",
         examples=[1],
     )
@@ -100,7 +100,7 @@ class UpdateCreate(BaseModel):
                                description="required without a base model", examples=["shoe-classifier"])
     architecture: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[\w.\-]+$",
                                      description="default: the base model's", examples=["resnet18"])
-    dataset_id: int = Field(description="a data set in status ready", examples=[2])
+    dataset_id: RowId = Field(description="a data set in status ready", examples=[2])
     classes: list[str] | None = Field(
         None, min_length=1, description="training classes by name; omitted: all of the data set",
         examples=[["sandal", "sneaker", "boot", "slipper"]],

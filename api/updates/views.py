@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Response
 
 from api.deps import READ, SUBMIT, PaginationDep, QueueDep, SessionDep
 from api.errors import error_responses
-from api.schemas import Page
+from api.schemas import Page, RowId
 from api.updates.schemas import UpdateCreate, UpdateDetail, UpdateOut
 from db.jobs.models import JobStatus
 from db.jobs.service import create_job, get_job, list_events, list_jobs, request_cancel
@@ -31,7 +31,7 @@ def request_hash(body: UpdateCreate) -> str:
     response_model=UpdateOut,
     responses={200: {"description": "a replay of an earlier request with the same Idempotency-Key",
                      "model": UpdateOut},
-               **error_responses(409, 422)},
+               **error_responses(400, 409, 422)},
 )
 def submit(
     body: UpdateCreate,
@@ -80,7 +80,7 @@ def list_all(
 
 
 @router.get("/{job_id}", dependencies=[READ], response_model=UpdateDetail, responses=error_responses(404))
-def read(job_id: int, session: SessionDep):
+def read(job_id: RowId, session: SessionDep):
     """One job with its progress and per-epoch events."""
     job = get_job(session, job_id=job_id)
     return UpdateDetail.model_validate(
@@ -89,6 +89,6 @@ def read(job_id: int, session: SessionDep):
 
 
 @router.post("/{job_id}/cancel", dependencies=[SUBMIT], response_model=UpdateOut, responses=error_responses(404, 409))
-def cancel(job_id: int, session: SessionDep):
+def cancel(job_id: RowId, session: SessionDep):
     """Cancel a job: a queued job is cancelled at once, a running one at its worker's next check."""
     return request_cancel(session, job_id=job_id)

@@ -7,6 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from api_helpers import seed_update
 from db.base import make_engine, make_session_factory
 from db.migrate import upgrade
 from db.settings import Settings
@@ -64,3 +65,9 @@ def session(settings):
     with make_session_factory(engine)() as session:
         yield session
     engine.dispose()
+
+
+@pytest.fixture
+def updated(client, session, settings, tmp_path):
+    """A base model and its update, registered through the worker's db functions."""
+    return seed_update(client, session, settings, tmp_path)
