@@ -66,6 +66,13 @@ def _full_story(api: Api, tmp_path: Path, family: str) -> None:
     csv = api.http.get(f"/models/{v2['id']}/flips", params={"format": "csv"})
     assert csv.status_code == 200 and csv.text.count("\n") == len(ledger) + 1
 
+    # A later job on the same data, architecture, recipe and seed reuses the reference.
+    again = api.wait_job(api.submit({"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "pct-kl",
+                                     "recipe": SMALL_RECIPE, "seed": 0})["id"])
+    assert again["status"] == "succeeded", again
+    assert again["reference_model_id"] == job["reference_model_id"] is not None
+    assert not any(event["phase"] == "reference" for event in again["events"])
+
 
 def test_full_story_on_postgresql_and_redis(pg_stack, tmp_path):
     _full_story(Api(pg_stack), tmp_path, "fmnist-pg")
