@@ -8,6 +8,7 @@ test-artifacts/screenshots/ (gitignored) for a person to look at.
 from __future__ import annotations
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -217,7 +218,10 @@ def test_forced_promotion_from_the_model_page(driver, stack, story):
     reason = "accepted for the new classes; old-class regressions reviewed by hand"
     css(driver, "#promote-reason")[0].send_keys(reason)
     css(driver, "#promote-button")[0].click()
-    WebDriverWait(driver, WAIT_S).until(lambda d: "production" in d.find_element(By.CSS_SELECTOR, "h1 .badge").text)
+    # The page reloads after the promotion: an element found just before the reload goes stale.
+    WebDriverWait(driver, WAIT_S, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: "production" in d.find_element(By.CSS_SELECTOR, "h1 .badge").text
+    )
     assert css(driver, "#promotion-reason")[0].text == reason
     promoted = api.ok(api.http.get(f"/models/{v2['id']}"))
     assert promoted["status"] == "production" and promoted["forced"] and promoted["promotion_reason"] == reason
