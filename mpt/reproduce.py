@@ -44,8 +44,8 @@ PRESETS = {
         "recipe": {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]},
         "params": {},
     },
-    # Sized for a shared 2-core CPU: the Fashion-MNIST study with sweep and chain took about
-    # 45 minutes with OMP_NUM_THREADS=1 (docs/REPRODUCTION.md). ELODI's distillation starts
+    # Sized for a shared 2-core CPU: the Fashion-MNIST study with sweep and chain took 54
+    # minutes with OMP_NUM_THREADS=1, the methods alone about 35 (docs/REPRODUCTION.md). ELODI's distillation starts
     # after the first epoch, the nearest to the paper's 5 of 100 epochs.
     "quick": {
         "arch": "small_cnn", "old_classes": "0-4", "new_classes": "5-9", "chain": "0-3:0-6:0-9",
