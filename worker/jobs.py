@@ -130,6 +130,9 @@ class JobMonitor:
 
     def on_epoch_end(self, epoch: int, metrics: dict) -> None:
         with_db_retries(lambda s: record_event(s, job_id=self.job_id, phase=self.phase, epoch=epoch + 1, metrics=metrics))
+        # A short epoch can end between two heartbeats: write the finished epoch now.
+        self.epoch = epoch + 1
+        self.beat()
 
 
 class DatabaseReferenceStore:
