@@ -1,10 +1,11 @@
 """API load: a bounded run on loopback against a real API server (uvicorn, PostgreSQL, Redis;
 no worker) whose database holds a flip report with thousands of ledger rows.
 
-Three scenarios, each run for a fixed number of requests (or until a time cap) at the same
-concurrency, interleaved in rounds (health, flips, submit, health, ...): `GET /health` (the
-baseline: the same server's most trivial route), `GET /models/{id}/flips` (report summary,
-reference figures and the first page of flips), and `POST /updates` with a distinct
+Four scenarios, each run for a fixed number of requests (or until a time cap) at the same
+concurrency, interleaved in rounds (health, flips, dashboard, submit, health, ...):
+`GET /health` (the baseline: the same server's most trivial route), `GET /models/{id}/flips`
+(report summary, reference figures and the first page of flips), the dashboard's flip report
+page (`GET /dashboard/models/{id}/flips`), and `POST /updates` with a distinct
 Idempotency-Key per request. Prints requests served, errors, p50/p99 latency, throughput and
 the throughput ratios against /health (issue 6 asks flips/health >= 0.5).
 
@@ -143,6 +144,8 @@ async def load(stack: Stack, *, dataset_id: int, model_id: int, args) -> dict[st
     scenarios = {
         "health": lambda client: client.get("/health"),
         "flips": lambda client: client.get(f"/models/{model_id}/flips", params={"page_size": 50}),
+        # The dashboard's flip report page: charts from the aggregates, one gallery page.
+        "dashboard": lambda client: client.get(f"/dashboard/models/{model_id}/flips"),
         "submit": lambda client: client.post("/updates", json=submit_body,
                                              headers={"Idempotency-Key": uuid.uuid4().hex}),
     }
@@ -214,7 +217,7 @@ def main() -> None:
               f"{figures['p50_ms']:>8.1f} {figures['p99_ms']:>8.1f}")
         if figures["first_error"]:
             print(f"  first error: {figures['first_error'][0]}")
-    for name in ("flips", "submit"):
+    for name in ("flips", "dashboard", "submit"):
         print(f"throughput ratio {name}/health: {results[name]['rps'] / results['health']['rps']:.2f}")
     if any(figures["errors"] for figures in results.values()):
         sys.exit(1)
