@@ -134,3 +134,28 @@ def test_update_with_data_lacking_an_old_class_is_refused(pg_stack, tmp_path):
     assert response.status_code == 422
     detail = response.json()["detail"][0]
     assert detail["loc"][-1] == "dataset_id" and "T-shirt/top" in detail["msg"] and "Coat" in detail["msg"]
+
+
+def test_non_finite_loss_fails_the_job_and_registers_nothing(pg_stack):
+    api = Api(pg_stack)
+    dataset = api.register_dataset(name="fmnist-nan")
+    v1 = api.first_version(dataset_id=dataset["id"], family="diverging", classes=OLD)
+    # A vanishing temperature turns the distillation's softmax into NaN.
+    job = api.wait_job(api.submit({"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl",
+                                   "method_params": {"tau": 1e-300}, "recipe": SMALL_RECIPE})["id"])
+    assert job["status"] == "failed" and "non-finite" in job["error"], job
+    assert api.ok(api.http.get("/models", params={"family": "diverging"}))["total"] == 1
+
+
+def test_labels_out_of_range_fail_the_data_set_with_a_reason(pg_stack):
+    api = Api(pg_stack)
+    data_root = Path(pg_stack.env["FLIPGUARD_DATA_ROOTS"].split('"')[3])
+    data_root.mkdir(parents=True, exist_ok=True)
+    images = np.zeros((6, 28, 28), dtype=np.uint8)
+    np.savez(data_root / "bad-labels.npz", classes=np.array(["a", "b"]), x_train=images,
+             y_train=np.array([0, 1, 0, 1, 0, 7]), x_test=images, y_test=np.zeros(6, dtype=np.int64))
+    dataset = api.register_dataset(name="bad-labels", uri=str(data_root / "bad-labels.npz"), data_format="npz")
+    assert dataset["status"] == "failed" and "labels must lie in 0..1" in dataset["error"], dataset
+    response = api.http.post("/updates", json={"family": "bad", "architecture": "small_cnn",
+                                               "dataset_id": dataset["id"], "method": "independent"})
+    assert response.status_code == 409 and response.json()["detail"][0]["loc"][-1] == "dataset_id"
