@@ -23,7 +23,7 @@ from pathlib import Path
 
 from mpt.artifacts import LoadedModel
 from mpt.cli import FileReferenceStore, _parse_assignments, _progress, format_table, parse_classes, recipe_from_args
-from mpt.data import DataError, DataBundle, detect_format, load_dataset
+from mpt.data import DataBundle, detect_format, load_dataset
 from mpt.flips import headline
 from mpt.losses import METHODS
 from mpt.recipe import MethodParams, Recipe

@@ -44,22 +44,22 @@ filesystem broker) on {date}; `$URL` is the API's address and `$TOKEN` an admin 
 EXAMPLES = [
     ("Liveness", "curl -s $URL/health"),
     ("Requests without a token are refused", "curl -s -i $URL/models | head -n 1; curl -s $URL/models"),
-    ("Register a data set", f"""curl -s -X POST $URL/datasets -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
-  -d '{{"name": "fashion-mnist", "uri": "/usr/share/datasets/fashion-mnist", "format": "fashion-mnist"}}'"""),
-    ("A data set outside the allowed roots", f"""curl -s -X POST $URL/datasets -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
-  -d '{{"name": "etc", "uri": "/usr/share/datasets/../../../etc", "format": "imagefolder"}}'"""),
+    ("Register a data set", """curl -s -X POST $URL/datasets -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+  -d '{"name": "fashion-mnist", "uri": "/usr/share/datasets/fashion-mnist", "format": "fashion-mnist"}'"""),
+    ("A data set outside the allowed roots", """curl -s -X POST $URL/datasets -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+  -d '{"name": "etc", "uri": "/usr/share/datasets/../../../etc", "format": "imagefolder"}'"""),
     ("The inspected data set", "curl -s $URL/datasets/1 -H \"Authorization: Bearer $TOKEN\""),
     ("Train a first version (no base model)", f"""curl -s -X POST $URL/updates -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
   -d '{{"family": "fashion", "architecture": "small_cnn", "dataset_id": 1, "method": "independent",
        "classes": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"], "recipe": {RECIPE}}}'"""),
-    ("Unknown class names are named in the error", f"""curl -s -X POST $URL/updates -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
-  -d '{{"family": "fashion", "architecture": "small_cnn", "dataset_id": 1, "method": "independent", "classes": ["Hat"]}}'"""),
+    ("Unknown class names are named in the error", """curl -s -X POST $URL/updates -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+  -d '{"family": "fashion", "architecture": "small_cnn", "dataset_id": 1, "method": "independent", "classes": ["Hat"]}'"""),
     ("Update v1 with MPT-KL, with a gate and an idempotency key", f"""curl -s -X POST $URL/updates -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
   -H 'Idempotency-Key: fashion-v2' \\
   -d '{{"base_model_id": 1, "dataset_id": 1, "method": "mpt-kl", "method_params": {{"bias": 4}},
        "recipe": {RECIPE}, "gate": {{"max_nfr": 0.5, "auto_promote": true}}}}'"""),
-    ("The same key with another body is a conflict", f"""curl -s -X POST $URL/updates -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
-  -H 'Idempotency-Key: fashion-v2' -d '{{"base_model_id": 1, "dataset_id": 1, "method": "pct-kl"}}'"""),
+    ("The same key with another body is a conflict", """curl -s -X POST $URL/updates -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+  -H 'Idempotency-Key: fashion-v2' -d '{"base_model_id": 1, "dataset_id": 1, "method": "pct-kl"}'"""),
     ("Follow the job (phase, progress, per-epoch events)", "curl -s $URL/updates/2 -H \"Authorization: Bearer $TOKEN\""),
     ("Model versions", "curl -s \"$URL/models?family=fashion\" -H \"Authorization: Bearer $TOKEN\""),
     ("The flip report of v2 against v1, first three flips", "curl -s \"$URL/models/2/flips?page_size=3\" -H \"Authorization: Bearer $TOKEN\""),
@@ -67,7 +67,7 @@ EXAMPLES = [
     ("The ledger as CSV", "curl -s \"$URL/models/2/flips?format=csv\" -H \"Authorization: Bearer $TOKEN\" | head -n 4"),
     ("A flipped sample's image", "curl -s -o flip.png -w '%{http_code} %{content_type}\\n' \"$URL/models/2/flips/$(curl -s \"$URL/models/2/flips?page_size=1\" -H \"Authorization: Bearer $TOKEN\" | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"samples\"][\"items\"][0][\"sample_index\"])')/image\" -H \"Authorization: Bearer $TOKEN\""),
     ("Lineage", "curl -s $URL/models/2/lineage -H \"Authorization: Bearer $TOKEN\""),
-    ("Forced promotion needs a reason", f"""curl -s -X POST $URL/models/1/promote -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{{"force": true}}'"""),
+    ("Forced promotion needs a reason", """curl -s -X POST $URL/models/1/promote -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{"force": true}'"""),
     ("Download weights and register them as a deployed model", """curl -s -o v1.safetensors $URL/models/1/weights -H "Authorization: Bearer $TOKEN"
 curl -s -X POST $URL/models -H "Authorization: Bearer $TOKEN" -F family=imported -F file=@v1.safetensors"""),
     ("A pickle is never loaded", """python3 -c 'import pickle; open("evil.safetensors","wb").write(pickle.dumps({"a": 1}))'

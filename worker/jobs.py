@@ -186,12 +186,14 @@ def execute_update(*, job_id: int) -> str:
         outcome = "cancelled"
     except JOB_ERRORS as error:
         _remove(written)
-        with_db_retries(lambda s: fail_job(s, job_id=job_id, error=str(error)))
-        outcome = f"failed: {error}"
+        reason = str(error)
+        with_db_retries(lambda s: fail_job(s, job_id=job_id, error=reason))
+        outcome = f"failed: {reason}"
     except Exception as error:
         _remove(written)
         log.exception("update job %s crashed", job_id)
-        with_db_retries(lambda s: fail_job(s, job_id=job_id, error=f"internal error ({type(error).__name__}): {error}"))
+        reason = f"internal error ({type(error).__name__}): {error}"
+        with_db_retries(lambda s: fail_job(s, job_id=job_id, error=reason))
         outcome = "failed: internal error"
     finally:
         monitor.stop()
@@ -268,8 +270,9 @@ def inspect_dataset(*, dataset_id: int) -> str:
     try:
         bundle = load_dataset(dataset.uri, dataset.format.value)
     except (DataError, OSError) as error:
-        with_db_retries(lambda s: mark_dataset_failed(s, dataset_id=dataset_id, error=str(error)))
-        return f"failed: {error}"
+        reason = str(error)
+        with_db_retries(lambda s: mark_dataset_failed(s, dataset_id=dataset_id, error=reason))
+        return f"failed: {reason}"
     described = bundle.describe()
     with_db_retries(lambda s: mark_dataset_ready(s, dataset_id=dataset_id, **described))
     return "ready"

@@ -376,8 +376,7 @@ def test_unknown_layout_and_missing_path(tmp_path):
         load_dataset(tmp_path, "parquet")
 
 
-@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Fashion-MNIST is not installed here")
-def test_real_fashion_mnist():
+def test_real_fashion_mnist():  # scripts/setup.sh installs Debian's dataset-fashion-mnist
     bundle = load_dataset(FASHION_MNIST_DIR)
     assert len(bundle.train) == 60000 and len(bundle.test) == 10000
     assert bundle.classes == FASHION_MNIST_CLASSES and len(bundle.classes) == 10
