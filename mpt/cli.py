@@ -14,7 +14,7 @@ from mpt.flips import headline
 from mpt.losses import METHODS
 from mpt.recipe import MethodParams, Recipe
 from mpt.train import Callbacks
-from mpt.update import Progress, UpdateData, evaluate, prepare_data, run_update
+from mpt.update import Progress, UpdateData, UpdateOutcome, evaluate, prepare_data, run_update
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -120,20 +120,20 @@ def cmd_train(args) -> dict:
     return result
 
 
-def _update(args, method: str, base: LoadedModel, bundle) -> dict:
-    outcome = run_update(
+def _update(args, method: str, base: LoadedModel, bundle) -> UpdateOutcome:
+    """Run one update from the command line's options (shared by update, reference, demo)."""
+    return run_update(
         bundle=bundle, base=base, classes=parse_classes(args.classes, bundle.classes), arch=args.arch,
         method=method, params=MethodParams.from_dict(_parse_assignments(args.param)),
         recipe=recipe_from_args(args), seed=args.seed, store=FileReferenceStore(args.cache),
         progress=_progress(method, args.quiet), device=args.device, checkpoint_dir=args.checkpoint_dir,
     )
-    return {"outcome": outcome}
 
 
 def cmd_update(args) -> dict:
     bundle = load_dataset(args.data, args.format)
     base = load_model(args.base)
-    outcome = _update(args, args.method, base, bundle)["outcome"]
+    outcome = _update(args, args.method, base, bundle)
     sha = save_model(args.out, outcome.model.net, outcome.model.spec)
     rows = {args.method: headline(outcome.report), "independent": headline(outcome.reference_report)}
     print(format_table(rows))
@@ -194,7 +194,7 @@ def cmd_sweep(args) -> dict:
 def cmd_reference(args) -> dict:
     bundle = load_dataset(args.data, args.format)
     base = load_model(args.base)
-    outcome = _update(args, "independent", base, bundle)["outcome"]
+    outcome = _update(args, "independent", base, bundle)
     sha = save_model(args.out, outcome.model.net, outcome.model.spec)
     print(format_table({"independent": headline(outcome.report)}))
     return {"model": args.out, "sha256": sha}
@@ -231,7 +231,7 @@ def cmd_demo(args) -> dict:
     save_model(work / "v1.safetensors", first.model.net, first.model.spec)
     print(f"v1 on {', '.join(first.model.spec.classes)}: val accuracy {first.history[-1]['val_accuracy']:.4f}")
     args.classes = None
-    outcome = _update(args, "mpt-kl", first.model, bundle)["outcome"]
+    outcome = _update(args, "mpt-kl", first.model, bundle)
     save_model(work / "v2-mpt-kl.safetensors", outcome.model.net, outcome.model.spec)
     rows = {"independent": headline(outcome.reference_report), "mpt-kl": headline(outcome.report)}
     print("\nupdate v1 (classes 0-4) -> v2 (classes 0-9), evaluated on the test split:")
