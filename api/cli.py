@@ -112,14 +112,22 @@ def progress_line(job: dict) -> str:
 
 def watch(client: httpx.Client, job_id: int, *, interval: float) -> None:
     """Redraw the job's progress until it finishes; exit non-zero unless it succeeded."""
+    redraw = sys.stdout.isatty()  # a log gets one line per change instead of a redrawn bar
+    shown = None
     while True:
         job = request(client, "GET", f"/updates/{job_id}")
-        sys.stdout.write("\r" + progress_line(job).ljust(BAR_WIDTH + 50))
+        line = progress_line(job)
+        if redraw:
+            sys.stdout.write("\r" + line.ljust(BAR_WIDTH + 50))
+        elif line != shown:
+            sys.stdout.write(line + "\n")
+        shown = line
         sys.stdout.flush()
         if job["status"] in TERMINAL_STATUSES:
             break
         time.sleep(interval)
-    print()
+    if redraw:
+        print()
     if job["status"] == "succeeded":
         print(f"registered model {job['result_model_id']}")
         return
