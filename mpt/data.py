@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import pickle
 import struct
 from dataclasses import dataclass
@@ -137,11 +138,24 @@ def detect_format(path: Path) -> str:
     raise DataError(f"cannot tell the format of {path}; name one of {', '.join(FORMATS)}")
 
 
+def _refuse_links_outside(root: Path) -> None:
+    """A data set folder may not reach outside itself through symbolic links: the service
+    checks only the folder against its allowed roots."""
+    top = root.resolve()
+    for folder, subfolders, files in os.walk(root):
+        for name in (*subfolders, *files):
+            entry = Path(folder, name)
+            if entry.is_symlink() and not entry.resolve().is_relative_to(top):
+                raise DataError(f"{entry} links outside the data set folder ({entry.resolve()})")
+
+
 def load_dataset(uri: str | Path, data_format: str | None = None) -> DataBundle:
     """Read a data set from disk into uint8 tensors with its ordered class names."""
     path = Path(uri)
     if not path.exists():
         raise DataError(f"no data set at {path}")
+    if path.is_dir():
+        _refuse_links_outside(path)
     data_format = data_format or detect_format(path)
     loaders = {
         "fashion-mnist": _load_fashion_mnist,

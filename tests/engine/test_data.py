@@ -229,6 +229,23 @@ def test_fashion_mnist_idx_loader(tmp_path):
     assert bundle.describe()["train_size"] == 30
 
 
+def test_links_out_of_the_data_set_folder_are_refused(tmp_path):
+    train = synthetic_images(3, 10, seed=0)
+    root = write_fashion_mnist_dir(tmp_path / "fm", train, synthetic_images(2, 10, seed=1))
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    labels = root / "t10k-labels-idx1-ubyte.gz"
+    labels.rename(outside / labels.name)
+    labels.symlink_to(outside / labels.name)
+    with pytest.raises(DataError, match="links outside the data set folder"):
+        load_dataset(root)
+    # A link that stays inside the folder is fine.
+    (outside / labels.name).rename(root / "labels-copy.gz")
+    labels.unlink()
+    labels.symlink_to(root / "labels-copy.gz")
+    assert len(load_dataset(root).test) == 20
+
+
 def test_idx_file_with_the_wrong_type_is_refused(tmp_path):
     root = write_fashion_mnist_dir(tmp_path / "fm", synthetic_images(1, 10, seed=0), synthetic_images(1, 10, seed=1))
     import gzip
