@@ -64,17 +64,18 @@ def api_error_response(error: ApiError) -> JSONResponse:
     )
 
 
+def service_error_response(error: ServiceError) -> JSONResponse:
+    """The JSON response of a domain error, its status chosen by the error's kind."""
+    status = next((code for kind, code in STATUS_BY_ERROR.items() if isinstance(error, kind)), 400)
+    return JSONResponse(error_body(error.message, loc=error.loc, error_type=error.error_type), status_code=status)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map service errors and plain HTTP errors onto the common body."""
 
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, error: ServiceError) -> JSONResponse:
-        status = next(
-            (code for kind, code in STATUS_BY_ERROR.items() if isinstance(error, kind)), 400
-        )
-        return JSONResponse(
-            error_body(error.message, loc=error.loc, error_type=error.error_type), status_code=status
-        )
+        return service_error_response(error)
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, error: ApiError) -> JSONResponse:

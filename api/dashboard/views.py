@@ -15,7 +15,7 @@ from fastapi.templating import Jinja2Templates
 
 from api.dashboard.charts import BarGroup, Series, bar_chart, line_chart, percent
 from api.deps import READ, TOKEN_COOKIE, PaginationDep, SessionDep
-from api.errors import Unauthenticated, api_error_response
+from api.errors import Unauthenticated, api_error_response, service_error_response
 from api.schemas import RowId
 from db.errors import NotFound
 from db.jobs.models import ACTIVE_STATUSES, JobStatus
@@ -64,6 +64,13 @@ def install_dashboard(app: FastAPI) -> None:
             return RedirectResponse("/dashboard/login", 303)
         return api_error_response(error)
 
+    @app.exception_handler(NotFound)
+    async def not_found_page(request: Request, error: NotFound) -> HTMLResponse | JSONResponse:
+        # Pages answer a missing row with an HTML page; the REST API keeps its JSON body.
+        if request.url.path == "/dashboard" or request.url.path.startswith("/dashboard/"):
+            return _page(request, "error.html", status_code=404, message=error.message)
+        return service_error_response(error)
+
 
 def _safe_next(target: str) -> str:
     """Where to go after logging in: a dashboard path only (no open redirect)."""
@@ -104,10 +111,6 @@ def logout():
 
 def _page(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
     return templates.TemplateResponse(request, template, context, status_code=status_code)
-
-
-def _not_found(request: Request, error: NotFound) -> HTMLResponse:
-    return _page(request, "error.html", status_code=404, message=error.message)
 
 
 def _scope_value(summary: dict | None, scope: str, key: str, *, old: bool = False) -> float | None:
@@ -181,10 +184,7 @@ def overview(request: Request, session: SessionDep):
 @router.get("/models/{model_id}", response_class=HTMLResponse)
 def model_page(model_id: RowId, request: Request, session: SessionDep):
     """A version against its predecessor, its lineage, gate verdict and promotion."""
-    try:
-        model = get_model(session, model_id=model_id)
-    except NotFound as error:
-        return _not_found(request, error)
+    model = get_model(session, model_id=model_id)
     chain = []
     for version in reversed(lineage(session, model_id=model_id)):  # oldest first
         report = (find_report(session, model_id=version.id, baseline_model_id=version.parent_id)
@@ -239,10 +239,7 @@ def model_page(model_id: RowId, request: Request, session: SessionDep):
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 def job_page(job_id: RowId, request: Request, session: SessionDep):
     """One job: live progress, per-epoch curves, cancel, error."""
-    try:
-        job = get_job(session, job_id=job_id)
-    except NotFound as error:
-        return _not_found(request, error)
+    job = get_job(session, job_id=job_id)
     return _page(
         request, "job.html",
         job=job,
@@ -255,10 +252,7 @@ def job_page(job_id: RowId, request: Request, session: SessionDep):
 @router.get("/jobs/{job_id}/curves", response_class=HTMLResponse)
 def job_curves(job_id: RowId, request: Request, session: SessionDep):
     """The curves of a job page alone (the page's script refreshes them after each epoch)."""
-    try:
-        get_job(session, job_id=job_id)
-    except NotFound as error:
-        return _not_found(request, error)
+    get_job(session, job_id=job_id)
     return _page(request, "job_curves.html", curves=_job_curves(list_events(session, job_id=job_id)))
 
 
@@ -274,19 +268,15 @@ def flips_page(
     intrusion: bool = Query(False),
 ):
     """The regression report: headline figures, per-class NFR, transitions, flipped samples."""
-    try:
-        model = get_model(session, model_id=model_id)
-        baseline_id = against if against is not None else model.parent_id
-        if baseline_id is None:
-            raise NotFound(f"model {model_id} is a first version: it has no predecessor to "
-                           "compare with", loc=("path", "model_id"))
-        baseline = get_model(session, model_id=baseline_id, loc=("query", "against"))
-    except NotFound as error:
-        return _not_found(request, error)
+    model = get_model(session, model_id=model_id)
+    baseline_id = against if against is not None else model.parent_id
+    if baseline_id is None:
+        raise NotFound(f"model {model_id} is a first version: it has no predecessor to "
+                       "compare with", loc=("path", "model_id"))
+    baseline = get_model(session, model_id=baseline_id, loc=("query", "against"))
     report = find_report(session, model_id=model_id, baseline_model_id=baseline_id)
     if report is None:
-        return _not_found(request, NotFound(
-            f"no stored flip report of model {model_id} against model {baseline_id}"))
+        raise NotFound(f"no stored flip report of model {model_id} against model {baseline_id}")
     reference = find_report(session, model_id=model_id, baseline_model_id=baseline_id,
                             role=ReportRole.REFERENCE)
     summary = report.summary
