@@ -65,8 +65,7 @@ def parse_assignments(pairs: list[str], *, flag: str) -> dict:
 
 
 def datasets_add(client: httpx.Client, args) -> None:
-    dataset = request(client, "POST", "/datasets",
-                      json={"name": args.name, "uri": args.uri, "format": args.format})
+    dataset = request(client, "POST", "/datasets", json={"name": args.name, "uri": args.uri, "format": args.format})
     print(f"data set {dataset['id']} {dataset['name']}: {dataset['status']} (a worker inspects it)")
 
 
@@ -75,8 +74,19 @@ def models_list(client: httpx.Client, args) -> None:
     page = request(client, "GET", "/models", params={**params, "page_size": args.limit})
     print_table(
         ["id", "family", "version", "status", "architecture", "parent", "method", "created"],
-        [[m["id"], m["family"], m["version"], m["status"], m["architecture"], m["parent_id"] or "-",
-          m["method"] or "-", m["created_at"][:19]] for m in page["items"]],
+        [
+            [
+                m["id"],
+                m["family"],
+                m["version"],
+                m["status"],
+                m["architecture"],
+                m["parent_id"] or "-",
+                m["method"] or "-",
+                m["created_at"][:19],
+            ]
+            for m in page["items"]
+        ],
     )
 
 
@@ -90,8 +100,7 @@ def update_submit(client: httpx.Client, args) -> None:
         "method": args.method,
         "method_params": parse_assignments(args.param, flag="--param"),
         "recipe": parse_assignments(args.recipe, flag="--recipe"),
-        "gate": {"max_nfr": args.max_nfr, "min_accuracy": args.min_accuracy,
-                 "auto_promote": args.auto_promote},
+        "gate": {"max_nfr": args.max_nfr, "min_accuracy": args.min_accuracy, "auto_promote": args.auto_promote},
         "seed": args.seed,
     }
     body = {key: value for key, value in body.items() if value is not None}
@@ -106,8 +115,10 @@ def progress_line(job: dict) -> str:
     """One line: a bar, the percentage, status, phase and epoch."""
     filled = round(BAR_WIDTH * (job["progress"] or 0))
     epoch = f" epoch {job['epoch']}/{job['epochs']}" if job.get("epoch") is not None else ""
-    return (f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {100 * (job['progress'] or 0):5.1f}% "
-            f"{job['status']} {job['phase'] or ''}{epoch}")
+    return (
+        f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {100 * (job['progress'] or 0):5.1f}% "
+        f"{job['status']} {job['phase'] or ''}{epoch}"
+    )
 
 
 def watch(client: httpx.Client, job_id: int, *, interval: float) -> None:
@@ -149,17 +160,33 @@ def flips(client: httpx.Client, args) -> None:
     def scope(name: str, key: str):
         return lambda f: f["scopes"][name][key]
 
-    print(f"model {report['model_id']} against model {report['baseline_model_id']} "
-          f"({report['split']} split, {report['k_old']} old of {len(report['classes'])} classes)")
+    print(
+        f"model {report['model_id']} against model {report['baseline_model_id']} "
+        f"({report['split']} split, {report['k_old']} old of {len(report['classes'])} classes)"
+    )
     print_table(
         ["figure", "model", "reference"],
         [
-            ["NFR (old classes)", *figure(lambda f: f"{percent(scope('old_classes', 'nfr')(f))} "
-                                                    f"({f['scopes']['old_classes']['negative_flips']}/"
-                                                    f"{f['scopes']['old_classes']['samples']})")],
-            ["NFR (all)", *figure(lambda f: f"{percent(scope('all', 'nfr')(f))} "
-                                            f"({f['scopes']['all']['negative_flips']}/"
-                                            f"{f['scopes']['all']['samples']})")],
+            [
+                "NFR (old classes)",
+                *figure(
+                    lambda f: (
+                        f"{percent(scope('old_classes', 'nfr')(f))} "
+                        f"({f['scopes']['old_classes']['negative_flips']}/"
+                        f"{f['scopes']['old_classes']['samples']})"
+                    )
+                ),
+            ],
+            [
+                "NFR (all)",
+                *figure(
+                    lambda f: (
+                        f"{percent(scope('all', 'nfr')(f))} "
+                        f"({f['scopes']['all']['negative_flips']}/"
+                        f"{f['scopes']['all']['samples']})"
+                    )
+                ),
+            ],
             ["relative NFR (old classes)", *figure(lambda f: f"{scope('old_classes', 'relative_nfr')(f):.3f}")],
             ["accuracy", *figure(lambda f: percent(f["accuracy"]["overall"]))],
             ["accuracy (old classes)", *figure(lambda f: percent(f["accuracy"]["old_classes"]))],
@@ -171,8 +198,9 @@ def flips(client: httpx.Client, args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m api.cli", description=__doc__)
     parser.add_argument("--url", default=os.environ.get("FLIPGUARD_URL", DEFAULT_URL))
-    parser.add_argument("--token", default=os.environ.get("FLIPGUARD_TOKEN"),
-                        help="API token (default: $FLIPGUARD_TOKEN)")
+    parser.add_argument(
+        "--token", default=os.environ.get("FLIPGUARD_TOKEN"), help="API token (default: $FLIPGUARD_TOKEN)"
+    )
     commands = parser.add_subparsers(required=True, dest="command")
 
     datasets = commands.add_parser("datasets").add_subparsers(required=True, dest="action")
@@ -197,10 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--architecture")
     submit.add_argument("--classes", help="comma-separated class names (default: all)")
     submit.add_argument("--method", default=None)
-    submit.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="method parameter, e.g. bias=2 (repeatable)")
-    submit.add_argument("--recipe", action="append", default=[], metavar="KEY=VALUE",
-                        help="recipe field, e.g. epochs=30 (repeatable)")
+    submit.add_argument(
+        "--param", action="append", default=[], metavar="KEY=VALUE", help="method parameter, e.g. bias=2 (repeatable)"
+    )
+    submit.add_argument(
+        "--recipe", action="append", default=[], metavar="KEY=VALUE", help="recipe field, e.g. epochs=30 (repeatable)"
+    )
     submit.add_argument("--max-nfr", type=float)
     submit.add_argument("--min-accuracy", type=float)
     submit.add_argument("--auto-promote", action="store_true")

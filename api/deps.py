@@ -62,8 +62,12 @@ def require_scope(scope: Scope) -> Callable:
         if row is None:
             raise Unauthenticated("the API token is unknown or revoked")
         if scope not in row.scopes:
-            raise ApiError(403, f"the token {row.name!r} lacks the {scope.value!r} scope",
-                           loc=("header", "Authorization"), error_type="forbidden")
+            raise ApiError(
+                403,
+                f"the token {row.name!r} lacks the {scope.value!r} scope",
+                loc=("header", "Authorization"),
+                error_type="forbidden",
+            )
         return row
 
     return check

@@ -15,8 +15,15 @@ STATUS_BY_ERROR = {NotFound: 404, Conflict: 409, InvalidInput: 422}
 class ApiError(Exception):
     """An HTTP error raised by a view, naming the input it concerns."""
 
-    def __init__(self, status_code: int, message: str, *, loc=(), error_type: str = "value_error",
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        loc=(),
+        error_type: str = "value_error",
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status_code = status_code
         self.message = message
@@ -29,8 +36,13 @@ class Unauthenticated(ApiError):
     """401: no token, or one that is unknown or revoked."""
 
     def __init__(self, message: str):
-        super().__init__(401, message, loc=("header", "Authorization"), error_type="unauthenticated",
-                         headers={"WWW-Authenticate": "Bearer"})
+        super().__init__(
+            401,
+            message,
+            loc=("header", "Authorization"),
+            error_type="unauthenticated",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
 
 
 def error_body(message: str, *, loc=(), error_type: str) -> dict:
@@ -42,9 +54,7 @@ ERROR_RESPONSE_SCHEMA = {
     "description": "Error naming the offending field",
     "content": {
         "application/json": {
-            "example": error_body(
-                "data set 7 is pending, not ready", loc=("body", "dataset_id"), error_type="conflict"
-            )
+            "example": error_body("data set 7 is pending, not ready", loc=("body", "dataset_id"), error_type="conflict")
         }
     },
 }

@@ -12,16 +12,18 @@ class AppMetrics:
     def __init__(self):
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "flipguard_http_requests_total", "HTTP requests by route and status",
-            ["method", "route", "status"], registry=self.registry,
+            "flipguard_http_requests_total",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
-            "flipguard_http_request_duration_seconds", "HTTP request latency by route",
-            ["method", "route"], registry=self.registry,
+            "flipguard_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["method", "route"],
+            registry=self.registry,
         )
-        self.jobs = Gauge(
-            "flipguard_update_jobs", "Update jobs by status", ["status"], registry=self.registry
-        )
+        self.jobs = Gauge("flipguard_update_jobs", "Update jobs by status", ["status"], registry=self.registry)
 
 
 def install_metrics(app: FastAPI) -> None:

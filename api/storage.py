@@ -21,8 +21,7 @@ METADATA_PREFIX = "flipguard."
 REQUIRED_METADATA = ("arch", "classes", "in_channels", "image_size", "mean", "std")
 # The classifier layer of each architecture the engine builds (mpt.nets.ARCHITECTURES; the API
 # does not import torch): its weight has one row per class.
-HEAD_WEIGHT = {"small_cnn": "fc.weight", "resnet18": "fc.weight", "resnet34": "fc.weight",
-               "resnet50": "fc.weight"}
+HEAD_WEIGHT = {"small_cnn": "fc.weight", "resnet18": "fc.weight", "resnet34": "fc.weight", "resnet50": "fc.weight"}
 # A safetensors file starts with the header's length (u64, little-endian) and then its JSON.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
@@ -117,8 +116,7 @@ def check_safetensors_framing(path: Path, *, loc: tuple) -> None:
         kind = "a Python pickle"
     else:
         kind = "not a safetensors file"
-    raise InvalidInput(f"{kind}: only safetensors weights are accepted (pickles are never loaded)",
-                       loc=loc)
+    raise InvalidInput(f"{kind}: only safetensors weights are accepted (pickles are never loaded)", loc=loc)
 
 
 def read_model_metadata(path: Path, *, loc: tuple) -> ModelFileMetadata:
@@ -140,10 +138,7 @@ def read_model_metadata(path: Path, *, loc: tuple) -> ModelFileMetadata:
         classes = json.loads(metadata[METADATA_PREFIX + "classes"])
         in_channels = int(json.loads(metadata[METADATA_PREFIX + "in_channels"]))
         image_size = [int(side) for side in json.loads(metadata[METADATA_PREFIX + "image_size"])]
-        mean, std = (
-            [float(value) for value in json.loads(metadata[METADATA_PREFIX + key])]
-            for key in ("mean", "std")
-        )
+        mean, std = ([float(value) for value in json.loads(metadata[METADATA_PREFIX + key])] for key in ("mean", "std"))
     except (ValueError, TypeError) as error:
         raise InvalidInput(f"malformed flipguard metadata: {error}", loc=loc) from None
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
@@ -163,21 +158,17 @@ def read_model_metadata(path: Path, *, loc: tuple) -> ModelFileMetadata:
     )
 
 
-def check_head_shape(architecture: str, *, classes: list[str], shapes: dict[str, list[int]],
-                     loc: tuple) -> None:
+def check_head_shape(architecture: str, *, classes: list[str], shapes: dict[str, list[int]], loc: tuple) -> None:
     """The architecture must be one the engine builds, and its classifier must have one output
     per class of the metadata."""
     if architecture not in HEAD_WEIGHT:
-        raise InvalidInput(f"unknown flipguard.arch {architecture!r}; known: {', '.join(HEAD_WEIGHT)}",
-                           loc=loc)
+        raise InvalidInput(f"unknown flipguard.arch {architecture!r}; known: {', '.join(HEAD_WEIGHT)}", loc=loc)
     key = HEAD_WEIGHT[architecture]
     shape = shapes.get(key)
     if shape is None or len(shape) != 2:
-        raise InvalidInput(f"{architecture} weights need a 2-D {key} tensor (the classifier); "
-                           f"found {shape}", loc=loc)
+        raise InvalidInput(f"{architecture} weights need a 2-D {key} tensor (the classifier); found {shape}", loc=loc)
     if shape[0] != len(classes):
-        raise InvalidInput(f"{key} has {shape[0]} outputs but flipguard.classes names {len(classes)} "
-                           "classes", loc=loc)
+        raise InvalidInput(f"{key} has {shape[0]} outputs but flipguard.classes names {len(classes)} classes", loc=loc)
 
 
 def copy_data_file(path: Path, *, settings: Settings, loc: tuple) -> StoredFile:

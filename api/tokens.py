@@ -21,8 +21,10 @@ from db.tokens.service import create_token, list_tokens, revoke_token
 def create(session, args) -> None:
     row, token = create_token(session, name=args.name, scopes=args.scopes.split(","))
     print(token)
-    print(f"token {row.id} {row.name!r} with scopes {','.join(row.scopes)}: "
-          "store it now, it is not shown again", file=sys.stderr)
+    print(
+        f"token {row.id} {row.name!r} with scopes {','.join(row.scopes)}: store it now, it is not shown again",
+        file=sys.stderr,
+    )
 
 
 def show(session, _args) -> None:
@@ -37,8 +39,9 @@ def revoke(session, args) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m api.tokens", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m api.tokens", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(required=True, dest="command")
     new = commands.add_parser("create", help="create a token and print it once")
     new.add_argument("--name", required=True)

@@ -29,12 +29,12 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from db.base import make_engine, make_session_factory  # noqa: E402
-from db.datasets.models import DatasetFormat  # noqa: E402
-from db.datasets.service import create_dataset, mark_dataset_ready  # noqa: E402
-from db.jobs.service import claim_job, complete_job, create_job  # noqa: E402
-from db.model_versions.service import register_uploaded_model  # noqa: E402
-from scripts.stack import Stack  # noqa: E402
+from db.base import make_engine, make_session_factory
+from db.datasets.models import DatasetFormat
+from db.datasets.service import create_dataset, mark_dataset_ready
+from db.model_versions.service import register_uploaded_model
+from db.updates.service import claim_job, complete_job, create_job
+from scripts.stack import Stack
 
 CLASSES = [f"class{i}" for i in range(10)]
 K_OLD = 5
@@ -45,10 +45,18 @@ def scope_figures(rows: list[dict], samples: int) -> dict:
     positive = len(rows) - negative
     old_correct = samples // 2 + negative
     new_correct = samples // 2 + positive
-    return {"samples": samples, "negative_flips": negative, "positive_flips": positive,
-            "old_correct": old_correct, "new_correct": new_correct, "nfr": negative / samples,
-            "pfr": positive / samples, "relative_nfr": (negative / samples) / 0.1,
-            "old_accuracy": old_correct / samples, "new_accuracy": new_correct / samples}
+    return {
+        "samples": samples,
+        "negative_flips": negative,
+        "positive_flips": positive,
+        "old_correct": old_correct,
+        "new_correct": new_correct,
+        "nfr": negative / samples,
+        "pfr": positive / samples,
+        "relative_nfr": (negative / samples) / 0.1,
+        "old_accuracy": old_correct / samples,
+        "new_accuracy": new_correct / samples,
+    }
 
 
 def synthetic_report(ledger_rows: int) -> tuple[dict, list[dict]]:
@@ -59,23 +67,49 @@ def synthetic_report(ledger_rows: int) -> tuple[dict, list[dict]]:
         label = index % len(CLASSES)
         negative = index % 3 != 0
         wrong = (label + 1) % len(CLASSES)
-        ledger.append({"sample_index": index * 4, "label": label,
-                       "old_prediction": label if negative else wrong,
-                       "new_prediction": wrong if negative else label,
-                       "old_confidence": 0.8, "new_confidence": 0.2,
-                       "kind": "negative" if negative else "positive"})
+        ledger.append(
+            {
+                "sample_index": index * 4,
+                "label": label,
+                "old_prediction": label if negative else wrong,
+                "new_prediction": wrong if negative else label,
+                "old_confidence": 0.8,
+                "new_confidence": 0.2,
+                "kind": "negative" if negative else "positive",
+            }
+        )
     old_rows = [row for row in ledger if row["label"] < K_OLD]
     summary = {
-        "classes": CLASSES, "k_old": K_OLD,
+        "classes": CLASSES,
+        "k_old": K_OLD,
         "scopes": {"all": scope_figures(ledger, samples), "old_classes": scope_figures(old_rows, samples // 2)},
-        "new_class_accuracy": 0.7, "new_class_samples": samples // 2, "both_correct": samples // 3,
-        "both_wrong": samples // 10, "btc": 0.9, "bec": 0.5, "intrusion_flips": 0,
-        "per_class": [{"index": i, "name": name, "is_new": i >= K_OLD, "samples": samples // 10,
-                       "old_correct": 100, "new_correct": 110, "negative_flips": 10, "positive_flips": 5,
-                       "intrusion_flips": 0, "nfr": 0.05, "old_accuracy": 0.5, "new_accuracy": 0.55}
-                      for i, name in enumerate(CLASSES)],
-        "transitions": [{"kind": "negative", "old_prediction": 0, "new_prediction": 1, "count": 10,
-                         "intrusion": False}],
+        "new_class_accuracy": 0.7,
+        "new_class_samples": samples // 2,
+        "both_correct": samples // 3,
+        "both_wrong": samples // 10,
+        "btc": 0.9,
+        "bec": 0.5,
+        "intrusion_flips": 0,
+        "per_class": [
+            {
+                "index": i,
+                "name": name,
+                "is_new": i >= K_OLD,
+                "samples": samples // 10,
+                "old_correct": 100,
+                "new_correct": 110,
+                "negative_flips": 10,
+                "positive_flips": 5,
+                "intrusion_flips": 0,
+                "nfr": 0.05,
+                "old_accuracy": 0.5,
+                "new_accuracy": 0.55,
+            }
+            for i, name in enumerate(CLASSES)
+        ],
+        "transitions": [
+            {"kind": "negative", "old_prediction": 0, "new_prediction": 1, "count": 10, "intrusion": False}
+        ],
     }
     return summary, ledger
 
@@ -87,28 +121,62 @@ def seed(database_url: str, *, ledger_rows: int) -> tuple[int, int]:
     try:
         with make_session_factory(engine)() as session:
             dataset = create_dataset(session, name="bench", uri="/data/bench", format=DatasetFormat.NPZ)
-            mark_dataset_ready(session, dataset_id=dataset.id, classes=CLASSES, train_size=50000,
-                               test_size=ledger_rows * 4, image_shape=[3, 32, 32], digest="bench")
-            base = register_uploaded_model(session, family="bench", architecture="small_cnn",
-                                           classes=CLASSES[:K_OLD], artifact_uri="models/base.safetensors",
-                                           sha256="0" * 64)
-            job, _ = create_job(session, base_model_id=base.id, family=None, architecture=None,
-                                dataset_id=dataset.id, classes=None, method="mpt-kl", method_params={},
-                                recipe={}, gate={}, seed=0)
+            mark_dataset_ready(
+                session,
+                dataset_id=dataset.id,
+                classes=CLASSES,
+                train_size=50000,
+                test_size=ledger_rows * 4,
+                image_shape=[3, 32, 32],
+                digest="bench",
+            )
+            base = register_uploaded_model(
+                session,
+                family="bench",
+                architecture="small_cnn",
+                classes=CLASSES[:K_OLD],
+                artifact_uri="models/base.safetensors",
+                sha256="0" * 64,
+            )
+            job, _ = create_job(
+                session,
+                base_model_id=base.id,
+                family=None,
+                architecture=None,
+                dataset_id=dataset.id,
+                classes=None,
+                method="mpt-kl",
+                method_params={},
+                recipe={},
+                gate={},
+                seed=0,
+            )
             claim_job(session, job_id=job.id, worker_id="bench", heartbeat_timeout_s=60)
             summary, ledger = synthetic_report(ledger_rows)
-            model = complete_job(session, job_id=job.id, images_uri=None, ledger=ledger, report=summary,
-                                 reference_report=summary,
-                                 model={"artifact_uri": "models/v2.safetensors", "sha256": "0" * 64,
-                                        "architecture": "small_cnn", "classes": CLASSES, "recipe": {},
-                                        "method": "mpt-kl"})
+            model = complete_job(
+                session,
+                job_id=job.id,
+                images_uri=None,
+                ledger=ledger,
+                report=summary,
+                reference_report=summary,
+                model={
+                    "artifact_uri": "models/v2.safetensors",
+                    "sha256": "0" * 64,
+                    "architecture": "small_cnn",
+                    "classes": CLASSES,
+                    "recipe": {},
+                    "method": "mpt-kl",
+                },
+            )
             return dataset.id, model.id
     finally:
         engine.dispose()
 
 
-async def run_scenario(client: httpx.AsyncClient, make_request, *, requests: int, concurrency: int,
-                       time_cap_s: float) -> dict:
+async def run_scenario(
+    client: httpx.AsyncClient, make_request, *, requests: int, concurrency: int, time_cap_s: float
+) -> dict:
     """`requests` calls of make_request() by `concurrency` tasks, stopping early at the time cap."""
     latencies: list[float] = []
     errors: list[str] = []
@@ -132,34 +200,46 @@ async def run_scenario(client: httpx.AsyncClient, make_request, *, requests: int
     await asyncio.gather(*(one_client() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
     ordered = sorted(latencies)
-    return {"served": len(latencies) - len(errors), "errors": len(errors), "first_error": errors[:1],
-            "seconds": elapsed, "rps": len(latencies) / elapsed,
-            "p50_ms": 1000 * statistics.median(ordered),
-            "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]}
+    return {
+        "served": len(latencies) - len(errors),
+        "errors": len(errors),
+        "first_error": errors[:1],
+        "seconds": elapsed,
+        "rps": len(latencies) / elapsed,
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+    }
 
 
 async def load(stack: Stack, *, dataset_id: int, model_id: int, args) -> dict[str, list[dict]]:
-    submit_body = {"base_model_id": model_id, "dataset_id": dataset_id, "method": "mpt-kl",
-                   "recipe": {"epochs": 1}}
+    submit_body = {"base_model_id": model_id, "dataset_id": dataset_id, "method": "mpt-kl", "recipe": {"epochs": 1}}
     scenarios = {
         "health": lambda client: client.get("/health"),
         "flips": lambda client: client.get(f"/models/{model_id}/flips", params={"page_size": 50}),
         # The dashboard's flip report page: charts from the aggregates, one gallery page.
         "dashboard": lambda client: client.get(f"/dashboard/models/{model_id}/flips"),
-        "submit": lambda client: client.post("/updates", json=submit_body,
-                                             headers={"Idempotency-Key": uuid.uuid4().hex}),
+        "submit": lambda client: client.post(
+            "/updates", json=submit_body, headers={"Idempotency-Key": uuid.uuid4().hex}
+        ),
     }
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
     results: dict[str, list[dict]] = {name: [] for name in scenarios}
     async with httpx.AsyncClient(base_url=stack.url, headers=stack.headers, timeout=60, limits=limits) as client:
         for name, make_request in scenarios.items():  # warm-up: connections, caches
-            await run_scenario(client, make_request, requests=2 * args.concurrency,
-                               concurrency=args.concurrency, time_cap_s=10)
+            await run_scenario(
+                client, make_request, requests=2 * args.concurrency, concurrency=args.concurrency, time_cap_s=10
+            )
         for _ in range(args.rounds):
             for name, make_request in scenarios.items():
-                results[name].append(await run_scenario(
-                    client, make_request, requests=args.requests // args.rounds,
-                    concurrency=args.concurrency, time_cap_s=args.time_cap_s / (3 * args.rounds)))
+                results[name].append(
+                    await run_scenario(
+                        client,
+                        make_request,
+                        requests=args.requests // args.rounds,
+                        concurrency=args.concurrency,
+                        time_cap_s=args.time_cap_s / (3 * args.rounds),
+                    )
+                )
     return results
 
 
@@ -167,10 +247,14 @@ def merged(rounds: list[dict]) -> dict:
     served = sum(r["served"] for r in rounds)
     errors = sum(r["errors"] for r in rounds)
     seconds = sum(r["seconds"] for r in rounds)
-    return {"served": served, "errors": errors, "rps": (served + errors) / seconds,
-            "p50_ms": statistics.median(r["p50_ms"] for r in rounds),
-            "p99_ms": max(r["p99_ms"] for r in rounds),
-            "first_error": next((r["first_error"] for r in rounds if r["first_error"]), [])}
+    return {
+        "served": served,
+        "errors": errors,
+        "rps": (served + errors) / seconds,
+        "p50_ms": statistics.median(r["p50_ms"] for r in rounds),
+        "p99_ms": max(r["p99_ms"] for r in rounds),
+        "first_error": next((r["first_error"] for r in rounds if r["first_error"]), []),
+    }
 
 
 def main() -> None:
@@ -198,8 +282,10 @@ def main() -> None:
         stack.migrate()
         dataset_id, model_id = seed(env["FLIPGUARD_DATABASE_URL"], ledger_rows=args.ledger_rows)
         stack.start_api()
-        results = {name: merged(rounds) for name, rounds in
-                   asyncio.run(load(stack, dataset_id=dataset_id, model_id=model_id, args=args)).items()}
+        results = {
+            name: merged(rounds)
+            for name, rounds in asyncio.run(load(stack, dataset_id=dataset_id, model_id=model_id, args=args)).items()
+        }
     finally:
         stack.stop()
         with psycopg.connect(args.pg_admin_url, autocommit=True) as connection:
@@ -208,13 +294,17 @@ def main() -> None:
 
         redis.Redis.from_url(args.redis_url).flushdb()
 
-    print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
-          f"python {platform.python_version()}; ledger rows {args.ledger_rows}, "
-          f"concurrency {args.concurrency}, {args.rounds} interleaved rounds")
+    print(
+        f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
+        f"python {platform.python_version()}; ledger rows {args.ledger_rows}, "
+        f"concurrency {args.concurrency}, {args.rounds} interleaved rounds"
+    )
     print(f"{'scenario':<8} {'served':>7} {'errors':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
     for name, figures in results.items():
-        print(f"{name:<8} {figures['served']:>7} {figures['errors']:>6} {figures['rps']:>8.1f} "
-              f"{figures['p50_ms']:>8.1f} {figures['p99_ms']:>8.1f}")
+        print(
+            f"{name:<8} {figures['served']:>7} {figures['errors']:>6} {figures['rps']:>8.1f} "
+            f"{figures['p50_ms']:>8.1f} {figures['p99_ms']:>8.1f}"
+        )
         if figures["first_error"]:
             print(f"  first error: {figures['first_error'][0]}")
     for name in ("flips", "dashboard", "submit"):

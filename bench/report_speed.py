@@ -42,8 +42,13 @@ def main() -> None:
         new_logits = predict(new_net, images, mean=(0.5,), std=(0.25,), device=device)
         inference.append(time.perf_counter() - started)
         started = time.perf_counter()
-        summary, ledger = flip_report(labels=labels, old_logits=old_logits, new_logits=new_logits,
-                                      classes=[f"c{i}" for i in range(k)], k_old=k_old)
+        summary, ledger = flip_report(
+            labels=labels,
+            old_logits=old_logits,
+            new_logits=new_logits,
+            classes=[f"c{i}" for i in range(k)],
+            k_old=k_old,
+        )
         report.append(time.perf_counter() - started)
         started = time.perf_counter()
         rows = ledger.rows()

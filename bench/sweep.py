@@ -14,12 +14,12 @@ import statistics
 import time
 
 import torch
+from train_throughput import cpu_name, new_mask, teachers_for, workload
 
 from mpt.data import channel_stats
 from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe
 from mpt.train import train, train_students
-from train_throughput import cpu_name, new_mask, teachers_for, workload
 
 
 def main() -> None:
@@ -40,7 +40,9 @@ def main() -> None:
     train_set, k, k_old = workload(args.arch, args.steps * recipe.batch_size)
     mean, std = channel_stats(train_set.images)
     in_channels = train_set.images.shape[1]
-    common = dict(train_set=train_set, recipe=recipe, new_mask=new_mask(k, k_old), mean=mean, std=std, seed=0, device=device)
+    common = dict(
+        train_set=train_set, recipe=recipe, new_mask=new_mask(k, k_old), mean=mean, std=std, seed=0, device=device
+    )
 
     def timed(fn) -> float:
         if device.type == "cuda":
@@ -54,28 +56,42 @@ def main() -> None:
     def single() -> float:
         net = build_net(args.arch, num_classes=k, in_channels=in_channels, seed=1)
         teachers = teachers_for(args.arch, k, k_old, in_channels)
-        return timed(lambda: train(net=net, method="mpt-kl", params=MethodParams(bias=biases[-1]), teachers=teachers, **common))
+        return timed(
+            lambda: train(net=net, method="mpt-kl", params=MethodParams(bias=biases[-1]), teachers=teachers, **common)
+        )
 
     def sweep() -> float:
         nets = [build_net(args.arch, num_classes=k, in_channels=in_channels, seed=1) for _ in biases]
         teachers = teachers_for(args.arch, k, k_old, in_channels)
-        return timed(lambda: train_students(nets=nets, methods=["mpt-kl"] * len(biases),
-                                            params=[MethodParams(bias=b) for b in biases], teachers=teachers, **common))
+        return timed(
+            lambda: train_students(
+                nets=nets,
+                methods=["mpt-kl"] * len(biases),
+                params=[MethodParams(bias=b) for b in biases],
+                teachers=teachers,
+                **common,
+            )
+        )
 
-    print(f"{args.arch}: {len(train_set)} images x {args.epochs} epochs, batch 128, MPT-KL, b in {biases}; "
-          f"device {device}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
-          f"({cpu_name()}); load average at start {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"{args.arch}: {len(train_set)} images x {args.epochs} epochs, batch 128, MPT-KL, b in {biases}; "
+        f"device {device}; torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs "
+        f"({cpu_name()}); load average at start {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     single()  # warm-up
     times = {"single": [], "sweep": []}
     for repeat in range(args.repeats):
-        for which in (("single", "sweep") if repeat % 2 == 0 else ("sweep", "single")):
+        for which in ("single", "sweep") if repeat % 2 == 0 else ("sweep", "single"):
             times[which].append(single() if which == "single" else sweep())
             print(f"  repeat {repeat + 1} {which:>6}: {times[which][-1]:.2f} s", flush=True)
     one, together = statistics.median(times["single"]), statistics.median(times["sweep"])
     print(f"one MPT-KL run: {one:.2f} s; {len(biases)} students together: {together:.2f} s (medians)")
-    print(f"time ratio sweep / single: {together / one:.2f}x (separate runs: {len(biases)}.00x); "
-          f"per repeat: {', '.join(f'{s / o:.2f}' for s, o in zip(times['sweep'], times['single']))}; "
-          f"load average at end {os.getloadavg()[0]:.2f}")
+    print(
+        f"time ratio sweep / single: {together / one:.2f}x (separate runs: {len(biases)}.00x); "
+        f"per repeat: {', '.join(f'{s / o:.2f}' for s, o in zip(times['sweep'], times['single']))}; "
+        f"load average at end {os.getloadavg()[0]:.2f}"
+    )
 
 
 if __name__ == "__main__":

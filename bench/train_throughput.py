@@ -62,10 +62,14 @@ class PilDataset(torch.utils.data.Dataset):
 
         if self.transform is None:
             size = self.images.shape[1]
-            self.transform = T.Compose([
-                T.RandomCrop(size, padding=self.padding), T.RandomHorizontalFlip(), T.ToTensor(),
-                T.Normalize(self.mean, self.std),
-            ])
+            self.transform = T.Compose(
+                [
+                    T.RandomCrop(size, padding=self.padding),
+                    T.RandomHorizontalFlip(),
+                    T.ToTensor(),
+                    T.Normalize(self.mean, self.std),
+                ]
+            )
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
@@ -98,20 +102,37 @@ def new_mask(k: int, k_old: int) -> torch.Tensor:
 RECIPE = Recipe(epochs=1, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, crop_padding=4)
 
 
-def reference_run(train_set: ImageSet, k: int, k_old: int, arch: str, mean, std, *, steps: int, warmup: int,
-                  workers: int, context: str) -> tuple[float, float]:
+def reference_run(
+    train_set: ImageSet,
+    k: int,
+    k_old: int,
+    arch: str,
+    mean,
+    std,
+    *,
+    steps: int,
+    warmup: int,
+    workers: int,
+    context: str,
+) -> tuple[float, float]:
     """(images/s over `steps` timed steps after `warmup` untimed ones, worker start-up seconds)."""
     images = train_set.images.numpy()
     images = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
     dataset = PilDataset(np.ascontiguousarray(images), train_set.labels.numpy(), mean, std, RECIPE.crop_padding)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=RECIPE.batch_size, shuffle=True, num_workers=workers, drop_last=True,
+        dataset,
+        batch_size=RECIPE.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        drop_last=True,
         multiprocessing_context=context if workers else None,
     )
     in_channels = train_set.images.shape[1]
     student = build_net(arch, num_classes=k, in_channels=in_channels, seed=1).train()
     teachers = teachers_for(arch, k, k_old, in_channels)
-    optimizer = torch.optim.SGD(student.parameters(), lr=RECIPE.lr, momentum=RECIPE.momentum, weight_decay=RECIPE.weight_decay)
+    optimizer = torch.optim.SGD(
+        student.parameters(), lr=RECIPE.lr, momentum=RECIPE.momentum, weight_decay=RECIPE.weight_decay
+    )
     method, params, mask = get_method("mpt-kl"), MethodParams(), new_mask(k, k_old)
     started = time.perf_counter()
     iterator = iter(loader)
@@ -137,7 +158,9 @@ def reference_run(train_set: ImageSet, k: int, k_old: int, arch: str, mean, std,
     return steps * RECIPE.batch_size / elapsed, startup
 
 
-def engine_run(train_set: ImageSet, k: int, k_old: int, arch: str, mean, std, *, steps: int, device: torch.device) -> float:
+def engine_run(
+    train_set: ImageSet, k: int, k_old: int, arch: str, mean, std, *, steps: int, device: torch.device
+) -> float:
     """images/s of one `mpt.train.train` epoch of `steps` batches (set-up included)."""
     subset = train_set.take(torch.arange(steps * RECIPE.batch_size))
     in_channels = train_set.images.shape[1]
@@ -146,14 +169,27 @@ def engine_run(train_set: ImageSet, k: int, k_old: int, arch: str, mean, std, *,
     if device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
-    train(net=student, train_set=subset, recipe=RECIPE, method="mpt-kl", params=MethodParams(),
-          new_mask=new_mask(k, k_old), mean=mean, std=std, seed=0, teachers=teachers, device=device)
+    train(
+        net=student,
+        train_set=subset,
+        recipe=RECIPE,
+        method="mpt-kl",
+        params=MethodParams(),
+        new_mask=new_mask(k, k_old),
+        mean=mean,
+        std=std,
+        seed=0,
+        teachers=teachers,
+        device=device,
+    )
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * RECIPE.batch_size / (time.perf_counter() - started)
 
 
-def compute_only_run(train_set: ImageSet, k: int, k_old: int, arch: str, mean, std, *, steps: int, device: torch.device) -> float:
+def compute_only_run(
+    train_set: ImageSet, k: int, k_old: int, arch: str, mean, std, *, steps: int, device: torch.device
+) -> float:
     """images/s of the engine's own step functions on one fixed, already augmented batch: the
     model arithmetic alone, with no data work at all; no loop with this maths can beat it."""
     from mpt.data import augment
@@ -163,11 +199,17 @@ def compute_only_run(train_set: ImageSet, k: int, k_old: int, arch: str, mean, s
     fmt = _memory_format(device, RECIPE)
     method = get_method("mpt-kl")
     student = build_net(arch, num_classes=k, in_channels=in_channels, seed=1).to(device, memory_format=fmt).train()
-    optimizer = torch.optim.SGD(student.parameters(), lr=RECIPE.lr, momentum=RECIPE.momentum, weight_decay=RECIPE.weight_decay)
-    state = _Student(student, "mpt-kl", method, MethodParams(), optimizer, runner=student, loss_sum=torch.zeros((), device=device))
+    optimizer = torch.optim.SGD(
+        student.parameters(), lr=RECIPE.lr, momentum=RECIPE.momentum, weight_decay=RECIPE.weight_decay
+    )
+    state = _Student(
+        student, "mpt-kl", method, MethodParams(), optimizer, runner=student, loss_sum=torch.zeros((), device=device)
+    )
     frozen = _prepare_teachers(teachers_for(arch, k, k_old, in_channels), [method], device, fmt)
     images = train_set.images[: RECIPE.batch_size].to(device)
-    batch = augment(images, padding=RECIPE.crop_padding, flip=True, generator=torch.Generator(device=device).manual_seed(0))
+    batch = augment(
+        images, padding=RECIPE.crop_padding, flip=True, generator=torch.Generator(device=device).manual_seed(0)
+    )
     mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
     x = ((batch.float() / 255 - mean_t) / std_t).contiguous(memory_format=fmt)
@@ -176,7 +218,9 @@ def compute_only_run(train_set: ImageSet, k: int, k_old: int, arch: str, mean, s
         torch.cuda.synchronize()
     started = time.perf_counter()
     for _ in range(steps):
-        _student_step(state, x, y, mask, _teacher_logits(frozen, x, device, RECIPE.bf16_on_cuda), 0, device, RECIPE.bf16_on_cuda)
+        _student_step(
+            state, x, y, mask, _teacher_logits(frozen, x, device, RECIPE.bf16_on_cuda), 0, device, RECIPE.bf16_on_cuda
+        )
     float(state.loss_sum)
     return steps * RECIPE.batch_size / (time.perf_counter() - started)
 
@@ -200,8 +244,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--context", default="spawn", choices=["spawn", "forkserver"])
-    parser.add_argument("--threads", type=int, help="torch intra-op threads of this process, for both loops "
-                        "(default: torch's choice); DataLoader workers always use 1")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch intra-op threads of this process, for both loops "
+        "(default: torch's choice); DataLoader workers always use 1",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -209,18 +257,31 @@ def main() -> None:
     device = torch.device(args.device)
     train_set, k, k_old = workload(args.arch, (args.warmup + args.steps) * RECIPE.batch_size)
     mean, std = channel_stats(train_set.images)
-    print(f"{args.arch}: {len(train_set)} images {tuple(train_set.images.shape[1:])}, K={k}, K_old={k_old}, MPT-KL, "
-          f"batch {RECIPE.batch_size}; {args.steps} timed steps x {args.repeats} repeats; device {device}; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs ({cpu_name()}); "
-          f"load average at start {os.getloadavg()[0]:.2f}", flush=True)
+    print(
+        f"{args.arch}: {len(train_set)} images {tuple(train_set.images.shape[1:])}, K={k}, K_old={k_old}, MPT-KL, "
+        f"batch {RECIPE.batch_size}; {args.steps} timed steps x {args.repeats} repeats; device {device}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs ({cpu_name()}); "
+        f"load average at start {os.getloadavg()[0]:.2f}",
+        flush=True,
+    )
     engine_run(train_set, k, k_old, args.arch, mean, std, steps=2, device=device)  # warm the allocator and kernels
     reference, engine, ceiling, startups = [], [], [], []
     for repeat in range(args.repeats):
         order = ("reference", "engine", "compute") if repeat % 2 == 0 else ("compute", "engine", "reference")
         for which in order:
             if which == "reference":
-                rate, startup = reference_run(train_set, k, k_old, args.arch, mean, std, steps=args.steps,
-                                              warmup=args.warmup, workers=args.workers, context=args.context)
+                rate, startup = reference_run(
+                    train_set,
+                    k,
+                    k_old,
+                    args.arch,
+                    mean,
+                    std,
+                    steps=args.steps,
+                    warmup=args.warmup,
+                    workers=args.workers,
+                    context=args.context,
+                )
                 reference.append(rate)
                 startups.append(startup)
             elif which == "engine":
@@ -231,16 +292,22 @@ def main() -> None:
                 ceiling.append(rate)
             print(f"  repeat {repeat + 1} {which:>9}: {rate:8.1f} images/s", flush=True)
     ref_median, engine_median = statistics.median(reference), statistics.median(engine)
-    print(f"reference loop (DataLoader x{args.workers} {args.context}, PIL + torchvision, float32, .item() every step): "
-          f"{ref_median:.1f} images/s (median; worker start-up {statistics.median(startups):.1f} s, not counted)")
+    print(
+        f"reference loop (DataLoader x{args.workers} {args.context}, PIL + torchvision, float32, .item() every step): "
+        f"{ref_median:.1f} images/s (median; worker start-up {statistics.median(startups):.1f} s, not counted)"
+    )
     print(f"engine loop (mpt.train.train): {engine_median:.1f} images/s (median)")
     ceiling_median = statistics.median(ceiling)
-    print(f"compute only (engine's step on one fixed batch, no data work): {ceiling_median:.1f} images/s (median); "
-          f"the most any loop with this maths could reach is {ceiling_median / ref_median:.2f}x the reference; "
-          f"the engine loop runs at {engine_median / ceiling_median:.0%} of it")
+    print(
+        f"compute only (engine's step on one fixed batch, no data work): {ceiling_median:.1f} images/s (median); "
+        f"the most any loop with this maths could reach is {ceiling_median / ref_median:.2f}x the reference; "
+        f"the engine loop runs at {engine_median / ceiling_median:.0%} of it"
+    )
     pair_ratios = [e / r for e, r in zip(engine, reference)]
-    print(f"ratio engine / reference: {engine_median / ref_median:.2f}x "
-          f"(per repeat: {', '.join(f'{r:.2f}' for r in pair_ratios)}); load average at end {os.getloadavg()[0]:.2f}")
+    print(
+        f"ratio engine / reference: {engine_median / ref_median:.2f}x "
+        f"(per repeat: {', '.join(f'{r:.2f}' for r in pair_ratios)}); load average at end {os.getloadavg()[0]:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
         """The Celery broker URL and transport options (the filesystem transport needs folders)."""
         if not self.broker_url.startswith(FILESYSTEM_BROKER_PREFIX):
             return self.broker_url, {}
-        folder = Path(self.broker_url[len(FILESYSTEM_BROKER_PREFIX):] or "var/broker")
+        folder = Path(self.broker_url[len(FILESYSTEM_BROKER_PREFIX) :] or "var/broker")
         folder.mkdir(parents=True, exist_ok=True)
         # Producers write to data_folder_out and consumers read data_folder_in: one shared
         # folder makes every process see every message.

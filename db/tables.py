@@ -2,11 +2,11 @@
 
 from db.base import Base
 from db.datasets.models import Dataset
-from db.jobs.models import JobEvent, UpdateJob
+from db.flips.models import FlipReport, FlipSample
 from db.model_versions.models import ModelVersion
 from db.references.models import ReferenceModel
-from db.reports.models import FlipReport, FlipSample
 from db.tokens.models import ApiToken
+from db.updates.models import JobEvent, UpdateJob
 
 metadata = Base.metadata
 

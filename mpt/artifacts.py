@@ -40,10 +40,13 @@ class ModelSpec:
             "mean": list(self.mean),
             "std": list(self.std),
         }
-        return {META_PREFIX + key: json.dumps(value) if not isinstance(value, str) else value for key, value in values.items()}
+        return {
+            META_PREFIX + key: json.dumps(value) if not isinstance(value, str) else value
+            for key, value in values.items()
+        }
 
     @classmethod
-    def from_metadata(cls, metadata: dict[str, str] | None) -> "ModelSpec":
+    def from_metadata(cls, metadata: dict[str, str] | None) -> ModelSpec:
         metadata = metadata or {}
         try:
             read = lambda key: metadata[META_PREFIX + key]  # noqa: E731
@@ -111,7 +114,9 @@ def load_model(path: str | Path, *, sha256: str | None = None) -> LoadedModel:
         details = []
         if wrong:
             k = wrong[0]
-            details.append(f"{len(wrong)} tensor(s) of the wrong shape, e.g. {k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}")
+            details.append(
+                f"{len(wrong)} tensor(s) of the wrong shape, e.g. {k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+            )
         if missing:
             details.append(f"missing {', '.join(missing[:3])}")
         if unexpected:

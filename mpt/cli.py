@@ -109,24 +109,42 @@ def _write_json(path: str | None, payload: dict) -> None:
 def cmd_train(args) -> dict:
     bundle = load_dataset(args.data, args.format)
     outcome = run_update(
-        bundle=bundle, base=None, classes=parse_classes(args.classes, bundle.classes), arch=args.arch,
-        method="independent", params=MethodParams(), recipe=recipe_from_args(args), seed=args.seed,
-        progress=_progress("training", args.quiet), device=args.device, checkpoint_dir=args.checkpoint_dir,
+        bundle=bundle,
+        base=None,
+        classes=parse_classes(args.classes, bundle.classes),
+        arch=args.arch,
+        method="independent",
+        params=MethodParams(),
+        recipe=recipe_from_args(args),
+        seed=args.seed,
+        progress=_progress("training", args.quiet),
+        device=args.device,
+        checkpoint_dir=args.checkpoint_dir,
     )
     sha = save_model(args.out, outcome.model.net, outcome.model.spec)
     result = {"model": args.out, "sha256": sha, "classes": list(outcome.model.spec.classes), "history": outcome.history}
-    print(f"wrote {args.out} ({len(outcome.model.spec.classes)} classes, val accuracy "
-          f"{outcome.history[-1].get('val_accuracy', float('nan')):.4f})")
+    print(
+        f"wrote {args.out} ({len(outcome.model.spec.classes)} classes, val accuracy "
+        f"{outcome.history[-1].get('val_accuracy', float('nan')):.4f})"
+    )
     return result
 
 
 def _update(args, method: str, base: LoadedModel, bundle) -> UpdateOutcome:
     """Run one update from the command line's options (shared by update, reference, demo)."""
     return run_update(
-        bundle=bundle, base=base, classes=parse_classes(args.classes, bundle.classes), arch=args.arch,
-        method=method, params=MethodParams.from_dict(_parse_assignments(args.param)),
-        recipe=recipe_from_args(args), seed=args.seed, store=FileReferenceStore(args.cache),
-        progress=_progress(method, args.quiet), device=args.device, checkpoint_dir=args.checkpoint_dir,
+        bundle=bundle,
+        base=base,
+        classes=parse_classes(args.classes, bundle.classes),
+        arch=args.arch,
+        method=method,
+        params=MethodParams.from_dict(_parse_assignments(args.param)),
+        recipe=recipe_from_args(args),
+        seed=args.seed,
+        store=FileReferenceStore(args.cache),
+        progress=_progress(method, args.quiet),
+        device=args.device,
+        checkpoint_dir=args.checkpoint_dir,
     )
 
 
@@ -138,8 +156,13 @@ def cmd_update(args) -> dict:
     rows = {args.method: headline(outcome.report), "independent": headline(outcome.reference_report)}
     print(format_table(rows))
     result = {
-        "model": args.out, "sha256": sha, "method": args.method, "report": outcome.report,
-        "reference_report": outcome.reference_report, "ledger": outcome.ledger.rows(), "history": outcome.history,
+        "model": args.out,
+        "sha256": sha,
+        "method": args.method,
+        "report": outcome.report,
+        "reference_report": outcome.reference_report,
+        "ledger": outcome.ledger.rows(),
+        "history": outcome.history,
     }
     _write_json(args.json, result)
     return result
@@ -164,28 +187,54 @@ def cmd_sweep(args) -> dict:
     bundle = load_dataset(args.data, args.format)
     base = load_model(args.base)
     values = parse_sweep(args.sweep)
-    progress = Progress() if args.quiet else Progress(on_phase=lambda phase: print(f"  [{phase}]", file=sys.stderr, flush=True))
+    progress = (
+        Progress()
+        if args.quiet
+        else Progress(on_phase=lambda phase: print(f"  [{phase}]", file=sys.stderr, flush=True))
+    )
     outcome = run_sweep(
-        bundle=bundle, base=base, classes=parse_classes(args.classes, bundle.classes), arch=args.arch,
-        method=args.method, params=MethodParams.from_dict(_parse_assignments(args.param)), values=values,
-        recipe=recipe_from_args(args), seed=args.seed, max_val_nfr=args.max_val_nfr,
-        store=FileReferenceStore(args.cache), progress=progress, device=args.device, checkpoint_dir=args.checkpoint_dir,
+        bundle=bundle,
+        base=base,
+        classes=parse_classes(args.classes, bundle.classes),
+        arch=args.arch,
+        method=args.method,
+        params=MethodParams.from_dict(_parse_assignments(args.param)),
+        values=values,
+        recipe=recipe_from_args(args),
+        seed=args.seed,
+        max_val_nfr=args.max_val_nfr,
+        store=FileReferenceStore(args.cache),
+        progress=progress,
+        device=args.device,
+        checkpoint_dir=args.checkpoint_dir,
     )
     sha = save_model(args.out, outcome.best.model.net, outcome.best.model.spec)
     names = [", ".join(f"{k}={getattr(t.params, k)}" for k in values) for t in outcome.trials]
-    rows = {("* " if i == outcome.winner else "") + name: {"val_accuracy": t.val_accuracy, "val_nfr_old_classes": t.val_nfr}
-            for i, (name, t) in enumerate(zip(names, outcome.trials))}
-    rows["independent"] = {"val_accuracy": outcome.reference_validation["accuracy"],
-                           "val_nfr_old_classes": outcome.reference_validation["nfr_old_classes"]}
-    print(f"validation split ({len(outcome.data.validation)} samples); winner marked *, "
-          f"{outcome.policy['chosen_because']} (bound {outcome.policy['bound']:.4f}, {outcome.policy['bound_from']}):")
+    rows = {
+        ("* " if i == outcome.winner else "") + name: {"val_accuracy": t.val_accuracy, "val_nfr_old_classes": t.val_nfr}
+        for i, (name, t) in enumerate(zip(names, outcome.trials))
+    }
+    rows["independent"] = {
+        "val_accuracy": outcome.reference_validation["accuracy"],
+        "val_nfr_old_classes": outcome.reference_validation["nfr_old_classes"],
+    }
+    print(
+        f"validation split ({len(outcome.data.validation)} samples); winner marked *, "
+        f"{outcome.policy['chosen_because']} (bound {outcome.policy['bound']:.4f}, {outcome.policy['bound_from']}):"
+    )
     print(format_table(rows))
     print(f"\nwinner {names[outcome.winner]} on the evaluation split:")
     print(format_table({args.method: headline(outcome.report), "independent": headline(outcome.reference_report)}))
     result = {
-        "model": args.out, "sha256": sha, "method": args.method, "winner": outcome.winner, "policy": outcome.policy,
-        "trials": [t.summary() for t in outcome.trials], "reference_validation": outcome.reference_validation,
-        "report": outcome.report, "reference_report": outcome.reference_report,
+        "model": args.out,
+        "sha256": sha,
+        "method": args.method,
+        "winner": outcome.winner,
+        "policy": outcome.policy,
+        "trials": [t.summary() for t in outcome.trials],
+        "reference_validation": outcome.reference_validation,
+        "report": outcome.report,
+        "reference_report": outcome.reference_report,
     }
     _write_json(args.json, result)
     return result
@@ -207,8 +256,11 @@ def cmd_evaluate(args) -> dict:
     if tuple(new.spec.classes[:k_old]) != tuple(old.spec.classes):
         raise DataError("the new model's first classes must be the old model's, in the same order")
     data: UpdateData = prepare_data(
-        bundle, old_classes=list(old.spec.classes), classes=list(new.spec.classes),
-        recipe=recipe_from_args(args), seed=args.seed,
+        bundle,
+        old_classes=list(old.spec.classes),
+        classes=list(new.spec.classes),
+        recipe=recipe_from_args(args),
+        seed=args.seed,
     )
     report, ledger = evaluate(model=new, baseline=old, evaluation=data.evaluation, k_old=k_old)
     print(format_table({Path(args.new).stem: headline(report)}))
@@ -225,8 +277,16 @@ def cmd_demo(args) -> dict:
     recipe = recipe_from_args(args)
     print(f"data: {args.data} ({len(bundle.train)} train / {len(bundle.test)} test images)")
     first = run_update(
-        bundle=bundle, base=None, classes=bundle.classes[:5], arch=args.arch, method="independent",
-        params=MethodParams(), recipe=recipe, seed=args.seed, progress=_progress("v1", args.quiet), device=args.device,
+        bundle=bundle,
+        base=None,
+        classes=bundle.classes[:5],
+        arch=args.arch,
+        method="independent",
+        params=MethodParams(),
+        recipe=recipe,
+        seed=args.seed,
+        progress=_progress("v1", args.quiet),
+        device=args.device,
     )
     save_model(work / "v1.safetensors", first.model.net, first.model.spec)
     print(f"v1 on {', '.join(first.model.spec.classes)}: val accuracy {first.history[-1]['val_accuracy']:.4f}")
@@ -236,9 +296,13 @@ def cmd_demo(args) -> dict:
     rows = {"independent": headline(outcome.reference_report), "mpt-kl": headline(outcome.report)}
     print("\nupdate v1 (classes 0-4) -> v2 (classes 0-9), evaluated on the test split:")
     print(format_table(rows))
-    avoided = outcome.reference_report["scopes"]["all"]["negative_flips"] - outcome.report["scopes"]["all"]["negative_flips"]
-    print(f"\nMPT-KL avoided {avoided} negative flips compared with the independent retrain "
-          f"({time.perf_counter() - started:.0f} s).")
+    avoided = (
+        outcome.reference_report["scopes"]["all"]["negative_flips"] - outcome.report["scopes"]["all"]["negative_flips"]
+    )
+    print(
+        f"\nMPT-KL avoided {avoided} negative flips compared with the independent retrain "
+        f"({time.perf_counter() - started:.0f} s)."
+    )
     result = {"independent": outcome.reference_report, "mpt-kl": outcome.report}
     _write_json(args.json or str(work / "demo.json"), result)
     return result
@@ -249,7 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     def add_common(sub, *, data_default=None, seed=True):
-        sub.add_argument("--data", default=data_default, required=data_default is None, help="data set folder or .npz file")
+        sub.add_argument(
+            "--data", default=data_default, required=data_default is None, help="data set folder or .npz file"
+        )
         sub.add_argument("--format", choices=["fashion-mnist", "imagefolder", "cifar", "npz"], help="default: detected")
         if seed:
             sub.add_argument("--seed", type=int, default=0)
@@ -268,7 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--base", required=True, help="the old model (.safetensors)")
         sub.add_argument("--classes", help="classes of the update data to use (default all)")
         sub.add_argument("--arch", help="default: the base model's")
-        sub.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a MethodParams field, e.g. bias=2")
+        sub.add_argument(
+            "--param", action="append", default=[], metavar="KEY=VALUE", help="a MethodParams field, e.g. bias=2"
+        )
         sub.add_argument("--cache", default="var/references", help="folder of cached independent references")
         sub.add_argument("--out", required=True)
 
@@ -294,10 +362,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(sweep_cmd)
     add_update_options(sweep_cmd)
     sweep_cmd.add_argument("--method", default="mpt-kl", choices=list(METHODS))
-    sweep_cmd.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
-                           help="a MethodParams field and its values (default bias=0,1,2,4); repeat for a grid")
-    sweep_cmd.add_argument("--max-val-nfr", type=float,
-                           help="bound on the winner's validation NFR (default: the independent reference's)")
+    sweep_cmd.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="a MethodParams field and its values (default bias=0,1,2,4); repeat for a grid",
+    )
+    sweep_cmd.add_argument(
+        "--max-val-nfr", type=float, help="bound on the winner's validation NFR (default: the independent reference's)"
+    )
     sweep_cmd.set_defaults(handler=cmd_sweep)
 
     evaluate_cmd = commands.add_parser("evaluate", help="compare two models on the evaluation split")
@@ -314,9 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.add_argument("--workdir", default="var/demo")
     demo_cmd.set_defaults(handler=cmd_demo, epochs=None)
 
-    from mpt.reproduce import add_arguments as add_reproduce_arguments, cmd_reproduce  # imports this module
+    from mpt.reproduce import add_arguments as add_reproduce_arguments  # imports this module
+    from mpt.reproduce import cmd_reproduce
 
-    reproduce_cmd = commands.add_parser("reproduce", help="the paper's protocol: every method over seeds, sweep of b, chain")
+    reproduce_cmd = commands.add_parser(
+        "reproduce", help="the paper's protocol: every method over seeds, sweep of b, chain"
+    )
     add_common(reproduce_cmd, data_default=FASHION_MNIST_DIR, seed=False)
     add_reproduce_arguments(reproduce_cmd)
     reproduce_cmd.set_defaults(handler=cmd_reproduce)

@@ -18,8 +18,16 @@ import torch
 import torch.nn.functional as F
 
 FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 ]
 FORMATS = ("fashion-mnist", "imagefolder", "cifar", "npz")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -51,10 +59,10 @@ class ImageSet:
     def __len__(self) -> int:
         return int(self.labels.numel())
 
-    def take(self, index: torch.Tensor) -> "ImageSet":
+    def take(self, index: torch.Tensor) -> ImageSet:
         return ImageSet(self.images[index], self.labels[index], list(self.classes))
 
-    def select_classes(self, names: list[str]) -> "ImageSet":
+    def select_classes(self, names: list[str]) -> ImageSet:
         """Keep the samples of the named classes, relabelled to the order of `names`."""
         missing = [name for name in names if name not in self.classes]
         if missing:
@@ -66,7 +74,7 @@ class ImageSet:
         keep = relabelled >= 0
         return ImageSet(self.images[keep], relabelled[keep], list(names))
 
-    def limit_per_class(self, count: int | None, *, seed: int) -> "ImageSet":
+    def limit_per_class(self, count: int | None, *, seed: int) -> ImageSet:
         """A seeded subset with at most `count` samples of each class (order kept)."""
         if count is None:
             return self
@@ -79,7 +87,7 @@ class ImageSet:
             rank[order[members]] = torch.arange(members.numel())
         return self.take((rank < count).nonzero().flatten())
 
-    def split(self, fraction: float, *, seed: int) -> tuple["ImageSet", "ImageSet"]:
+    def split(self, fraction: float, *, seed: int) -> tuple[ImageSet, ImageSet]:
         """A seeded (rest, held-out) split; the held-out part is `fraction` of each class."""
         generator = torch.Generator().manual_seed(seed)
         held = []
@@ -131,7 +139,7 @@ def detect_format(path: Path) -> str:
         names = {p.name for p in path.iterdir()}
         if any(n.startswith("train-images-idx3-ubyte") for n in names):
             return "fashion-mnist"
-        if {"train", "test", "meta"} <= names and (path / "meta").is_file() or "cifar-100-python" in names:
+        if ({"train", "test", "meta"} <= names and (path / "meta").is_file()) or "cifar-100-python" in names:
             return "cifar"
         if (path / "train").is_dir():
             return "imagefolder"

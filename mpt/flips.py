@@ -106,8 +106,7 @@ def flip_report(
     k = len(classes)
     if new_logits.shape[1] != k or old_logits.shape[1] != k_old or k_old > k:
         raise ValueError(
-            f"logit widths ({old_logits.shape[1]}, {new_logits.shape[1]}) do not match "
-            f"k_old={k_old} and {k} classes"
+            f"logit widths ({old_logits.shape[1]}, {new_logits.shape[1]}) do not match k_old={k_old} and {k} classes"
         )
     old_pred = old_logits.argmax(1)  # old classes keep their indices: no remapping needed
     new_pred = new_logits.argmax(1)
@@ -115,9 +114,7 @@ def flip_report(
     old_probs = old_logits.softmax(1)
     in_old_space = labels < k_old
     # The old model gives no probability to a class it never knew.
-    old_confidence = torch.where(
-        in_old_space, old_probs[rows, labels.clamp(max=k_old - 1)], torch.zeros(())
-    )
+    old_confidence = torch.where(in_old_space, old_probs[rows, labels.clamp(max=k_old - 1)], torch.zeros(()))
     new_confidence = new_logits.softmax(1)[rows, labels]
 
     old_ok = old_pred == labels
@@ -176,9 +173,7 @@ def flip_report(
         "k_old": k_old,
         "scopes": {
             "all": _scope_figures(labels, old_pred, new_pred),
-            "old_classes": _scope_figures(
-                labels[~is_new_class], old_pred[~is_new_class], new_pred[~is_new_class]
-            ),
+            "old_classes": _scope_figures(labels[~is_new_class], old_pred[~is_new_class], new_pred[~is_new_class]),
         },
         "new_class_accuracy": _ratio(int(new_ok[is_new_class].sum()), int(is_new_class.sum())),
         "new_class_samples": int(is_new_class.sum()),

@@ -14,7 +14,9 @@ class SmallCNN(nn.Module):
         super().__init__()
 
         def block(c_in, c_out):
-            return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+            return nn.Sequential(
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+            )
 
         self.features = nn.Sequential(
             block(in_channels, width),

@@ -48,7 +48,7 @@ class Recipe:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict | None) -> "Recipe":
+    def from_dict(cls, values: dict | None) -> Recipe:
         return _from_dict(cls, values)
 
     def digest(self) -> str:
@@ -82,7 +82,7 @@ class MethodParams:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict | None) -> "MethodParams":
+    def from_dict(cls, values: dict | None) -> MethodParams:
         return _from_dict(cls, values)
 
 

@@ -30,8 +30,16 @@ from mpt.recipe import MethodParams, Recipe
 from mpt.update import Progress, UpdateOutcome, evaluate, run_update
 
 PAPER_METHODS = (
-    "independent", "pct-naive", "pct-kl", "pct-lm", "elodi",
-    "mpt-kl", "mpt-lm", "mpt-nodistill", "mpt-kl-nobias", "mpt-lm-nobias",
+    "independent",
+    "pct-naive",
+    "pct-kl",
+    "pct-lm",
+    "elodi",
+    "mpt-kl",
+    "mpt-lm",
+    "mpt-nodistill",
+    "mpt-kl-nobias",
+    "mpt-lm-nobias",
 )
 SWEEP_BIASES = (0.0, 1.0, 2.0, 4.0, 8.0)
 CHAIN_METHODS = ("independent", "mpt-kl")
@@ -40,7 +48,10 @@ CHAIN_METHODS = ("independent", "mpt-kl")
 PRESETS = {
     # METHOD.md's protocol: CIFAR-100, resnet18, 0-49 -> 0-99, the Recipe defaults.
     "paper": {
-        "arch": "resnet18", "old_classes": "0-49", "new_classes": "50-99", "chain": "0-32:0-65:0-99",
+        "arch": "resnet18",
+        "old_classes": "0-49",
+        "new_classes": "50-99",
+        "chain": "0-32:0-65:0-99",
         "recipe": {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]},
         "params": {},
     },
@@ -48,7 +59,10 @@ PRESETS = {
     # minutes with OMP_NUM_THREADS=1, the methods alone about 35 (docs/REPRODUCTION.md). ELODI's distillation starts
     # after the first epoch, the nearest to the paper's 5 of 100 epochs.
     "quick": {
-        "arch": "small_cnn", "old_classes": "0-4", "new_classes": "5-9", "chain": "0-3:0-6:0-9",
+        "arch": "small_cnn",
+        "old_classes": "0-4",
+        "new_classes": "5-9",
+        "chain": "0-3:0-6:0-9",
         "recipe": {"epochs": 5, "train_samples_per_class": 500, "eval_samples_per_class": 500},
         "params": {"elodi_start_epoch": 1},
     },
@@ -101,17 +115,39 @@ def add_arguments(sub) -> None:
     """The options of `mpt reproduce` beyond the common data/recipe ones of mpt.cli."""
     sub.add_argument("--old-classes", help="classes of the old model (default: preset, 0-4 / 0-49)")
     sub.add_argument("--new-classes", help="classes the update adds; the update trains on old + new (default: preset)")
-    sub.add_argument("--methods", default=",".join(PAPER_METHODS), help="comma-separated, or 'none' (default: all of the paper's)")
+    sub.add_argument(
+        "--methods", default=",".join(PAPER_METHODS), help="comma-separated, or 'none' (default: all of the paper's)"
+    )
     sub.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     sub.add_argument("--arch", help="network (default: preset, small_cnn / resnet18)")
-    sub.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a MethodParams field, e.g. elodi_ensemble_size=3")
-    sub.add_argument("--sweep-bias", nargs="?", const=",".join(f"{b:g}" for b in SWEEP_BIASES), metavar="B,B,...",
-                     help="also sweep b for mpt-kl (bare flag: 0,1,2,4,8) and plot accuracy against NFR")
-    sub.add_argument("--chain", nargs="?", const="preset", metavar="CLASSES:CLASSES:...",
-                     help="also run a chain of successive updates, e.g. 0-3:0-6:0-9 (bare flag: the preset's)")
-    sub.add_argument("--chain-methods", default=",".join(CHAIN_METHODS), help="methods of the chain (default independent,mpt-kl)")
+    sub.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a MethodParams field, e.g. elodi_ensemble_size=3",
+    )
+    sub.add_argument(
+        "--sweep-bias",
+        nargs="?",
+        const=",".join(f"{b:g}" for b in SWEEP_BIASES),
+        metavar="B,B,...",
+        help="also sweep b for mpt-kl (bare flag: 0,1,2,4,8) and plot accuracy against NFR",
+    )
+    sub.add_argument(
+        "--chain",
+        nargs="?",
+        const="preset",
+        metavar="CLASSES:CLASSES:...",
+        help="also run a chain of successive updates, e.g. 0-3:0-6:0-9 (bare flag: the preset's)",
+    )
+    sub.add_argument(
+        "--chain-methods", default=",".join(CHAIN_METHODS), help="methods of the chain (default independent,mpt-kl)"
+    )
     sub.add_argument("--preset", choices=sorted(PRESETS), help="default: paper for a CIFAR-100 folder, quick otherwise")
-    sub.add_argument("--out-dir", default="var/reproduce", help="results.json, results.md, sweep.png and cached models go here")
+    sub.add_argument(
+        "--out-dir", default="var/reproduce", help="results.json, results.md, sweep.png and cached models go here"
+    )
 
 
 def _split_list(text: str | None) -> list[str]:
@@ -150,11 +186,22 @@ def study_from_args(args) -> Study:
         if len(chain) < 2:
             raise ValueError("--chain needs at least two steps, e.g. 0-3:0-6:0-9")
     return Study(
-        bundle=bundle, data=str(args.data), preset=preset_name, arch=args.arch or preset["arch"],
-        old_classes=old_classes, classes=classes, methods=methods, seeds=seeds, recipe=recipe, params=params,
-        out_dir=Path(args.out_dir), device=args.device,
+        bundle=bundle,
+        data=str(args.data),
+        preset=preset_name,
+        arch=args.arch or preset["arch"],
+        old_classes=old_classes,
+        classes=classes,
+        methods=methods,
+        seeds=seeds,
+        recipe=recipe,
+        params=params,
+        out_dir=Path(args.out_dir),
+        device=args.device,
         sweep_biases=[float(b) for b in _split_list(args.sweep_bias)] if args.sweep_bias else [],
-        chain=chain, chain_methods=chain_methods, quiet=args.quiet,
+        chain=chain,
+        chain_methods=chain_methods,
+        quiet=args.quiet,
         checkpoint_dir=Path(args.checkpoint_dir) if args.checkpoint_dir else None,
         options={k: v for k, v in vars(args).items() if k != "handler"},
     )
@@ -207,13 +254,30 @@ class _PhaseTimer:
         return {k: round(v, 2) for k, v in self.times.items()}
 
 
-def _update(study: Study, *, label: str, base: LoadedModel | None, classes: list[str], method: str,
-            params: MethodParams, seed: int) -> tuple[UpdateOutcome, dict]:
+def _update(
+    study: Study,
+    *,
+    label: str,
+    base: LoadedModel | None,
+    classes: list[str],
+    method: str,
+    params: MethodParams,
+    seed: int,
+) -> tuple[UpdateOutcome, dict]:
     timer = _PhaseTimer(study, label)
     started = time.perf_counter()
     outcome = run_update(
-        bundle=study.bundle, base=base, classes=classes, arch=study.arch, method=method, params=params,
-        recipe=study.recipe, seed=seed, store=study.store, progress=timer.progress(), device=study.device,
+        bundle=study.bundle,
+        base=base,
+        classes=classes,
+        arch=study.arch,
+        method=method,
+        params=params,
+        recipe=study.recipe,
+        seed=seed,
+        store=study.store,
+        progress=timer.progress(),
+        device=study.device,
         checkpoint_dir=study.checkpoint_dir / label if study.checkpoint_dir else None,
     )
     wall = time.perf_counter() - started
@@ -222,16 +286,26 @@ def _update(study: Study, *, label: str, base: LoadedModel | None, classes: list
 
 def _old_model(study: Study, classes: list[str], seed: int) -> tuple[LoadedModel, dict]:
     """A first version (independent on `classes`), cached in the study's model folder."""
-    identity = {"data": study.bundle.digest, "classes": classes, "arch": study.arch,
-                "recipe": study.recipe.digest(), "seed": seed, "role": "first-version"}
+    identity = {
+        "data": study.bundle.digest,
+        "classes": classes,
+        "arch": study.arch,
+        "recipe": study.recipe.digest(),
+        "seed": seed,
+        "role": "first-version",
+    }
     key = "first-" + hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
     cached = study.store.load(key)
     if cached is not None:
         return cached, {"wall_s": 0.0, "phase_s": {}, "cached": True}
-    outcome, timing = _update(study, label=f"old-s{seed}", base=None, classes=classes, method="independent",
-                              params=MethodParams(), seed=seed)
+    outcome, timing = _update(
+        study, label=f"old-s{seed}", base=None, classes=classes, method="independent", params=MethodParams(), seed=seed
+    )
     study.store.save(key, outcome.model)
-    return outcome.model, {**timing, "val_accuracy": outcome.history[-1].get("val_accuracy") if outcome.history else None}
+    return outcome.model, {
+        **timing,
+        "val_accuracy": outcome.history[-1].get("val_accuracy") if outcome.history else None,
+    }
 
 
 def _effective_bias(method: str, params: MethodParams) -> float | None:
@@ -241,11 +315,19 @@ def _effective_bias(method: str, params: MethodParams) -> float | None:
     return params.bias if method.startswith("mpt-") else None
 
 
-def _record(kind: str, method: str, seed: int, params: MethodParams, outcome: UpdateOutcome, timing: dict, **extra) -> dict:
+def _record(
+    kind: str, method: str, seed: int, params: MethodParams, outcome: UpdateOutcome, timing: dict, **extra
+) -> dict:
     return {
-        "kind": kind, "method": method, "seed": seed, "bias": _effective_bias(method, params), **extra,
-        "classes": list(outcome.data.class_map.classes), "k_old": outcome.data.class_map.k_old,
-        "headline": headline(outcome.report), "counts": _counts(outcome.report),
+        "kind": kind,
+        "method": method,
+        "seed": seed,
+        "bias": _effective_bias(method, params),
+        **extra,
+        "classes": list(outcome.data.class_map.classes),
+        "k_old": outcome.data.class_map.k_old,
+        "headline": headline(outcome.report),
+        "counts": _counts(outcome.report),
         "final_val_accuracy": outcome.history[-1].get("val_accuracy") if outcome.history else None,
         **timing,
     }
@@ -259,12 +341,21 @@ def _run_methods(study: Study, seed: int, base: LoadedModel, runs: list[dict]) -
         ordered.insert(0, "independent")  # trained anyway; reported for the comparison
     for method in ordered:
         _log(f"seed {seed}: {method}")
-        outcome, timing = _update(study, label=f"{method}-s{seed}", base=base, classes=study.classes,
-                                  method=method, params=study.params, seed=seed)
+        outcome, timing = _update(
+            study,
+            label=f"{method}-s{seed}",
+            base=base,
+            classes=study.classes,
+            method=method,
+            params=study.params,
+            seed=seed,
+        )
         runs.append(_record("method", method, seed, study.params, outcome, timing))
-        _log(f"seed {seed}: {method} done in {timing['wall_s']:.0f} s, "
-             f"NFR old {outcome.report['scopes']['old_classes']['nfr']:.4f}, "
-             f"accuracy {outcome.report['scopes']['all']['new_accuracy']:.4f}")
+        _log(
+            f"seed {seed}: {method} done in {timing['wall_s']:.0f} s, "
+            f"NFR old {outcome.report['scopes']['old_classes']['nfr']:.4f}, "
+            f"accuracy {outcome.report['scopes']['all']['new_accuracy']:.4f}"
+        )
 
 
 def _sweep_params(study: Study, bias: float) -> MethodParams:
@@ -286,8 +377,15 @@ def _run_sweep(study: Study, seed: int, base: LoadedModel, runs: list[dict]) -> 
             continue
         _log(f"seed {seed}: sweep mpt-kl b={bias:g}")
         params = _sweep_params(study, bias)
-        outcome, timing = _update(study, label=f"sweep-b{bias:g}-s{seed}", base=base, classes=study.classes,
-                                  method="mpt-kl", params=params, seed=seed)
+        outcome, timing = _update(
+            study,
+            label=f"sweep-b{bias:g}-s{seed}",
+            base=base,
+            classes=study.classes,
+            method="mpt-kl",
+            params=params,
+            seed=seed,
+        )
         runs.append(_record("sweep", "mpt-kl", seed, params, outcome, timing))
 
 
@@ -299,17 +397,32 @@ def _run_chain(study: Study, seed: int, runs: list[dict]) -> None:
         previous = first
         for step, classes in enumerate(study.chain[1:], start=2):
             _log(f"seed {seed}: chain {method} step {step} ({len(classes)} classes)")
-            outcome, step_timing = _update(study, label=f"chain-{method}-v{step}-s{seed}", base=previous,
-                                           classes=classes, method=method, params=study.params, seed=seed)
+            outcome, step_timing = _update(
+                study,
+                label=f"chain-{method}-v{step}-s{seed}",
+                base=previous,
+                classes=classes,
+                method=method,
+                params=study.params,
+                seed=seed,
+            )
             # Against the first version, on the first version's classes (they keep indices 0..k-1).
             evaluation = outcome.data.evaluation
             on_first = evaluation.take((evaluation.labels < k_first).nonzero().flatten())
             versus_first, _ = evaluate(model=outcome.model, baseline=first, evaluation=on_first, k_old=k_first)
-            runs.append(_record(
-                "chain", method, seed, study.params, outcome, step_timing, step=step,
-                first_classes=list(first.spec.classes),
-                versus_first={"headline": headline(versus_first), "counts": _counts(versus_first)},
-            ))
+            runs.append(
+                _record(
+                    "chain",
+                    method,
+                    seed,
+                    study.params,
+                    outcome,
+                    step_timing,
+                    step=step,
+                    first_classes=list(first.spec.classes),
+                    versus_first={"headline": headline(versus_first), "counts": _counts(versus_first)},
+                )
+            )
             previous = outcome.model
 
 
@@ -319,11 +432,23 @@ def run_study(study: Study) -> dict:
     runs: list[dict] = []
     old_models: list[dict] = []
     payload = {
-        "data": study.data, "data_digest": study.bundle.digest, "preset": study.preset, "arch": study.arch,
-        "old_classes": study.old_classes, "classes": study.classes, "methods": study.methods, "seeds": study.seeds,
-        "recipe": study.recipe.to_dict(), "params": study.params.to_dict(), "sweep_biases": study.sweep_biases,
-        "chain": study.chain, "chain_methods": study.chain_methods, "device": study.device,
-        "options": study.options, "old_models": old_models, "runs": runs,
+        "data": study.data,
+        "data_digest": study.bundle.digest,
+        "preset": study.preset,
+        "arch": study.arch,
+        "old_classes": study.old_classes,
+        "classes": study.classes,
+        "methods": study.methods,
+        "seeds": study.seeds,
+        "recipe": study.recipe.to_dict(),
+        "params": study.params.to_dict(),
+        "sweep_biases": study.sweep_biases,
+        "chain": study.chain,
+        "chain_methods": study.chain_methods,
+        "device": study.device,
+        "options": study.options,
+        "old_models": old_models,
+        "runs": runs,
     }
     for seed in study.seeds:
         if study.methods or study.sweep_biases:
@@ -377,7 +502,11 @@ def _markdown_table(groups: dict[str, dict[str, list]], first_column: str) -> li
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, figures in groups.items():
         cells = [_cell(figures[key], percent) for key, _, percent in HEADLINE_COLUMNS]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {len(figures['wall_s'])} | {statistics.fmean(figures['wall_s']):.0f} |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {len(figures['wall_s'])} | {statistics.fmean(figures['wall_s']):.0f} |"
+        )
     return lines
 
 
@@ -386,18 +515,34 @@ def _chain_table(runs: list[dict]) -> list[str]:
     for run in runs:
         if run["kind"] == "chain":
             rows.setdefault((run["method"], run["step"]), []).append(run)
-    header = ["method", "step", "classes", "NFR vs previous, its classes (%)", "NFR vs v1, v1's classes (%)",
-              "acc (%)", "acc on v1's classes (%)", "BTC vs previous (%)"]
+    header = [
+        "method",
+        "step",
+        "classes",
+        "NFR vs previous, its classes (%)",
+        "NFR vs v1, v1's classes (%)",
+        "acc (%)",
+        "acc on v1's classes (%)",
+        "BTC vs previous (%)",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (method, step), group in rows.items():
-        lines.append("| " + " | ".join([
-            method, f"v{step - 1} -> v{step}", str(len(group[0]["classes"])),
-            _cell([r["headline"]["nfr_old_classes"] for r in group], True),
-            _cell([r["versus_first"]["headline"]["nfr_all"] for r in group], True),
-            _cell([r["headline"]["accuracy"] for r in group], True),
-            _cell([r["versus_first"]["headline"]["accuracy"] for r in group], True),
-            _cell([r["headline"]["btc"] for r in group], True),
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    method,
+                    f"v{step - 1} -> v{step}",
+                    str(len(group[0]["classes"])),
+                    _cell([r["headline"]["nfr_old_classes"] for r in group], True),
+                    _cell([r["versus_first"]["headline"]["nfr_all"] for r in group], True),
+                    _cell([r["headline"]["accuracy"] for r in group], True),
+                    _cell([r["versus_first"]["headline"]["accuracy"] for r in group], True),
+                    _cell([r["headline"]["btc"] for r in group], True),
+                ]
+            )
+            + " |"
+        )
     return lines
 
 
@@ -421,7 +566,14 @@ def render_markdown(payload: dict, elapsed: float) -> str:
         lines += ["", "## Methods", "", *_markdown_table(methods, "method")]
     sweep = summarize(runs, kind="sweep", group="bias")
     if sweep:
-        lines += ["", "## Sweep of b (mpt-kl)", "", *_markdown_table(sweep, "b"), "", "![accuracy against NFR](sweep.png)"]
+        lines += [
+            "",
+            "## Sweep of b (mpt-kl)",
+            "",
+            *_markdown_table(sweep, "b"),
+            "",
+            "![accuracy against NFR](sweep.png)",
+        ]
     if any(r["kind"] == "chain" for r in runs):
         lines += ["", "## Chain of updates", "", *_chain_table(runs)]
     return "\n".join(lines) + "\n"
@@ -444,8 +596,16 @@ def plot_sweep(payload: dict, path: Path) -> Path | None:
 
     figure, axes = plt.subplots(figsize=(6.4, 4.8), dpi=120)
     points = [(name, *point(figures)) for name, figures in sweep.items()]
-    axes.errorbar([p[1] for p in points], [p[2] for p in points], xerr=[p[3] for p in points],
-                  yerr=[p[4] for p in points], fmt="o-", color="tab:blue", capsize=3, label="mpt-kl, sweep of b")
+    axes.errorbar(
+        [p[1] for p in points],
+        [p[2] for p in points],
+        xerr=[p[3] for p in points],
+        yerr=[p[4] for p in points],
+        fmt="o-",
+        color="tab:blue",
+        capsize=3,
+        label="mpt-kl, sweep of b",
+    )
     for name, x, y, _, _ in points:
         axes.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8, color="tab:blue")
     others = summarize(payload["runs"], kind="method")
@@ -453,7 +613,9 @@ def plot_sweep(payload: dict, path: Path) -> Path | None:
         if name == "mpt-kl":
             continue
         x, y, xerr, yerr = point(figures)
-        axes.errorbar([x], [y], xerr=[xerr], yerr=[yerr], fmt="s", capsize=2, markersize=4, color=f"C{(index % 9) + 1}", alpha=0.8)
+        axes.errorbar(
+            [x], [y], xerr=[xerr], yerr=[yerr], fmt="s", capsize=2, markersize=4, color=f"C{(index % 9) + 1}", alpha=0.8
+        )
         axes.annotate(name, (x, y), textcoords="offset points", xytext=(5, -10), fontsize=7)
     axes.set_xlabel("negative flip rate on old classes (%)")
     axes.set_ylabel("accuracy, all classes (%)")
@@ -478,17 +640,22 @@ def _write_outputs(study: Study, payload: dict, started: float) -> None:
 
 def cmd_reproduce(args) -> dict:
     study = study_from_args(args)
-    _log(f"reproduce: {len(study.methods)} methods x {len(study.seeds)} seeds on {study.data} "
-         f"({study.arch}, {study.recipe.epochs} epochs), sweep {study.sweep_biases or 'off'}, "
-         f"chain {[len(c) for c in study.chain] or 'off'} -> {study.out_dir}")
+    _log(
+        f"reproduce: {len(study.methods)} methods x {len(study.seeds)} seeds on {study.data} "
+        f"({study.arch}, {study.recipe.epochs} epochs), sweep {study.sweep_biases or 'off'}, "
+        f"chain {[len(c) for c in study.chain] or 'off'} -> {study.out_dir}"
+    )
     payload = run_study(study)
     methods = summarize(payload["runs"], kind="method")
     if methods:
-        means = {name: {key: _cell(figures[key], percent) for key, _, percent in HEADLINE_COLUMNS}
-                 for name, figures in methods.items()}
+        means = {
+            name: {key: _cell(figures[key], percent) for key, _, percent in HEADLINE_COLUMNS}
+            for name, figures in methods.items()
+        }
         print(format_table(means))
-    print(f"wrote {study.out_dir / 'results.json'} and {study.out_dir / 'results.md'} "
-          f"({payload['wall_s'] / 60:.1f} min)")
+    print(
+        f"wrote {study.out_dir / 'results.json'} and {study.out_dir / 'results.md'} ({payload['wall_s'] / 60:.1f} min)"
+    )
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(payload, indent=2))

@@ -95,8 +95,12 @@ def choose_winner(figures: list[dict], *, max_nfr: float | None) -> tuple[int, s
         raise ValueError("a sweep needs at least one trial")
     eligible = [i for i, f in enumerate(figures) if max_nfr is None or f["nfr"] <= max_nfr]
     if eligible:
-        return min(eligible, key=lambda i: (-figures[i]["accuracy"], figures[i]["nfr"], i)), "highest accuracy within the NFR bound"
-    return min(range(len(figures)), key=lambda i: (figures[i]["nfr"], -figures[i]["accuracy"], i)), "no trial within the NFR bound: lowest NFR"
+        return min(
+            eligible, key=lambda i: (-figures[i]["accuracy"], figures[i]["nfr"], i)
+        ), "highest accuracy within the NFR bound"
+    return min(
+        range(len(figures)), key=lambda i: (figures[i]["nfr"], -figures[i]["accuracy"], i)
+    ), "no trial within the NFR bound: lowest NFR"
 
 
 def run_sweep(
@@ -135,8 +139,17 @@ def run_sweep(
     if checkpoint_dir:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
     arch, data, mean, std = update_setup(bundle=bundle, base=base, classes=classes, arch=arch, recipe=recipe, seed=seed)
-    common = dict(data=data, arch=arch, recipe=recipe, mean=mean, std=std, store=store, progress=progress,
-                  device=torch_device, checkpoint_dir=checkpoint_dir)
+    common = dict(
+        data=data,
+        arch=arch,
+        recipe=recipe,
+        mean=mean,
+        std=std,
+        store=store,
+        progress=progress,
+        device=torch_device,
+        checkpoint_dir=checkpoint_dir,
+    )
     reference = independent_model(seed=seed, phase="reference", **common)
     teachers = Teachers(old=base.net, reference=reference.net)
     if spec.needs_ensemble:
@@ -147,12 +160,24 @@ def run_sweep(
 
     model_spec = _spec_for(arch, data, mean, std)
     # Every student starts from the weights a lone run with this seed would start from.
-    nets = [build_net(arch, num_classes=len(model_spec.classes), in_channels=model_spec.in_channels, seed=seed)
-            for _ in candidates]
+    nets = [
+        build_net(arch, num_classes=len(model_spec.classes), in_channels=model_spec.in_channels, seed=seed)
+        for _ in candidates
+    ]
     histories = train_students(
-        nets=nets, train_set=data.train, recipe=recipe, methods=[method] * len(candidates), params=candidates,
-        new_mask=data.class_map.new_mask(), mean=mean, std=std, seed=seed, teachers=teachers,
-        validation=data.validation, device=torch_device, callbacks=progress.enter("sweep"),
+        nets=nets,
+        train_set=data.train,
+        recipe=recipe,
+        methods=[method] * len(candidates),
+        params=candidates,
+        new_mask=data.class_map.new_mask(),
+        mean=mean,
+        std=std,
+        seed=seed,
+        teachers=teachers,
+        validation=data.validation,
+        device=torch_device,
+        callbacks=progress.enter("sweep"),
         checkpoint_path=checkpoint_dir / "sweep.ckpt" if checkpoint_dir else None,
     )
 
@@ -162,7 +187,9 @@ def run_sweep(
         model = LoadedModel(net.cpu(), model_spec)
         report, _ = evaluate(model=model, baseline=base, evaluation=data.validation, k_old=k_old, device=torch_device)
         trials.append(Trial(candidate, history, headline(report), report, model))
-    reference_val_report, _ = evaluate(model=reference, baseline=base, evaluation=data.validation, k_old=k_old, device=torch_device)
+    reference_val_report, _ = evaluate(
+        model=reference, baseline=base, evaluation=data.validation, k_old=k_old, device=torch_device
+    )
     reference_validation = headline(reference_val_report)
     bound = reference_validation["nfr_old_classes"] if max_val_nfr is None else max_val_nfr
     winner, reason = choose_winner([{"accuracy": t.val_accuracy, "nfr": t.val_nfr} for t in trials], max_nfr=bound)
@@ -178,5 +205,7 @@ def run_sweep(
     outcome.report, outcome.ledger = evaluate(
         model=outcome.best.model, baseline=base, evaluation=data.evaluation, k_old=k_old, device=torch_device
     )
-    outcome.reference_report, _ = evaluate(model=reference, baseline=base, evaluation=data.evaluation, k_old=k_old, device=torch_device)
+    outcome.reference_report, _ = evaluate(
+        model=reference, baseline=base, evaluation=data.evaluation, k_old=k_old, device=torch_device
+    )
     return outcome

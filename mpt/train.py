@@ -12,9 +12,9 @@ teacher forward per step, shared); `train` is the same loop with one student.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -72,7 +72,9 @@ def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Genera
 
 
 @torch.no_grad()
-def predict(net: nn.Module, images: torch.Tensor, *, mean, std, device: torch.device, batch_size: int = 1024) -> torch.Tensor:
+def predict(
+    net: nn.Module, images: torch.Tensor, *, mean, std, device: torch.device, batch_size: int = 1024
+) -> torch.Tensor:
     """Float32 logits of a whole image set, in evaluation mode, returned on the CPU."""
     was_training = net.training
     net.eval()
@@ -94,7 +96,7 @@ def _checkpoint_prefix(i: int, count: int) -> str:
     return "" if count == 1 else f"s{i}."
 
 
-def _save_checkpoint(path: Path, students: list["_Student"], epoch: int) -> None:
+def _save_checkpoint(path: Path, students: list[_Student], epoch: int) -> None:
     tensors = {}
     for i, student in enumerate(students):
         prefix = _checkpoint_prefix(i, len(students))
@@ -108,18 +110,20 @@ def _save_checkpoint(path: Path, students: list["_Student"], epoch: int) -> None
     tmp.replace(path)  # a crash mid-write leaves the previous checkpoint intact
 
 
-def _load_checkpoint(path: Path, students: list["_Student"], device: torch.device) -> int:
+def _load_checkpoint(path: Path, students: list[_Student], device: torch.device) -> int:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata()
     if int(metadata.get("students", "1")) != len(students):
-        raise ValueError(f"checkpoint {path} holds {metadata.get('students', '1')} students, this run trains {len(students)}")
+        raise ValueError(
+            f"checkpoint {path} holds {metadata.get('students', '1')} students, this run trains {len(students)}"
+        )
     tensors = load_file(str(path))
     for i, student in enumerate(students):
         prefix = f"{_checkpoint_prefix(i, len(students))}"
         net_prefix = f"{prefix}net."
-        student.net.load_state_dict({k[len(net_prefix):]: v for k, v in tensors.items() if k.startswith(net_prefix)})
+        student.net.load_state_dict({k[len(net_prefix) :]: v for k, v in tensors.items() if k.startswith(net_prefix)})
         for j, param in enumerate(p for group in student.optimizer.param_groups for p in group["params"]):
             if f"{prefix}momentum.{j}" in tensors:
                 student.optimizer.state[param]["momentum_buffer"] = tensors[f"{prefix}momentum.{j}"].to(device)
@@ -166,7 +170,9 @@ def _prepare_teachers(teachers: Teachers, specs: list[Method], device, memory_fo
     return _Teachers(
         old=_frozen(teachers.old, device, memory_format) if any(s.needs_old for s in specs) else None,
         reference=_frozen(teachers.reference, device, memory_format) if any(s.needs_reference for s in specs) else None,
-        ensemble=[_frozen(m, device, memory_format) for m in teachers.ensemble] if any(s.needs_ensemble for s in specs) else [],
+        ensemble=[_frozen(m, device, memory_format) for m in teachers.ensemble]
+        if any(s.needs_ensemble for s in specs)
+        else [],
     )
 
 
@@ -185,7 +191,9 @@ def _student_step(student: _Student, x, y, new_mask, teacher_logits, epoch: int,
         logits = student.runner(x).float()
     old, reference, ensemble = teacher_logits
     inputs = LossInputs(
-        logits, y, new_mask,
+        logits,
+        y,
+        new_mask,
         old if student.spec.needs_old else None,
         reference if student.spec.needs_reference else None,
         ensemble if student.spec.needs_ensemble else None,
@@ -234,8 +242,18 @@ def train(
     callbacks = callbacks or Callbacks()
     on_epoch_end = callbacks.on_epoch_end
     histories = train_students(
-        nets=[net], train_set=train_set, recipe=recipe, methods=[method], params=[params], new_mask=new_mask,
-        mean=mean, std=std, seed=seed, teachers=teachers, validation=validation, device=device,
+        nets=[net],
+        train_set=train_set,
+        recipe=recipe,
+        methods=[method],
+        params=[params],
+        new_mask=new_mask,
+        mean=mean,
+        std=std,
+        seed=seed,
+        teachers=teachers,
+        validation=validation,
+        device=device,
         callbacks=Callbacks(
             on_epoch_end=(lambda epoch, metrics: on_epoch_end(epoch, metrics["students"][0])) if on_epoch_end else None,
             on_progress=callbacks.on_progress,
@@ -321,7 +339,9 @@ def train_students(
             index = order[start : start + recipe.batch_size]
             if index.numel() < 2:
                 continue  # BatchNorm cannot train on a single sample
-            batch = augment(images[index], padding=recipe.crop_padding, flip=recipe.horizontal_flip, generator=generator)
+            batch = augment(
+                images[index], padding=recipe.crop_padding, flip=recipe.horizontal_flip, generator=generator
+            )
             # Same arithmetic as mpt.data.normalize, with the constants already on the device.
             x = ((batch.float() / 255 - mean_t) / std_t).contiguous(memory_format=memory_format)
             y = labels[index]
@@ -333,9 +353,15 @@ def train_students(
         _check_finite(students, epoch, batches_per_epoch - 1)  # never checkpoint a diverged run
         all_metrics = []
         for student in students:
-            metrics = {"epoch": epoch, "lr": epoch_lr(recipe, epoch), "train_loss": float(student.loss_sum) / max(student.steps, 1)}
+            metrics = {
+                "epoch": epoch,
+                "lr": epoch_lr(recipe, epoch),
+                "train_loss": float(student.loss_sum) / max(student.steps, 1),
+            }
             if validation is not None and len(validation):
-                metrics.update(_validate(student.net, validation, old_correct_on_validation, mean=mean, std=std, device=device))
+                metrics.update(
+                    _validate(student.net, validation, old_correct_on_validation, mean=mean, std=std, device=device)
+                )
             all_metrics.append(metrics)
         if checkpoint is not None:
             _save_checkpoint(checkpoint, students, epoch)
@@ -353,9 +379,14 @@ def train_students(
 def _check_finite(students: list[_Student], epoch: int, step: int) -> None:
     # One host sync for all students: the sum is finite only if every student's loss is.
     if not torch.isfinite(torch.stack([s.loss_sum for s in students]).sum()):
-        bad = [s.method if len(students) == 1 else f"student {i} ({s.method}, {s.params})"
-               for i, s in enumerate(students) if not torch.isfinite(s.loss_sum)]
-        raise NonFiniteLoss(f"the training loss became non-finite in epoch {epoch + 1} (by step {step + 1}): {', '.join(bad)}")
+        bad = [
+            s.method if len(students) == 1 else f"student {i} ({s.method}, {s.params})"
+            for i, s in enumerate(students)
+            if not torch.isfinite(s.loss_sum)
+        ]
+        raise NonFiniteLoss(
+            f"the training loss became non-finite in epoch {epoch + 1} (by step {step + 1}): {', '.join(bad)}"
+        )
 
 
 def _poll(students: list[_Student], epoch: int, step: int, callbacks: Callbacks, progress: float) -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 
@@ -157,8 +158,17 @@ def independent_model(
     if cached is not None:
         return cached
     model, _ = _train_fresh(
-        arch=arch, data=data, recipe=recipe, method="independent", params=MethodParams(), seed=seed,
-        mean=mean, std=std, teachers=Teachers(), device=device, callbacks=progress.enter(phase),
+        arch=arch,
+        data=data,
+        recipe=recipe,
+        method="independent",
+        params=MethodParams(),
+        seed=seed,
+        mean=mean,
+        std=std,
+        teachers=Teachers(),
+        device=device,
+        callbacks=progress.enter(phase),
         checkpoint_path=checkpoint_dir / f"{phase}.ckpt" if checkpoint_dir else None,
     )
     if store:
@@ -166,11 +176,17 @@ def independent_model(
     return model
 
 
-def evaluate(*, model: LoadedModel, baseline: LoadedModel, evaluation: ImageSet, k_old: int, device=None) -> tuple[dict, FlipLedger]:
+def evaluate(
+    *, model: LoadedModel, baseline: LoadedModel, evaluation: ImageSet, k_old: int, device=None
+) -> tuple[dict, FlipLedger]:
     """The flip report of `model` against `baseline` on a split in `model`'s index space."""
     device = resolve_device() if device is None else device
-    new_logits = predict(model.net.to(device), evaluation.images, mean=model.spec.mean, std=model.spec.std, device=device)
-    old_logits = predict(baseline.net.to(device), evaluation.images, mean=baseline.spec.mean, std=baseline.spec.std, device=device)
+    new_logits = predict(
+        model.net.to(device), evaluation.images, mean=model.spec.mean, std=model.spec.std, device=device
+    )
+    old_logits = predict(
+        baseline.net.to(device), evaluation.images, mean=baseline.spec.mean, std=baseline.spec.std, device=device
+    )
     return flip_report(
         labels=evaluation.labels,
         old_logits=old_logits[:, :k_old],
@@ -181,13 +197,21 @@ def evaluate(*, model: LoadedModel, baseline: LoadedModel, evaluation: ImageSet,
 
 
 def update_setup(
-    *, bundle: DataBundle, base: LoadedModel | None, classes: list[str] | None, arch: str | None, recipe: Recipe, seed: int
+    *,
+    bundle: DataBundle,
+    base: LoadedModel | None,
+    classes: list[str] | None,
+    arch: str | None,
+    recipe: Recipe,
+    seed: int,
 ) -> tuple[str, UpdateData, tuple, tuple]:
     """The architecture, the prepared data and the normalisation of an update (or first version)."""
     arch = arch or (base.spec.arch if base else None)
     if arch is None:
         raise ValueError("a first version needs an architecture")
-    data = prepare_data(bundle, old_classes=list(base.spec.classes) if base else None, classes=classes, recipe=recipe, seed=seed)
+    data = prepare_data(
+        bundle, old_classes=list(base.spec.classes) if base else None, classes=classes, recipe=recipe, seed=seed
+    )
     if base is not None:
         shape = tuple(data.train.images.shape[1:])
         expected = (base.spec.in_channels, *base.spec.image_size)
@@ -232,8 +256,17 @@ def run_update(
     if base is None and method != "independent":
         raise ValueError(f"a first version (no base model) trains with 'independent', not {method!r}")
     arch, data, mean, std = update_setup(bundle=bundle, base=base, classes=classes, arch=arch, recipe=recipe, seed=seed)
-    common = dict(data=data, arch=arch, recipe=recipe, mean=mean, std=std, store=store, progress=progress,
-                  device=torch_device, checkpoint_dir=checkpoint_dir)
+    common = dict(
+        data=data,
+        arch=arch,
+        recipe=recipe,
+        mean=mean,
+        std=std,
+        store=store,
+        progress=progress,
+        device=torch_device,
+        checkpoint_dir=checkpoint_dir,
+    )
     teachers = Teachers(old=base.net if base else None)
     reference = None
     if method_spec.needs_reference or base is not None:
@@ -249,14 +282,27 @@ def run_update(
         model, history = reference, []  # the independent retrain *is* the cached reference
     else:
         model, history = _train_fresh(
-            arch=arch, data=data, recipe=recipe, method=method, params=params, seed=seed, mean=mean, std=std,
-            teachers=teachers, device=torch_device, callbacks=progress.enter("training"),
+            arch=arch,
+            data=data,
+            recipe=recipe,
+            method=method,
+            params=params,
+            seed=seed,
+            mean=mean,
+            std=std,
+            teachers=teachers,
+            device=torch_device,
+            callbacks=progress.enter("training"),
             checkpoint_path=checkpoint_dir / "training.ckpt" if checkpoint_dir else None,
         )
     outcome = UpdateOutcome(model=model, history=history, data=data, reference=reference)
     if base is not None:
         progress.enter("evaluating")
         k_old = data.class_map.k_old
-        outcome.report, outcome.ledger = evaluate(model=model, baseline=base, evaluation=data.evaluation, k_old=k_old, device=torch_device)
-        outcome.reference_report, _ = evaluate(model=reference, baseline=base, evaluation=data.evaluation, k_old=k_old, device=torch_device)
+        outcome.report, outcome.ledger = evaluate(
+            model=model, baseline=base, evaluation=data.evaluation, k_old=k_old, device=torch_device
+        )
+        outcome.reference_report, _ = evaluate(
+            model=reference, baseline=base, evaluation=data.evaluation, k_old=k_old, device=torch_device
+        )
     return outcome

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.stack import ROOT, Stack, embedded_env, running_stack  # noqa: E402
+from scripts.stack import ROOT, Stack, embedded_env, running_stack
 
 RECIPE = '{"epochs": 1, "batch_size": 64, "train_samples_per_class": 100, "eval_samples_per_class": 50}'
 INTRO = """# HTTP API
@@ -44,35 +44,74 @@ filesystem broker) on {date}; `$URL` is the API's address and `$TOKEN` an admin 
 EXAMPLES = [
     ("Liveness", "curl -s $URL/health"),
     ("Requests without a token are refused", "curl -s -i $URL/models | head -n 1; curl -s $URL/models"),
-    ("Register a data set", """curl -s -X POST $URL/datasets -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
-  -d '{"name": "fashion-mnist", "uri": "/usr/share/datasets/fashion-mnist", "format": "fashion-mnist"}'"""),
-    ("A data set outside the allowed roots", """curl -s -X POST $URL/datasets -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
-  -d '{"name": "etc", "uri": "/usr/share/datasets/../../../etc", "format": "imagefolder"}'"""),
-    ("The inspected data set", "curl -s $URL/datasets/1 -H \"Authorization: Bearer $TOKEN\""),
-    ("Train a first version (no base model)", f"""curl -s -X POST $URL/updates -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+    (
+        "Register a data set",
+        """curl -s -X POST $URL/datasets -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+  -d '{"name": "fashion-mnist", "uri": "/usr/share/datasets/fashion-mnist", "format": "fashion-mnist"}'""",
+    ),
+    (
+        "A data set outside the allowed roots",
+        """curl -s -X POST $URL/datasets -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+  -d '{"name": "etc", "uri": "/usr/share/datasets/../../../etc", "format": "imagefolder"}'""",
+    ),
+    ("The inspected data set", 'curl -s $URL/datasets/1 -H "Authorization: Bearer $TOKEN"'),
+    (
+        "Train a first version (no base model)",
+        f"""curl -s -X POST $URL/updates -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
   -d '{{"family": "fashion", "architecture": "small_cnn", "dataset_id": 1, "method": "independent",
-       "classes": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"], "recipe": {RECIPE}}}'"""),
-    ("Unknown class names are named in the error", """curl -s -X POST $URL/updates -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
-  -d '{"family": "fashion", "architecture": "small_cnn", "dataset_id": 1, "method": "independent", "classes": ["Hat"]}'"""),
-    ("Update v1 with MPT-KL, with a gate and an idempotency key", f"""curl -s -X POST $URL/updates -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+       "classes": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat"], "recipe": {RECIPE}}}'""",
+    ),
+    (
+        "Unknown class names are named in the error",
+        """curl -s -X POST $URL/updates -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+  -d '{"family": "fashion", "architecture": "small_cnn", "dataset_id": 1, "method": "independent", "classes": ["Hat"]}'""",
+    ),
+    (
+        "Update v1 with MPT-KL, with a gate and an idempotency key",
+        f"""curl -s -X POST $URL/updates -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
   -H 'Idempotency-Key: fashion-v2' \\
   -d '{{"base_model_id": 1, "dataset_id": 1, "method": "mpt-kl", "method_params": {{"bias": 4}},
-       "recipe": {RECIPE}, "gate": {{"max_nfr": 0.5, "auto_promote": true}}}}'"""),
-    ("The same key with another body is a conflict", """curl -s -X POST $URL/updates -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
-  -H 'Idempotency-Key: fashion-v2' -d '{"base_model_id": 1, "dataset_id": 1, "method": "pct-kl"}'"""),
-    ("Follow the job (phase, progress, per-epoch events)", "curl -s $URL/updates/2 -H \"Authorization: Bearer $TOKEN\""),
-    ("Model versions", "curl -s \"$URL/models?family=fashion\" -H \"Authorization: Bearer $TOKEN\""),
-    ("The flip report of v2 against v1, first three flips", "curl -s \"$URL/models/2/flips?page_size=3\" -H \"Authorization: Bearer $TOKEN\""),
-    ("Only negative flips of one class", "curl -s \"$URL/models/2/flips?kind=negative&label=Coat&page_size=2\" -H \"Authorization: Bearer $TOKEN\" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(json.dumps(r[\"samples\"], indent=2))'"),
-    ("The ledger as CSV", "curl -s \"$URL/models/2/flips?format=csv\" -H \"Authorization: Bearer $TOKEN\" | head -n 4"),
-    ("A flipped sample's image", "curl -s -o flip.png -w '%{http_code} %{content_type}\\n' \"$URL/models/2/flips/$(curl -s \"$URL/models/2/flips?page_size=1\" -H \"Authorization: Bearer $TOKEN\" | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"samples\"][\"items\"][0][\"sample_index\"])')/image\" -H \"Authorization: Bearer $TOKEN\""),
-    ("Lineage", "curl -s $URL/models/2/lineage -H \"Authorization: Bearer $TOKEN\""),
-    ("Forced promotion needs a reason", """curl -s -X POST $URL/models/1/promote -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{"force": true}'"""),
-    ("Download weights and register them as a deployed model", """curl -s -o v1.safetensors $URL/models/1/weights -H "Authorization: Bearer $TOKEN"
-curl -s -X POST $URL/models -H "Authorization: Bearer $TOKEN" -F family=imported -F file=@v1.safetensors"""),
-    ("A pickle is never loaded", """python3 -c 'import pickle; open("evil.safetensors","wb").write(pickle.dumps({"a": 1}))'
-curl -s -X POST $URL/models -H "Authorization: Bearer $TOKEN" -F family=evil -F file=@evil.safetensors"""),
-    ("Cancelling a finished job is a conflict", "curl -s -X POST $URL/updates/2/cancel -H \"Authorization: Bearer $TOKEN\""),
+       "recipe": {RECIPE}, "gate": {{"max_nfr": 0.5, "auto_promote": true}}}}'""",
+    ),
+    (
+        "The same key with another body is a conflict",
+        """curl -s -X POST $URL/updates -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+  -H 'Idempotency-Key: fashion-v2' -d '{"base_model_id": 1, "dataset_id": 1, "method": "pct-kl"}'""",
+    ),
+    ("Follow the job (phase, progress, per-epoch events)", 'curl -s $URL/updates/2 -H "Authorization: Bearer $TOKEN"'),
+    ("Model versions", 'curl -s "$URL/models?family=fashion" -H "Authorization: Bearer $TOKEN"'),
+    (
+        "The flip report of v2 against v1, first three flips",
+        'curl -s "$URL/models/2/flips?page_size=3" -H "Authorization: Bearer $TOKEN"',
+    ),
+    (
+        "Only negative flips of one class",
+        'curl -s "$URL/models/2/flips?kind=negative&label=Coat&page_size=2" -H "Authorization: Bearer $TOKEN" | python3 -c \'import json,sys; r=json.load(sys.stdin); print(json.dumps(r["samples"], indent=2))\'',
+    ),
+    ("The ledger as CSV", 'curl -s "$URL/models/2/flips?format=csv" -H "Authorization: Bearer $TOKEN" | head -n 4'),
+    (
+        "A flipped sample's image",
+        'curl -s -o flip.png -w \'%{http_code} %{content_type}\\n\' "$URL/models/2/flips/$(curl -s "$URL/models/2/flips?page_size=1" -H "Authorization: Bearer $TOKEN" | python3 -c \'import json,sys; print(json.load(sys.stdin)["samples"]["items"][0]["sample_index"])\')/image" -H "Authorization: Bearer $TOKEN"',
+    ),
+    ("Lineage", 'curl -s $URL/models/2/lineage -H "Authorization: Bearer $TOKEN"'),
+    (
+        "Forced promotion needs a reason",
+        """curl -s -X POST $URL/models/1/promote -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{"force": true}'""",
+    ),
+    (
+        "Download weights and register them as a deployed model",
+        """curl -s -o v1.safetensors $URL/models/1/weights -H "Authorization: Bearer $TOKEN"
+curl -s -X POST $URL/models -H "Authorization: Bearer $TOKEN" -F family=imported -F file=@v1.safetensors""",
+    ),
+    (
+        "A pickle is never loaded",
+        """python3 -c 'import pickle; open("evil.safetensors","wb").write(pickle.dumps({"a": 1}))'
+curl -s -X POST $URL/models -H "Authorization: Bearer $TOKEN" -F family=evil -F file=@evil.safetensors""",
+    ),
+    (
+        "Cancelling a finished job is a conflict",
+        'curl -s -X POST $URL/updates/2/cancel -H "Authorization: Bearer $TOKEN"',
+    ),
 ]
 MAX_LINES = 40
 
@@ -85,31 +124,44 @@ def _pretty(text: str) -> str:
     except ValueError:
         pass
     lines = text.rstrip().splitlines()
-    return "\n".join(lines[:MAX_LINES] + ([f"... ({len(lines) - MAX_LINES} more lines)"] if len(lines) > MAX_LINES else []))
+    return "\n".join(
+        lines[:MAX_LINES] + ([f"... ({len(lines) - MAX_LINES} more lines)"] if len(lines) > MAX_LINES else [])
+    )
 
 
 def main() -> None:
     import httpx
 
     sections = [INTRO.replace("{date}", time.strftime("%Y-%m-%d"))]
-    with tempfile.TemporaryDirectory() as home, running_stack(
-        embedded_env(Path(home)) | {"FLIPGUARD_DEVICE": "cpu"}, log_dir=Path(home) / "logs"
-    ) as stack:
+    with (
+        tempfile.TemporaryDirectory() as home,
+        running_stack(embedded_env(Path(home)) | {"FLIPGUARD_DEVICE": "cpu"}, log_dir=Path(home) / "logs") as stack,
+    ):
         env = {"URL": stack.url, "TOKEN": stack.token, "PATH": "/usr/bin:/bin"}
         client = httpx.Client(base_url=stack.url, headers=stack.headers, timeout=30)
         for title, command in EXAMPLES:
             # Let the worker finish what the next example reads.
             if "/datasets/1" in command:
-                Stack.wait_until(lambda: client.get("/datasets/1").json()["status"] != "pending", timeout_s=120, what="data set")
+                Stack.wait_until(
+                    lambda: client.get("/datasets/1").json()["status"] != "pending", timeout_s=120, what="data set"
+                )
             for job_id in (1, 2):
-                if f"base_model_id\": {job_id}" in command or f"/updates/{job_id}" in command or "/models" in command:
+                if f'base_model_id": {job_id}' in command or f"/updates/{job_id}" in command or "/models" in command:
                     if client.get(f"/updates/{job_id}").status_code == 200:
                         Stack.wait_until(
-                            lambda: client.get(f"/updates/{job_id}").json()["status"] in ("succeeded", "failed", "cancelled"),
-                            timeout_s=600, what=f"job {job_id}",
+                            lambda: (
+                                client.get(f"/updates/{job_id}").json()["status"]
+                                in ("succeeded", "failed", "cancelled")
+                            ),
+                            timeout_s=600,
+                            what=f"job {job_id}",
                         )
-            result = subprocess.run(["bash", "-c", command], env=env, cwd=home, capture_output=True, text=True, timeout=120)
-            sections.append(f"## {title}\n\n```sh\n{command}\n```\n\n```\n{_pretty(result.stdout + result.stderr)}\n```\n")
+            result = subprocess.run(
+                ["bash", "-c", command], env=env, cwd=home, capture_output=True, text=True, timeout=120
+            )
+            sections.append(
+                f"## {title}\n\n```sh\n{command}\n```\n\n```\n{_pretty(result.stdout + result.stderr)}\n```\n"
+            )
     (ROOT / "docs" / "API.md").write_text("\n".join(sections))
     print(f"wrote {ROOT / 'docs' / 'API.md'}")
 

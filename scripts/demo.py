@@ -17,8 +17,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.cli import flips, request, watch  # noqa: E402
-from scripts.stack import Stack, embedded_env, running_stack  # noqa: E402
+from api.cli import flips, request, watch
+from scripts.stack import Stack, embedded_env, running_stack
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
@@ -36,28 +36,55 @@ def main() -> None:
     with running_stack(embedded_env(args.home) | {"FLIPGUARD_DEVICE": "cpu"}, log_dir=args.home / "logs") as stack:
         print(f"embedded stack up at {stack.url} (logs in {args.home / 'logs'})")
         with httpx.Client(base_url=stack.url, timeout=30, headers=stack.headers) as client:
-            dataset = request(client, "POST", "/datasets", json={"name": "fashion-mnist", "uri": FASHION_MNIST, "format": "fashion-mnist"})
+            dataset = request(
+                client,
+                "POST",
+                "/datasets",
+                json={"name": "fashion-mnist", "uri": FASHION_MNIST, "format": "fashion-mnist"},
+            )
             dataset = Stack.wait_until(
                 lambda: (d := request(client, "GET", f"/datasets/{dataset['id']}"))["status"] != "pending" and d,
-                timeout_s=120, what="the data set inspection",
+                timeout_s=120,
+                what="the data set inspection",
             )
-            print(f"data set {dataset['id']}: {dataset['train_size']} train / {dataset['test_size']} test images, "
-                  f"classes {', '.join(dataset['classes'])}")
+            print(
+                f"data set {dataset['id']}: {dataset['train_size']} train / {dataset['test_size']} test images, "
+                f"classes {', '.join(dataset['classes'])}"
+            )
 
             old_classes = dataset["classes"][:5]
             print(f"\n1. train v1 on {', '.join(old_classes)}")
-            job = request(client, "POST", "/updates", json={
-                "family": "fashion", "architecture": "small_cnn", "dataset_id": dataset["id"],
-                "classes": old_classes, "method": "independent", "recipe": recipe, "seed": 0,
-            })
+            job = request(
+                client,
+                "POST",
+                "/updates",
+                json={
+                    "family": "fashion",
+                    "architecture": "small_cnn",
+                    "dataset_id": dataset["id"],
+                    "classes": old_classes,
+                    "method": "independent",
+                    "recipe": recipe,
+                    "seed": 0,
+                },
+            )
             watch(client, job["id"], interval=1.0)
             v1 = request(client, "GET", f"/updates/{job['id']}")["result_model_id"]
 
             print("\n2. update v1 to all ten classes with mpt-kl (the independent reference trains first)")
-            job = request(client, "POST", "/updates", json={
-                "base_model_id": v1, "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": recipe, "seed": 0,
-                "gate": {"max_nfr": 0.10, "auto_promote": True},
-            })
+            job = request(
+                client,
+                "POST",
+                "/updates",
+                json={
+                    "base_model_id": v1,
+                    "dataset_id": dataset["id"],
+                    "method": "mpt-kl",
+                    "recipe": recipe,
+                    "seed": 0,
+                    "gate": {"max_nfr": 0.10, "auto_promote": True},
+                },
+            )
             watch(client, job["id"], interval=1.0)
             v2 = request(client, "GET", f"/updates/{job['id']}")["result_model_id"]
 

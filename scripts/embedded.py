@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from scripts.stack import embedded_env, running_stack  # noqa: E402
+from scripts.stack import embedded_env, running_stack
 
 
 def main() -> None:

@@ -62,7 +62,11 @@ class Stack:
     def _spawn(self, name: str, args: list[str], extra_env: dict | None = None) -> subprocess.Popen:
         log = open(self.log_dir / f"{name}.log", "ab")
         return subprocess.Popen(
-            args, cwd=ROOT, env={**self.env, **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT,
+            args,
+            cwd=ROOT,
+            env={**self.env, **(extra_env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # signals to the test runner do not reach the children
             preexec_fn=_die_with_parent,
         )
@@ -71,7 +75,9 @@ class Stack:
         """Upgrade the database to head and create the stack's admin token (`self.token`)."""
         subprocess.run(
             [PYTHON, "-c", "import os, db.migrate as m; m.upgrade(os.environ['FLIPGUARD_DATABASE_URL'])"],
-            cwd=ROOT, env=self.env, check=True,
+            cwd=ROOT,
+            env=self.env,
+            check=True,
         )
         self.token = self.create_token(name=f"stack-{self.port}", scopes="read,submit,admin")
 
@@ -79,7 +85,11 @@ class Stack:
         """A new API token from the admin command (`python -m api.tokens create`)."""
         created = subprocess.run(
             [PYTHON, "-m", "api.tokens", "create", "--name", name, "--scopes", scopes],
-            cwd=ROOT, env=self.env, check=True, capture_output=True, text=True,
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         return created.stdout.strip()
 
@@ -89,17 +99,48 @@ class Stack:
         return {"Authorization": f"Bearer {self.token}"}
 
     def start_api(self, *, log_level: str = "warning") -> None:
-        self.api = self._spawn("api", [
-            PYTHON, "-m", "uvicorn", "api.main:create_app", "--factory",
-            "--host", "127.0.0.1", "--port", str(self.port), "--log-level", log_level,
-        ])
+        self.api = self._spawn(
+            "api",
+            [
+                PYTHON,
+                "-m",
+                "uvicorn",
+                "api.main:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                log_level,
+            ],
+        )
         self.wait_until(lambda: self._healthy(), timeout_s=60, what="the API to answer /health")
 
-    def start_worker(self, name: str = "worker", queues: str = "training,light", extra_env: dict | None = None) -> subprocess.Popen:
-        worker = self._spawn(name, [
-            PYTHON, "-m", "celery", "-A", "worker.app", "worker", "--pool=solo", "--concurrency=1",
-            "-Q", queues, "-n", f"{name}@%h", "--loglevel=INFO", "--without-gossip", "--without-mingle",
-        ], extra_env)
+    def start_worker(
+        self, name: str = "worker", queues: str = "training,light", extra_env: dict | None = None
+    ) -> subprocess.Popen:
+        worker = self._spawn(
+            name,
+            [
+                PYTHON,
+                "-m",
+                "celery",
+                "-A",
+                "worker.app",
+                "worker",
+                "--pool=solo",
+                "--concurrency=1",
+                "-Q",
+                queues,
+                "-n",
+                f"{name}@%h",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            extra_env,
+        )
         self.workers.append(worker)
         return worker
 

@@ -23,8 +23,11 @@ from sqlalchemy.exc import OperationalError
 from db.base import make_engine, make_session_factory
 from db.datasets.service import get_dataset, mark_dataset_failed, mark_dataset_ready
 from db.errors import JobNotOwned
-from db.jobs.models import JobStatus
-from db.jobs.service import (
+from db.model_versions.service import get_model
+from db.references.service import add_reference, find_reference
+from db.settings import Settings
+from db.updates.models import JobStatus
+from db.updates.service import (
     cancel_job_finished,
     claim_job,
     complete_job,
@@ -32,9 +35,6 @@ from db.jobs.service import (
     heartbeat,
     record_event,
 )
-from db.model_versions.service import get_model
-from db.references.service import add_reference, find_reference
-from db.settings import Settings
 from mpt.artifacts import ArtifactError, LoadedModel, load_model, save_model
 from mpt.data import DataError, load_dataset
 from mpt.recipe import MethodParams, Recipe
@@ -90,7 +90,7 @@ class JobMonitor:
     lost: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
 
-    def start(self) -> "JobMonitor":
+    def start(self) -> JobMonitor:
         self.beat()
         threading.Thread(target=self._run, name=f"heartbeat-{self.job_id}", daemon=True).start()
         return self
@@ -102,8 +102,13 @@ class JobMonitor:
         try:
             with session_factory()() as session:
                 self.cancel_requested = heartbeat(
-                    session, job_id=self.job_id, worker_id=WORKER_ID, phase=self.phase,
-                    progress=self.progress, epoch=self.epoch, status=self.status,
+                    session,
+                    job_id=self.job_id,
+                    worker_id=WORKER_ID,
+                    phase=self.phase,
+                    progress=self.progress,
+                    epoch=self.epoch,
+                    status=self.status,
                 )
         except JobNotOwned:
             self.lost = True
@@ -129,7 +134,9 @@ class JobMonitor:
         self.epoch = min(int(fraction * self.epochs) + 1, self.epochs)
 
     def on_epoch_end(self, epoch: int, metrics: dict) -> None:
-        with_db_retries(lambda s: record_event(s, job_id=self.job_id, phase=self.phase, epoch=epoch + 1, metrics=metrics))
+        with_db_retries(
+            lambda s: record_event(s, job_id=self.job_id, phase=self.phase, epoch=epoch + 1, metrics=metrics)
+        )
         # A short epoch can end between two heartbeats: write the finished epoch now.
         self.epoch = epoch + 1
         self.beat()
@@ -152,10 +159,16 @@ class DatabaseReferenceStore:
     def save(self, key: str, model: LoadedModel) -> None:
         uri = f"references/{key}.safetensors"
         sha256 = save_model(artifact_path(uri), model.net, model.spec)
-        row = with_db_retries(lambda s: add_reference(
-            s, cache_key=key, artifact_uri=uri, sha256=sha256,
-            architecture=model.spec.arch, classes=list(model.spec.classes),
-        ))
+        row = with_db_retries(
+            lambda s: add_reference(
+                s,
+                cache_key=key,
+                artifact_uri=uri,
+                sha256=sha256,
+                architecture=model.spec.arch,
+                classes=list(model.spec.classes),
+            )
+        )
         self.last_id = row.id
 
 
@@ -217,13 +230,23 @@ def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_
         )
     store = DatabaseReferenceStore()
     outcome = run_update(
-        bundle=bundle, base=base, classes=job.classes, arch=job.architecture, method=job.method,
-        params=params, recipe=recipe, seed=job.seed, store=store, device=settings().device,
+        bundle=bundle,
+        base=base,
+        classes=job.classes,
+        arch=job.architecture,
+        method=job.method,
+        params=params,
+        recipe=recipe,
+        seed=job.seed,
+        store=store,
+        device=settings().device,
         checkpoint_dir=checkpoint_dir,
         progress=Progress(
             on_phase=monitor.enter_phase,
             callbacks=Callbacks(
-                on_epoch_end=monitor.on_epoch_end, on_progress=monitor.on_progress, should_cancel=monitor.should_stop,
+                on_epoch_end=monitor.on_epoch_end,
+                on_progress=monitor.on_progress,
+                should_cancel=monitor.should_stop,
             ),
         ),
     )
@@ -247,14 +270,25 @@ def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_
     if monitor.lost:
         raise TrainingCancelled("another worker took the job over")
     model = {
-        "artifact_uri": model_uri, "sha256": sha256, "architecture": outcome.model.spec.arch,
-        "classes": list(outcome.model.spec.classes), "recipe": recipe.to_dict(), "method": job.method,
+        "artifact_uri": model_uri,
+        "sha256": sha256,
+        "architecture": outcome.model.spec.arch,
+        "classes": list(outcome.model.spec.classes),
+        "recipe": recipe.to_dict(),
+        "method": job.method,
     }
-    version = with_db_retries(lambda s: complete_job(
-        s, job_id=job.id, model=model, report=outcome.report,
-        ledger=outcome.ledger.rows() if outcome.ledger is not None else None,
-        images_uri=images_uri, reference_report=outcome.reference_report, reference_model_id=store.last_id,
-    ))
+    version = with_db_retries(
+        lambda s: complete_job(
+            s,
+            job_id=job.id,
+            model=model,
+            report=outcome.report,
+            ledger=outcome.ledger.rows() if outcome.ledger is not None else None,
+            images_uri=images_uri,
+            reference_report=outcome.reference_report,
+            reference_model_id=store.last_id,
+        )
+    )
     return version, model_uri
 
 

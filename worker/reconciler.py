@@ -17,8 +17,8 @@ from pathlib import Path
 
 from celery import Celery
 
-from db.jobs.service import jobs_needing_dispatch
 from db.settings import Settings
+from db.updates.service import jobs_needing_dispatch
 
 log = logging.getLogger(__name__)
 RUN_UPDATE = "flipguard.run_update"
@@ -45,8 +45,12 @@ def waiting_job_ids(app: Celery, settings: Settings, queue: str) -> set[int]:
     else:
         with app.connection_for_read() as connection:
             client = connection.default_channel.client
-            raws = [raw for key in client.scan_iter(match=f"{queue}*") if client.type(key) == b"list"
-                    for raw in client.lrange(key, 0, -1)]
+            raws = [
+                raw
+                for key in client.scan_iter(match=f"{queue}*")
+                if client.type(key) == b"list"
+                for raw in client.lrange(key, 0, -1)
+            ]
     return {job_id for job_id in map(_job_id, raws) if job_id is not None}
 
 

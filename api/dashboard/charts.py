@@ -49,8 +49,7 @@ def percent(value: float | None, digits: int = 1) -> str:
 
 def _empty(message: str) -> Markup:
     """What a chart shows before it has data."""
-    return Markup(f'<div class="chart-empty" role="img" aria-label="{escape(message)}">'
-                  f"{escape(message)}</div>")
+    return Markup(f'<div class="chart-empty" role="img" aria-label="{escape(message)}">{escape(message)}</div>')
 
 
 def line_chart(
@@ -91,28 +90,33 @@ def line_chart(
     def sy(y: float) -> float:
         return PAD_TOP + (1 - (y - y_low) / (y_high - y_low)) * plot_h
 
-    out = [
-        f'<svg class="chart line-chart" viewBox="0 0 {width} {height}" role="img" '
-        f'aria-label="{escape(label)}">'
-    ]
+    out = [f'<svg class="chart line-chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(label)}">']
     for tick in y_ticks:
         y = sy(tick)
         out.append(f'<line class="grid" x1="{PAD_LEFT}" x2="{width - PAD_RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
-        out.append(f'<text class="tick" x="{PAD_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
-                   f'{escape(y_format(tick))}</text>')
+        out.append(
+            f'<text class="tick" x="{PAD_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(y_format(tick))}</text>'
+        )
     if x_labels:
         x_ticks = sorted(x_labels.items())
     else:
-        x_ticks = [(t, f"{t:g}") for t in nice_ticks(x_low, x_high, 6)
-                   if x_low <= t <= x_high and float(t).is_integer()]
+        x_ticks = [
+            (t, f"{t:g}") for t in nice_ticks(x_low, x_high, 6) if x_low <= t <= x_high and float(t).is_integer()
+        ]
     for x, text in x_ticks:
-        out.append(f'<text class="tick" x="{sx(x):.1f}" y="{height - PAD_BOTTOM + 18}" '
-                   f'text-anchor="middle">{escape(text)}</text>')
-    out.append(f'<line class="axis" x1="{PAD_LEFT}" x2="{width - PAD_RIGHT}" '
-               f'y1="{height - PAD_BOTTOM}" y2="{height - PAD_BOTTOM}"/>')
+        out.append(
+            f'<text class="tick" x="{sx(x):.1f}" y="{height - PAD_BOTTOM + 18}" '
+            f'text-anchor="middle">{escape(text)}</text>'
+        )
+    out.append(
+        f'<line class="axis" x1="{PAD_LEFT}" x2="{width - PAD_RIGHT}" '
+        f'y1="{height - PAD_BOTTOM}" y2="{height - PAD_BOTTOM}"/>'
+    )
     if x_title:
-        out.append(f'<text class="axis-title" x="{PAD_LEFT + plot_w / 2}" y="{height - 3}" '
-                   f'text-anchor="middle">{escape(x_title)}</text>')
+        out.append(
+            f'<text class="axis-title" x="{PAD_LEFT + plot_w / 2}" y="{height - 3}" '
+            f'text-anchor="middle">{escape(x_title)}</text>'
+        )
     for index, one in enumerate(series):
         css = f"s{index % 4}"
         runs: list[list[tuple[float, float]]] = [[]]
@@ -130,16 +134,18 @@ def line_chart(
             if y is None or not math.isfinite(y):
                 continue
             name = (x_labels or {}).get(x, f"{x:g}")
-            out.append(f'<circle class="mark {css}" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3.5">'
-                       f'<title>{escape(one.name)} @ {escape(name)}: {escape(y_format(y))}</title></circle>')
+            out.append(
+                f'<circle class="mark {css}" cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3.5">'
+                f"<title>{escape(one.name)} @ {escape(name)}: {escape(y_format(y))}</title></circle>"
+            )
     out.append("</svg>")
     legend = "".join(
         f'<span class="key"><i class="swatch s{index % 4}{" dashed" if one.dashed else ""}"></i>'
         f"{escape(one.name)}</span>"
-        for index, one in enumerate(series) if any(y is not None for _, y in one.points)
+        for index, one in enumerate(series)
+        if any(y is not None for _, y in one.points)
     )
-    return Markup(f'<figure class="chart-box">{"".join(out)}<figcaption class="legend">{legend}'
-                  f"</figcaption></figure>")
+    return Markup(f'<figure class="chart-box">{"".join(out)}<figcaption class="legend">{legend}</figcaption></figure>')
 
 
 @dataclass
@@ -171,8 +177,7 @@ def bar_chart(
     height = PAD_TOP + group_h * len(groups) + 8
     high = max(values) or 1.0
     plot_w = width - pad_left - pad_right
-    out = [f'<svg class="chart bar-chart" viewBox="0 0 {width} {height}" role="img" '
-           f'aria-label="{escape(label)}">']
+    out = [f'<svg class="chart bar-chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(label)}">']
     for tick in nice_ticks(0, high, 4):
         if tick > high * 1.0001:
             continue
@@ -180,21 +185,32 @@ def bar_chart(
         out.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{PAD_TOP - 4}" y2="{height - 6}"/>')
     for row, group in enumerate(groups):
         top = PAD_TOP + row * group_h
-        out.append(f'<text class="tick{" new-class" if group.note else ""}" x="{pad_left - 8}" '
-                   f'y="{top + group_h / 2 + 2:.1f}" text-anchor="end">{escape(group.label)}'
-                   f'{escape(group.note)}</text>')
+        out.append(
+            f'<text class="tick{" new-class" if group.note else ""}" x="{pad_left - 8}" '
+            f'y="{top + group_h / 2 + 2:.1f}" text-anchor="end">{escape(group.label)}'
+            f"{escape(group.note)}</text>"
+        )
         for index, value in enumerate(group.values):
             if value is None:
                 continue
             y = top + index * row_height
             w = max(value / high * plot_w, 1.0)
-            out.append(f'<rect class="mark bar s{index % 4}" x="{pad_left}" y="{y:.1f}" width="{w:.1f}" '
-                       f'height="{row_height - 3}"><title>{escape(group.label)}, '
-                       f'{escape(series_names[index])}: {escape(value_format(value))}</title></rect>')
-            out.append(f'<text class="value" x="{pad_left + w + 4:.1f}" y="{y + row_height - 5:.1f}">'
-                       f'{escape(value_format(value))}</text>')
+            out.append(
+                f'<rect class="mark bar s{index % 4}" x="{pad_left}" y="{y:.1f}" width="{w:.1f}" '
+                f'height="{row_height - 3}"><title>{escape(group.label)}, '
+                f"{escape(series_names[index])}: {escape(value_format(value))}</title></rect>"
+            )
+            out.append(
+                f'<text class="value" x="{pad_left + w + 4:.1f}" y="{y + row_height - 5:.1f}">'
+                f"{escape(value_format(value))}</text>"
+            )
     out.append("</svg>")
-    legend = "".join(f'<span class="key"><i class="swatch s{i % 4}"></i>{escape(name)}</span>'
-                     for i, name in enumerate(series_names)) if bars > 1 else ""
-    return Markup(f'<figure class="chart-box">{"".join(out)}<figcaption class="legend">{legend}'
-                  f"</figcaption></figure>")
+    legend = (
+        "".join(
+            f'<span class="key"><i class="swatch s{i % 4}"></i>{escape(name)}</span>'
+            for i, name in enumerate(series_names)
+        )
+        if bars > 1
+        else ""
+    )
+    return Markup(f'<figure class="chart-box">{"".join(out)}<figcaption class="legend">{legend}</figcaption></figure>')

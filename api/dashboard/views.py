@@ -18,14 +18,14 @@ from api.deps import READ, TOKEN_COOKIE, PaginationDep, SessionDep
 from api.errors import Unauthenticated, api_error_response, service_error_response
 from api.schemas import RowId
 from db.errors import NotFound
-from db.jobs.models import ACTIVE_STATUSES, JobStatus
-from db.jobs.service import count_jobs_by_status, get_job, list_events, list_jobs
+from db.flips.models import FlipKind, ReportRole
+from db.flips.service import find_report, list_samples
 from db.model_versions.models import ModelStatus
 from db.model_versions.service import get_model, lineage, list_families, list_models
-from db.reports.models import FlipKind, ReportRole
-from db.reports.service import find_report, list_samples
 from db.tokens.models import Scope
 from db.tokens.service import authenticate
+from db.updates.models import ACTIVE_STATUSES, JobStatus
+from db.updates.service import count_jobs_by_status, get_job, list_events, list_jobs
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -93,11 +93,17 @@ def login(
     """Check the token and keep it in a cookie that scripts cannot read and other sites never send."""
     row = authenticate(session, token=token.strip())
     if row is None or Scope.READ not in row.scopes:
-        return _page(request, "login.html", status_code=401, next=_safe_next(next),
-                     message="unknown or revoked token, or one without the read scope")
+        return _page(
+            request,
+            "login.html",
+            status_code=401,
+            next=_safe_next(next),
+            message="unknown or revoked token, or one without the read scope",
+        )
     response = RedirectResponse(_safe_next(next), status_code=303)
-    response.set_cookie(TOKEN_COOKIE, token.strip(), httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path="/")
+    response.set_cookie(
+        TOKEN_COOKIE, token.strip(), httponly=True, samesite="strict", secure=request.url.scheme == "https", path="/"
+    )
     return response
 
 
@@ -136,19 +142,33 @@ def _job_curves(events) -> dict:
 
     def lines(key: str) -> list[Series]:
         return [
-            Series(name=phase, points=[(epoch, row.get(key)) for epoch, row in rows],
-                   dashed=phase != "training")
+            Series(name=phase, points=[(epoch, row.get(key)) for epoch, row in rows], dashed=phase != "training")
             for phase, rows in phases.items()
         ]
 
     return {
-        "loss": line_chart(lines("train_loss"), label="training loss per epoch", x_title="epoch",
-                           y_floor=0, empty="no finished epoch yet"),
-        "accuracy": line_chart(lines("val_accuracy"), label="validation accuracy per epoch",
-                               x_title="epoch", y_format=lambda v: percent(v, 0),
-                               empty="no finished epoch yet"),
-        "nfr": line_chart(lines("val_nfr"), label="validation NFR per epoch", x_title="epoch",
-                          y_format=lambda v: percent(v, 1), y_floor=0, empty="no NFR yet"),
+        "loss": line_chart(
+            lines("train_loss"),
+            label="training loss per epoch",
+            x_title="epoch",
+            y_floor=0,
+            empty="no finished epoch yet",
+        ),
+        "accuracy": line_chart(
+            lines("val_accuracy"),
+            label="validation accuracy per epoch",
+            x_title="epoch",
+            y_format=lambda v: percent(v, 0),
+            empty="no finished epoch yet",
+        ),
+        "nfr": line_chart(
+            lines("val_nfr"),
+            label="validation NFR per epoch",
+            x_title="epoch",
+            y_format=lambda v: percent(v, 1),
+            y_floor=0,
+            empty="no NFR yet",
+        ),
         "epochs": sum(len(rows) for rows in phases.values()),
     }
 
@@ -169,10 +189,14 @@ def overview(request: Request, session: SessionDep):
     """Families with their production version, recent jobs, recent versions."""
     jobs = list_jobs(session, page=1, page_size=25)
     versions = list_models(session, page=1, page_size=20)
-    results = {job.id: get_model(session, model_id=job.result_model_id)
-               for job in jobs.items if job.result_model_id is not None}
+    results = {
+        job.id: get_model(session, model_id=job.result_model_id)
+        for job in jobs.items
+        if job.result_model_id is not None
+    }
     return _page(
-        request, "overview.html",
+        request,
+        "overview.html",
         families=list_families(session),
         jobs=jobs,
         results=results,
@@ -187,50 +211,78 @@ def model_page(model_id: RowId, request: Request, session: SessionDep):
     model = get_model(session, model_id=model_id)
     chain = []
     for version in reversed(lineage(session, model_id=model_id)):  # oldest first
-        report = (find_report(session, model_id=version.id, baseline_model_id=version.parent_id)
-                  if version.parent_id is not None else None)
+        report = (
+            find_report(session, model_id=version.id, baseline_model_id=version.parent_id)
+            if version.parent_id is not None
+            else None
+        )
         chain.append({"model": version, "report": report})
     for index, entry in enumerate(chain):
         entry["accuracy"] = _own_accuracy(chain, index)
     report = chain[-1]["report"]
-    reference = (find_report(session, model_id=model.id, baseline_model_id=model.parent_id,
-                             role=ReportRole.REFERENCE) if report is not None else None)
+    reference = (
+        find_report(session, model_id=model.id, baseline_model_id=model.parent_id, role=ReportRole.REFERENCE)
+        if report is not None
+        else None
+    )
     rows = []
     for label, scope, key, lower_is_better in COMPARED:
-        rows.append({
-            "label": label,
-            "predecessor": _scope_value(report.summary if report else None, scope, key, old=True)
-            if key == "accuracy" else None,
-            "model": _scope_value(report.summary if report else None, scope, key),
-            "reference": _scope_value(reference.summary if reference else None, scope, key),
-            "lower_is_better": lower_is_better,
-        })
+        rows.append(
+            {
+                "label": label,
+                "predecessor": _scope_value(report.summary if report else None, scope, key, old=True)
+                if key == "accuracy"
+                else None,
+                "model": _scope_value(report.summary if report else None, scope, key),
+                "reference": _scope_value(reference.summary if reference else None, scope, key),
+                "lower_is_better": lower_is_better,
+            }
+        )
     positions = {index: f"v{entry['model'].version}" for index, entry in enumerate(chain)}
     accuracy_lines = [
         Series("accuracy on its own classes", [(i, e["accuracy"]) for i, e in enumerate(chain)]),
-        Series("accuracy on the predecessor's classes", [
-            (i, _scope_value(e["report"].summary, "old_classes", "accuracy") if e["report"] else None)
-            for i, e in enumerate(chain)], dashed=True),
+        Series(
+            "accuracy on the predecessor's classes",
+            [
+                (i, _scope_value(e["report"].summary, "old_classes", "accuracy") if e["report"] else None)
+                for i, e in enumerate(chain)
+            ],
+            dashed=True,
+        ),
     ]
     nfr_lines = [
-        Series("NFR, old classes", [(i, e["report"].nfr_old_classes if e["report"] else None)
-                                    for i, e in enumerate(chain)]),
-        Series("NFR, all samples", [(i, e["report"].nfr_all if e["report"] else None)
-                                    for i, e in enumerate(chain)], dashed=True),
+        Series(
+            "NFR, old classes", [(i, e["report"].nfr_old_classes if e["report"] else None) for i, e in enumerate(chain)]
+        ),
+        Series(
+            "NFR, all samples",
+            [(i, e["report"].nfr_all if e["report"] else None) for i, e in enumerate(chain)],
+            dashed=True,
+        ),
     ]
     return _page(
-        request, "model.html",
+        request,
+        "model.html",
         model=model,
         chain=chain,
         report=report,
         reference=reference,
         rows=rows,
-        accuracy_chart=line_chart(accuracy_lines, label="accuracy per version", x_labels=positions,
-                                  y_format=lambda v: percent(v, 0),
-                                  empty="no version with a report yet"),
-        nfr_chart=line_chart(nfr_lines, label="negative flip rate per version", x_labels=positions,
-                             y_format=lambda v: percent(v, 1), y_floor=0,
-                             empty="no version with a report yet"),
+        accuracy_chart=line_chart(
+            accuracy_lines,
+            label="accuracy per version",
+            x_labels=positions,
+            y_format=lambda v: percent(v, 0),
+            empty="no version with a report yet",
+        ),
+        nfr_chart=line_chart(
+            nfr_lines,
+            label="negative flip rate per version",
+            x_labels=positions,
+            y_format=lambda v: percent(v, 1),
+            y_floor=0,
+            empty="no version with a report yet",
+        ),
         needs_force=model.status != ModelStatus.CANDIDATE
         or (model.job_id is not None and not (model.gate_verdict or {}).get("passed")),
     )
@@ -241,7 +293,8 @@ def job_page(job_id: RowId, request: Request, session: SessionDep):
     """One job: live progress, per-epoch curves, cancel, error."""
     job = get_job(session, job_id=job_id)
     return _page(
-        request, "job.html",
+        request,
+        "job.html",
         job=job,
         curves=_job_curves(list_events(session, job_id=job_id)),
         active=job.status in (JobStatus.QUEUED, *ACTIVE_STATUSES),
@@ -271,45 +324,58 @@ def flips_page(
     model = get_model(session, model_id=model_id)
     baseline_id = against if against is not None else model.parent_id
     if baseline_id is None:
-        raise NotFound(f"model {model_id} is a first version: it has no predecessor to "
-                       "compare with", loc=("path", "model_id"))
+        raise NotFound(
+            f"model {model_id} is a first version: it has no predecessor to compare with", loc=("path", "model_id")
+        )
     baseline = get_model(session, model_id=baseline_id, loc=("query", "against"))
     report = find_report(session, model_id=model_id, baseline_model_id=baseline_id)
     if report is None:
         raise NotFound(f"no stored flip report of model {model_id} against model {baseline_id}")
-    reference = find_report(session, model_id=model_id, baseline_model_id=baseline_id,
-                            role=ReportRole.REFERENCE)
+    reference = find_report(session, model_id=model_id, baseline_model_id=baseline_id, role=ReportRole.REFERENCE)
     summary = report.summary
     classes = report.classes
     label_index = int(label) if label and int(label) < len(classes) else None
     page = list_samples(
-        session, report_id=report.id, kind=FlipKind(kind) if kind else None, label=label_index,
-        intrusion=True if intrusion else None, page=pagination.page, page_size=pagination.page_size,
+        session,
+        report_id=report.id,
+        kind=FlipKind(kind) if kind else None,
+        label=label_index,
+        intrusion=True if intrusion else None,
+        page=pagination.page,
+        page_size=pagination.page_size,
     )
-    reference_rows = {row["index"]: row for row in (reference.summary.get("per_class", [])
-                                                    if reference else [])}
+    reference_rows = {row["index"]: row for row in (reference.summary.get("per_class", []) if reference else [])}
     groups = [
-        BarGroup(label=row["name"],
-                 values=[row["nfr"], reference_rows.get(row["index"], {}).get("nfr")]
-                 if reference else [row["nfr"]])
-        for row in summary.get("per_class", []) if not row["is_new"]
+        BarGroup(
+            label=row["name"],
+            values=[row["nfr"], reference_rows.get(row["index"], {}).get("nfr")] if reference else [row["nfr"]],
+        )
+        for row in summary.get("per_class", [])
+        if not row["is_new"]
     ]
-    series_names = [model.method or "this model", "independent retrain"] if reference else \
-        [model.method or "this model"]
+    series_names = (
+        [model.method or "this model", "independent retrain"] if reference else [model.method or "this model"]
+    )
     # Transition matrix: old prediction (rows, the baseline's classes) -> new prediction.
     cells: dict[tuple[int, int], dict] = {}
     for row in summary.get("transitions", []):
-        cell = cells.setdefault((row["old_prediction"], row["new_prediction"]),
-                                {"negative": 0, "positive": 0, "intrusion": False})
+        cell = cells.setdefault(
+            (row["old_prediction"], row["new_prediction"]), {"negative": 0, "positive": 0, "intrusion": False}
+        )
         cell[row["kind"]] += row["count"]
         cell["intrusion"] = cell["intrusion"] or bool(row.get("intrusion"))
     busiest = max((c["negative"] + c["positive"] for c in cells.values()), default=0)
     model_neg = summary["scopes"]["all"]["negative_flips"]
     reference_neg = reference.summary["scopes"]["all"]["negative_flips"] if reference else None
-    filters = {"against": against, "kind": kind or None, "label": label or None,
-               "intrusion": "true" if intrusion else None}
+    filters = {
+        "against": against,
+        "kind": kind or None,
+        "label": label or None,
+        "intrusion": "true" if intrusion else None,
+    }
     return _page(
-        request, "flips.html",
+        request,
+        "flips.html",
         model=model,
         baseline=baseline,
         report=report,
@@ -317,8 +383,7 @@ def flips_page(
         summary=summary,
         classes=classes,
         k_old=report.k_old,
-        per_class_chart=bar_chart(groups, series_names=series_names,
-                                  label="negative flip rate per old class"),
+        per_class_chart=bar_chart(groups, series_names=series_names, label="negative flip rate per old class"),
         cells=cells,
         busiest=busiest,
         model_neg=model_neg,

@@ -27,9 +27,7 @@ class DatasetOut(OrmModel):
     name: str = Field(examples=["fashion-mnist"])
     uri: str = Field(examples=["/usr/share/datasets/fashion-mnist"])
     format: DatasetFormat
-    status: DatasetStatus = Field(
-        description="pending until a worker has inspected the files", examples=["ready"]
-    )
+    status: DatasetStatus = Field(description="pending until a worker has inspected the files", examples=["ready"])
     error: str | None = Field(examples=[None])
     classes: list[str] | None = Field(examples=[["T-shirt/top", "Trouser", "Pullover"]])
     train_size: int | None = Field(examples=[60000])

@@ -15,7 +15,9 @@ from db.datasets.service import create_dataset, get_dataset, list_datasets
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=error_responses(401, 403))
 
 
-@router.post("", dependencies=[SUBMIT], status_code=202, response_model=DatasetOut, responses=error_responses(400, 409, 422))
+@router.post(
+    "", dependencies=[SUBMIT], status_code=202, response_model=DatasetOut, responses=error_responses(400, 409, 422)
+)
 def register_dataset(body: DatasetCreate, session: SessionDep, settings: SettingsDep, queue: QueueDep):
     """Register a data set: it starts `pending` until a worker has read its classes and sizes."""
     path = resolve_data_path(body.uri, settings=settings, loc=("body", "uri"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from api.schemas import OrmModel, Page
-from db.reports.models import FlipKind
+from db.flips.models import FlipKind
 
 
 class ScopeFigures(BaseModel):
@@ -69,7 +69,7 @@ class FlipFigures(BaseModel):
     transitions: list[Transition]
 
     @classmethod
-    def from_summary(cls, summary: dict) -> "FlipFigures":
+    def from_summary(cls, summary: dict) -> FlipFigures:
         """Read the figures out of an mpt.flips.flip_report summary."""
         return cls(
             scopes=summary["scopes"],

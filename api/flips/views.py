@@ -20,9 +20,9 @@ from api.errors import ApiError, error_responses
 from api.flips.schemas import FlipFigures, FlipReportOut, FlipSampleOut
 from api.schemas import Page, RowId
 from db.errors import InvalidInput, NotFound
+from db.flips.models import FlipKind, FlipReport, FlipSample, ReportRole
+from db.flips.service import find_report, get_sample, iter_samples, list_samples
 from db.model_versions.service import get_model
-from db.reports.models import FlipKind, FlipReport, FlipSample, ReportRole
-from db.reports.service import find_report, get_sample, iter_samples, list_samples
 
 router = APIRouter(prefix="/models/{model_id}/flips", tags=["flips"], responses=error_responses(401, 403))
 
@@ -35,8 +35,16 @@ AGAINST = Query(
 # Images are upscaled (nearest neighbour) until their short side reaches this many pixels.
 MIN_IMAGE_SIDE = 224
 CSV_COLUMNS = (
-    "sample_index", "label", "label_name", "old_prediction", "old_prediction_name",
-    "new_prediction", "new_prediction_name", "old_confidence", "new_confidence", "kind",
+    "sample_index",
+    "label",
+    "label_name",
+    "old_prediction",
+    "old_prediction_name",
+    "new_prediction",
+    "new_prediction_name",
+    "old_confidence",
+    "new_confidence",
+    "kind",
     "is_intrusion",
 )
 
@@ -46,9 +54,7 @@ def _report(session: Session, *, model_id: int, against: int | None) -> FlipRepo
     model = get_model(session, model_id=model_id)
     baseline = against if against is not None else model.parent_id
     if baseline is None:
-        raise NotFound(
-            f"model {model_id} has no predecessor; pass ?against=<model id>", loc=("query", "against")
-        )
+        raise NotFound(f"model {model_id} has no predecessor; pass ?against=<model id>", loc=("query", "against"))
     report = find_report(session, model_id=model_id, baseline_model_id=baseline)
     if report is None:
         raise NotFound(
@@ -67,8 +73,7 @@ def _label_index(label: str | None, classes: list[str]) -> int | None:
         return int(label)
     if label in classes:
         return classes.index(label)
-    raise InvalidInput(f"unknown class {label!r}: give an index below {len(classes)} or a name",
-                       loc=("query", "label"))
+    raise InvalidInput(f"unknown class {label!r}: give an index below {len(classes)} or a name", loc=("query", "label"))
 
 
 def _sample_row(sample: FlipSample, classes: list[str], image_url: str | None) -> dict:
@@ -108,8 +113,7 @@ def read_report(
     pagination: PaginationDep,
     against: RowId | None = AGAINST,
     kind: FlipKind | None = Query(None, description="only negative or positive flips"),
-    label: str | None = Query(None, description="only samples of this true class (index or name)",
-                              examples=["boot"]),
+    label: str | None = Query(None, description="only samples of this true class (index or name)", examples=["boot"]),
     intrusion: bool | None = Query(None, description="only (or no) intrusion flips"),
     format: Literal["json", "csv"] = Query("json", description="`csv`: the whole filtered ledger"),
 ):
@@ -131,19 +135,24 @@ def read_report(
         return Response(
             buffer.getvalue(),
             media_type="text/csv",
-            headers={"Content-Disposition":
-                     f'attachment; filename="flips-model{model_id}-vs-{report.baseline_model_id}.csv"'},
+            headers={
+                "Content-Disposition": f'attachment; filename="flips-model{model_id}-vs-{report.baseline_model_id}.csv"'
+            },
         )
-    reference = find_report(session, model_id=model_id, baseline_model_id=report.baseline_model_id,
-                            role=ReportRole.REFERENCE)
+    reference = find_report(
+        session, model_id=model_id, baseline_model_id=report.baseline_model_id, role=ReportRole.REFERENCE
+    )
     page = list_samples(session, **filters, page=pagination.page, page_size=pagination.page_size)
     items = [
-        FlipSampleOut.model_validate(_sample_row(
-            sample,
-            report.classes,
-            _image_url(request, model_id=model_id, sample_index=sample.sample_index, against=against)
-            if report.images_uri else None,
-        ))
+        FlipSampleOut.model_validate(
+            _sample_row(
+                sample,
+                report.classes,
+                _image_url(request, model_id=model_id, sample_index=sample.sample_index, against=against)
+                if report.images_uri
+                else None,
+            )
+        )
         for sample in page.items
     ]
     return FlipReportOut(
@@ -155,8 +164,7 @@ def read_report(
         classes=report.classes,
         figures=FlipFigures.from_summary(report.summary),
         reference=FlipFigures.from_summary(reference.summary) if reference else None,
-        samples=Page[FlipSampleOut](items=items, total=page.total, page=page.page,
-                                    page_size=page.page_size),
+        samples=Page[FlipSampleOut](items=items, total=page.total, page=page.page, page_size=page.page_size),
     )
 
 
@@ -177,14 +185,17 @@ def read_image(
     """A flipped evaluation sample as a PNG, enlarged so that small images are visible."""
     report = _report(session, model_id=model_id, against=against)
     if get_sample(session, report_id=report.id, sample_index=sample_index) is None:
-        raise NotFound(f"sample {sample_index} did not flip in this report",
-                       loc=("path", "sample_index"))
+        raise NotFound(f"sample {sample_index} did not flip in this report", loc=("path", "sample_index"))
     if report.images_uri is None:
         raise NotFound("this report stored no images", loc=("path", "sample_index"))
     path = settings.artifact_path(report.images_uri)
     if not path.is_file():
-        raise ApiError(404, "the report's image file is missing from the artifact store",
-                       loc=("path", "sample_index"), error_type="artifact_missing")
+        raise ApiError(
+            404,
+            "the report's image file is missing from the artifact store",
+            loc=("path", "sample_index"),
+            error_type="artifact_missing",
+        )
     with np.load(path, allow_pickle=False) as archive:
         positions = np.flatnonzero(archive["sample_index"] == sample_index)
         if positions.size == 0:

@@ -10,7 +10,10 @@ from api.schemas import OrmModel
 from db.model_versions.models import ModelStatus
 
 FAMILY_FIELD = Field(
-    min_length=1, max_length=200, pattern=r"^[\w.\-]+$", examples=["shoe-classifier"],
+    min_length=1,
+    max_length=200,
+    pattern=r"^[\w.\-]+$",
+    examples=["shoe-classifier"],
     description="The model family (one product's classifier); versions are numbered within it.",
 )
 
@@ -48,8 +51,10 @@ class ModelOut(OrmModel):
     parent_id: int | None = Field(description="the predecessor version", examples=[1])
     architecture: str = Field(examples=["resnet18"])
     classes: list[str] = Field(examples=[["sandal", "sneaker", "boot"]])
-    artifact_uri: str = Field(description="path of the weights, relative to the artifact store",
-                              examples=["models/0c9d6a4e2b7f4f0e9a1d3c5b7e9f1a2b.safetensors"])
+    artifact_uri: str = Field(
+        description="path of the weights, relative to the artifact store",
+        examples=["models/0c9d6a4e2b7f4f0e9a1d3c5b7e9f1a2b.safetensors"],
+    )
     sha256: str = Field(examples=["3b7e1f0c" + "0" * 56])
     status: ModelStatus = Field(examples=["candidate"])
     job_id: int | None = Field(description="the update job that trained it", examples=[12])
@@ -67,7 +72,6 @@ class PromoteRequest(BaseModel):
 
     force: bool = Field(False, description="promote although the gate did not pass (needs a reason)")
     reason: str | None = Field(None, max_length=2000, examples=["hotfix for the sandal class"])
-
 
 
 class LineageEntry(BaseModel):

@@ -26,6 +26,7 @@ from api.storage import (
     resolve_data_path,
     store_model_file,
 )
+from db.flips.service import find_report
 from db.model_versions.models import ModelStatus
 from db.model_versions.service import (
     get_model,
@@ -34,7 +35,6 @@ from db.model_versions.service import (
     promote_model,
     register_uploaded_model,
 )
-from db.reports.service import find_report
 from db.settings import Settings
 
 router = APIRouter(prefix="/models", tags=["models"], responses=error_responses(401, 403))
@@ -48,16 +48,18 @@ REGISTER_BODY = {
                     "type": "object",
                     "required": ["file", "family"],
                     "properties": {
-                        "file": {"type": "string", "format": "binary",
-                                 "description": "safetensors weights with flipguard.* metadata"},
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "safetensors weights with flipguard.* metadata",
+                        },
                         "family": ModelRegisterForm.model_json_schema()["properties"]["family"],
                     },
                 }
             },
             "application/json": {
                 "schema": ModelRegisterByUri.model_json_schema(),
-                "example": {"family": "shoe-classifier",
-                            "uri": "/usr/share/datasets/models/shoes-v1.safetensors"},
+                "example": {"family": "shoe-classifier", "uri": "/usr/share/datasets/models/shoes-v1.safetensors"},
             },
         },
     }
@@ -109,40 +111,34 @@ async def register_model(request: Request, session: SessionDep, settings: Settin
     """
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + 1_000_000:
-        raise ApiError(413, f"request larger than {settings.max_upload_bytes} bytes",
-                       loc=("body", "file"), error_type="too_large")
+        raise ApiError(
+            413, f"request larger than {settings.max_upload_bytes} bytes", loc=("body", "file"), error_type="too_large"
+        )
     content_type = request.headers.get("content-type", "")
     if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         async with request.form(max_files=1, max_fields=10) as form:
-            fields = _validated(ModelRegisterForm, {k: v for k, v in form.items() if k != "file"},
-                                source="body")
+            fields = _validated(ModelRegisterForm, {k: v for k, v in form.items() if k != "file"}, source="body")
             upload = form.get("file")
             if upload is None or isinstance(upload, str):
                 raise RequestValidationError(
-                    [{"loc": ("body", "file"), "msg": "a safetensors file is required",
-                      "type": "missing"}]
+                    [{"loc": ("body", "file"), "msg": "a safetensors file is required", "type": "missing"}]
                 )
             loc = ("body", "file")
             stored = await run_in_threadpool(store_model_file, upload.file, settings=settings, loc=loc)
-        return await run_in_threadpool(_register_file, session, settings, stored,
-                                       family=fields.family, loc=loc)
+        return await run_in_threadpool(_register_file, session, settings, stored, family=fields.family, loc=loc)
     try:
         payload = await request.json()
     except ValueError:
         raise RequestValidationError(
-            [{"loc": ("body",), "msg": "send multipart/form-data or a JSON object",
-              "type": "json_invalid"}]
+            [{"loc": ("body",), "msg": "send multipart/form-data or a JSON object", "type": "json_invalid"}]
         ) from None
     if not isinstance(payload, dict):
-        raise RequestValidationError(
-            [{"loc": ("body",), "msg": "expected a JSON object", "type": "model_type"}]
-        )
+        raise RequestValidationError([{"loc": ("body",), "msg": "expected a JSON object", "type": "model_type"}])
     body = _validated(ModelRegisterByUri, payload, source="body")
     loc = ("body", "uri")
     source = resolve_data_path(body.uri, settings=settings, loc=loc)
     stored = await run_in_threadpool(copy_data_file, source, settings=settings, loc=loc)
-    return await run_in_threadpool(_register_file, session, settings, stored,
-                                   family=body.family, loc=loc)
+    return await run_in_threadpool(_register_file, session, settings, stored, family=body.family, loc=loc)
 
 
 @router.get("", dependencies=[READ], response_model=Page[ModelOut])
@@ -153,8 +149,7 @@ def list_all(
     status: ModelStatus | None = Query(None),
 ):
     """Model versions, newest first, filtered by family and status."""
-    return list_models(session, family=family, status=status, page=pagination.page,
-                       page_size=pagination.page_size)
+    return list_models(session, family=family, status=status, page=pagination.page, page_size=pagination.page_size)
 
 
 @router.get("/{model_id}", dependencies=[READ], response_model=ModelOut, responses=error_responses(404))
@@ -174,11 +169,19 @@ def download_weights(model_id: RowId, session: SessionDep, settings: SettingsDep
     model = get_model(session, model_id=model_id)
     path = settings.artifact_path(model.artifact_uri)
     if not path.is_file():
-        raise ApiError(404, f"the weights of model {model_id} are missing from the artifact store",
-                       loc=("path", "model_id"), error_type="artifact_missing")
+        raise ApiError(
+            404,
+            f"the weights of model {model_id} are missing from the artifact store",
+            loc=("path", "model_id"),
+            error_type="artifact_missing",
+        )
     if file_sha256(path) != model.sha256:
-        raise ApiError(500, f"the weights of model {model_id} do not match their sha256",
-                       loc=("path", "model_id"), error_type="artifact_corrupt")
+        raise ApiError(
+            500,
+            f"the weights of model {model_id} do not match their sha256",
+            loc=("path", "model_id"),
+            error_type="artifact_corrupt",
+        )
     return FileResponse(
         path,
         media_type="application/octet-stream",
@@ -187,7 +190,9 @@ def download_weights(model_id: RowId, session: SessionDep, settings: SettingsDep
     )
 
 
-@router.get("/{model_id}/lineage", dependencies=[READ], response_model=list[LineageEntry], responses=error_responses(404))
+@router.get(
+    "/{model_id}/lineage", dependencies=[READ], response_model=list[LineageEntry], responses=error_responses(404)
+)
 def read_lineage(model_id: RowId, session: SessionDep):
     """The version and its predecessors, newest first, each with its figures against its parent."""
     entries = []
@@ -214,7 +219,9 @@ def read_lineage(model_id: RowId, session: SessionDep):
     return entries
 
 
-@router.post("/{model_id}/promote", dependencies=[ADMIN], response_model=ModelOut, responses=error_responses(400, 404, 409, 422))
+@router.post(
+    "/{model_id}/promote", dependencies=[ADMIN], response_model=ModelOut, responses=error_responses(400, 404, 409, 422)
+)
 def promote(model_id: RowId, body: PromoteRequest, session: SessionDep):
     """Make a candidate the family's production version (the previous one is archived).
 

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from api.deps import READ, QueueDep, SessionDep
 from api.errors import error_responses
-from db.jobs.service import count_jobs_by_status
+from db.updates.service import count_jobs_by_status
 
 router = APIRouter(tags=["operations"])
 
@@ -22,8 +22,13 @@ router = APIRouter(tags=["operations"])
     "/health",
     responses={
         200: {"content": {"application/json": {"example": {"status": "ok", "database": "ok", "broker": "ok"}}}},
-        503: {"content": {"application/json": {"example": {"status": "degraded", "database": "ok",
-                                                           "broker": "error: connection refused"}}}},
+        503: {
+            "content": {
+                "application/json": {
+                    "example": {"status": "degraded", "database": "ok", "broker": "error: connection refused"}
+                }
+            }
+        },
     },
 )
 def health(session: SessionDep, queue: QueueDep):
@@ -40,8 +45,7 @@ def health(session: SessionDep, queue: QueueDep):
     except Exception as error:
         checks["broker"] = f"error: {error}"
     healthy = all(value == "ok" for value in checks.values())
-    return JSONResponse({"status": "ok" if healthy else "degraded", **checks},
-                        status_code=200 if healthy else 503)
+    return JSONResponse({"status": "ok" if healthy else "degraded", **checks}, status_code=200 if healthy else 503)
 
 
 @router.get(

@@ -12,7 +12,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas import OrmModel, RowId
-from db.jobs.models import JobStatus, UpdateMethod
+from db.updates.models import JobStatus, UpdateMethod
 
 
 class RecipeIn(BaseModel):
@@ -28,11 +28,17 @@ class RecipeIn(BaseModel):
     crop_padding: int | None = Field(None, ge=0, le=64, examples=[4])
     horizontal_flip: bool | None = Field(None, examples=[True])
     mean: list[float] | None = Field(
-        None, min_length=1, max_length=4, examples=[[0.4914, 0.4822, 0.4465]],
+        None,
+        min_length=1,
+        max_length=4,
+        examples=[[0.4914, 0.4822, 0.4465]],
         description="per-channel normalisation mean; omitted: measured on the training images",
     )
     std: list[float] | None = Field(
-        None, min_length=1, max_length=4, examples=[[0.2023, 0.1994, 0.2010]],
+        None,
+        min_length=1,
+        max_length=4,
+        examples=[[0.2023, 0.1994, 0.2010]],
         description="per-channel normalisation std; omitted: measured on the training images",
     )
     validation_fraction: float | None = Field(None, ge=0, lt=1, examples=[0.1])
@@ -49,8 +55,9 @@ class MethodParamsIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    bias: float | None = Field(None, ge=0, le=100, examples=[4.0],
-                               description="b: added to new-class logits in the training CE")
+    bias: float | None = Field(
+        None, ge=0, le=100, examples=[4.0], description="b: added to new-class logits in the training CE"
+    )
     alpha: float | None = Field(None, ge=0, le=100, examples=[1.0])
     beta: float | None = Field(None, ge=0, le=100, examples=[5.0])
     tau: float | None = Field(None, gt=0, le=100, examples=[5.0])
@@ -67,10 +74,12 @@ class GateIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_nfr: float | None = Field(None, ge=0, le=1, examples=[0.02],
-                                  description="highest NFR on old-class samples that passes")
-    min_accuracy: float | None = Field(None, ge=0, le=1, examples=[0.85],
-                                       description="lowest overall accuracy that passes")
+    max_nfr: float | None = Field(
+        None, ge=0, le=1, examples=[0.02], description="highest NFR on old-class samples that passes"
+    )
+    min_accuracy: float | None = Field(
+        None, ge=0, le=1, examples=[0.85], description="lowest overall accuracy that passes"
+    )
     auto_promote: bool = Field(False, description="promote at once when the gate passes")
 
 
@@ -93,16 +102,31 @@ class UpdateCreate(BaseModel):
     )
 
     base_model_id: RowId | None = Field(
-        None, description="the deployed version to update; omitted: train a first version",
+        None,
+        description="the deployed version to update; omitted: train a first version",
         examples=[1],
     )
-    family: str | None = Field(None, min_length=1, max_length=200, pattern=r"^[\w.\-]+$",
-                               description="required without a base model", examples=["shoe-classifier"])
-    architecture: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[\w.\-]+$",
-                                     description="default: the base model's", examples=["resnet18"])
+    family: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\w.\-]+$",
+        description="required without a base model",
+        examples=["shoe-classifier"],
+    )
+    architecture: str | None = Field(
+        None,
+        min_length=1,
+        max_length=100,
+        pattern=r"^[\w.\-]+$",
+        description="default: the base model's",
+        examples=["resnet18"],
+    )
     dataset_id: RowId = Field(description="a data set in status ready", examples=[2])
     classes: list[str] | None = Field(
-        None, min_length=1, description="training classes by name; omitted: all of the data set",
+        None,
+        min_length=1,
+        description="training classes by name; omitted: all of the data set",
         examples=[["sandal", "sneaker", "boot", "slipper"]],
     )
     method: UpdateMethod = Field(UpdateMethod.MPT_KL, examples=["mpt-kl"])

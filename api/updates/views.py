@@ -12,8 +12,8 @@ from api.deps import READ, SUBMIT, PaginationDep, QueueDep, SessionDep
 from api.errors import error_responses
 from api.schemas import Page, RowId
 from api.updates.schemas import UpdateCreate, UpdateDetail, UpdateOut
-from db.jobs.models import JobStatus
-from db.jobs.service import create_job, get_job, list_events, list_jobs, request_cancel
+from db.updates.models import JobStatus
+from db.updates.service import create_job, get_job, list_events, list_jobs, request_cancel
 
 router = APIRouter(prefix="/updates", tags=["updates"], responses=error_responses(401, 403))
 
@@ -29,9 +29,10 @@ def request_hash(body: UpdateCreate) -> str:
     dependencies=[SUBMIT],
     status_code=202,
     response_model=UpdateOut,
-    responses={200: {"description": "a replay of an earlier request with the same Idempotency-Key",
-                     "model": UpdateOut},
-               **error_responses(400, 409, 422)},
+    responses={
+        200: {"description": "a replay of an earlier request with the same Idempotency-Key", "model": UpdateOut},
+        **error_responses(400, 409, 422),
+    },
 )
 def submit(
     body: UpdateCreate,
@@ -40,8 +41,11 @@ def submit(
     queue: QueueDep,
     idempotency_key: Annotated[
         str | None,
-        Header(max_length=200, description="repeat a request safely: the same key and body "
-               "return the same job (200); the same key with another body is a 409"),
+        Header(
+            max_length=200,
+            description="repeat a request safely: the same key and body "
+            "return the same job (200); the same key with another body is a 409",
+        ),
     ] = None,
 ):
     """Schedule a compatible retrain of a deployed model (or a first version from scratch)."""

@@ -11,9 +11,7 @@ from db.errors import Conflict, NotFound
 from db.pagination import Page, paginate
 
 
-def get_dataset(
-    session: Session, *, dataset_id: int, loc: tuple = ("path", "dataset_id")
-) -> Dataset:
+def get_dataset(session: Session, *, dataset_id: int, loc: tuple = ("path", "dataset_id")) -> Dataset:
     """The data set with this id; NotFound naming `loc` otherwise."""
     dataset = session.get(Dataset, dataset_id)
     if dataset is None:

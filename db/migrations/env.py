@@ -32,9 +32,7 @@ def run_online() -> None:
     """Connect and migrate; batch mode lets later migrations alter SQLite tables."""
     engine = make_engine(database_url)
     with engine.connect() as connection:
-        context.configure(
-            connection=connection, target_metadata=metadata, render_as_batch=True
-        )
+        context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()

@@ -39,9 +39,7 @@ def list_models(
 def get_production(session: Session, *, family: str) -> ModelVersion | None:
     """The production version of a family, if any."""
     return session.scalar(
-        select(ModelVersion).where(
-            ModelVersion.family == family, ModelVersion.status == ModelStatus.PRODUCTION
-        )
+        select(ModelVersion).where(ModelVersion.family == family, ModelVersion.status == ModelStatus.PRODUCTION)
     )
 
 
@@ -64,9 +62,7 @@ def add_version(
     Two writers racing for one family collide on the (family, version) unique constraint,
     so a version number is never handed out twice.
     """
-    latest = session.scalar(
-        select(func.max(ModelVersion.version)).where(ModelVersion.family == family)
-    )
+    latest = session.scalar(select(func.max(ModelVersion.version)).where(ModelVersion.family == family))
     model = ModelVersion(
         family=family,
         version=(latest or 0) + 1,
@@ -100,10 +96,7 @@ def register_uploaded_model(
     """Register a deployed model: a new family starts in production, later uploads are candidates."""
     production = get_production(session, family=family)
     latest = session.scalar(
-        select(ModelVersion)
-        .where(ModelVersion.family == family)
-        .order_by(ModelVersion.version.desc())
-        .limit(1)
+        select(ModelVersion).where(ModelVersion.family == family).order_by(ModelVersion.version.desc()).limit(1)
     )
     predecessor = production or latest
     model = add_version(
@@ -134,9 +127,7 @@ def set_production(session: Session, *, model: ModelVersion, reason: str, forced
     session.flush()
 
 
-def promote_model(
-    session: Session, *, model_id: int, force: bool = False, reason: str | None = None
-) -> ModelVersion:
+def promote_model(session: Session, *, model_id: int, force: bool = False, reason: str | None = None) -> ModelVersion:
     """Promote a candidate whose gate passed; `force` overrides the gate and needs a reason."""
     model = get_model(session, model_id=model_id)
     if model.status == ModelStatus.PRODUCTION:
@@ -148,16 +139,14 @@ def promote_model(
     else:
         if model.status != ModelStatus.CANDIDATE:
             raise Conflict(
-                f"model {model_id} is {model.status.value}, not a candidate; "
-                "promote it with force and a reason",
+                f"model {model_id} is {model.status.value}, not a candidate; promote it with force and a reason",
                 loc=("path", "model_id"),
             )
         verdict = model.gate_verdict or {}
         if model.job_id is not None and not verdict.get("passed"):
             reasons = "; ".join(verdict.get("reasons", [])) or "no gate verdict"
             raise Conflict(
-                f"model {model_id} did not pass its gate ({reasons}); "
-                "promote it with force and a reason",
+                f"model {model_id} did not pass its gate ({reasons}); promote it with force and a reason",
                 loc=("path", "model_id"),
             )
     if reason is None:
@@ -193,9 +182,7 @@ def list_families(session: Session) -> list[dict]:
     ).all()
     production = {
         model.family: model
-        for model in session.scalars(
-            select(ModelVersion).where(ModelVersion.status == ModelStatus.PRODUCTION)
-        )
+        for model in session.scalars(select(ModelVersion).where(ModelVersion.status == ModelStatus.PRODUCTION))
     }
     return [
         {

@@ -39,9 +39,7 @@ def create_token(session: Session, *, name: str, scopes: list[str]) -> tuple[Api
 def authenticate(session: Session, *, token: str) -> ApiToken | None:
     """The live (not revoked) token row matching this token, or None."""
     digest = token_digest(token)
-    row = session.scalar(
-        select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))
-    )
+    row = session.scalar(select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None)))
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         return None
     return row
@@ -55,9 +53,7 @@ def list_tokens(session: Session) -> list[ApiToken]:
 def revoke_token(session: Session, *, token_id: int) -> ApiToken:
     """Revoke a token: requests carrying it are refused from now on."""
     session.execute(
-        update(ApiToken)
-        .where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
-        .values(revoked_at=utcnow())
+        update(ApiToken).where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None)).values(revoked_at=utcnow())
     )
     session.commit()
     row = session.get(ApiToken, token_id, populate_existing=True)

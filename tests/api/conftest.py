@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import pytest
+from api_helpers import seed_update
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from api_helpers import seed_update
 from db.base import make_engine, make_session_factory
 from db.migrate import upgrade
 from db.settings import Settings

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from api_helpers import assert_error
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
@@ -12,11 +13,14 @@ from api import tokens
 from api.dashboard import views as dashboard
 from api.deps import TOKEN_COOKIE
 from api.main import create_app
-from api_helpers import assert_error
 from db.tokens.models import ApiToken
 
-OPEN_ROUTES = {("GET", "/health"), ("GET", "/dashboard/login"), ("POST", "/dashboard/login"),
-               ("POST", "/dashboard/logout")}
+OPEN_ROUTES = {
+    ("GET", "/health"),
+    ("GET", "/dashboard/login"),
+    ("POST", "/dashboard/login"),
+    ("POST", "/dashboard/logout"),
+}
 SCOPES = ("read", "submit", "admin")
 
 
@@ -34,16 +38,20 @@ def concrete(path: str) -> str:
 def every_route(app) -> list[tuple[str, str]]:
     """Every (method, path) of the OpenAPI schema, plus the dashboard's pages (not in the schema)."""
     routes = {(method.upper(), path) for path, item in app.openapi()["paths"].items() for method in item}
-    routes |= {(method, route.path) for router in (dashboard.router, dashboard.login_router)
-               for route in router.routes if isinstance(route, APIRoute) for method in route.methods}
+    routes |= {
+        (method, route.path)
+        for router in (dashboard.router, dashboard.login_router)
+        for route in router.routes
+        if isinstance(route, APIRoute)
+        for method in route.methods
+    }
     return sorted(routes)
 
 
 def test_every_route_needs_a_token_with_its_scope(app, anonymous, make_token):
     routes = every_route(app)
     assert ("POST", "/models/{model_id}/promote") in routes and ("GET", "/dashboard") in routes
-    tokens_without = {scope: make_token(*[s for s in SCOPES if s != scope], name=f"no-{scope}")
-                      for scope in SCOPES}
+    tokens_without = {scope: make_token(*[s for s in SCOPES if s != scope], name=f"no-{scope}") for scope in SCOPES}
     for method, path in routes:
         if (method, path) in OPEN_ROUTES:
             continue
@@ -92,8 +100,9 @@ def test_dashboard_login_sets_an_httponly_cookie(anonymous, make_token):
     no_read = anonymous.post("/dashboard/login", data={"token": make_token("submit")})
     assert no_read.status_code == 401
     token = make_token("read")
-    login = anonymous.post("/dashboard/login", data={"token": token, "next": "//evil.example/x"},
-                           follow_redirects=False)
+    login = anonymous.post(
+        "/dashboard/login", data={"token": token, "next": "//evil.example/x"}, follow_redirects=False
+    )
     assert (login.status_code, login.headers["location"]) == (303, "/dashboard")
     cookie = login.headers["set-cookie"]
     assert f"{TOKEN_COOKIE}={token}" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie

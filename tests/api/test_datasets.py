@@ -6,8 +6,7 @@ from api_helpers import assert_error, broker_messages
 def test_register_dataset_enqueues_inspection(client, settings, tmp_path):
     folder = tmp_path / "data" / "fmnist"
     folder.mkdir()
-    response = client.post("/datasets", json={"name": "fmnist", "uri": str(folder),
-                                              "format": "fashion-mnist"})
+    response = client.post("/datasets", json={"name": "fmnist", "uri": str(folder), "format": "fashion-mnist"})
     assert response.status_code == 202, response.text
     body = response.json()
     assert body["status"] == "pending" and body["classes"] is None
@@ -24,13 +23,20 @@ def test_uri_must_stay_inside_data_roots(client, tmp_path):
     outside = tmp_path / "secret"
     outside.mkdir()
     escape = str(tmp_path / "data" / ".." / "secret")
-    assert_error(client.post("/datasets", json={"name": "a", "uri": escape, "format": "npz"}),
-                 422, ["body", "uri"], "not inside")
+    assert_error(
+        client.post("/datasets", json={"name": "a", "uri": escape, "format": "npz"}), 422, ["body", "uri"], "not inside"
+    )
     os.symlink(outside, tmp_path / "data" / "link")
-    assert_error(client.post("/datasets", json={"name": "b", "uri": str(tmp_path / "data" / "link"),
-                                                "format": "npz"}), 422, ["body", "uri"])
-    assert_error(client.post("/datasets", json={"name": "c", "uri": str(tmp_path / "data" / "nope"),
-                                                "format": "npz"}), 422, ["body", "uri"], "does not exist")
-    assert_error(client.post("/datasets", json={"name": "d", "uri": "/x", "format": "jpeg"}),
-                 422, ["body", "format"])
+    assert_error(
+        client.post("/datasets", json={"name": "b", "uri": str(tmp_path / "data" / "link"), "format": "npz"}),
+        422,
+        ["body", "uri"],
+    )
+    assert_error(
+        client.post("/datasets", json={"name": "c", "uri": str(tmp_path / "data" / "nope"), "format": "npz"}),
+        422,
+        ["body", "uri"],
+        "does not exist",
+    )
+    assert_error(client.post("/datasets", json={"name": "d", "uri": "/x", "format": "jpeg"}), 422, ["body", "format"])
     assert_error(client.get("/datasets/99"), 404, ["path", "dataset_id"])

@@ -2,9 +2,8 @@ import csv
 import io
 
 import pytest
-from PIL import Image
-
 from api_helpers import assert_error
+from PIL import Image
 
 
 def test_flip_report_with_reference_and_filters(client, updated):
@@ -27,12 +26,10 @@ def test_flip_report_with_reference_and_filters(client, updated):
     assert total(intrusion="true") == 1
     paged = client.get(f"/models/{model.id}/flips", params={"page": 2, "page_size": 3}).json()
     assert [row["sample_index"] for row in paged["samples"]["items"]] == [15]
-    assert_error(client.get(f"/models/{model.id}/flips", params={"page_size": 501}), 422,
-                 ["query", "page_size"])
+    assert_error(client.get(f"/models/{model.id}/flips", params={"page_size": 501}), 422, ["query", "page_size"])
     assert_error(client.get(f"/models/{model.id}/flips", params={"label": "cat"}), 422, ["query", "label"])
     assert_error(client.get(f"/models/{model.id}/flips", params={"kind": "sideways"}), 422, ["query", "kind"])
-    assert_error(client.get(f"/models/{model.id}/flips", params={"against": model.id}), 404,
-                 ["query", "against"])
+    assert_error(client.get(f"/models/{model.id}/flips", params={"against": model.id}), 404, ["query", "against"])
     assert_error(client.get(f"/models/{base['id']}/flips"), 404, ["query", "against"])
 
     lineage = client.get(f"/models/{model.id}/lineage").json()
@@ -67,7 +64,9 @@ def test_health_metrics_and_openapi(client, updated):
     assert_error(client.get("/nowhere"), 404, [])
     schema = client.get("/openapi.json").json()
     assert set(schema["paths"]["/models"]["post"]["requestBody"]["content"]) == {
-        "multipart/form-data", "application/json"}
+        "multipart/form-data",
+        "application/json",
+    }
 
 
 def test_api_never_imports_torch():

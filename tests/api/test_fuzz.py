@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import schemathesis
+from api_helpers import seed_update
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
@@ -21,22 +22,23 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from api.main import create_app
-from api_helpers import seed_update
 from db.base import make_engine, make_session_factory
 from db.migrate import upgrade
 from db.settings import Settings
 from db.tokens.service import create_token
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Per operation: the 14 operations take about a minute on two cores.
 MAX_EXAMPLES = 80
 
 # schemathesis parametrizes at import time, so the app (and its folder) exist from then on.
 HOME = Path(tempfile.mkdtemp(prefix="flipguard-fuzz-"))
 SETTINGS = Settings(
-    database_url=f"sqlite:///{HOME / 'api.db'}", broker_url=f"filesystem://{HOME / 'broker'}",
-    artifact_root=HOME / "artifacts", data_roots=[HOME / "data"], max_upload_bytes=64 * 1024,
+    database_url=f"sqlite:///{HOME / 'api.db'}",
+    broker_url=f"filesystem://{HOME / 'broker'}",
+    artifact_root=HOME / "artifacts",
+    data_roots=[HOME / "data"],
+    max_upload_bytes=64 * 1024,
 )
 APP = create_app(SETTINGS)
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
@@ -61,8 +63,11 @@ def admin_headers():
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.filter_too_much])
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 def test_no_server_errors_and_responses_match_the_schema(case, admin_headers):
     case.call_and_validate(headers=admin_headers, checks=CHECKS)

@@ -12,20 +12,21 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from api_helpers import assert_error, model_file, upload
 
 
 def store_snapshot(settings) -> dict[str, str]:
     """sha256 of every file in the artifact store."""
     root = Path(settings.artifact_root)
-    return {str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(root.rglob("*")) if path.is_file()}
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
 def raw_upload(client, name: str, content: bytes, family="shoes"):
-    return client.post("/models", data={"family": family},
-                       files={"file": (name, content, "application/octet-stream")})
+    return client.post("/models", data={"family": family}, files={"file": (name, content, "application/octet-stream")})
 
 
 @pytest.fixture
@@ -65,8 +66,7 @@ def test_dataset_uris_outside_the_roots_are_refused(client, tmp_path, outside):
 
 def test_hostile_model_files_change_nothing_stored(client, settings, tmp_path, outside):
     base = upload(client, model_file(tmp_path / "v1.safetensors")).json()
-    by_uri = client.post("/models", json={"family": "shoes",
-                                          "uri": model_file(tmp_path / "data" / "v2.safetensors")})
+    by_uri = client.post("/models", json={"family": "shoes", "uri": model_file(tmp_path / "data" / "v2.safetensors")})
     assert by_uri.status_code == 201, by_uri.text
     before_files, before_rows = store_snapshot(settings), client.get("/models").json()
 
@@ -92,8 +92,12 @@ def test_hostile_model_files_change_nothing_stored(client, settings, tmp_path, o
     wrong_head = model_file(tmp_path / "w.safetensors", classes=("sandal", "sneaker", "boot"), outputs=5)
     assert_error(upload(client, wrong_head), 422, ["body", "file"], "fc.weight has 5 outputs but")
     (tmp_path / "data" / "w.safetensors").write_bytes(Path(wrong_head).read_bytes())
-    assert_error(client.post("/models", json={"family": "shoes", "uri": str(tmp_path / "data" / "w.safetensors")}),
-                 422, ["body", "uri"], "fc.weight has 5 outputs")
+    assert_error(
+        client.post("/models", json={"family": "shoes", "uri": str(tmp_path / "data" / "w.safetensors")}),
+        422,
+        ["body", "uri"],
+        "fc.weight has 5 outputs",
+    )
     unknown_arch = model_file(tmp_path / "u.safetensors", metadata={"flipguard.arch": "alexnet"})
     assert_error(upload(client, unknown_arch), 422, ["body", "file"], "unknown flipguard.arch")
     too_big = tmp_path / "data" / "big.safetensors"
@@ -107,9 +111,8 @@ def test_hostile_model_files_change_nothing_stored(client, settings, tmp_path, o
 
 
 def test_head_keys_mirror_the_engine_architectures():
-    from mpt.nets import ARCHITECTURES, build_net
-
     from api.storage import HEAD_WEIGHT
+    from mpt.nets import ARCHITECTURES, build_net
 
     assert set(HEAD_WEIGHT) == set(ARCHITECTURES)
     for arch, key in HEAD_WEIGHT.items():

@@ -40,8 +40,9 @@ def test_invalid_model_files_are_refused_by_field(client, tmp_path, settings):
     big = tmp_path / "big.safetensors"
     big.write_bytes(b"\0" * (settings.max_upload_bytes + 10))
     assert_error(upload(client, big), 413, ["body", "file"])
-    assert_error(client.post("/models", data={"family": "bad family!"},
-                             files={"file": ("m", b"x")}), 422, ["body", "family"])
+    assert_error(
+        client.post("/models", data={"family": "bad family!"}, files={"file": ("m", b"x")}), 422, ["body", "family"]
+    )
     assert_error(client.post("/models", data={"family": "f"}), 422, ["body", "file"])
     # Nothing invalid was left in the artifact store.
     assert list(Path(settings.artifact_root, "models").glob("*")) == []
@@ -52,11 +53,9 @@ def test_register_by_uri_inside_data_roots(client, tmp_path):
     response = client.post("/models", json={"family": "shoes", "uri": inside})
     assert response.status_code == 201, response.text
     outside = model_file(tmp_path / "m.safetensors")
-    assert_error(client.post("/models", json={"family": "shoes", "uri": outside}), 422,
-                 ["body", "uri"])
+    assert_error(client.post("/models", json={"family": "shoes", "uri": outside}), 422, ["body", "uri"])
     assert_error(client.post("/models", json={"family": "shoes"}), 422, ["body", "uri"])
-    assert_error(client.post("/models", json={"family": "shoes", "uri": inside, "x": 1}), 422,
-                 ["body", "x"])
+    assert_error(client.post("/models", json={"family": "shoes", "uri": inside, "x": 1}), 422, ["body", "x"])
 
 
 def test_promotion_rules(client, tmp_path):
@@ -66,8 +65,7 @@ def test_promotion_rules(client, tmp_path):
     assert promoted.status_code == 200 and promoted.json()["status"] == "production"
     assert client.get(f"/models/{v1['id']}").json()["status"] == "archived"
     assert_error(client.post(f"/models/{v1['id']}/promote", json={}), 409, ["path", "model_id"])
-    assert_error(client.post(f"/models/{v1['id']}/promote", json={"force": True}), 422,
-                 ["body", "reason"])
+    assert_error(client.post(f"/models/{v1['id']}/promote", json={"force": True}), 422, ["body", "reason"])
     rollback = client.post(f"/models/{v1['id']}/promote", json={"force": True, "reason": "rollback"})
     assert rollback.json()["forced"] is True and rollback.json()["promotion_reason"] == "rollback"
     assert_error(client.post("/models/999/promote", json={}), 404, ["path", "model_id"])

@@ -1,12 +1,12 @@
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from api_helpers import assert_error, broker_messages, model_file, ready_dataset, upload
 from fastapi.testclient import TestClient
 
-from api_helpers import assert_error, broker_messages, model_file, ready_dataset, upload
 from db.datasets.models import DatasetFormat
 from db.datasets.service import create_dataset
-from db.jobs.service import claim_job
+from db.updates.service import claim_job
 
 
 @pytest.fixture
@@ -20,12 +20,23 @@ def dataset(session):
 
 
 def test_submit_queues_job_and_enqueues_training(client, settings, base, dataset):
-    response = client.post("/updates", json={"base_model_id": base["id"], "dataset_id": dataset.id,
-                                             "recipe": {"epochs": 5}, "method_params": {"bias": 2}})
+    response = client.post(
+        "/updates",
+        json={
+            "base_model_id": base["id"],
+            "dataset_id": dataset.id,
+            "recipe": {"epochs": 5},
+            "method_params": {"bias": 2},
+        },
+    )
     assert response.status_code == 202, response.text
     job = response.json()
     assert (job["status"], job["method"], job["family"], job["architecture"]) == (
-        "queued", "mpt-kl", "shoes", "small_cnn")
+        "queued",
+        "mpt-kl",
+        "shoes",
+        "small_cnn",
+    )
     assert job["recipe"] == {"epochs": 5} and job["method_params"] == {"bias": 2.0}
     assert job["gate"] == {"max_nfr": None, "min_accuracy": None, "auto_promote": False}
     message = broker_messages(settings)[-1]
@@ -59,16 +70,26 @@ def test_invalid_submissions_name_the_field(client, base, dataset, changes, stat
 
 def test_dataset_must_be_ready_and_hold_base_classes(client, session, base):
     pending = create_dataset(session, name="raw", uri="/d", format=DatasetFormat.NPZ)
-    assert_error(client.post("/updates", json={"base_model_id": base["id"], "dataset_id": pending.id}),
-                 409, ["body", "dataset_id"], "pending")
+    assert_error(
+        client.post("/updates", json={"base_model_id": base["id"], "dataset_id": pending.id}),
+        409,
+        ["body", "dataset_id"],
+        "pending",
+    )
     lacking = ready_dataset(session, name="other", classes=("sandal", "cat"))
-    assert_error(client.post("/updates", json={"base_model_id": base["id"], "dataset_id": lacking.id}),
-                 422, ["body", "dataset_id"], "sneaker")
+    assert_error(
+        client.post("/updates", json={"base_model_id": base["id"], "dataset_id": lacking.id}),
+        422,
+        ["body", "dataset_id"],
+        "sneaker",
+    )
 
 
 def test_first_version_from_scratch(client, dataset):
-    response = client.post("/updates", json={"family": "new", "architecture": "resnet18",
-                                             "dataset_id": dataset.id, "method": "independent"})
+    response = client.post(
+        "/updates",
+        json={"family": "new", "architecture": "resnet18", "dataset_id": dataset.id, "method": "independent"},
+    )
     assert response.status_code == 202, response.text
     assert response.json()["base_model_id"] is None
 
@@ -79,8 +100,11 @@ def test_idempotency_key(client, base, dataset):
     again = client.post("/updates", json=body, headers={"Idempotency-Key": "abc"})
     assert (first.status_code, again.status_code) == (202, 200)
     assert first.json()["id"] == again.json()["id"]
-    assert_error(client.post("/updates", json={**body, "seed": 7}, headers={"Idempotency-Key": "abc"}),
-                 409, ["header", "Idempotency-Key"])
+    assert_error(
+        client.post("/updates", json={**body, "seed": 7}, headers={"Idempotency-Key": "abc"}),
+        409,
+        ["header", "Idempotency-Key"],
+    )
     assert client.get("/updates").json()["total"] == 1
 
 
@@ -126,7 +150,10 @@ def test_unreachable_broker_is_a_503(settings, base, dataset, make_token):
     down = settings.model_copy(update={"broker_url": "redis://127.0.0.1:1/0"})
     client_headers = {"Authorization": f"Bearer {make_token('read', 'submit')}"}
     with TestClient(create_app(down), headers=client_headers) as client:
-        response = client.post("/updates", json={"base_model_id": base["id"], "dataset_id": dataset.id},
-                               headers={"Idempotency-Key": "retry-me"})
+        response = client.post(
+            "/updates",
+            json={"base_model_id": base["id"], "dataset_id": dataset.id},
+            headers={"Idempotency-Key": "retry-me"},
+        )
         assert response.status_code == 503, response.text
         assert client.get("/health").status_code == 503

@@ -12,8 +12,13 @@ from selenium.webdriver.chrome.service import Service
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 FLAGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--no-first-run",
 )
 
@@ -49,8 +54,7 @@ def severe_messages(driver: webdriver.Chrome) -> list[str]:
 def full_page_screenshot(driver: webdriver.Chrome, path: Path, *, width: int) -> None:
     """A screenshot of the whole page at this width (the window grows to the page's height)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    height = driver.execute_script(
-        "return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
+    height = driver.execute_script("return Math.max(document.body.scrollHeight, document.documentElement.scrollHeight)")
     original = driver.get_window_size()
     driver.set_window_size(width, min(max(height + 140, 400), 6000))
     try:

@@ -36,17 +36,35 @@ def story(stack) -> dict:
     api = Api(stack)
     dataset = api.register_dataset(name="fmnist-browser")
     assert dataset["status"] == "ready", dataset
-    first = api.wait_job(api.submit({
-        "family": "fmnist", "architecture": "small_cnn", "dataset_id": dataset["id"], "classes": OLD,
-        "method": "independent", "recipe": RECIPE, "gate": {"auto_promote": True}, "seed": 0,
-    })["id"])
+    first = api.wait_job(
+        api.submit(
+            {
+                "family": "fmnist",
+                "architecture": "small_cnn",
+                "dataset_id": dataset["id"],
+                "classes": OLD,
+                "method": "independent",
+                "recipe": RECIPE,
+                "gate": {"auto_promote": True},
+                "seed": 0,
+            }
+        )["id"]
+    )
     assert first["status"] == "succeeded", first
     v1 = api.ok(api.http.get(f"/models/{first['result_model_id']}"))
     assert v1["status"] == "production", v1
-    update = api.wait_job(api.submit({
-        "base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": RECIPE,
-        "gate": {"min_accuracy": 0.99}, "seed": 0,
-    })["id"])
+    update = api.wait_job(
+        api.submit(
+            {
+                "base_model_id": v1["id"],
+                "dataset_id": dataset["id"],
+                "method": "mpt-kl",
+                "recipe": RECIPE,
+                "gate": {"min_accuracy": 0.99},
+                "seed": 0,
+            }
+        )["id"]
+    )
     assert update["status"] == "succeeded", update
     v2 = api.ok(api.http.get(f"/models/{update['result_model_id']}"))
     assert v2["status"] == "rejected", v2
@@ -55,15 +73,30 @@ def story(stack) -> dict:
     original = weights.read_bytes()
     weights.write_bytes(original[:-100] + b"\0" * 100)
     try:
-        failed = api.wait_job(api.submit({
-            "base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": RECIPE,
-            "seed": 1,
-        })["id"], timeout_s=120)
+        failed = api.wait_job(
+            api.submit(
+                {
+                    "base_model_id": v1["id"],
+                    "dataset_id": dataset["id"],
+                    "method": "mpt-kl",
+                    "recipe": RECIPE,
+                    "seed": 1,
+                }
+            )["id"],
+            timeout_s=120,
+        )
     finally:
         weights.write_bytes(original)
     assert failed["status"] == "failed", failed
-    return {"api": api, "dataset": dataset, "v1": v1, "v2": v2, "first_job": first, "update_job": update,
-            "failed_job": failed}
+    return {
+        "api": api,
+        "dataset": dataset,
+        "v1": v1,
+        "v2": v2,
+        "first_job": first,
+        "update_job": update,
+        "failed_job": failed,
+    }
 
 
 @pytest.fixture(scope="module")

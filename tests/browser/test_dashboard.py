@@ -13,7 +13,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.browser.browser import full_page_screenshot, severe_messages
-from tests.browser.conftest import OLD, SCREENSHOTS, RECIPE
+from tests.browser.conftest import OLD, RECIPE, SCREENSHOTS
 
 WAIT_S = 30
 
@@ -40,7 +40,8 @@ def loaded_images(driver) -> int:
     return driver.execute_script(
         "return [...document.querySelectorAll('ul.gallery img')].filter(i => {"
         "  const r = i.getBoundingClientRect(); return r.top < innerHeight && r.bottom > 0;"
-        "}).filter(i => i.complete && i.naturalWidth > 0).length")
+        "}).filter(i => i.complete && i.naturalWidth > 0).length"
+    )
 
 
 def test_overview(driver, stack, story):
@@ -65,7 +66,10 @@ def test_model_page_shows_comparison_lineage_and_gate(driver, stack, story):
     assert "failed" in gate and "min_accuracy 0.99" in gate
     rows = css(driver, "#metrics tbody tr")
     assert [row.find_element(By.TAG_NAME, "td").text for row in rows][:3] == [
-        "Accuracy, all samples", "Accuracy, old classes", "NFR, old classes"]
+        "Accuracy, all samples",
+        "Accuracy, old classes",
+        "NFR, old classes",
+    ]
     charts = css(driver, "#lineage svg.line-chart")
     assert len(charts) == 2
     # Accuracy: v1 (as v2's baseline) and v2; NFR: v2 against v1 in both scopes.
@@ -119,8 +123,9 @@ def test_flip_report_page(driver, stack, story, width, height):
         assert f"{figures['scopes']['old_classes']['nfr'] * 100:.2f}%" in cards[0].text
         # One bar per old class for the model and one for the independent retrain.
         assert len(css(driver, "#per-class svg.bar-chart rect.mark")) == 2 * len(OLD)
-        assert len(css(driver, "#transitions td.cell.mark")) == len({
-            (t["old_prediction"], t["new_prediction"]) for t in figures["transitions"]})
+        assert len(css(driver, "#transitions td.cell.mark")) == len(
+            {(t["old_prediction"], t["new_prediction"]) for t in figures["transitions"]}
+        )
         assert len(css(driver, "#transitions tbody tr")) == len(OLD)
         assert css(driver, "#gallery-count")[0].text.startswith(f"{report['samples']['total']} ")
         flips = css(driver, "ul.gallery li.flip")
@@ -178,8 +183,14 @@ def test_gallery_filters_and_pages(driver, stack, story):
 def test_cancel_from_the_job_page(driver, stack, story):
     api = story["api"]
     long_recipe = RECIPE | {"epochs": 200, "train_samples_per_class": 300}
-    job = api.submit({"base_model_id": story["v1"]["id"], "dataset_id": story["dataset"]["id"],
-                      "method": "mpt-kl", "recipe": long_recipe})
+    job = api.submit(
+        {
+            "base_model_id": story["v1"]["id"],
+            "dataset_id": story["dataset"]["id"],
+            "method": "mpt-kl",
+            "recipe": long_recipe,
+        }
+    )
     api.wait_job(job["id"], statuses=("running",), timeout_s=120)
     open_page(driver, stack, f"/dashboard/jobs/{job['id']}")
     # Live: the page's script polls the job and estimates the time left from its progress.
@@ -190,7 +201,8 @@ def test_cancel_from_the_job_page(driver, stack, story):
     driver.switch_to.alert.accept()
     # The job ends cancelled; the page reloads itself into its final state.
     WebDriverWait(driver, 120).until(
-        lambda d: "cancelled" in d.find_element(By.ID, "job-status").text and not css(d, "#cancel-button"))
+        lambda d: "cancelled" in d.find_element(By.ID, "job-status").text and not css(d, "#cancel-button")
+    )
     assert api.ok(api.http.get(f"/updates/{job['id']}"))["status"] == "cancelled"
     assert severe_messages(driver) == []
     screenshot(driver, "job-cancelled")

@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from engine_support import FASHION_MNIST_DIR, synthetic_images, write_fashion_mnist_dir
 
 
@@ -35,6 +34,4 @@ def small_fashion_mnist(tmp_path_factory) -> Path:
             index = torch.cat([(split.labels == c).nonzero().flatten()[:per_class] for c in range(10)]).sort().values
             parts.append((split.images[index, 0].numpy(), split.labels[index].numpy().astype(np.uint8)))
         return write_fashion_mnist_dir(root, parts[0], parts[1])
-    return write_fashion_mnist_dir(
-        root, synthetic_images(100, 10, seed=1), synthetic_images(50, 10, seed=2)
-    )
+    return write_fashion_mnist_dir(root, synthetic_images(100, 10, seed=1), synthetic_images(50, 10, seed=2))

@@ -31,7 +31,9 @@ def synthetic_images(per_class: int, classes: int, *, seed: int, size: int = 28)
     return images, labels.astype(np.uint8)
 
 
-def write_fashion_mnist_dir(root: Path, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]) -> Path:
+def write_fashion_mnist_dir(
+    root: Path, train: tuple[np.ndarray, np.ndarray], test: tuple[np.ndarray, np.ndarray]
+) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for prefix, (images, labels) in (("train", train), ("t10k", test)):
         write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)

@@ -12,8 +12,19 @@ import pytest
 from mpt.cli import main, parse_classes
 from mpt.data import FASHION_MNIST_CLASSES, DataError
 
-COMMON = ["--epochs", "1", "--train-samples-per-class", "60", "--eval-samples-per-class", "40",
-          "--device", "cpu", "--quiet", "--seed", "0"]
+COMMON = [
+    "--epochs",
+    "1",
+    "--train-samples-per-class",
+    "60",
+    "--eval-samples-per-class",
+    "40",
+    "--device",
+    "cpu",
+    "--quiet",
+    "--seed",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +44,54 @@ def runs(tmp_path_factory, small_fashion_mnist):
 
     v1 = str(work / "v1.safetensors")
     call("train", ["train", *data, "--classes", "0-4", "--out", v1, *COMMON])
-    call("mpt-kl", ["update", *data, "--base", v1, "--method", "mpt-kl", "--out", str(work / "v2-mpt.safetensors"),
-                    "--json", str(work / "mpt.json"), *cache, *COMMON])
-    call("independent", ["update", *data, "--base", v1, "--method", "independent",
-                         "--out", str(work / "v2-ind.safetensors"), "--json", str(work / "ind.json"), *cache, *COMMON])
-    call("evaluate", ["evaluate", *data, "--old", v1, "--new", str(work / "v2-mpt.safetensors"),
-                      "--json", str(work / "eval.json"), *COMMON])
+    call(
+        "mpt-kl",
+        [
+            "update",
+            *data,
+            "--base",
+            v1,
+            "--method",
+            "mpt-kl",
+            "--out",
+            str(work / "v2-mpt.safetensors"),
+            "--json",
+            str(work / "mpt.json"),
+            *cache,
+            *COMMON,
+        ],
+    )
+    call(
+        "independent",
+        [
+            "update",
+            *data,
+            "--base",
+            v1,
+            "--method",
+            "independent",
+            "--out",
+            str(work / "v2-ind.safetensors"),
+            "--json",
+            str(work / "ind.json"),
+            *cache,
+            *COMMON,
+        ],
+    )
+    call(
+        "evaluate",
+        [
+            "evaluate",
+            *data,
+            "--old",
+            v1,
+            "--new",
+            str(work / "v2-mpt.safetensors"),
+            "--json",
+            str(work / "eval.json"),
+            *COMMON,
+        ],
+    )
     return work, outputs
 
 
@@ -96,8 +149,17 @@ def test_printed_tables(runs):
         out = outputs[name][1]
         header = out.splitlines()[0]
         assert name in header and "independent" in header
-        for row in ("nfr_old_classes", "nfr_all", "relative_nfr_old_classes", "negative_flips", "accuracy",
-                    "accuracy_new_classes", "btc", "bec", "intrusion_flips"):
+        for row in (
+            "nfr_old_classes",
+            "nfr_all",
+            "relative_nfr_old_classes",
+            "negative_flips",
+            "accuracy",
+            "accuracy_new_classes",
+            "btc",
+            "bec",
+            "intrusion_flips",
+        ):
             assert any(line.startswith(row) for line in out.splitlines()), row
     assert "v2-mpt" in outputs["evaluate"][1].splitlines()[0]
 
@@ -114,13 +176,33 @@ def test_evaluate_reproduces_the_update_report(runs):
 
 
 def test_bad_class_spec_exits_2(small_fashion_mnist, tmp_path, capsys):
-    rc = main(["train", "--data", str(small_fashion_mnist), "--classes", "0-12", "--out", str(tmp_path / "x.safetensors"),
-               *COMMON])
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(small_fashion_mnist),
+            "--classes",
+            "0-12",
+            "--out",
+            str(tmp_path / "x.safetensors"),
+            *COMMON,
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "out of range" in err and "Traceback" not in err
-    rc = main(["train", "--data", str(small_fashion_mnist), "--classes", "Coat,Unicorn", "--out", str(tmp_path / "x.safetensors"),
-               *COMMON])
+    rc = main(
+        [
+            "train",
+            "--data",
+            str(small_fashion_mnist),
+            "--classes",
+            "Coat,Unicorn",
+            "--out",
+            str(tmp_path / "x.safetensors"),
+            *COMMON,
+        ]
+    )
     assert rc == 2
     assert "Unicorn" in capsys.readouterr().err
 
@@ -140,8 +222,22 @@ def test_class_spec_forms():
 def test_update_data_lacking_an_old_class_exits_2(runs, small_fashion_mnist, tmp_path, capsys):
     work, _ = runs
     capsys.readouterr()
-    rc = main(["update", "--data", str(small_fashion_mnist), "--base", str(work / "v1.safetensors"), "--classes", "4-9",
-               "--out", str(tmp_path / "y.safetensors"), "--cache", str(tmp_path / "c"), *COMMON])
+    rc = main(
+        [
+            "update",
+            "--data",
+            str(small_fashion_mnist),
+            "--base",
+            str(work / "v1.safetensors"),
+            "--classes",
+            "4-9",
+            "--out",
+            str(tmp_path / "y.safetensors"),
+            "--cache",
+            str(tmp_path / "c"),
+            *COMMON,
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     # 4-9 keeps Coat (index 4) but drops the old classes 0-3, which the message names.
@@ -153,7 +249,19 @@ def test_update_data_lacking_an_old_class_exits_2(runs, small_fashion_mnist, tmp
 def test_corrupt_base_model_exits_2(small_fashion_mnist, tmp_path, capsys):
     base = tmp_path / "broken.safetensors"
     base.write_bytes(b"not a model")
-    rc = main(["update", "--data", str(small_fashion_mnist), "--base", str(base), "--out", str(tmp_path / "z.safetensors"),
-               "--cache", str(tmp_path / "c"), *COMMON])
+    rc = main(
+        [
+            "update",
+            "--data",
+            str(small_fashion_mnist),
+            "--base",
+            str(base),
+            "--out",
+            str(tmp_path / "z.safetensors"),
+            "--cache",
+            str(tmp_path / "c"),
+            *COMMON,
+        ]
+    )
     assert rc == 2
     assert "not a readable safetensors file" in capsys.readouterr().err

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from engine_support import FASHION_MNIST_DIR, synthetic_images, write_fashion_mnist_dir
+
 from mpt.data import (
     FASHION_MNIST_CLASSES,
     DataError,
@@ -300,8 +300,14 @@ def test_npz_loader(tmp_path):
     x_train = rng.integers(0, 256, size=(6, 4, 4, 3), dtype=np.uint8)  # channels last
     x_test = rng.integers(0, 256, size=(2, 4, 4, 3), dtype=np.uint8)
     path = tmp_path / "set.npz"
-    np.savez(path, x_train=x_train, y_train=np.array([0, 1, 2, 0, 1, 2]), x_test=x_test,
-             y_test=np.array([2, 0]), classes=np.array(["r", "g", "b"]))
+    np.savez(
+        path,
+        x_train=x_train,
+        y_train=np.array([0, 1, 2, 0, 1, 2]),
+        x_test=x_test,
+        y_test=np.array([2, 0]),
+        classes=np.array(["r", "g", "b"]),
+    )
     assert detect_format(path) == "npz"
     bundle = load_dataset(path)
     assert bundle.classes == ["r", "g", "b"]
@@ -309,8 +315,14 @@ def test_npz_loader(tmp_path):
     assert torch.equal(bundle.train.images, torch.from_numpy(x_train).permute(0, 3, 1, 2))
     assert bundle.test.labels.tolist() == [2, 0]
     # Grey (N, H, W) arrays get one channel.
-    np.savez(path, x_train=x_train[..., 0], y_train=np.zeros(6, int), x_test=x_test[..., 0],
-             y_test=np.zeros(2, int), classes=np.array(["only"]))
+    np.savez(
+        path,
+        x_train=x_train[..., 0],
+        y_train=np.zeros(6, int),
+        x_test=x_test[..., 0],
+        y_test=np.zeros(2, int),
+        classes=np.array(["only"]),
+    )
     assert load_dataset(path).train.images.shape == (6, 1, 4, 4)
 
 
@@ -319,8 +331,14 @@ def test_npz_missing_arrays_and_wrong_dtype(tmp_path):
     np.savez(path, x_train=np.zeros((1, 2, 2), np.uint8), y_train=np.zeros(1, int))
     with pytest.raises(DataError, match="classes"):
         load_dataset(path)
-    np.savez(path, x_train=np.zeros((1, 2, 2)), y_train=np.zeros(1, int), x_test=np.zeros((1, 2, 2)),
-             y_test=np.zeros(1, int), classes=np.array(["a"]))
+    np.savez(
+        path,
+        x_train=np.zeros((1, 2, 2)),
+        y_train=np.zeros(1, int),
+        x_test=np.zeros((1, 2, 2)),
+        y_test=np.zeros(1, int),
+        classes=np.array(["a"]),
+    )
     with pytest.raises(DataError, match="uint8"):
         load_dataset(path)
 
@@ -337,13 +355,20 @@ def _write_cifar(root: Path, *, train_n=6, test_n=4, names=("apple", "bee", "clo
         parts[split] = (data, labels)
         with open(folder / split, "wb") as handle:
             pickle.dump(
-                {b"filenames": [b"x.png"] * n, b"batch_label": b"training batch 1 of 1", b"fine_labels": labels,
-                 b"coarse_labels": [0] * n, b"data": data},
+                {
+                    b"filenames": [b"x.png"] * n,
+                    b"batch_label": b"training batch 1 of 1",
+                    b"fine_labels": labels,
+                    b"coarse_labels": [0] * n,
+                    b"data": data,
+                },
                 handle,
                 protocol=2,
             )
     with open(folder / "meta", "wb") as handle:
-        pickle.dump({b"fine_label_names": [n.encode() for n in names], b"coarse_label_names": [b"all"]}, handle, protocol=2)
+        pickle.dump(
+            {b"fine_label_names": [n.encode() for n in names], b"coarse_label_names": [b"all"]}, handle, protocol=2
+        )
     return parts
 
 

@@ -123,8 +123,13 @@ def test_per_class_rows(report):
     for name, (n, old_ok, new_ok, neg, pos, intr, is_new) in expected.items():
         row = rows[name]
         assert (
-            row["samples"], row["old_correct"], row["new_correct"], row["negative_flips"],
-            row["positive_flips"], row["intrusion_flips"], row["is_new"],
+            row["samples"],
+            row["old_correct"],
+            row["new_correct"],
+            row["negative_flips"],
+            row["positive_flips"],
+            row["intrusion_flips"],
+            row["is_new"],
         ) == (n, old_ok, new_ok, neg, pos, intr, is_new), name
     assert rows["a"]["nfr"] == pytest.approx(2 / 3)
     assert rows["b"]["nfr"] == pytest.approx(1 / 2)
@@ -140,7 +145,10 @@ def test_per_class_rows(report):
 
 def test_transitions(report):
     summary, _ = report
-    got = {(t["kind"], t["old_prediction"], t["new_prediction"]): (t["count"], t["intrusion"]) for t in summary["transitions"]}
+    got = {
+        (t["kind"], t["old_prediction"], t["new_prediction"]): (t["count"], t["intrusion"])
+        for t in summary["transitions"]
+    }
     assert got == {
         ("negative", 0, 1): (2, False),  # samples 1 and 9
         ("negative", 1, 3): (1, True),  # sample 2
@@ -196,15 +204,21 @@ def test_relative_nfr_is_zero_when_its_denominator_is():
     labels = torch.tensor([0, 1, 2, 0])
     # New model perfect: ER_new = 0 -> denominator 0 -> relative NFR 0 (and NFR 0).
     summary, _ = flip_report(
-        labels=labels, old_logits=logits_from([0, 0, 2, 1], 3, 0.5), new_logits=logits_from([0, 1, 2, 0], 3, 0.5),
-        classes=["p", "q", "r"], k_old=3,
+        labels=labels,
+        old_logits=logits_from([0, 0, 2, 1], 3, 0.5),
+        new_logits=logits_from([0, 1, 2, 0], 3, 0.5),
+        classes=["p", "q", "r"],
+        k_old=3,
     )
     assert summary["scopes"]["all"]["relative_nfr"] == 0.0
     assert summary["scopes"]["all"]["nfr"] == 0.0
     # Old model always wrong: 1 - ER_old = 0 -> relative NFR 0; BTC undefined, BEC = 2/4.
     summary, _ = flip_report(
-        labels=labels, old_logits=logits_from([1, 0, 0, 2], 3, 0.5), new_logits=logits_from([0, 2, 2, 1], 3, 0.5),
-        classes=["p", "q", "r"], k_old=3,
+        labels=labels,
+        old_logits=logits_from([1, 0, 0, 2], 3, 0.5),
+        new_logits=logits_from([0, 2, 2, 1], 3, 0.5),
+        classes=["p", "q", "r"],
+        k_old=3,
     )
     scope = summary["scopes"]["all"]
     assert scope["relative_nfr"] == 0.0 and scope["nfr"] == 0.0 and scope["positive_flips"] == 2
@@ -215,8 +229,11 @@ def test_relative_nfr_is_zero_when_its_denominator_is():
 def test_bec_is_none_when_the_old_model_is_always_right():
     labels = torch.tensor([0, 1, 1])
     summary, _ = flip_report(
-        labels=labels, old_logits=logits_from([0, 1, 1], 2, 0.9), new_logits=logits_from([0, 0, 1], 2, 0.9),
-        classes=["u", "v"], k_old=2,
+        labels=labels,
+        old_logits=logits_from([0, 1, 1], 2, 0.9),
+        new_logits=logits_from([0, 0, 1], 2, 0.9),
+        classes=["u", "v"],
+        k_old=2,
     )
     assert summary["bec"] is None
     assert summary["btc"] == pytest.approx(2 / 3)  # both right on samples 0 and 2 of 3
@@ -225,8 +242,11 @@ def test_bec_is_none_when_the_old_model_is_always_right():
 def test_only_new_class_samples():
     # Every sample is of a new class: the old-classes scope is empty, nothing can flip negatively.
     summary, ledger = flip_report(
-        labels=torch.tensor([2, 2]), old_logits=logits_from([0, 1], 2, 0.9), new_logits=logits_from([2, 0], 3, 0.9),
-        classes=["u", "v", "w"], k_old=2,
+        labels=torch.tensor([2, 2]),
+        old_logits=logits_from([0, 1], 2, 0.9),
+        new_logits=logits_from([2, 0], 3, 0.9),
+        classes=["u", "v", "w"],
+        k_old=2,
     )
     old = summary["scopes"]["old_classes"]
     assert old["samples"] == 0 and old["nfr"] == 0.0 and old["relative_nfr"] == 0.0
@@ -239,6 +259,9 @@ def test_only_new_class_samples():
 def test_mismatched_widths_are_refused():
     with pytest.raises(ValueError, match="k_old"):
         flip_report(
-            labels=torch.tensor([0]), old_logits=torch.zeros(1, 2), new_logits=torch.zeros(1, 3),
-            classes=["a", "b", "c"], k_old=3,
+            labels=torch.tensor([0]),
+            old_logits=torch.zeros(1, 2),
+            new_logits=torch.zeros(1, 3),
+            classes=["a", "b", "c"],
+            k_old=3,
         )

@@ -185,8 +185,15 @@ def random_case(seed: int) -> tuple[dict, MethodParams]:
         elodi_ensemble_weight=rng.uniform(0.1, 1.0),
         elodi_topk=rng.choice([1, 3, 10, 10, 20]),
     )
-    case = {"z": z, "y": y, "k_old": k_old, "z_old": z_old, "z_ref": z_ref, "members": members,
-            "epoch": rng.randint(0, 9)}
+    case = {
+        "z": z,
+        "y": y,
+        "k_old": k_old,
+        "z_old": z_old,
+        "z_ref": z_ref,
+        "members": members,
+        "epoch": rng.randint(0, 9),
+    }
     return case, params
 
 
@@ -211,8 +218,17 @@ def scalar(value: float) -> torch.Tensor:
 
 
 ALL_METHODS = [
-    "independent", "pct-naive", "pct-kl", "pct-lm", "elodi", "elodi-topk",
-    "mpt-kl", "mpt-lm", "mpt-nodistill", "mpt-kl-nobias", "mpt-lm-nobias",
+    "independent",
+    "pct-naive",
+    "pct-kl",
+    "pct-lm",
+    "elodi",
+    "elodi-topk",
+    "mpt-kl",
+    "mpt-lm",
+    "mpt-nodistill",
+    "mpt-kl-nobias",
+    "mpt-lm-nobias",
 ]
 
 
@@ -279,7 +295,10 @@ def test_margin_ce_biases_only_new_class_logits():
     inputs = inputs_of(case)
     for bias in (0.0, 1.0, 4.0, 9.5):
         expected = r_mean(
-            [r_ce([v + (bias if c >= 3 else 0.0) for c, v in enumerate(row)], y) for row, y in zip(case["z"], case["y"])]
+            [
+                r_ce([v + (bias if c >= 3 else 0.0) for c, v in enumerate(row)], y)
+                for row, y in zip(case["z"], case["y"])
+            ]
         )
         assert_close(margin_ce(inputs.logits, inputs.labels, inputs.new_mask, bias=bias), scalar(expected))
     # Raising b lowers the loss of a new-class sample's target relative to old ones: the bias
@@ -308,7 +327,7 @@ def test_bias_changes_mpt_loss_only_through_the_cross_entropy(method):
         )
     leaf, distill_again = _distill_on(case, params, method)
     assert_close(distill_again, distill)
-    distill_grads, = torch.autograd.grad(distill_again, leaf)
+    (distill_grads,) = torch.autograd.grad(distill_again, leaf)
     for bias in (0.0, 0.5, 4.0, 20.0):
         p = MethodParams(bias=bias)
         inputs = inputs_of(case)
@@ -318,8 +337,8 @@ def test_bias_changes_mpt_loss_only_through_the_cross_entropy(method):
         # The loss minus its (biased) CE is the distillation on the *unbiased* logits.
         assert_close(loss - ce, distill)
         # And so is its gradient: the bias reaches the gradient only through the CE.
-        grad_loss, = torch.autograd.grad(loss, inputs.logits, retain_graph=True)
-        grad_ce, = torch.autograd.grad(ce, inputs.logits)
+        (grad_loss,) = torch.autograd.grad(loss, inputs.logits, retain_graph=True)
+        (grad_ce,) = torch.autograd.grad(ce, inputs.logits)
         assert_close(grad_loss - grad_ce, distill_grads)
     # Sanity: b really changes the loss when there are new classes.
     losses = {b: float(method_loss(method, inputs_of(case), MethodParams(bias=b))) for b in (0.0, 4.0)}
@@ -479,7 +498,7 @@ def test_elodi_is_plain_ce_before_its_start_epoch(method):
     params = MethodParams()  # start epoch 5 = the 6th epoch
     case = _elodi_case(4, 3)
     ce = scalar(r_mean([r_ce(row, y) for row, y in zip(case["z"], case["y"])]))
-    for epoch in range(0, 5):
+    for epoch in range(5):
         case["epoch"] = epoch
         assert_close(method_loss(method, inputs_of(case), params), ce)
     for epoch in (5, 6, 40):

@@ -28,15 +28,37 @@ def tiny_npz(tmp_path_factory):
     x_train, y_train = _striped(50, 6, rng)
     x_test, y_test = _striped(20, 6, rng)
     path = tmp_path_factory.mktemp("tiny") / "tiny.npz"
-    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
-             classes=np.array([f"c{i}" for i in range(6)]))
+    np.savez(
+        path,
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        classes=np.array([f"c{i}" for i in range(6)]),
+    )
     return path
 
 
 def test_reproduce_writes_json_and_markdown(tiny_npz, tmp_path, capsys):
     out = tmp_path / "study"
-    code = main(["reproduce", "--data", str(tiny_npz), "--old-classes", "0-2", "--new-classes", "3-5",
-                 "--methods", "independent,mpt-kl", "--seeds", "0", "--out-dir", str(out), *TINY])
+    code = main(
+        [
+            "reproduce",
+            "--data",
+            str(tiny_npz),
+            "--old-classes",
+            "0-2",
+            "--new-classes",
+            "3-5",
+            "--methods",
+            "independent,mpt-kl",
+            "--seeds",
+            "0",
+            "--out-dir",
+            str(out),
+            *TINY,
+        ]
+    )
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert results["preset"] == "quick" and results["seeds"] == [0]
@@ -65,9 +87,30 @@ def test_reproduce_writes_json_and_markdown(tiny_npz, tmp_path, capsys):
 
 def test_reproduce_sweep_and_chain(tiny_npz, tmp_path):
     out = tmp_path / "sweep"
-    code = main(["reproduce", "--data", str(tiny_npz), "--old-classes", "0-2", "--new-classes", "3-5",
-                 "--methods", "mpt-kl", "--seeds", "0", "--sweep-bias", "0,4", "--chain", "0-1:0-3:0-5",
-                 "--chain-methods", "independent,mpt-kl", "--out-dir", str(out), *TINY])
+    code = main(
+        [
+            "reproduce",
+            "--data",
+            str(tiny_npz),
+            "--old-classes",
+            "0-2",
+            "--new-classes",
+            "3-5",
+            "--methods",
+            "mpt-kl",
+            "--seeds",
+            "0",
+            "--sweep-bias",
+            "0,4",
+            "--chain",
+            "0-1:0-3:0-5",
+            "--chain-methods",
+            "independent,mpt-kl",
+            "--out-dir",
+            str(out),
+            *TINY,
+        ]
+    )
     assert code == 0
     runs = json.loads((out / "results.json").read_text())["runs"]
     sweep = [r for r in runs if r["kind"] == "sweep"]
@@ -76,7 +119,11 @@ def test_reproduce_sweep_and_chain(tiny_npz, tmp_path):
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     chain = [r for r in runs if r["kind"] == "chain"]
     assert [(r["method"], r["step"], len(r["classes"])) for r in chain] == [
-        ("independent", 2, 4), ("independent", 3, 6), ("mpt-kl", 2, 4), ("mpt-kl", 3, 6)]
+        ("independent", 2, 4),
+        ("independent", 3, 6),
+        ("mpt-kl", 2, 4),
+        ("mpt-kl", 3, 6),
+    ]
     for run in chain:
         versus_first = run["versus_first"]
         assert run["first_classes"] == ["c0", "c1"] and run["classes"][:2] == ["c0", "c1"]
@@ -88,6 +135,20 @@ def test_reproduce_sweep_and_chain(tiny_npz, tmp_path):
 
 
 def test_reproduce_rejects_unknown_method(tiny_npz, tmp_path, capsys):
-    code = main(["reproduce", "--data", str(tiny_npz), "--old-classes", "0-2", "--new-classes", "3-5",
-                 "--methods", "mpt-xx", "--out-dir", str(tmp_path), *TINY])
+    code = main(
+        [
+            "reproduce",
+            "--data",
+            str(tiny_npz),
+            "--old-classes",
+            "0-2",
+            "--new-classes",
+            "3-5",
+            "--methods",
+            "mpt-xx",
+            "--out-dir",
+            str(tmp_path),
+            *TINY,
+        ]
+    )
     assert code == 2 and "unknown method" in capsys.readouterr().err

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from engine_support import synthetic_images
+
 from mpt.cli import main
 from mpt.data import DataBundle, ImageSet, channel_stats, content_digest
 from mpt.nets import build_net
@@ -45,13 +45,24 @@ def test_students_trained_together_equal_students_trained_alone():
         old=build_net("small_cnn", num_classes=K_OLD, in_channels=1, seed=101),
         reference=build_net("small_cnn", num_classes=K, in_channels=1, seed=102),
     )
-    common = dict(train_set=train_set, recipe=RECIPE, new_mask=new_mask(), mean=mean, std=std, seed=7,
-                  teachers=teachers, validation=validation, device=torch.device("cpu"))
+    common = dict(
+        train_set=train_set,
+        recipe=RECIPE,
+        new_mask=new_mask(),
+        mean=mean,
+        std=std,
+        seed=7,
+        teachers=teachers,
+        validation=validation,
+        device=torch.device("cpu"),
+    )
     biases = [0.0, 4.0]
     epochs_seen = []
     together = [build_net("small_cnn", num_classes=K, in_channels=1, seed=1) for _ in biases]
     histories = train_students(
-        nets=together, methods=["mpt-kl"] * 2, params=[MethodParams(bias=b) for b in biases],
+        nets=together,
+        methods=["mpt-kl"] * 2,
+        params=[MethodParams(bias=b) for b in biases],
         callbacks=Callbacks(on_epoch_end=lambda epoch, metrics: epochs_seen.append((epoch, len(metrics["students"])))),
         **common,
     )
@@ -69,8 +80,17 @@ def test_sweep_trials_equal_lone_updates_and_keep_their_validation_figures():
     train_set, test_set = image_set(24, seed=10), image_set(6, seed=11)
     bundle = DataBundle(train_set, test_set, content_digest(train_set, test_set))
     recipe = Recipe(epochs=1, batch_size=64, lr=0.05, validation_fraction=0.25)
-    v1 = run_update(bundle=bundle, base=None, classes=train_set.classes[:K_OLD], arch="small_cnn",
-                    method="independent", params=MethodParams(), recipe=recipe, seed=3, device="cpu").model
+    v1 = run_update(
+        bundle=bundle,
+        base=None,
+        classes=train_set.classes[:K_OLD],
+        arch="small_cnn",
+        method="independent",
+        params=MethodParams(),
+        recipe=recipe,
+        seed=3,
+        device="cpu",
+    ).model
 
     class MemoryStore(dict):
         load = dict.get
@@ -79,13 +99,27 @@ def test_sweep_trials_equal_lone_updates_and_keep_their_validation_figures():
             self[key] = model
 
     store = MemoryStore()
-    outcome = run_sweep(bundle=bundle, base=v1, values={"bias": [0.0, 2.0]}, recipe=recipe, seed=3, store=store, device="cpu")
+    outcome = run_sweep(
+        bundle=bundle, base=v1, values={"bias": [0.0, 2.0]}, recipe=recipe, seed=3, store=store, device="cpu"
+    )
     assert [t.params.bias for t in outcome.trials] == [0.0, 2.0]
     for trial in outcome.trials:
         assert {"accuracy", "nfr_old_classes", "nfr_all"} <= set(trial.validation)
-        assert trial.validation_report["scopes"]["old_classes"]["samples"] == int((outcome.data.validation.labels < K_OLD).sum())
-        lone = run_update(bundle=bundle, base=v1, classes=None, arch=None, method="mpt-kl",
-                          params=MethodParams(bias=trial.params.bias), recipe=recipe, seed=3, store=store, device="cpu")
+        assert trial.validation_report["scopes"]["old_classes"]["samples"] == int(
+            (outcome.data.validation.labels < K_OLD).sum()
+        )
+        lone = run_update(
+            bundle=bundle,
+            base=v1,
+            classes=None,
+            arch=None,
+            method="mpt-kl",
+            params=MethodParams(bias=trial.params.bias),
+            recipe=recipe,
+            seed=3,
+            store=store,
+            device="cpu",
+        )
         assert_same_state(trial.model.net, lone.model.net)
     figures = [{"accuracy": t.val_accuracy, "nfr": t.val_nfr} for t in outcome.trials]
     assert outcome.winner == choose_winner(figures, max_nfr=outcome.policy["bound"])[0]
@@ -127,11 +161,42 @@ def test_cli_sweep(small_fashion_mnist, tmp_path):
     small = ["--epochs", "1", "--train-samples-per-class", "30", "--eval-samples-per-class", "10", "--quiet"]
     assert main(["train", "--data", data, "--classes", "0-4", "--out", str(tmp_path / "v1.safetensors"), *small]) == 0
     out = tmp_path / "sweep.json"
-    code = main(["sweep", "--data", data, "--base", str(tmp_path / "v1.safetensors"), "--sweep", "bias=0,2",
-                 "--cache", str(tmp_path / "refs"), "--out", str(tmp_path / "v2.safetensors"), "--json", str(out), *small])
+    code = main(
+        [
+            "sweep",
+            "--data",
+            data,
+            "--base",
+            str(tmp_path / "v1.safetensors"),
+            "--sweep",
+            "bias=0,2",
+            "--cache",
+            str(tmp_path / "refs"),
+            "--out",
+            str(tmp_path / "v2.safetensors"),
+            "--json",
+            str(out),
+            *small,
+        ]
+    )
     assert code == 0 and (tmp_path / "v2.safetensors").exists()
     result = json.loads(out.read_text())
     assert [t["params"]["bias"] for t in result["trials"]] == [0, 2]
     assert result["winner"] in (0, 1) and result["policy"]["split"] == "validation"
-    assert main(["sweep", "--data", data, "--base", str(tmp_path / "v1.safetensors"), "--sweep", "bogus=1",
-                 "--out", str(tmp_path / "x.safetensors"), *small]) == 2
+    assert (
+        main(
+            [
+                "sweep",
+                "--data",
+                data,
+                "--base",
+                str(tmp_path / "v1.safetensors"),
+                "--sweep",
+                "bogus=1",
+                "--out",
+                str(tmp_path / "x.safetensors"),
+                *small,
+            ]
+        )
+        == 2
+    )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from engine_support import synthetic_images
+
 from mpt.data import ImageSet, channel_stats
 from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe
@@ -17,7 +17,9 @@ K_OLD, K = 5, 10
 @pytest.fixture(scope="module")
 def data():
     images, labels = synthetic_images(30, K, seed=4)  # 300 Fashion-MNIST-shaped images
-    train_set = ImageSet(torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long(), [f"c{i}" for i in range(K)])
+    train_set = ImageSet(
+        torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels).long(), [f"c{i}" for i in range(K)]
+    )
     validation_images, validation_labels = synthetic_images(4, K, seed=5)
     validation = ImageSet(
         torch.from_numpy(validation_images).unsqueeze(1), torch.from_numpy(validation_labels).long(), train_set.classes
@@ -46,9 +48,19 @@ def run(data, *, method="mpt-kl", recipe=RECIPE, seed=7, net_seed=1, teacher_set
     train_set, validation, mean, std = data
     net = build_net("small_cnn", num_classes=K, in_channels=1, seed=net_seed)
     history = train(
-        net=net, train_set=train_set, recipe=recipe, method=method, params=MethodParams(), new_mask=new_mask(),
-        mean=mean, std=std, seed=seed, teachers=teacher_set if teacher_set is not None else teachers(),
-        validation=validation, device=torch.device("cpu"), **kwargs,
+        net=net,
+        train_set=train_set,
+        recipe=recipe,
+        method=method,
+        params=MethodParams(),
+        new_mask=new_mask(),
+        mean=mean,
+        std=std,
+        seed=seed,
+        teachers=teacher_set if teacher_set is not None else teachers(),
+        validation=validation,
+        device=torch.device("cpu"),
+        **kwargs,
     )
     return net, history
 
@@ -79,8 +91,10 @@ def test_interrupted_and_resumed_run_equals_an_uninterrupted_one(data, tmp_path)
 
     epochs_seen = []
     resumed, resumed_history = run(
-        data, net_seed=999,  # a different init: the checkpoint must overwrite every tensor
-        checkpoint_path=checkpoint, callbacks=Callbacks(on_epoch_end=lambda epoch, m: epochs_seen.append(epoch)),
+        data,
+        net_seed=999,  # a different init: the checkpoint must overwrite every tensor
+        checkpoint_path=checkpoint,
+        callbacks=Callbacks(on_epoch_end=lambda epoch, m: epochs_seen.append(epoch)),
     )
     assert epochs_seen == [1, 2]  # resumed after the one finished epoch
     assert_same_state(resumed, straight)
@@ -100,8 +114,12 @@ def test_seeded_runs_are_reproducible(data):
 
 
 def test_training_learns_the_synthetic_task(data):
-    _, history = run(data, method="independent", teacher_set=Teachers(),
-                     recipe=Recipe(epochs=3, batch_size=32, lr=0.05, crop_padding=0))
+    _, history = run(
+        data,
+        method="independent",
+        teacher_set=Teachers(),
+        recipe=Recipe(epochs=3, batch_size=32, lr=0.05, crop_padding=0),
+    )
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["val_accuracy"] > 0.3  # chance is 0.1
 
@@ -117,7 +135,12 @@ def test_nan_teacher_raises_non_finite_loss(data, tmp_path):
         bad.old.fc.weight.fill_(float("nan"))
     checkpoint = tmp_path / "nan.ckpt"
     with pytest.raises(NonFiniteLoss):
-        run(data, teacher_set=bad, recipe=Recipe(epochs=1, batch_size=64, poll_every_steps=50), checkpoint_path=checkpoint)
+        run(
+            data,
+            teacher_set=bad,
+            recipe=Recipe(epochs=1, batch_size=64, poll_every_steps=50),
+            checkpoint_path=checkpoint,
+        )
     assert not checkpoint.exists()  # no garbage weights stored
 
 
@@ -144,8 +167,16 @@ def test_elodi_trains_with_a_small_ensemble(data):
     train_set, validation, mean, std = data
     net = build_net("small_cnn", num_classes=K, in_channels=1, seed=1)
     history = train(
-        net=net, train_set=train_set, recipe=Recipe(epochs=2, batch_size=64), method="elodi", params=params_start,
-        new_mask=new_mask(), mean=mean, std=std, seed=0, teachers=Teachers(old=old, ensemble=ensemble),
+        net=net,
+        train_set=train_set,
+        recipe=Recipe(epochs=2, batch_size=64),
+        method="elodi",
+        params=params_start,
+        new_mask=new_mask(),
+        mean=mean,
+        std=std,
+        seed=0,
+        teachers=Teachers(old=old, ensemble=ensemble),
         device=torch.device("cpu"),
     )
     assert len(history) == 2 and all(torch.isfinite(torch.tensor(m["train_loss"])) for m in history)
@@ -153,6 +184,11 @@ def test_elodi_trains_with_a_small_ensemble(data):
 
 def test_progress_reaches_one(data):
     progress = []
-    run(data, method="independent", teacher_set=Teachers(), recipe=Recipe(epochs=1, batch_size=64, poll_every_steps=2),
-        callbacks=Callbacks(on_progress=progress.append))
+    run(
+        data,
+        method="independent",
+        teacher_set=Teachers(),
+        recipe=Recipe(epochs=1, batch_size=64, poll_every_steps=2),
+        callbacks=Callbacks(on_progress=progress.append),
+    )
     assert progress == sorted(progress) and progress[-1] == 1.0

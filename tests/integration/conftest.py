@@ -105,10 +105,17 @@ class Api:
         return Stack.wait_until(settled, timeout_s=timeout_s, what=f"job {job_id} to reach {statuses}")
 
     def first_version(self, *, dataset_id: int, family: str, classes: list[str], recipe=SMALL_RECIPE) -> dict:
-        job = self.submit({
-            "family": family, "architecture": "small_cnn", "dataset_id": dataset_id, "classes": classes,
-            "method": "independent", "recipe": recipe, "seed": 0,
-        })
+        job = self.submit(
+            {
+                "family": family,
+                "architecture": "small_cnn",
+                "dataset_id": dataset_id,
+                "classes": classes,
+                "method": "independent",
+                "recipe": recipe,
+                "seed": 0,
+            }
+        )
         job = self.wait_job(job["id"])
         assert job["status"] == "succeeded", job
         return self.ok(self.http.get(f"/models/{job['result_model_id']}"))

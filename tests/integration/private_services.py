@@ -58,13 +58,30 @@ class PrivatePostgres:
             shutil.chown(self.folder, "postgres")
         self.data = os.path.join(self.folder, "data")
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
-        subprocess.run(_as_postgres([f"{PG_BIN}/initdb", "-D", self.data, "-U", "postgres", "-A", "trust"]),
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            _as_postgres([f"{PG_BIN}/initdb", "-D", self.data, "-U", "postgres", "-A", "trust"]),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
 
     def _ctl(self, *args: str) -> None:
-        subprocess.run(_as_postgres([f"{PG_BIN}/pg_ctl", "-D", self.data, "-w", "-l", os.path.join(self.folder, "log"),
-                                     "-o", f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1", *args]),
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            _as_postgres(
+                [
+                    f"{PG_BIN}/pg_ctl",
+                    "-D",
+                    self.data,
+                    "-w",
+                    "-l",
+                    os.path.join(self.folder, "log"),
+                    "-o",
+                    f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1",
+                    *args,
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
 
     def start(self) -> None:
         self._ctl("start")

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from db.base import make_engine, make_session_factory
 from db.datasets.models import DatasetFormat
 from db.datasets.service import create_dataset, mark_dataset_ready
-from db.jobs.models import UpdateJob
+from db.updates.models import UpdateJob
 from scripts.stack import Stack
 from tests.integration.conftest import _drop_pg_database, _fresh_pg_database, server_env
 
@@ -33,8 +33,15 @@ def api_only(tmp_path_factory):
         engine = make_engine(stack.env["FLIPGUARD_DATABASE_URL"])
         with make_session_factory(engine)() as session:
             dataset = create_dataset(session, name="shoes", uri="/data/shoes", format=DatasetFormat.NPZ)
-            mark_dataset_ready(session, dataset_id=dataset.id, classes=["sandal", "boot"], train_size=10,
-                               test_size=10, image_shape=[1, 28, 28], digest="d")
+            mark_dataset_ready(
+                session,
+                dataset_id=dataset.id,
+                classes=["sandal", "boot"],
+                train_size=10,
+                test_size=10,
+                image_shape=[1, 28, 28],
+                digest="d",
+            )
         yield stack, engine, dataset.id
     finally:
         stack.stop()
@@ -45,8 +52,13 @@ def api_only(tmp_path_factory):
 
 def test_fifty_concurrent_posts_with_one_key_create_one_job(api_only):
     stack, engine, dataset_id = api_only
-    body = {"family": "shoes", "architecture": "small_cnn", "dataset_id": dataset_id,
-            "method": "independent", "recipe": {"epochs": 1}}
+    body = {
+        "family": "shoes",
+        "architecture": "small_cnn",
+        "dataset_id": dataset_id,
+        "method": "independent",
+        "recipe": {"epochs": 1},
+    }
     headers = {**stack.headers, "Idempotency-Key": "fifty-at-once"}
     start = Barrier(CLIENTS)
 
@@ -71,8 +83,10 @@ def test_fifty_concurrent_posts_with_one_key_create_one_job(api_only):
 def test_tokens_never_reach_the_logs(api_only):
     stack, _, _ = api_only
     assert httpx.get(f"{stack.url}/updates", headers=stack.headers, timeout=30).status_code == 200
-    assert httpx.get(f"{stack.url}/updates", headers={"Authorization": "Bearer leaked-secret-x"},
-                     timeout=30).status_code == 401
+    assert (
+        httpx.get(f"{stack.url}/updates", headers={"Authorization": "Bearer leaked-secret-x"}, timeout=30).status_code
+        == 401
+    )
     log = (stack.log_dir / "api.log").read_text()
     assert "GET /updates HTTP/1.1" in log  # the access log is on
     assert stack.token not in log and "leaked-secret-x" not in log

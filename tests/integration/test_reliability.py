@@ -49,7 +49,9 @@ def test_worker_killed_mid_epoch_resumes_on_a_new_worker(private_stack):
     stack, _, _ = private_stack
     api = Api(stack)
     dataset, v1 = _base_model(api, "killed")
-    job = api.submit({"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": LONGER_RECIPE})
+    job = api.submit(
+        {"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": LONGER_RECIPE}
+    )
     Stack.wait_until(lambda: _epochs_done(api, job["id"]) >= 2, timeout_s=300, what="two epochs with checkpoints")
     stack.stop_process(stack.workers[0], sig=signal.SIGKILL)
 
@@ -68,9 +70,13 @@ def test_redis_restart_loses_no_job(private_stack):
     stack, broker, _ = private_stack
     api = Api(stack)
     dataset, v1 = _base_model(api, "redis")
-    running = api.submit({"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": LONGER_RECIPE})
+    running = api.submit(
+        {"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": LONGER_RECIPE}
+    )
     api.wait_job(running["id"], statuses=("running",), timeout_s=120)
-    queued = api.submit({"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "independent", "recipe": SMALL_RECIPE})
+    queued = api.submit(
+        {"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "independent", "recipe": SMALL_RECIPE}
+    )
     broker.stop()  # the queued job's message is gone with it
     broker.start()
     for job in (running, queued):
@@ -83,7 +89,9 @@ def test_postgres_and_api_restarts_lose_no_result(private_stack):
     stack, _, database = private_stack
     api = Api(stack)
     dataset, v1 = _base_model(api, "restarts")
-    job = api.submit({"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": LONGER_RECIPE})
+    job = api.submit(
+        {"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": LONGER_RECIPE}
+    )
     Stack.wait_until(lambda: _epochs_done(api, job["id"]) >= 1, timeout_s=300, what="the first epoch")
     database.stop()
     stack.stop_process(stack.api)
@@ -92,4 +100,7 @@ def test_postgres_and_api_restarts_lose_no_result(private_stack):
     job = api.wait_job(job["id"])
     assert job["status"] == "succeeded", job
     assert len(_versions_of(api, "restarts")) == 2
-    assert api.ok(api.http.get(f"/models/{job['result_model_id']}/flips"))["figures"]["scopes"]["old_classes"]["samples"] > 0
+    assert (
+        api.ok(api.http.get(f"/models/{job['result_model_id']}/flips"))["figures"]["scopes"]["old_classes"]["samples"]
+        > 0
+    )

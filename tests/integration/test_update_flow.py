@@ -32,8 +32,9 @@ def _full_story(api: Api, tmp_path: Path, family: str) -> None:
     v1 = api.first_version(dataset_id=dataset["id"], family=family, classes=OLD)
     assert v1["version"] == 1 and v1["classes"] == OLD
 
-    job = api.submit({"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl",
-                      "recipe": SMALL_RECIPE, "seed": 0})
+    job = api.submit(
+        {"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": SMALL_RECIPE, "seed": 0}
+    )
     assert job["status"] == "queued"
     job = api.wait_job(job["id"])
     assert job["status"] == "succeeded", job
@@ -46,10 +47,16 @@ def _full_story(api: Api, tmp_path: Path, family: str) -> None:
     # Recompute the report from the stored weights, directly through the engine.
     new_model = _download_model(api, v2["id"], tmp_path)
     old_model = _download_model(api, v1["id"], tmp_path)
-    data = prepare_data(load_dataset(FASHION_MNIST), old_classes=OLD, classes=None,
-                        recipe=Recipe.from_dict(SMALL_RECIPE), seed=0)
-    expected, ledger = evaluate(model=new_model, baseline=old_model, evaluation=data.evaluation, k_old=5,
-                                device=__import__("torch").device("cpu"))
+    data = prepare_data(
+        load_dataset(FASHION_MNIST), old_classes=OLD, classes=None, recipe=Recipe.from_dict(SMALL_RECIPE), seed=0
+    )
+    expected, ledger = evaluate(
+        model=new_model,
+        baseline=old_model,
+        evaluation=data.evaluation,
+        k_old=5,
+        device=__import__("torch").device("cpu"),
+    )
     for scope in ("all", "old_classes"):
         for key in ("samples", "negative_flips", "positive_flips", "old_correct", "new_correct"):
             assert figures["scopes"][scope][key] == expected["scopes"][scope][key], (scope, key)
@@ -67,8 +74,17 @@ def _full_story(api: Api, tmp_path: Path, family: str) -> None:
     assert csv.status_code == 200 and csv.text.count("\n") == len(ledger) + 1
 
     # A later job on the same data, architecture, recipe and seed reuses the reference.
-    again = api.wait_job(api.submit({"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "pct-kl",
-                                     "recipe": SMALL_RECIPE, "seed": 0})["id"])
+    again = api.wait_job(
+        api.submit(
+            {
+                "base_model_id": v1["id"],
+                "dataset_id": dataset["id"],
+                "method": "pct-kl",
+                "recipe": SMALL_RECIPE,
+                "seed": 0,
+            }
+        )["id"]
+    )
     assert again["status"] == "succeeded", again
     assert again["reference_model_id"] == job["reference_model_id"] is not None
     assert not any(event["phase"] == "reference" for event in again["events"])
@@ -88,7 +104,9 @@ def test_cancel_running_job_registers_nothing(pg_stack):
     v1 = api.first_version(dataset_id=dataset["id"], family="cancel", classes=OLD)
     models_before = api.ok(api.http.get("/models", params={"family": "cancel"}))["total"]
     long_recipe = SMALL_RECIPE | {"epochs": 200, "train_samples_per_class": 300}
-    job = api.submit({"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": long_recipe})
+    job = api.submit(
+        {"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": long_recipe}
+    )
     api.wait_job(job["id"], statuses=("running", "evaluating"), timeout_s=120)
     api.ok(api.http.post(f"/updates/{job['id']}/cancel"), 200, 202)
     job = api.wait_job(job["id"], timeout_s=120)
@@ -108,7 +126,9 @@ def test_failed_job_has_readable_reason_and_registers_nothing(pg_stack, tmp_path
     original = weights.read_bytes()
     weights.write_bytes(original[:-100] + b"\0" * 100)
     try:
-        job = api.submit({"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": SMALL_RECIPE})
+        job = api.submit(
+            {"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": SMALL_RECIPE}
+        )
         job = api.wait_job(job["id"])
     finally:
         weights.write_bytes(original)
@@ -125,12 +145,19 @@ def test_update_with_data_lacking_an_old_class_is_refused(pg_stack, tmp_path):
     data_root = Path(pg_stack.env["FLIPGUARD_DATA_ROOTS"].split('"')[3])
     data_root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    np.savez(data_root / "partial.npz", classes=np.array(["Trouser", "Bag"]),
-             x_train=rng.integers(0, 255, (40, 28, 28), dtype=np.uint8), y_train=np.arange(40) % 2,
-             x_test=rng.integers(0, 255, (20, 28, 28), dtype=np.uint8), y_test=np.arange(20) % 2)
+    np.savez(
+        data_root / "partial.npz",
+        classes=np.array(["Trouser", "Bag"]),
+        x_train=rng.integers(0, 255, (40, 28, 28), dtype=np.uint8),
+        y_train=np.arange(40) % 2,
+        x_test=rng.integers(0, 255, (20, 28, 28), dtype=np.uint8),
+        y_test=np.arange(20) % 2,
+    )
     partial = api.register_dataset(name="partial", uri=str(data_root / "partial.npz"), data_format="npz")
     assert partial["status"] == "ready", partial
-    response = api.http.post("/updates", json={"base_model_id": v1["id"], "dataset_id": partial["id"], "method": "mpt-kl"})
+    response = api.http.post(
+        "/updates", json={"base_model_id": v1["id"], "dataset_id": partial["id"], "method": "mpt-kl"}
+    )
     assert response.status_code == 422
     detail = response.json()["detail"][0]
     assert detail["loc"][-1] == "dataset_id" and "T-shirt/top" in detail["msg"] and "Coat" in detail["msg"]
@@ -141,8 +168,17 @@ def test_non_finite_loss_fails_the_job_and_registers_nothing(pg_stack):
     dataset = api.register_dataset(name="fmnist-nan")
     v1 = api.first_version(dataset_id=dataset["id"], family="diverging", classes=OLD)
     # A vanishing temperature turns the distillation's softmax into NaN.
-    job = api.wait_job(api.submit({"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl",
-                                   "method_params": {"tau": 1e-300}, "recipe": SMALL_RECIPE})["id"])
+    job = api.wait_job(
+        api.submit(
+            {
+                "base_model_id": v1["id"],
+                "dataset_id": dataset["id"],
+                "method": "mpt-kl",
+                "method_params": {"tau": 1e-300},
+                "recipe": SMALL_RECIPE,
+            }
+        )["id"]
+    )
     assert job["status"] == "failed" and "non-finite" in job["error"], job
     assert api.ok(api.http.get("/models", params={"family": "diverging"}))["total"] == 1
 
@@ -152,10 +188,18 @@ def test_labels_out_of_range_fail_the_data_set_with_a_reason(pg_stack):
     data_root = Path(pg_stack.env["FLIPGUARD_DATA_ROOTS"].split('"')[3])
     data_root.mkdir(parents=True, exist_ok=True)
     images = np.zeros((6, 28, 28), dtype=np.uint8)
-    np.savez(data_root / "bad-labels.npz", classes=np.array(["a", "b"]), x_train=images,
-             y_train=np.array([0, 1, 0, 1, 0, 7]), x_test=images, y_test=np.zeros(6, dtype=np.int64))
+    np.savez(
+        data_root / "bad-labels.npz",
+        classes=np.array(["a", "b"]),
+        x_train=images,
+        y_train=np.array([0, 1, 0, 1, 0, 7]),
+        x_test=images,
+        y_test=np.zeros(6, dtype=np.int64),
+    )
     dataset = api.register_dataset(name="bad-labels", uri=str(data_root / "bad-labels.npz"), data_format="npz")
     assert dataset["status"] == "failed" and "labels must lie in 0..1" in dataset["error"], dataset
-    response = api.http.post("/updates", json={"family": "bad", "architecture": "small_cnn",
-                                               "dataset_id": dataset["id"], "method": "independent"})
+    response = api.http.post(
+        "/updates",
+        json={"family": "bad", "architecture": "small_cnn", "dataset_id": dataset["id"], "method": "independent"},
+    )
     assert response.status_code == 409 and response.json()["detail"][0]["loc"][-1] == "dataset_id"

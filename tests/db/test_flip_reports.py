@@ -1,12 +1,16 @@
 """complete_job stores what mpt.flips.flip_report produces, and the ledger reads back filtered."""
 
 import pytest
+from db_helpers import (
+    model_result,
+    ready_dataset,
+    uploaded_model,
+)
 
-from db.jobs.service import claim_job, complete_job, create_job
+from db.flips.models import FlipKind, ReportRole
+from db.flips.service import find_report, get_sample, iter_samples, list_samples
 from db.model_versions.models import ModelStatus
-from db.reports.models import FlipKind, ReportRole
-from db.reports.service import find_report, get_sample, iter_samples, list_samples
-from db_fixtures import database_url, migrated_postgres, model_result, ready_dataset, session, session_factory, uploaded_model  # noqa: F401
+from db.updates.service import claim_job, complete_job, create_job
 
 torch = pytest.importorskip("torch")
 flips = pytest.importorskip("mpt.flips")
@@ -27,15 +31,28 @@ def test_complete_job_stores_engine_report_and_ledger(session):
     dataset = ready_dataset(session)
     base = uploaded_model(session)
     job, _ = create_job(
-        session, base_model_id=base.id, family=None, architecture=None, dataset_id=dataset.id,
-        classes=None, method="mpt-kl", method_params={}, recipe={}, seed=0,
+        session,
+        base_model_id=base.id,
+        family=None,
+        architecture=None,
+        dataset_id=dataset.id,
+        classes=None,
+        method="mpt-kl",
+        method_params={},
+        recipe={},
+        seed=0,
         gate={"max_nfr": 0.5, "min_accuracy": None, "auto_promote": True},
     )
     claim_job(session, job_id=job.id, worker_id="w1", heartbeat_timeout_s=60)
     summary, rows = engine_report()
     model = complete_job(
-        session, job_id=job.id, model=model_result(), report=summary, ledger=rows,
-        images_uri="/artifacts/flips/1.npz", reference_report=summary,
+        session,
+        job_id=job.id,
+        model=model_result(),
+        report=summary,
+        ledger=rows,
+        images_uri="/artifacts/flips/1.npz",
+        reference_report=summary,
     )
     assert model.status == ModelStatus.PRODUCTION
 
@@ -43,9 +60,7 @@ def test_complete_job_stores_engine_report_and_ledger(session):
     assert report.nfr_old_classes == pytest.approx(summary["scopes"]["old_classes"]["nfr"])
     assert report.nfr_all == pytest.approx(summary["scopes"]["all"]["nfr"])
     assert report.samples == 8 and report.k_old == 2
-    assert find_report(
-        session, model_id=model.id, baseline_model_id=base.id, role=ReportRole.REFERENCE
-    ) is not None
+    assert find_report(session, model_id=model.id, baseline_model_id=base.id, role=ReportRole.REFERENCE) is not None
 
     everything = list_samples(session, report_id=report.id, page_size=100)
     assert everything.total == len(rows)

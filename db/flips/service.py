@@ -7,8 +7,8 @@ from collections.abc import Iterator
 from sqlalchemy import Select, insert, select
 from sqlalchemy.orm import Session
 
+from db.flips.models import FlipKind, FlipReport, FlipSample, ReportRole
 from db.pagination import Page, paginate
-from db.reports.models import FlipKind, FlipReport, FlipSample, ReportRole
 
 
 def summary_columns(summary: dict) -> dict:
@@ -71,8 +71,7 @@ def add_ledger(session: Session, *, report_id: int, k_old: int, rows: list[dict]
                 "new_confidence": row["new_confidence"],
                 "kind": FlipKind(row["kind"]),
                 # METHOD.md: an intrusion is a negative flip into one of the new classes.
-                "is_intrusion": row["kind"] == FlipKind.NEGATIVE
-                and row["new_prediction"] >= k_old,
+                "is_intrusion": row["kind"] == FlipKind.NEGATIVE and row["new_prediction"] >= k_old,
             }
             for row in rows
         ],
@@ -99,9 +98,7 @@ def find_report(
     )
 
 
-def _samples_statement(
-    *, report_id: int, kind: FlipKind | None, label: int | None, intrusion: bool | None
-) -> Select:
+def _samples_statement(*, report_id: int, kind: FlipKind | None, label: int | None, intrusion: bool | None) -> Select:
     """Ledger rows of one report with the optional filters, in evaluation-sample order."""
     statement = select(FlipSample).where(FlipSample.report_id == report_id)
     if kind is not None:
@@ -144,7 +141,5 @@ def iter_samples(
 def get_sample(session: Session, *, report_id: int, sample_index: int) -> FlipSample | None:
     """The ledger row of one evaluation sample in a report, if it flipped."""
     return session.scalar(
-        select(FlipSample)
-        .where(FlipSample.report_id == report_id, FlipSample.sample_index == sample_index)
-        .limit(1)
+        select(FlipSample).where(FlipSample.report_id == report_id, FlipSample.sample_index == sample_index).limit(1)
     )

@@ -16,7 +16,12 @@ from db.base import utcnow
 from db.datasets.models import DatasetStatus
 from db.datasets.service import get_dataset
 from db.errors import Conflict, InvalidInput, JobNotOwned, NotFound
-from db.jobs.models import (
+from db.flips.models import ReportRole
+from db.flips.service import add_ledger, add_report, summary_columns
+from db.model_versions.models import ModelStatus, ModelVersion
+from db.model_versions.service import add_version, get_model, set_production
+from db.pagination import Page, paginate
+from db.updates.models import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
     JobEvent,
@@ -24,11 +29,6 @@ from db.jobs.models import (
     UpdateJob,
     UpdateMethod,
 )
-from db.model_versions.models import ModelStatus, ModelVersion
-from db.model_versions.service import add_version, get_model, set_production
-from db.pagination import Page, paginate
-from db.reports.models import ReportRole
-from db.reports.service import add_ledger, add_report, summary_columns
 
 # The only method that needs no predecessor: every other one distils from the base model.
 FROM_SCRATCH_METHOD = UpdateMethod.INDEPENDENT
@@ -55,22 +55,16 @@ def list_jobs(
 
 def list_events(session: Session, *, job_id: int) -> list[JobEvent]:
     """A job's events in the order they were recorded."""
-    return list(
-        session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id))
-    )
+    return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
 
 
 def count_jobs_by_status(session: Session) -> dict[str, int]:
     """How many jobs are in each status (every status present, zeros included)."""
-    counts = dict(
-        session.execute(select(UpdateJob.status, func.count()).group_by(UpdateJob.status)).all()
-    )
+    counts = dict(session.execute(select(UpdateJob.status, func.count()).group_by(UpdateJob.status)).all())
     return {status.value: counts.get(status, 0) for status in JobStatus}
 
 
-def _find_by_idempotency_key(
-    session: Session, *, idempotency_key: str, request_hash: str
-) -> UpdateJob | None:
+def _find_by_idempotency_key(session: Session, *, idempotency_key: str, request_hash: str) -> UpdateJob | None:
     """The job an earlier request with this key created; Conflict if that request differed."""
     job = session.scalar(select(UpdateJob).where(UpdateJob.idempotency_key == idempotency_key))
     if job is not None and job.request_hash != request_hash:
@@ -81,9 +75,7 @@ def _find_by_idempotency_key(
     return job
 
 
-def _check_classes(
-    *, requested: list[str] | None, dataset_classes: list[str], base: ModelVersion | None
-) -> None:
+def _check_classes(*, requested: list[str] | None, dataset_classes: list[str], base: ModelVersion | None) -> None:
     """Training classes must exist in the data set and keep every class of the base model."""
     if requested is not None:
         duplicates = sorted({name for name in requested if requested.count(name) > 1})
@@ -91,9 +83,7 @@ def _check_classes(
             raise InvalidInput(f"classes listed twice: {duplicates}", loc=("body", "classes"))
         unknown = [name for name in requested if name not in dataset_classes]
         if unknown:
-            raise InvalidInput(
-                f"classes not in the data set: {unknown}", loc=("body", "classes")
-            )
+            raise InvalidInput(f"classes not in the data set: {unknown}", loc=("body", "classes"))
     if base is None:
         return
     missing = [name for name in base.classes if name not in dataset_classes]
@@ -149,9 +139,7 @@ def create_job(
     first requests race on the key's unique constraint; the loser returns the winner's job.
     """
     if idempotency_key is not None:
-        existing = _find_by_idempotency_key(
-            session, idempotency_key=idempotency_key, request_hash=request_hash
-        )
+        existing = _find_by_idempotency_key(session, idempotency_key=idempotency_key, request_hash=request_hash)
         if existing is not None:
             return existing, False
 
@@ -159,9 +147,7 @@ def create_job(
     if base_model_id is not None:
         base = session.get(ModelVersion, base_model_id)
         if base is None:
-            raise InvalidInput(
-                f"model {base_model_id} does not exist", loc=("body", "base_model_id")
-            )
+            raise InvalidInput(f"model {base_model_id} does not exist", loc=("body", "base_model_id"))
         if family is not None and family != base.family:
             raise InvalidInput(
                 f"family {family!r} differs from the base model's family {base.family!r}",
@@ -173,13 +159,10 @@ def create_job(
         if family is None:
             raise InvalidInput("family is required without a base model", loc=("body", "family"))
         if architecture is None:
-            raise InvalidInput(
-                "architecture is required without a base model", loc=("body", "architecture")
-            )
+            raise InvalidInput("architecture is required without a base model", loc=("body", "architecture"))
         if method != FROM_SCRATCH_METHOD:
             raise InvalidInput(
-                f"method {str(method)!r} distils from a base model; without one use "
-                f"{FROM_SCRATCH_METHOD.value!r}",
+                f"method {str(method)!r} distils from a base model; without one use {FROM_SCRATCH_METHOD.value!r}",
                 loc=("body", "method"),
             )
 
@@ -210,9 +193,7 @@ def create_job(
         session.rollback()
         if idempotency_key is None:
             raise
-        existing = _find_by_idempotency_key(
-            session, idempotency_key=idempotency_key, request_hash=request_hash
-        )
+        existing = _find_by_idempotency_key(session, idempotency_key=idempotency_key, request_hash=request_hash)
         if existing is None:
             raise
         return existing, False
@@ -240,9 +221,7 @@ def request_cancel(session: Session, *, job_id: int) -> UpdateJob:
     return job
 
 
-def claim_job(
-    session: Session, *, job_id: int, worker_id: str, heartbeat_timeout_s: float
-) -> UpdateJob | None:
+def claim_job(session: Session, *, job_id: int, worker_id: str, heartbeat_timeout_s: float) -> UpdateJob | None:
     """Take a queued job, or resume one whose worker stopped heartbeating; None if not ours.
 
     One conditional UPDATE decides: of two workers claiming at once, exactly one matches.
@@ -279,9 +258,7 @@ def claim_job(
     return session.get(UpdateJob, job_id, populate_existing=True)
 
 
-def jobs_needing_dispatch(
-    session: Session, *, heartbeat_timeout_s: float, queued_grace_s: float
-) -> list[int]:
+def jobs_needing_dispatch(session: Session, *, heartbeat_timeout_s: float, queued_grace_s: float) -> list[int]:
     """Jobs a worker should pick up: queued past the grace time, or active with a stale heartbeat."""
     now = utcnow()
     statement = select(UpdateJob.id).where(
@@ -340,18 +317,14 @@ def heartbeat(
         )
         .values(**values)
     )
-    cancel_requested = session.scalar(
-        select(UpdateJob.cancel_requested).where(UpdateJob.id == job_id)
-    )
+    cancel_requested = session.scalar(select(UpdateJob.cancel_requested).where(UpdateJob.id == job_id))
     session.commit()
     if result.rowcount != 1:
         raise JobNotOwned(f"worker {worker_id} no longer holds update job {job_id}")
     return bool(cancel_requested)
 
 
-def record_event(
-    session: Session, *, job_id: int, phase: str, epoch: int | None, metrics: dict
-) -> JobEvent:
+def record_event(session: Session, *, job_id: int, phase: str, epoch: int | None, metrics: dict) -> JobEvent:
     """Append one progress event (per-epoch metrics) to a job."""
     event = JobEvent(job_id=job_id, phase=phase, epoch=epoch, metrics=dict(metrics))
     session.add(event)

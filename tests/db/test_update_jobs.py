@@ -4,12 +4,19 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
+from db_helpers import (
+    model_result,
+    ready_dataset,
+    uploaded_model,
+)
 from sqlalchemy import update
 
 from db.base import utcnow
 from db.errors import Conflict, InvalidInput, JobNotOwned
-from db.jobs.models import JobStatus, UpdateJob
-from db.jobs.service import (
+from db.model_versions.models import ModelStatus
+from db.model_versions.service import get_model, list_models
+from db.updates.models import JobStatus, UpdateJob
+from db.updates.service import (
     cancel_job_finished,
     claim_job,
     complete_job,
@@ -22,27 +29,42 @@ from db.jobs.service import (
     record_event,
     request_cancel,
 )
-from db.model_versions.models import ModelStatus
-from db.model_versions.service import get_model, list_models
-from db_fixtures import database_url, migrated_postgres, model_result, ready_dataset, session, session_factory, uploaded_model  # noqa: F401
 
 GATE = {"max_nfr": 0.1, "min_accuracy": None, "auto_promote": True}
 
 
 def summary(nfr_old: float, accuracy: float) -> dict:
     """The parts of an mpt.flips summary that the db reads."""
-    scope = {"samples": 100, "negative_flips": int(nfr_old * 100), "nfr": nfr_old,
-             "relative_nfr": nfr_old * 2, "new_accuracy": accuracy}
-    return {"classes": ["a", "b", "c", "d"], "k_old": 2, "new_class_accuracy": accuracy,
-            "scopes": {"all": scope, "old_classes": scope}}
+    scope = {
+        "samples": 100,
+        "negative_flips": int(nfr_old * 100),
+        "nfr": nfr_old,
+        "relative_nfr": nfr_old * 2,
+        "new_accuracy": accuracy,
+    }
+    return {
+        "classes": ["a", "b", "c", "d"],
+        "k_old": 2,
+        "new_class_accuracy": accuracy,
+        "scopes": {"all": scope, "old_classes": scope},
+    }
 
 
 def queue_update(session, *, gate=GATE, key=None, request_hash=None, **overrides):
     dataset = ready_dataset(session)
     base = uploaded_model(session)
-    fields = dict(base_model_id=base.id, family=None, architecture=None, dataset_id=dataset.id,
-                  classes=None, method="mpt-kl", method_params={"bias": 2.0},
-                  recipe={"epochs": 3}, gate=gate, seed=0)
+    fields = dict(
+        base_model_id=base.id,
+        family=None,
+        architecture=None,
+        dataset_id=dataset.id,
+        classes=None,
+        method="mpt-kl",
+        method_params={"bias": 2.0},
+        recipe={"epochs": 3},
+        gate=gate,
+        seed=0,
+    )
     fields.update(overrides)
     job, created = create_job(session, idempotency_key=key, request_hash=request_hash, **fields)
     assert created
@@ -51,8 +73,7 @@ def queue_update(session, *, gate=GATE, key=None, request_hash=None, **overrides
 
 def test_create_job_takes_family_and_architecture_from_base(session):
     job, base = queue_update(session)
-    assert (job.family, job.architecture, job.status, job.epochs) == (
-        base.family, "small_cnn", JobStatus.QUEUED, 3)
+    assert (job.family, job.architecture, job.status, job.epochs) == (base.family, "small_cnn", JobStatus.QUEUED, 3)
 
 
 @pytest.mark.parametrize(
@@ -74,23 +95,56 @@ def test_create_job_names_the_bad_field(session, overrides, field):
 def test_first_version_needs_independent_method(session):
     dataset = ready_dataset(session)
     with pytest.raises(InvalidInput) as error:
-        create_job(session, base_model_id=None, family="new", architecture="small_cnn",
-                   dataset_id=dataset.id, classes=None, method="mpt-kl", method_params={},
-                   recipe={}, gate={}, seed=0)
+        create_job(
+            session,
+            base_model_id=None,
+            family="new",
+            architecture="small_cnn",
+            dataset_id=dataset.id,
+            classes=None,
+            method="mpt-kl",
+            method_params={},
+            recipe={},
+            gate={},
+            seed=0,
+        )
     assert error.value.loc == ("body", "method")
 
 
 def test_idempotency_key_returns_first_job_and_refuses_other_body(session):
     job, base = queue_update(session, key="k1", request_hash="h1")
-    again, created = create_job(session, base_model_id=base.id, family=None, architecture=None,
-                                dataset_id=job.dataset_id, classes=None, method="mpt-kl",
-                                method_params={}, recipe={}, gate={}, seed=0,
-                                idempotency_key="k1", request_hash="h1")
+    again, created = create_job(
+        session,
+        base_model_id=base.id,
+        family=None,
+        architecture=None,
+        dataset_id=job.dataset_id,
+        classes=None,
+        method="mpt-kl",
+        method_params={},
+        recipe={},
+        gate={},
+        seed=0,
+        idempotency_key="k1",
+        request_hash="h1",
+    )
     assert (again.id, created) == (job.id, False)
     with pytest.raises(Conflict):
-        create_job(session, base_model_id=base.id, family=None, architecture=None,
-                   dataset_id=job.dataset_id, classes=None, method="mpt-kl", method_params={},
-                   recipe={}, gate={}, seed=0, idempotency_key="k1", request_hash="h2")
+        create_job(
+            session,
+            base_model_id=base.id,
+            family=None,
+            architecture=None,
+            dataset_id=job.dataset_id,
+            classes=None,
+            method="mpt-kl",
+            method_params={},
+            recipe={},
+            gate={},
+            seed=0,
+            idempotency_key="k1",
+            request_hash="h2",
+        )
 
 
 def test_claim_is_exclusive_under_a_race(session, session_factory):
@@ -112,8 +166,9 @@ def test_stale_job_is_taken_over_and_old_worker_loses_it(session):
     job, _ = queue_update(session)
     assert claim_job(session, job_id=job.id, worker_id="w1", heartbeat_timeout_s=60)
     assert claim_job(session, job_id=job.id, worker_id="w2", heartbeat_timeout_s=60) is None
-    session.execute(update(UpdateJob).where(UpdateJob.id == job.id)
-                    .values(heartbeat_at=utcnow() - timedelta(seconds=300)))
+    session.execute(
+        update(UpdateJob).where(UpdateJob.id == job.id).values(heartbeat_at=utcnow() - timedelta(seconds=300))
+    )
     session.commit()
     taken = claim_job(session, job_id=job.id, worker_id="w2", heartbeat_timeout_s=60)
     assert taken.worker_id == "w2" and taken.attempts == 2
@@ -124,15 +179,17 @@ def test_stale_job_is_taken_over_and_old_worker_loses_it(session):
 def test_heartbeat_reports_cancellation_and_progress(session):
     job, _ = queue_update(session)
     claim_job(session, job_id=job.id, worker_id="w1", heartbeat_timeout_s=60)
-    assert heartbeat(session, job_id=job.id, worker_id="w1", phase="training", progress=0.25,
-                     epoch=1, epochs=3) is False
+    assert (
+        heartbeat(session, job_id=job.id, worker_id="w1", phase="training", progress=0.25, epoch=1, epochs=3) is False
+    )
     request_cancel(session, job_id=job.id)
-    assert heartbeat(session, job_id=job.id, worker_id="w1", phase="evaluating", progress=1.5,
-                     status=JobStatus.EVALUATING) is True
+    assert (
+        heartbeat(session, job_id=job.id, worker_id="w1", phase="evaluating", progress=1.5, status=JobStatus.EVALUATING)
+        is True
+    )
     session.expire_all()
     stored = get_job(session, job_id=job.id)
-    assert (stored.status, stored.progress, stored.epoch, stored.phase) == (
-        JobStatus.EVALUATING, 1.0, 1, "evaluating")
+    assert (stored.status, stored.progress, stored.epoch, stored.phase) == (JobStatus.EVALUATING, 1.0, 1, "evaluating")
     assert cancel_job_finished(session, job_id=job.id)
     assert get_job(session, job_id=job.id).status == JobStatus.CANCELLED
     assert list_models(session, family="shoes").total == 1  # nothing registered
@@ -163,10 +220,24 @@ def test_events_and_failure(session):
 def test_complete_job_promotes_when_gate_passes_and_is_idempotent(session):
     job, base = queue_update(session)
     claim_job(session, job_id=job.id, worker_id="w1", heartbeat_timeout_s=60)
-    first = complete_job(session, job_id=job.id, model=model_result(), report=summary(0.05, 0.9),
-                         ledger=[], images_uri=None, reference_report=summary(0.2, 0.91))
-    again = complete_job(session, job_id=job.id, model=model_result(), report=summary(0.05, 0.9),
-                         ledger=[], images_uri=None, reference_report=None)
+    first = complete_job(
+        session,
+        job_id=job.id,
+        model=model_result(),
+        report=summary(0.05, 0.9),
+        ledger=[],
+        images_uri=None,
+        reference_report=summary(0.2, 0.91),
+    )
+    again = complete_job(
+        session,
+        job_id=job.id,
+        model=model_result(),
+        report=summary(0.05, 0.9),
+        ledger=[],
+        images_uri=None,
+        reference_report=None,
+    )
     assert again.id == first.id
     assert (first.version, first.parent_id, first.status) == (2, base.id, ModelStatus.PRODUCTION)
     assert first.gate_verdict["passed"] is True
@@ -182,9 +253,15 @@ def test_concurrent_completions_register_one_version(session, session_factory):
 
     def complete(_):
         with session_factory() as own:
-            return complete_job(own, job_id=job.id, model=model_result(),
-                                report=summary(0.05, 0.9), ledger=[], images_uri=None,
-                                reference_report=None).id
+            return complete_job(
+                own,
+                job_id=job.id,
+                model=model_result(),
+                report=summary(0.05, 0.9),
+                ledger=[],
+                images_uri=None,
+                reference_report=None,
+            ).id
 
     with ThreadPoolExecutor(4) as pool:
         ids = set(pool.map(complete, range(4)))
@@ -195,8 +272,15 @@ def test_concurrent_completions_register_one_version(session, session_factory):
 def test_complete_job_rejects_when_gate_fails(session):
     job, base = queue_update(session)
     claim_job(session, job_id=job.id, worker_id="w1", heartbeat_timeout_s=60)
-    model = complete_job(session, job_id=job.id, model=model_result(), report=summary(0.3, 0.9),
-                         ledger=[], images_uri=None, reference_report=None)
+    model = complete_job(
+        session,
+        job_id=job.id,
+        model=model_result(),
+        report=summary(0.3, 0.9),
+        ledger=[],
+        images_uri=None,
+        reference_report=None,
+    )
     assert model.status == ModelStatus.REJECTED
     assert "nfr_old_classes" in model.gate_verdict["reasons"][0]
     assert get_model(session, model_id=base.id).status == ModelStatus.PRODUCTION
@@ -204,28 +288,61 @@ def test_complete_job_rejects_when_gate_fails(session):
 
 def test_first_version_from_scratch(session):
     dataset = ready_dataset(session)
-    job, _ = create_job(session, base_model_id=None, family="fresh", architecture="small_cnn",
-                        dataset_id=dataset.id, classes=["a", "b"], method="independent",
-                        method_params={}, recipe={}, seed=1,
-                        gate={"max_nfr": 0.1, "min_accuracy": None, "auto_promote": True})
+    job, _ = create_job(
+        session,
+        base_model_id=None,
+        family="fresh",
+        architecture="small_cnn",
+        dataset_id=dataset.id,
+        classes=["a", "b"],
+        method="independent",
+        method_params={},
+        recipe={},
+        seed=1,
+        gate={"max_nfr": 0.1, "min_accuracy": None, "auto_promote": True},
+    )
     claim_job(session, job_id=job.id, worker_id="w1", heartbeat_timeout_s=60)
-    model = complete_job(session, job_id=job.id, model=model_result(("a", "b")), report=None,
-                         ledger=None, images_uri=None, reference_report=None)
+    model = complete_job(
+        session,
+        job_id=job.id,
+        model=model_result(("a", "b")),
+        report=None,
+        ledger=None,
+        images_uri=None,
+        reference_report=None,
+    )
     assert (model.version, model.parent_id, model.status) == (1, None, ModelStatus.PRODUCTION)
 
 
 def test_two_jobs_of_one_family_completing_together_get_distinct_versions(session, session_factory):
     job, base = queue_update(session)
-    other, _ = create_job(session, base_model_id=base.id, family=None, architecture=None,
-                          dataset_id=job.dataset_id, classes=None, method="pct-kl",
-                          method_params={}, recipe={}, gate={}, seed=1)
+    other, _ = create_job(
+        session,
+        base_model_id=base.id,
+        family=None,
+        architecture=None,
+        dataset_id=job.dataset_id,
+        classes=None,
+        method="pct-kl",
+        method_params={},
+        recipe={},
+        gate={},
+        seed=1,
+    )
     for queued in (job, other):
         claim_job(session, job_id=queued.id, worker_id="w1", heartbeat_timeout_s=60)
 
     def complete(job_id):
         with session_factory() as own:
-            return complete_job(own, job_id=job_id, model=model_result(), report=summary(0.0, 0.9),
-                                ledger=[], images_uri=None, reference_report=None).version
+            return complete_job(
+                own,
+                job_id=job_id,
+                model=model_result(),
+                report=summary(0.0, 0.9),
+                ledger=[],
+                images_uri=None,
+                reference_report=None,
+            ).version
 
     with ThreadPoolExecutor(2) as pool:
         assert sorted(pool.map(complete, [job.id, other.id])) == [2, 3]

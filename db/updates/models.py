@@ -56,9 +56,7 @@ class UpdateJob(Base):
     # {"max_nfr": float | None, "min_accuracy": float | None, "auto_promote": bool}
     gate: Mapped[dict] = mapped_column(JSONType, default=dict)
     seed: Mapped[int] = mapped_column(default=0)
-    status: Mapped[JobStatus] = mapped_column(
-        enum_type(JobStatus, "job_status"), default=JobStatus.QUEUED, index=True
-    )
+    status: Mapped[JobStatus] = mapped_column(enum_type(JobStatus, "job_status"), default=JobStatus.QUEUED, index=True)
     phase: Mapped[str | None] = mapped_column(String(40))
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     epoch: Mapped[int | None]

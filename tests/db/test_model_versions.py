@@ -3,6 +3,7 @@
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from db_helpers import ready_dataset, uploaded_model
 
 from db.datasets.models import DatasetFormat, DatasetStatus
 from db.datasets.service import create_dataset, list_datasets, mark_dataset_failed
@@ -10,7 +11,6 @@ from db.errors import Conflict, InvalidInput
 from db.model_versions.models import ModelStatus
 from db.model_versions.service import get_model, lineage, list_models, promote_model
 from db.references.service import add_reference, find_reference
-from db_fixtures import database_url, migrated_postgres, ready_dataset, session, session_factory, uploaded_model  # noqa: F401
 
 
 def test_upload_new_family_is_production_then_candidates(session):
@@ -42,8 +42,14 @@ def test_promotion_archives_previous_and_forced_needs_reason(session):
 def test_reference_cache_race_returns_one_row(session, session_factory):
     def add(index):
         with session_factory() as own:
-            return add_reference(own, cache_key="key", artifact_uri=f"/r/{index}",
-                                 sha256="2" * 64, architecture="small_cnn", classes=["a"]).id
+            return add_reference(
+                own,
+                cache_key="key",
+                artifact_uri=f"/r/{index}",
+                sha256="2" * 64,
+                architecture="small_cnn",
+                classes=["a"],
+            ).id
 
     with ThreadPoolExecutor(4) as pool:
         ids = set(pool.map(add, range(4)))

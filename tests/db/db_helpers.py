@@ -1,0 +1,46 @@
+"""Rows the database tests start from, written through the db services."""
+
+from __future__ import annotations
+
+
+def ready_dataset(session, *, name="fmnist", classes=("a", "b", "c", "d")):
+    """A data set the worker has inspected."""
+    from db.datasets.models import DatasetFormat
+    from db.datasets.service import create_dataset, mark_dataset_ready
+
+    dataset = create_dataset(session, name=name, uri="/data/x", format=DatasetFormat.NPZ)
+    return mark_dataset_ready(
+        session,
+        dataset_id=dataset.id,
+        classes=list(classes),
+        train_size=100,
+        test_size=20,
+        image_shape=[1, 28, 28],
+        digest="d" * 16,
+    )
+
+
+def uploaded_model(session, *, family="shoes", classes=("a", "b")):
+    """A deployed model registered by upload (version 1 of a new family is production)."""
+    from db.model_versions.service import register_uploaded_model
+
+    return register_uploaded_model(
+        session,
+        family=family,
+        architecture="small_cnn",
+        classes=list(classes),
+        artifact_uri="/artifacts/models/base.safetensors",
+        sha256="0" * 64,
+    )
+
+
+def model_result(classes=("a", "b", "c", "d")) -> dict:
+    """The `model` dict a worker passes to complete_job."""
+    return {
+        "artifact_uri": "/artifacts/models/new.safetensors",
+        "sha256": "1" * 64,
+        "architecture": "small_cnn",
+        "classes": list(classes),
+        "recipe": {"epochs": 2},
+        "method": "mpt-kl",
+    }
