@@ -22,12 +22,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mpt.artifacts import LoadedModel
-from mpt.cli import FileReferenceStore, _parse_assignments, _progress, format_table, parse_classes, recipe_from_args
+from mpt.cli_args import parse_assignments, parse_classes, recipe_from_args
+from mpt.console import epoch_progress, format_table
 from mpt.data import DataBundle, detect_format, load_dataset
 from mpt.flips import headline
 from mpt.losses import METHODS
 from mpt.recipe import MethodParams, Recipe
-from mpt.update import Progress, UpdateOutcome, evaluate, run_update
+from mpt.update import FileReferenceStore, Progress, UpdateOutcome, evaluate, run_update
 
 PAPER_METHODS = (
     "independent",
@@ -164,7 +165,7 @@ def study_from_args(args) -> Study:
     # (recipe_from_args applies --set in order, then the explicit options).
     args.set = [f"{name}={json.dumps(value)}" for name, value in preset["recipe"].items()] + list(args.set)
     recipe = recipe_from_args(args)
-    params = MethodParams.from_dict({**preset["params"], **_parse_assignments(args.param)})
+    params = MethodParams.from_dict({**preset["params"], **parse_assignments(args.param)})
 
     bundle = load_dataset(args.data, data_format)
     old_classes = parse_classes(args.old_classes or preset["old_classes"], bundle.classes)
@@ -232,7 +233,7 @@ class _PhaseTimer:
     def __init__(self, study: Study, label: str):
         self.times: dict[str, float] = {}
         self._phase, self._since = None, time.perf_counter()
-        self._inner = _progress(label, study.quiet)
+        self._inner = epoch_progress(label, study.quiet)
 
     def _enter(self, phase: str) -> None:
         self._close()
@@ -391,7 +392,7 @@ def _run_sweep(study: Study, seed: int, base: LoadedModel, runs: list[dict]) -> 
 
 def _run_chain(study: Study, seed: int, runs: list[dict]) -> None:
     """Successive updates, each from the previous version of the same method."""
-    first, timing = _old_model(study, study.chain[0], seed)
+    first, _ = _old_model(study, study.chain[0], seed)
     k_first = len(first.spec.classes)
     for method in study.chain_methods:
         previous = first

@@ -18,16 +18,15 @@ from mpt.artifacts import LoadedModel
 from mpt.data import DataBundle
 from mpt.flips import FlipLedger, headline
 from mpt.losses import get_method
-from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe
 from mpt.train import Teachers, resolve_device, train_students
 from mpt.update import (
     Progress,
     ReferenceStore,
     UpdateData,
-    _spec_for,
     evaluate,
     independent_model,
+    untrained_model,
     update_setup,
 )
 
@@ -80,7 +79,10 @@ def grid(base: MethodParams, values: dict[str, list]) -> list[MethodParams]:
     if any(not candidates for candidates in values.values()):
         raise ValueError("every swept field needs at least one value")
     names = list(values)
-    return [dataclasses.replace(base, **dict(zip(names, combo))) for combo in itertools.product(*values.values())]
+    return [
+        dataclasses.replace(base, **dict(zip(names, combo, strict=True)))
+        for combo in itertools.product(*values.values())
+    ]
 
 
 def choose_winner(figures: list[dict], *, max_nfr: float | None) -> tuple[int, str]:
@@ -158,14 +160,10 @@ def run_sweep(
             for member in range(1, candidates[0].elodi_ensemble_size + 1)
         ]
 
-    model_spec = _spec_for(arch, data, mean, std)
     # Every student starts from the weights a lone run with this seed would start from.
-    nets = [
-        build_net(arch, num_classes=len(model_spec.classes), in_channels=model_spec.in_channels, seed=seed)
-        for _ in candidates
-    ]
+    students = [untrained_model(arch, data, mean, std, seed=seed) for _ in candidates]
     histories = train_students(
-        nets=nets,
+        nets=[student.net for student in students],
         train_set=data.train,
         recipe=recipe,
         methods=[method] * len(candidates),
@@ -183,8 +181,8 @@ def run_sweep(
 
     k_old = data.class_map.k_old
     trials = []
-    for net, candidate, history in zip(nets, candidates, histories):
-        model = LoadedModel(net.cpu(), model_spec)
+    for student, candidate, history in zip(students, candidates, histories, strict=True):
+        model = LoadedModel(student.net.cpu(), student.spec)
         report, _ = evaluate(model=model, baseline=base, evaluation=data.validation, k_old=k_old, device=torch_device)
         trials.append(Trial(candidate, history, headline(report), report, model))
     reference_val_report, _ = evaluate(

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
-from mpt.artifacts import LoadedModel, ModelSpec
+from mpt.artifacts import LoadedModel, ModelSpec, load_model, save_model
 from mpt.data import ClassMap, DataBundle, ImageSet, build_class_map, channel_stats
 from mpt.flips import FlipLedger, flip_report
 from mpt.losses import get_method
@@ -66,6 +66,20 @@ class ReferenceStore(Protocol):
     def save(self, key: str, model: LoadedModel) -> None: ...
 
 
+class FileReferenceStore:
+    """Independent references cached as `<key>.safetensors` in a folder."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def load(self, key: str) -> LoadedModel | None:
+        path = self.folder / f"{key}.safetensors"
+        return load_model(path) if path.exists() else None
+
+    def save(self, key: str, model: LoadedModel) -> None:
+        save_model(self.folder / f"{key}.safetensors", model.net, model.spec)
+
+
 @dataclass
 class Progress:
     """Phase-aware hooks: the pipeline names each phase before the loop's callbacks fire."""
@@ -90,9 +104,12 @@ class UpdateOutcome:
     reference_report: dict | None = None
 
 
-def _spec_for(arch: str, data: UpdateData, mean, std) -> ModelSpec:
+def untrained_model(
+    arch: str, data: UpdateData, mean: Sequence[float], std: Sequence[float], *, seed: int
+) -> LoadedModel:
+    """A network for the update's images and classes, its initial weights fixed by `seed`."""
     images = data.train.images
-    return ModelSpec(
+    spec = ModelSpec(
         arch=arch,
         classes=tuple(data.class_map.classes),
         in_channels=images.shape[1],
@@ -100,6 +117,7 @@ def _spec_for(arch: str, data: UpdateData, mean, std) -> ModelSpec:
         mean=tuple(mean),
         std=tuple(std),
     )
+    return LoadedModel(build_net(arch, num_classes=len(spec.classes), in_channels=spec.in_channels, seed=seed), spec)
 
 
 def _train_fresh(
@@ -117,10 +135,9 @@ def _train_fresh(
     callbacks: Callbacks,
     checkpoint_path: Path | None,
 ) -> tuple[LoadedModel, list[dict]]:
-    spec = _spec_for(arch, data, mean, std)
-    net = build_net(arch, num_classes=len(spec.classes), in_channels=spec.in_channels, seed=seed)
+    model = untrained_model(arch, data, mean, std, seed=seed)
     history = train(
-        net=net,
+        net=model.net,
         train_set=data.train,
         recipe=recipe,
         method=method,
@@ -135,7 +152,7 @@ def _train_fresh(
         callbacks=callbacks,
         checkpoint_path=checkpoint_path,
     )
-    return LoadedModel(net.cpu(), spec), history
+    return LoadedModel(model.net.cpu(), model.spec), history
 
 
 def independent_model(

@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from mpt.cli import main, parse_classes
+from mpt.cli import main
+from mpt.cli_args import parse_classes
 from mpt.data import FASHION_MNIST_CLASSES, DataError
 
 COMMON = [
