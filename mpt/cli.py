@@ -15,8 +15,8 @@ from mpt.data import DataError, load_dataset
 from mpt.flips import headline
 from mpt.losses import METHODS
 from mpt.recipe import MethodParams
-from mpt.reproduce import add_arguments as add_reproduce_arguments
-from mpt.reproduce import cmd_reproduce
+from mpt.reproduce.command import add_arguments as add_reproduce_arguments
+from mpt.reproduce.command import cmd_reproduce
 from mpt.sweep import DEFAULT_BIASES, run_sweep
 from mpt.update import FileReferenceStore, Progress, UpdateData, UpdateOutcome, evaluate, prepare_data, run_update
 
