@@ -140,43 +140,28 @@ def run_sweep(
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
     if checkpoint_dir:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    arch, data, mean, std = update_setup(bundle=bundle, base=base, classes=classes, arch=arch, recipe=recipe, seed=seed)
-    common = dict(
-        data=data,
-        arch=arch,
-        recipe=recipe,
-        mean=mean,
-        std=std,
-        store=store,
-        progress=progress,
-        device=torch_device,
-        checkpoint_dir=checkpoint_dir,
+    arch, data, setup = update_setup(
+        bundle=bundle, base=base, classes=classes, arch=arch, recipe=recipe, seed=seed, device=torch_device
     )
-    reference = independent_model(seed=seed, phase="reference", **common)
+    common = dict(data=data, arch=arch, store=store, progress=progress, checkpoint_dir=checkpoint_dir)
+    reference = independent_model(setup, phase="reference", **common)
     teachers = Teachers(old=base.net, reference=reference.net)
     if spec.needs_ensemble:
         teachers.ensemble = [
-            independent_model(seed=seed + member, phase=f"ensemble-{member}", **common).net
+            independent_model(dataclasses.replace(setup, seed=seed + member), phase=f"ensemble-{member}", **common).net
             for member in range(1, candidates[0].elodi_ensemble_size + 1)
         ]
 
     # Every student starts from the weights a lone run with this seed would start from.
-    students = [untrained_model(arch, data, mean, std, seed=seed) for _ in candidates]
-    histories = train_students(
-        nets=[student.net for student in students],
-        train_set=data.train,
-        recipe=recipe,
-        methods=[method] * len(candidates),
-        params=candidates,
-        new_mask=data.class_map.new_mask(),
-        mean=mean,
-        std=std,
-        seed=seed,
+    students = [untrained_model(arch, data, setup.mean, setup.std, seed=seed) for _ in candidates]
+    sweep_setup = dataclasses.replace(
+        setup,
         teachers=teachers,
-        validation=data.validation,
-        device=torch_device,
         callbacks=progress.enter("sweep"),
         checkpoint_path=checkpoint_dir / "sweep.ckpt" if checkpoint_dir else None,
+    )
+    histories = train_students(
+        sweep_setup, nets=[student.net for student in students], methods=[method] * len(candidates), params=candidates
     )
 
     k_old = data.class_map.k_old
