@@ -185,10 +185,7 @@ def update_setup(
     seed: int,
     device: torch.device,
 ) -> tuple[str, UpdateData, TrainingSetup]:
-    """The architecture, the prepared data and the training setup of an update (or first version).
-
-    The setup holds the update's splits, class map and normalisation, and no teachers yet.
-    """
+    """The architecture, the prepared data and the training setup (no teachers yet) of an update or first version."""
     arch = arch or (base.spec.arch if base else None)
     if arch is None:
         raise ValueError("a first version needs an architecture")
