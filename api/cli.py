@@ -14,6 +14,8 @@ import time
 
 import httpx
 
+from contracts.methods import UpdateMethod
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL_STATUSES = {"succeeded", "failed", "cancelled"}
 BAR_WIDTH = 30
@@ -224,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--family")
     submit.add_argument("--architecture")
     submit.add_argument("--classes", help="comma-separated class names (default: all)")
-    submit.add_argument("--method", default=None)
+    submit.add_argument("--method", choices=[method.value for method in UpdateMethod], help="default: the server's")
     submit.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE", help="method parameter, e.g. bias=2 (repeatable)"
     )
