@@ -14,6 +14,7 @@ import time
 
 import httpx
 
+from contracts.data_formats import DatasetFormat
 from contracts.methods import UpdateMethod
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -209,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = datasets.add_parser("add", help="register a data set folder or file on the server")
     add.add_argument("name")
     add.add_argument("uri")
-    add.add_argument("--format", required=True, choices=["fashion-mnist", "imagefolder", "cifar", "npz"])
+    add.add_argument("--format", required=True, choices=[data_format.value for data_format in DatasetFormat])
     add.set_defaults(run=datasets_add)
 
     models = commands.add_parser("models").add_subparsers(required=True, dest="action")

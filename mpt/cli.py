@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from contracts.data_formats import DatasetFormat
 from mpt.artifacts import LoadedModel, load_model, save_model
 from mpt.data import DataError, load_dataset
 from mpt.flips import headline
@@ -316,7 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--data", default=data_default, required=data_default is None, help="data set folder or .npz file"
         )
-        sub.add_argument("--format", choices=["fashion-mnist", "imagefolder", "cifar", "npz"], help="default: detected")
+        sub.add_argument(
+            "--format", choices=[data_format.value for data_format in DatasetFormat], help="default: detected"
+        )
         if seed:
             sub.add_argument("--seed", type=int, default=0)
         sub.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")

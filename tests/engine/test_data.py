@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from engine_support import FASHION_MNIST_DIR, synthetic_images, write_fashion_mnist_dir
 
+from contracts.data_formats import DatasetFormat
 from mpt.data import (
     FASHION_MNIST_CLASSES,
+    LOADERS,
     DataError,
     ImageSet,
     augment,
@@ -210,6 +212,10 @@ def test_crop_matches_a_manual_crop_with_the_same_draws():
 # ---------------------------------------------------------------------------------------------
 # Loaders
 # ---------------------------------------------------------------------------------------------
+
+
+def test_one_loader_per_contract_format():
+    assert list(LOADERS) == list(DatasetFormat)
 
 
 def test_fashion_mnist_idx_loader(tmp_path):
