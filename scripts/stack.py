@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 
+from contracts.tasks import LIGHT_QUEUE, TRAINING_QUEUE
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
@@ -118,7 +120,7 @@ class Stack:
         self.wait_until(lambda: self._healthy(), timeout_s=60, what="the API to answer /health")
 
     def start_worker(
-        self, name: str = "worker", queues: str = "training,light", extra_env: dict | None = None
+        self, name: str = "worker", queues: str = f"{TRAINING_QUEUE},{LIGHT_QUEUE}", extra_env: dict | None = None
     ) -> subprocess.Popen:
         worker = self._spawn(
             name,
