@@ -111,11 +111,11 @@ def test_hostile_model_files_change_nothing_stored(client, settings, tmp_path, o
 
 
 def test_head_keys_mirror_the_engine_architectures():
-    from api.storage import HEAD_WEIGHT
+    from contracts.model_file import HEAD_WEIGHT_KEYS
     from mpt.nets import ARCHITECTURES, build_net
 
-    assert set(HEAD_WEIGHT) == set(ARCHITECTURES)
-    for arch, key in HEAD_WEIGHT.items():
+    assert set(HEAD_WEIGHT_KEYS) == set(ARCHITECTURES)
+    for arch, key in HEAD_WEIGHT_KEYS.items():
         state = build_net(arch, num_classes=7, in_channels=1).state_dict()
         assert state[key].shape[0] == 7, arch
         assert list(state)[-2:] == [key, key.replace("weight", "bias")], arch
