@@ -10,8 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-NEGATIVE = "negative"
-POSITIVE = "positive"
+from contracts.flips import FlipKind, is_intrusion
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
@@ -80,7 +79,7 @@ class FlipLedger:
                 "new_prediction": new,
                 "old_confidence": old_conf,
                 "new_confidence": new_conf,
-                "kind": NEGATIVE if negative else POSITIVE,
+                "kind": FlipKind.NEGATIVE.value if negative else FlipKind.POSITIVE.value,
             }
             for index, label, old, new, old_conf, new_conf, negative in columns
         ]
@@ -122,6 +121,7 @@ def flip_report(
     negative = old_ok & ~new_ok
     positive = ~old_ok & new_ok
     is_new_class = labels >= k_old
+    intrusion = is_intrusion(negative=negative, new_prediction=new_pred, k_old=k_old)
 
     def per_class(mask: torch.Tensor) -> list[int]:
         return torch.bincount(labels[mask], minlength=k).tolist()
@@ -131,7 +131,7 @@ def flip_report(
     new_correct = per_class(new_ok)
     negatives = per_class(negative)
     positives = per_class(positive)
-    intrusions = per_class(negative & (new_pred >= k_old))
+    intrusions = per_class(intrusion)
     class_rows = [
         {
             "index": c,
@@ -152,16 +152,16 @@ def flip_report(
 
     flipped = negative | positive
     transitions = []
-    for kind, mask in ((NEGATIVE, negative), (POSITIVE, positive)):
+    for kind, mask in ((FlipKind.NEGATIVE, negative), (FlipKind.POSITIVE, positive)):
         pair_counts = torch.bincount(old_pred[mask] * k + new_pred[mask], minlength=k * k)
         for pair in pair_counts.nonzero().flatten().tolist():
             transitions.append(
                 {
-                    "kind": kind,
+                    "kind": kind.value,
                     "old_prediction": pair // k,
                     "new_prediction": pair % k,
                     "count": int(pair_counts[pair]),
-                    "intrusion": kind == NEGATIVE and pair % k >= k_old,
+                    "intrusion": is_intrusion(negative=kind == FlipKind.NEGATIVE, new_prediction=pair % k, k_old=k_old),
                 }
             )
 
@@ -181,7 +181,7 @@ def flip_report(
         "both_wrong": both_wrong,
         "btc": _ratio(both_ok, old_right),
         "bec": _ratio(both_wrong, labels.numel() - old_right),
-        "intrusion_flips": int((negative & (new_pred >= k_old)).sum()),
+        "intrusion_flips": int(intrusion.sum()),
         "per_class": class_rows,
         "transitions": transitions,
     }

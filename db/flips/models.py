@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import Float, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from contracts.flips import FlipKind
 from db.base import Base, JSONType, UTCDateTime, enum_type, utcnow
 
 
@@ -16,11 +17,6 @@ class ReportRole(enum.StrEnum):
     MODEL = "model"
     # The same figures for the independently trained reference model against the same baseline.
     REFERENCE = "reference"
-
-
-class FlipKind(enum.StrEnum):
-    NEGATIVE = "negative"
-    POSITIVE = "positive"
 
 
 class FlipReport(Base):

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from sqlalchemy import Select, insert, select
 from sqlalchemy.orm import Session
 
+from contracts.flips import is_intrusion
 from db.flips.models import FlipKind, FlipReport, FlipSample, ReportRole
 from db.pagination import Page, paginate
 
@@ -70,8 +71,9 @@ def add_ledger(session: Session, *, report_id: int, k_old: int, rows: list[dict]
                 "old_confidence": row["old_confidence"],
                 "new_confidence": row["new_confidence"],
                 "kind": FlipKind(row["kind"]),
-                # METHOD.md: an intrusion is a negative flip into one of the new classes.
-                "is_intrusion": row["kind"] == FlipKind.NEGATIVE and row["new_prediction"] >= k_old,
+                "is_intrusion": is_intrusion(
+                    negative=row["kind"] == FlipKind.NEGATIVE, new_prediction=row["new_prediction"], k_old=k_old
+                ),
             }
             for row in rows
         ],

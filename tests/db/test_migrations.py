@@ -5,6 +5,7 @@ import re
 from sqlalchemy import create_engine, inspect
 
 from contracts.data_formats import DatasetFormat
+from contracts.flips import FlipKind
 from db.migrate import downgrade, upgrade
 from db.tables import metadata
 
@@ -50,3 +51,4 @@ def test_migrated_checks_admit_exactly_the_contract_names(tmp_path):
     url = f"sqlite:///{tmp_path / 'm.db'}"
     upgrade(url)
     assert check_constraint_values(url, "datasets", "ck_datasets_dataset_format") == list(DatasetFormat)
+    assert check_constraint_values(url, "flip_samples", "ck_flip_samples_flip_kind") == list(FlipKind)
