@@ -160,8 +160,8 @@ def cmd_update(args) -> dict:
         "model": args.out,
         "sha256": sha,
         "method": args.method,
-        "report": outcome.report,
-        "reference_report": outcome.reference_report,
+        "report": outcome.report.to_dict(),
+        "reference_report": outcome.reference_report.to_dict(),
         "ledger": outcome.ledger.rows(),
         "history": outcome.history,
     }
@@ -234,8 +234,8 @@ def cmd_sweep(args) -> dict:
         "policy": outcome.policy,
         "trials": [t.summary() for t in outcome.trials],
         "reference_validation": outcome.reference_validation,
-        "report": outcome.report,
-        "reference_report": outcome.reference_report,
+        "report": outcome.report.to_dict(),
+        "reference_report": outcome.reference_report.to_dict(),
     }
     _write_json(args.json, result)
     return result
@@ -265,7 +265,7 @@ def cmd_evaluate(args) -> dict:
     )
     report, ledger = evaluate(model=new, baseline=old, evaluation=data.evaluation, k_old=k_old)
     print(format_table({Path(args.new).stem: headline(report)}))
-    result = {"report": report, "ledger": ledger.rows()}
+    result = {"report": report.to_dict(), "ledger": ledger.rows()}
     _write_json(args.json, result)
     return result
 
@@ -297,14 +297,12 @@ def cmd_demo(args) -> dict:
     rows = {"independent": headline(outcome.reference_report), "mpt-kl": headline(outcome.report)}
     print("\nupdate v1 (classes 0-4) -> v2 (classes 0-9), evaluated on the test split:")
     print(format_table(rows))
-    avoided = (
-        outcome.reference_report["scopes"]["all"]["negative_flips"] - outcome.report["scopes"]["all"]["negative_flips"]
-    )
+    avoided = outcome.reference_report.scopes.all.negative_flips - outcome.report.scopes.all.negative_flips
     print(
         f"\nMPT-KL avoided {avoided} negative flips compared with the independent retrain "
         f"({time.perf_counter() - started:.0f} s)."
     )
-    result = {"independent": outcome.reference_report, "mpt-kl": outcome.report}
+    result = {"independent": outcome.reference_report.to_dict(), "mpt-kl": outcome.report.to_dict()}
     _write_json(args.json or str(work / "demo.json"), result)
     return result
 

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from contracts.flips import FlipSummary, ScopeFigures
 from mpt.artifacts import LoadedModel
 from mpt.cli import FileReferenceStore, _parse_assignments, _progress, format_table, parse_classes, recipe_from_args
 from mpt.data import DataBundle, detect_format, load_dataset
@@ -214,15 +215,24 @@ def _log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def _counts(report: dict) -> dict:
+def _counts(report: FlipSummary) -> dict:
     """The raw counts behind the headline ratios, so they can be re-derived and summed."""
-    keys = ("samples", "negative_flips", "positive_flips", "old_correct", "new_correct")
+
+    def scope_counts(figures: ScopeFigures) -> dict[str, int]:
+        return {
+            "samples": figures.samples,
+            "negative_flips": figures.negative_flips,
+            "positive_flips": figures.positive_flips,
+            "old_correct": figures.old_correct,
+            "new_correct": figures.new_correct,
+        }
+
     return {
-        "scopes": {scope: {k: figures[k] for k in keys} for scope, figures in report["scopes"].items()},
-        "new_class_samples": report["new_class_samples"],
-        "both_correct": report["both_correct"],
-        "both_wrong": report["both_wrong"],
-        "intrusion_flips": report["intrusion_flips"],
+        "scopes": {"all": scope_counts(report.scopes.all), "old_classes": scope_counts(report.scopes.old_classes)},
+        "new_class_samples": report.new_class_samples,
+        "both_correct": report.both_correct,
+        "both_wrong": report.both_wrong,
+        "intrusion_flips": report.intrusion_flips,
     }
 
 
@@ -353,8 +363,8 @@ def _run_methods(study: Study, seed: int, base: LoadedModel, runs: list[dict]) -
         runs.append(_record("method", method, seed, study.params, outcome, timing))
         _log(
             f"seed {seed}: {method} done in {timing['wall_s']:.0f} s, "
-            f"NFR old {outcome.report['scopes']['old_classes']['nfr']:.4f}, "
-            f"accuracy {outcome.report['scopes']['all']['new_accuracy']:.4f}"
+            f"NFR old {outcome.report.scopes.old_classes.nfr:.4f}, "
+            f"accuracy {outcome.report.scopes.all.new_accuracy:.4f}"
         )
 
 

@@ -14,6 +14,7 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.flips import FlipSummary
 from mpt.artifacts import LoadedModel
 from mpt.data import DataBundle
 from mpt.flips import FlipLedger, headline
@@ -40,7 +41,7 @@ class Trial:
     params: MethodParams
     history: list[dict]
     validation: dict  # headline figures of the trial against the old model on the validation split
-    validation_report: dict  # the full flip report behind them (raw counts, both NFR scopes)
+    validation_report: FlipSummary  # the full flip report behind them (raw counts, both NFR scopes)
     model: LoadedModel
 
     @property
@@ -63,9 +64,9 @@ class SweepOutcome:
     data: UpdateData
     reference: LoadedModel
     reference_validation: dict  # the reference's headline figures on the validation split
-    report: dict | None = None  # the winner against the old model on the evaluation split
+    report: FlipSummary | None = None  # the winner against the old model on the evaluation split
     ledger: FlipLedger | None = None
-    reference_report: dict | None = None
+    reference_report: FlipSummary | None = None
 
     @property
     def best(self) -> Trial:
@@ -80,7 +81,10 @@ def grid(base: MethodParams, values: dict[str, list]) -> list[MethodParams]:
     if any(not candidates for candidates in values.values()):
         raise ValueError("every swept field needs at least one value")
     names = list(values)
-    return [dataclasses.replace(base, **dict(zip(names, combo))) for combo in itertools.product(*values.values())]
+    return [
+        dataclasses.replace(base, **dict(zip(names, combo, strict=True)))
+        for combo in itertools.product(*values.values())
+    ]
 
 
 def choose_winner(figures: list[dict], *, max_nfr: float | None) -> tuple[int, str]:
@@ -183,7 +187,7 @@ def run_sweep(
 
     k_old = data.class_map.k_old
     trials = []
-    for net, candidate, history in zip(nets, candidates, histories):
+    for net, candidate, history in zip(nets, candidates, histories, strict=True):
         model = LoadedModel(net.cpu(), model_spec)
         report, _ = evaluate(model=model, baseline=base, evaluation=data.validation, k_old=k_old, device=torch_device)
         trials.append(Trial(candidate, history, headline(report), report, model))
