@@ -213,7 +213,7 @@ def cmd_sweep(args) -> dict:
     names = [", ".join(f"{k}={getattr(t.params, k)}" for k in values) for t in outcome.trials]
     rows = {
         ("* " if i == outcome.winner else "") + name: {"val_accuracy": t.val_accuracy, "val_nfr_old_classes": t.val_nfr}
-        for i, (name, t) in enumerate(zip(names, outcome.trials))
+        for i, (name, t) in enumerate(zip(names, outcome.trials, strict=True))
     }
     rows["independent"] = {
         "val_accuracy": outcome.reference_validation["accuracy"],

@@ -95,7 +95,7 @@ class ImageSet:
         for c in range(len(self.classes)):
             members = (self.labels == c).nonzero().flatten()
             members = members[torch.randperm(members.numel(), generator=generator)]
-            held.append(members[: int(round(members.numel() * fraction))])
+            held.append(members[: round(members.numel() * fraction)])
         held_out = torch.zeros(len(self), dtype=torch.bool)
         held_out[torch.cat(held)] = True
         return self.take((~held_out).nonzero().flatten()), self.take(held_out.nonzero().flatten())
@@ -246,15 +246,17 @@ def _load_imagefolder(root: Path) -> tuple[ImageSet, ImageSet]:
 class _ArrayUnpickler(pickle.Unpickler):
     """CIFAR's pickles hold dicts of lists, bytes and numpy arrays; nothing else may load."""
 
-    ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),
-    }
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("_codecs", "encode"),
+        }
+    )
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:

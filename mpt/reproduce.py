@@ -401,7 +401,7 @@ def _run_sweep(study: Study, seed: int, base: LoadedModel, runs: list[dict]) -> 
 
 def _run_chain(study: Study, seed: int, runs: list[dict]) -> None:
     """Successive updates, each from the previous version of the same method."""
-    first, timing = _old_model(study, study.chain[0], seed)
+    first, _ = _old_model(study, study.chain[0], seed)
     k_first = len(first.spec.classes)
     for method in study.chain_methods:
         previous = first

@@ -62,16 +62,17 @@ class Stack:
         self.token: str | None = None
 
     def _spawn(self, name: str, args: list[str], extra_env: dict | None = None) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "ab")
-        return subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env={**self.env, **(extra_env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # signals to the test runner do not reach the children
-            preexec_fn=_die_with_parent,
-        )
+        # The child keeps its own copy of the log's descriptor; this process needs none.
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            return subprocess.Popen(
+                args,
+                cwd=ROOT,
+                env={**self.env, **(extra_env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # signals to the test runner do not reach the children
+                preexec_fn=_die_with_parent,
+            )
 
     def migrate(self) -> None:
         """Upgrade the database to head and create the stack's admin token (`self.token`)."""
