@@ -103,7 +103,7 @@ class FlipSummary:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FlipSummary:
-        """The summary of a `to_dict()` form; a missing or unknown key raises KeyError or TypeError."""
+        """The summary of a `to_dict()` form; a missing key raises (KeyError, or TypeError inside a figure)."""
         scopes = data["scopes"]
         return cls(
             classes=tuple(data["classes"]),
