@@ -20,7 +20,7 @@ from api.schemas import RowId
 from db.errors import NotFound
 from db.flips.models import FlipKind, ReportRole
 from db.flips.service import find_report, list_samples
-from db.model_versions.models import ModelStatus
+from db.model_versions.gate import promotion_blocker
 from db.model_versions.service import get_model, lineage, list_families, list_models
 from db.tokens.models import Scope
 from db.tokens.service import authenticate
@@ -283,8 +283,7 @@ def model_page(model_id: RowId, request: Request, session: SessionDep):
             y_floor=0,
             empty="no version with a report yet",
         ),
-        needs_force=model.status != ModelStatus.CANDIDATE
-        or (model.job_id is not None and not (model.gate_verdict or {}).get("passed")),
+        needs_force=promotion_blocker(model) is not None,
     )
 
 

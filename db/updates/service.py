@@ -17,7 +17,8 @@ from db.datasets.models import DatasetStatus
 from db.datasets.service import get_dataset
 from db.errors import Conflict, InvalidInput, JobNotOwned, NotFound
 from db.flips.models import ReportRole
-from db.flips.service import add_ledger, add_report, summary_columns
+from db.flips.service import add_ledger, add_report
+from db.model_versions.gate import evaluate_gate
 from db.model_versions.models import ModelStatus, ModelVersion
 from db.model_versions.service import add_version, get_model, set_production
 from db.pagination import Page, paginate
@@ -351,35 +352,6 @@ def fail_job(session: Session, *, job_id: int, error: str) -> bool:
 def cancel_job_finished(session: Session, *, job_id: int) -> bool:
     """Mark the job cancelled after its worker stopped (nothing registered); False if finished."""
     return _finish(session, job_id=job_id, status=JobStatus.CANCELLED, phase="cancelled")
-
-
-def evaluate_gate(gate: dict, summary: dict | None) -> dict:
-    """The gate's verdict on a model's report: {"passed", "reasons", figures checked}."""
-    figures = summary_columns(summary) if summary is not None else {}
-    nfr = figures.get("nfr_old_classes")
-    accuracy = figures.get("accuracy")
-    reasons = []
-    max_nfr = gate.get("max_nfr")
-    min_accuracy = gate.get("min_accuracy")
-    if max_nfr is not None:
-        if nfr is None:
-            reasons.append("max_nfr not checked: no predecessor to compare with")
-        elif nfr > max_nfr:
-            reasons.append(f"nfr_old_classes {nfr:.4f} > max_nfr {max_nfr}")
-    if min_accuracy is not None:
-        if accuracy is None:
-            reasons.append("min_accuracy not checked: no evaluation report")
-        elif accuracy < min_accuracy:
-            reasons.append(f"accuracy {accuracy:.4f} < min_accuracy {min_accuracy}")
-    failed = [reason for reason in reasons if "not checked" not in reason]
-    return {
-        "passed": not failed,
-        "reasons": reasons,
-        "nfr_old_classes": nfr,
-        "accuracy": accuracy,
-        "max_nfr": max_nfr,
-        "min_accuracy": min_accuracy,
-    }
 
 
 def complete_job(
