@@ -33,7 +33,9 @@ from db.base import make_engine, make_session_factory
 from db.datasets.models import DatasetFormat
 from db.datasets.service import create_dataset, mark_dataset_ready
 from db.model_versions.service import register_uploaded_model
-from db.updates.service import claim_job, complete_job, create_job
+from db.updates.completion import complete_job
+from db.updates.lifecycle import claim_job
+from db.updates.submission import create_job
 from scripts.stack import Stack
 
 CLASSES = [f"class{i}" for i in range(10)]

@@ -26,15 +26,9 @@ from db.errors import JobNotOwned
 from db.model_versions.service import get_model
 from db.references.service import add_reference, find_reference
 from db.settings import Settings
+from db.updates.completion import complete_job
+from db.updates.lifecycle import cancel_job_finished, claim_job, fail_job, heartbeat, record_event
 from db.updates.models import JobStatus
-from db.updates.service import (
-    cancel_job_finished,
-    claim_job,
-    complete_job,
-    fail_job,
-    heartbeat,
-    record_event,
-)
 from mpt.artifacts import ArtifactError, LoadedModel, load_model, save_model
 from mpt.data import DataError, load_dataset
 from mpt.recipe import MethodParams, Recipe

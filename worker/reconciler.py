@@ -18,7 +18,7 @@ from pathlib import Path
 from celery import Celery
 
 from db.settings import Settings
-from db.updates.service import jobs_needing_dispatch
+from db.updates.lifecycle import jobs_needing_dispatch
 
 log = logging.getLogger(__name__)
 RUN_UPDATE = "flipguard.run_update"

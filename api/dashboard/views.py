@@ -25,7 +25,7 @@ from db.model_versions.service import get_model, lineage, list_families, list_mo
 from db.tokens.models import Scope
 from db.tokens.service import authenticate
 from db.updates.models import ACTIVE_STATUSES, JobStatus
-from db.updates.service import count_jobs_by_status, get_job, list_events, list_jobs
+from db.updates.submission import count_jobs_by_status, get_job, list_events, list_jobs
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")

@@ -13,7 +13,7 @@ from api.errors import error_responses
 from api.schemas import Page, RowId
 from api.updates.schemas import UpdateCreate, UpdateDetail, UpdateOut
 from db.updates.models import JobStatus
-from db.updates.service import create_job, get_job, list_events, list_jobs, request_cancel
+from db.updates.submission import create_job, get_job, list_events, list_jobs, request_cancel
 
 router = APIRouter(prefix="/updates", tags=["updates"], responses=error_responses(401, 403))
 

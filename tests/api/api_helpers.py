@@ -11,7 +11,9 @@ from safetensors.numpy import save_file
 from db.datasets.models import DatasetFormat
 from db.datasets.service import create_dataset, mark_dataset_ready
 from db.settings import Settings
-from db.updates.service import claim_job, complete_job, create_job
+from db.updates.completion import complete_job
+from db.updates.lifecycle import claim_job
+from db.updates.submission import create_job
 
 
 def broker_messages(settings: Settings) -> list[dict]:

@@ -10,7 +10,9 @@ from db_helpers import (
 from db.flips.models import FlipKind, ReportRole
 from db.flips.service import find_report, get_sample, iter_samples, list_samples
 from db.model_versions.models import ModelStatus
-from db.updates.service import claim_job, complete_job, create_job
+from db.updates.completion import complete_job
+from db.updates.lifecycle import claim_job
+from db.updates.submission import create_job
 
 torch = pytest.importorskip("torch")
 flips = pytest.importorskip("mpt.flips")

@@ -15,20 +15,10 @@ from db.base import utcnow
 from db.errors import Conflict, InvalidInput, JobNotOwned
 from db.model_versions.models import ModelStatus
 from db.model_versions.service import get_model, list_models
+from db.updates.completion import complete_job
+from db.updates.lifecycle import cancel_job_finished, claim_job, fail_job, heartbeat, record_event
 from db.updates.models import JobStatus, UpdateJob
-from db.updates.service import (
-    cancel_job_finished,
-    claim_job,
-    complete_job,
-    count_jobs_by_status,
-    create_job,
-    fail_job,
-    get_job,
-    heartbeat,
-    list_events,
-    record_event,
-    request_cancel,
-)
+from db.updates.submission import count_jobs_by_status, create_job, get_job, list_events, request_cancel
 
 GATE = {"max_nfr": 0.1, "min_accuracy": None, "auto_promote": True}
 
