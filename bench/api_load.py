@@ -227,7 +227,7 @@ async def load(stack: Stack, *, dataset_id: int, model_id: int, args) -> dict[st
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
     results: dict[str, list[dict]] = {name: [] for name in scenarios}
     async with httpx.AsyncClient(base_url=stack.url, headers=stack.headers, timeout=60, limits=limits) as client:
-        for name, make_request in scenarios.items():  # warm-up: connections, caches
+        for make_request in scenarios.values():  # warm-up: connections, caches
             await run_scenario(
                 client, make_request, requests=2 * args.concurrency, concurrency=args.concurrency, time_cap_s=10
             )
