@@ -29,6 +29,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from contracts.jobs import Gate, JobRequest
 from db.base import make_engine, make_session_factory
 from db.datasets.models import DatasetFormat
 from db.datasets.service import create_dataset, mark_dataset_ready
@@ -142,16 +143,18 @@ def seed(database_url: str, *, ledger_rows: int) -> tuple[int, int]:
             )
             job, _ = create_job(
                 session,
-                base_model_id=base.id,
-                family=None,
-                architecture=None,
-                dataset_id=dataset.id,
-                classes=None,
-                method="mpt-kl",
-                method_params={},
-                recipe={},
-                gate={},
-                seed=0,
+                request=JobRequest(
+                    base_model_id=base.id,
+                    family=None,
+                    architecture=None,
+                    dataset_id=dataset.id,
+                    classes=None,
+                    method="mpt-kl",
+                    method_params={},
+                    recipe={},
+                    gate=Gate(),
+                    seed=0,
+                ),
             )
             claim_job(session, job_id=job.id, worker_id="bench", heartbeat_timeout_s=60)
             summary, ledger = synthetic_report(ledger_rows)

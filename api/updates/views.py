@@ -50,19 +50,7 @@ def submit(
 ):
     """Schedule a compatible retrain of a deployed model (or a first version from scratch)."""
     job, created = create_job(
-        session,
-        base_model_id=body.base_model_id,
-        family=body.family,
-        architecture=body.architecture,
-        dataset_id=body.dataset_id,
-        classes=body.classes,
-        method=body.method,
-        method_params=body.method_params.model_dump(exclude_none=True),
-        recipe=body.recipe.model_dump(exclude_none=True),
-        gate=body.gate.model_dump(),
-        seed=body.seed,
-        idempotency_key=idempotency_key,
-        request_hash=request_hash(body),
+        session, request=body.to_job_request(), idempotency_key=idempotency_key, request_hash=request_hash(body)
     )
     if not created:
         response.status_code = 200

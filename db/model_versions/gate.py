@@ -6,18 +6,19 @@ what stops a promotion without force.
 
 from __future__ import annotations
 
+from contracts.jobs import Gate
 from db.flips.service import summary_columns
 from db.model_versions.models import ModelStatus, ModelVersion
 
 
-def evaluate_gate(gate: dict, summary: dict | None) -> dict:
+def evaluate_gate(gate: Gate, summary: dict | None) -> dict:
     """The gate's verdict on a model's report: {"passed", "reasons", figures checked}."""
     figures = summary_columns(summary) if summary is not None else {}
     nfr = figures.get("nfr_old_classes")
     accuracy = figures.get("accuracy")
     reasons = []
-    max_nfr = gate.get("max_nfr")
-    min_accuracy = gate.get("min_accuracy")
+    max_nfr = gate.max_nfr
+    min_accuracy = gate.min_accuracy
     if max_nfr is not None:
         if nfr is None:
             reasons.append("max_nfr not checked: no predecessor to compare with")

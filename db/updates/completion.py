@@ -7,6 +7,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from contracts.jobs import Gate
 from db.base import utcnow
 from db.errors import Conflict
 from db.flips.models import ReportRole
@@ -127,11 +128,12 @@ def _register_result(
             summary=reference_report,
         )
 
-    verdict = evaluate_gate(job.gate or {}, report)
+    gate = Gate(**(job.gate or {}))  # the job row keeps its gate as JSON
+    verdict = evaluate_gate(gate, report)
     version.gate_verdict = verdict
     if not verdict["passed"]:
         version.status = ModelStatus.REJECTED
-    elif (job.gate or {}).get("auto_promote"):
+    elif gate.auto_promote:
         set_production(session, model=version, reason="gate passed (auto_promote)", forced=False)
 
     job.status = JobStatus.SUCCEEDED

@@ -6,10 +6,13 @@ and a cancelling user cannot both win.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from contracts.jobs import JobRequest
 from db.base import utcnow
 from db.datasets.models import Dataset, DatasetStatus
 from db.datasets.service import get_dataset
@@ -62,7 +65,7 @@ def _find_by_idempotency_key(session: Session, *, idempotency_key: str, request_
     return job
 
 
-def _check_classes(*, requested: list[str] | None, dataset_classes: list[str], base: ModelVersion | None) -> None:
+def _check_classes(*, requested: tuple[str, ...] | None, dataset_classes: list[str], base: ModelVersion | None) -> None:
     """Training classes must exist in the data set and keep every class of the base model."""
     if requested is not None:
         duplicates = sorted({name for name in requested if requested.count(name) > 1})
@@ -106,16 +109,7 @@ def _ready_dataset(session: Session, *, dataset_id: int) -> Dataset:
 def create_job(
     session: Session,
     *,
-    base_model_id: int | None,
-    family: str | None,
-    architecture: str | None,
-    dataset_id: int,
-    classes: list[str] | None,
-    method: str,
-    method_params: dict,
-    recipe: dict,
-    gate: dict,
-    seed: int,
+    request: JobRequest,
     idempotency_key: str | None = None,
     request_hash: str | None = None,
 ) -> tuple[UpdateJob, bool]:
@@ -131,10 +125,11 @@ def create_job(
             return existing, False
 
     base = None
-    if base_model_id is not None:
-        base = session.get(ModelVersion, base_model_id)
+    family, architecture = request.family, request.architecture
+    if request.base_model_id is not None:
+        base = session.get(ModelVersion, request.base_model_id)
         if base is None:
-            raise InvalidInput(f"model {base_model_id} does not exist", loc=("body", "base_model_id"))
+            raise InvalidInput(f"model {request.base_model_id} does not exist", loc=("body", "base_model_id"))
         if family is not None and family != base.family:
             raise InvalidInput(
                 f"family {family!r} differs from the base model's family {base.family!r}",
@@ -147,29 +142,30 @@ def create_job(
             raise InvalidInput("family is required without a base model", loc=("body", "family"))
         if architecture is None:
             raise InvalidInput("architecture is required without a base model", loc=("body", "architecture"))
-        if method != FROM_SCRATCH_METHOD:
+        if request.method != FROM_SCRATCH_METHOD:
             raise InvalidInput(
-                f"method {str(method)!r} distils from a base model; without one use {FROM_SCRATCH_METHOD.value!r}",
+                f"method {str(request.method)!r} distils from a base model; "
+                f"without one use {FROM_SCRATCH_METHOD.value!r}",
                 loc=("body", "method"),
             )
 
-    dataset = _ready_dataset(session, dataset_id=dataset_id)
-    _check_classes(requested=classes, dataset_classes=dataset.classes or [], base=base)
+    dataset = _ready_dataset(session, dataset_id=request.dataset_id)
+    _check_classes(requested=request.classes, dataset_classes=dataset.classes or [], base=base)
 
     job = UpdateJob(
-        base_model_id=base_model_id,
+        base_model_id=request.base_model_id,
         family=family,
         architecture=architecture,
-        dataset_id=dataset_id,
-        classes=classes,
-        method=method,
-        method_params=method_params,
-        recipe=recipe,
-        gate=gate,
-        seed=seed,
+        dataset_id=request.dataset_id,
+        classes=list(request.classes) if request.classes is not None else None,
+        method=request.method,
+        method_params=request.method_params,
+        recipe=request.recipe,
+        gate=asdict(request.gate),
+        seed=request.seed,
         status=JobStatus.QUEUED,
         progress=0.0,
-        epochs=recipe.get("epochs"),
+        epochs=request.recipe.get("epochs"),
         idempotency_key=idempotency_key,
         request_hash=request_hash,
     )

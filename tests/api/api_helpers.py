@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
+from contracts.jobs import Gate, JobRequest
 from db.datasets.models import DatasetFormat
 from db.datasets.service import create_dataset, mark_dataset_ready
 from db.settings import Settings
@@ -170,16 +171,18 @@ def seed_update(client, session, settings: Settings, tmp_path):
     dataset = ready_dataset(session, classes=CLASSES)
     job, _ = create_job(
         session,
-        base_model_id=base["id"],
-        family=None,
-        architecture=None,
-        dataset_id=dataset.id,
-        classes=None,
-        method="mpt-kl",
-        method_params={},
-        recipe={},
-        gate={"max_nfr": 0.5, "auto_promote": False},
-        seed=0,
+        request=JobRequest(
+            base_model_id=base["id"],
+            family=None,
+            architecture=None,
+            dataset_id=dataset.id,
+            classes=None,
+            method="mpt-kl",
+            method_params={},
+            recipe={},
+            gate=Gate(max_nfr=0.5, auto_promote=False),
+            seed=0,
+        ),
     )
     claim_job(session, job_id=job.id, worker_id="w", heartbeat_timeout_s=60)
     images = settings.artifact_path("reports/flips.npz")  # uris are relative to the store
