@@ -29,7 +29,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from contracts.jobs import Gate, JobRequest
+from contracts.jobs import Gate, JobRequest, RegisteredModel
 from db.base import make_engine, make_session_factory
 from db.datasets.models import DatasetFormat
 from db.datasets.service import create_dataset, mark_dataset_ready
@@ -165,14 +165,14 @@ def seed(database_url: str, *, ledger_rows: int) -> tuple[int, int]:
                 ledger=ledger,
                 report=summary,
                 reference_report=summary,
-                model={
-                    "artifact_uri": "models/v2.safetensors",
-                    "sha256": "0" * 64,
-                    "architecture": "small_cnn",
-                    "classes": CLASSES,
-                    "recipe": {},
-                    "method": "mpt-kl",
-                },
+                model=RegisteredModel(
+                    artifact_uri="models/v2.safetensors",
+                    sha256="0" * 64,
+                    architecture="small_cnn",
+                    classes=tuple(CLASSES),
+                    recipe={},
+                    method="mpt-kl",
+                ),
             )
             return dataset.id, model.id
     finally:

@@ -1,4 +1,5 @@
-"""An update job's typed shapes: the request the API validated, and the gate it is judged by."""
+"""An update job's typed shapes at its two ends: the request the API validated (with the gate
+it is judged by), and the model the worker trained, handed to the database to register."""
 
 from __future__ import annotations
 
@@ -40,3 +41,17 @@ class JobRequest:
     recipe: dict[str, Any] = field(default_factory=dict)
     gate: Gate = field(default_factory=Gate)
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A model a worker trained and saved to the artifact store, for its job's completion to register."""
+
+    artifact_uri: str
+    sha256: str
+    architecture: str
+    classes: tuple[str, ...]
+    # The recipe it was trained with, every field resolved (mpt.recipe.Recipe.to_dict()).
+    recipe: dict[str, Any]
+    # An UpdateMethod value.
+    method: str

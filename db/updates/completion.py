@@ -7,7 +7,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from contracts.jobs import Gate
+from contracts.jobs import Gate, RegisteredModel
 from db.base import utcnow
 from db.errors import Conflict
 from db.flips.models import ReportRole
@@ -25,7 +25,7 @@ def complete_job(
     session: Session,
     *,
     job_id: int,
-    model: dict,
+    model: RegisteredModel,
     report: dict | None,
     ledger: list[dict] | None,
     images_uri: str | None,
@@ -35,8 +35,7 @@ def complete_job(
     """Register the trained version, its flip reports and ledger, apply the gate, finish the job.
 
     All in one transaction. Idempotent: a job that already registered its version returns
-    that version, so a resumed job never registers two. `model` holds artifact_uri, sha256,
-    architecture, classes, recipe, method; `report` and `reference_report` are
+    that version, so a resumed job never registers two. `report` and `reference_report` are
     mpt.flips.flip_report summaries against the base model (None for a first version).
     """
     # Two jobs of one family finishing at the same instant can pick the same version number;
@@ -88,7 +87,7 @@ def _register_result(
     session: Session,
     *,
     job: UpdateJob,
-    model: dict,
+    model: RegisteredModel,
     report: dict | None,
     ledger: list[dict] | None,
     images_uri: str | None,
@@ -100,14 +99,14 @@ def _register_result(
         session,
         family=job.family,
         parent_id=job.base_model_id,
-        architecture=model["architecture"],
-        classes=model["classes"],
-        artifact_uri=model["artifact_uri"],
-        sha256=model["sha256"],
+        architecture=model.architecture,
+        classes=model.classes,
+        artifact_uri=model.artifact_uri,
+        sha256=model.sha256,
         status=ModelStatus.CANDIDATE,
         job_id=job.id,
-        recipe=model.get("recipe", job.recipe),
-        method=model.get("method", job.method),
+        recipe=model.recipe,
+        method=model.method,
     )
     if job.base_model_id is not None and report is not None:
         stored = add_report(

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
-from contracts.jobs import Gate, JobRequest
+from contracts.jobs import Gate, JobRequest, RegisteredModel
 from db.datasets.models import DatasetFormat
 from db.datasets.service import create_dataset, mark_dataset_ready
 from db.settings import Settings
@@ -196,13 +196,13 @@ def seed_update(client, session, settings: Settings, tmp_path):
         ledger=LEDGER,
         report=summary(2),
         reference_report=summary(5),
-        model={
-            "artifact_uri": "models/v2.safetensors",
-            "sha256": "0" * 64,
-            "architecture": "small_cnn",
-            "classes": CLASSES,
-            "recipe": {},
-            "method": "mpt-kl",
-        },
+        model=RegisteredModel(
+            artifact_uri="models/v2.safetensors",
+            sha256="0" * 64,
+            architecture="small_cnn",
+            classes=tuple(CLASSES),
+            recipe={},
+            method="mpt-kl",
+        ),
     )
     return base, model
