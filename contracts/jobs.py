@@ -32,8 +32,9 @@ class JobRequest:
     method: str
     # The deployed version to update; None trains a first version of `family`.
     base_model_id: int | None = None
-    # Required without a base model; with one, None means the base model's.
+    # Required without a base model; with one, it must be the base model's (None: take it).
     family: str | None = None
+    # Required without a base model; with one, None takes the base model's.
     architecture: str | None = None
     # Training classes by name; None means every class of the data set.
     classes: tuple[str, ...] | None = None
