@@ -199,8 +199,7 @@ def test_an_uploaded_candidate_has_no_gate_and_needs_no_force():
 def test_a_trained_candidate_whose_gate_failed_is_blocked_with_the_gate_reasons():
     verdict = evaluate_gate(Gate(max_nfr=MAX_NFR, min_accuracy=MIN_ACCURACY), summary(nfr_old=0.25, accuracy=0.5))
     assert promotion_blocker(version(ModelStatus.CANDIDATE, verdict=verdict)) == (
-        "model 3 did not pass its gate "
-        "(nfr_old_classes 0.2500 > max_nfr 0.125; accuracy 0.5000 < min_accuracy 0.75)"
+        "model 3 did not pass its gate (nfr_old_classes 0.2500 > max_nfr 0.125; accuracy 0.5000 < min_accuracy 0.75)"
     )
 
 
