@@ -272,7 +272,9 @@ def test_the_reconciler_thread_survives_a_failed_round(broker):
             raise OperationalError("SELECT 1", {}, Exception("the database is restarting"))
         return world.session_factory()
 
-    stop = start_reconciler(app=world.app, settings=settings, session_factory=flaky_session_factory, queue=TRAINING_QUEUE)
+    stop = start_reconciler(
+        app=world.app, settings=settings, session_factory=flaky_session_factory, queue=TRAINING_QUEUE
+    )
     try:
         deadline = time.monotonic() + 60
         while not world.waiting() and time.monotonic() < deadline:
