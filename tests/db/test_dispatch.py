@@ -97,3 +97,41 @@ def test_the_timeouts_decide_what_is_stale(session):
     assert jobs_needing_dispatch(session, heartbeat_timeout_s=3600, queued_grace_s=60) == [queued.id]
     assert jobs_needing_dispatch(session, heartbeat_timeout_s=60, queued_grace_s=3600) == [running.id]
     assert jobs_needing_dispatch(session, heartbeat_timeout_s=3600, queued_grace_s=3600) == []
+
+
+def test_a_job_is_stale_only_once_strictly_older_than_the_limit(session, monkeypatch):
+    # A frozen clock puts rows exactly at the limit, to the microsecond.
+    import db.updates.lifecycle as lifecycle
+
+    now = utcnow().replace(microsecond=500_000)
+    monkeypatch.setattr(lifecycle, "utcnow", lambda: now)
+    dataset = ready_dataset(session)
+    base = uploaded_model(session)
+
+    def job(seed: int) -> int:
+        return create_job(
+            session, request=JobRequest(base_model_id=base.id, dataset_id=dataset.id, method="mpt-kl", seed=seed)
+        )[0].id
+
+    at_limit = timedelta(seconds=HEARTBEAT_TIMEOUT_S)
+    past_limit = at_limit + timedelta(microseconds=1)
+    queued_at, queued_past = job(1), job(2)
+    for job_id, age in (
+        (queued_at, timedelta(seconds=GRACE_S)),
+        (queued_past, timedelta(seconds=GRACE_S, microseconds=1)),
+    ):
+        session.execute(update(UpdateJob).where(UpdateJob.id == job_id).values(created_at=now - age))
+    running_at, running_past = job(3), job(4)
+    for job_id, age in ((running_at, at_limit), (running_past, past_limit)):
+        claim_job(session, job_id=job_id, worker_id="w1", heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
+        session.execute(
+            update(UpdateJob).where(UpdateJob.id == job_id).values(created_at=now - LONG_AGO, heartbeat_at=now - age)
+        )
+    session.commit()
+
+    needing = jobs_needing_dispatch(session, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S, queued_grace_s=GRACE_S)
+    assert needing == [queued_past, running_past]
+    # The claim draws the same line: a heartbeat exactly at the limit is still alive.
+    assert claim_job(session, job_id=running_at, worker_id="w2", heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S) is None
+    taken = claim_job(session, job_id=running_past, worker_id="w2", heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
+    assert (taken.worker_id, taken.attempts) == ("w2", 2)

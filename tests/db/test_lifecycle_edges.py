@@ -12,9 +12,9 @@ from sqlalchemy import update
 from contracts.jobs import JobRequest
 from db.base import utcnow
 from db.errors import JobNotOwned
-from db.updates.lifecycle import cancel_job_finished, claim_job, fail_job, heartbeat
+from db.updates.lifecycle import cancel_job_finished, claim_job, fail_job, heartbeat, record_event
 from db.updates.models import JobStatus, UpdateJob
-from db.updates.submission import create_job, get_job, request_cancel
+from db.updates.submission import create_job, get_job, list_events, request_cancel
 
 
 def queued_job(session) -> int:
@@ -129,3 +129,63 @@ def test_failing_or_cancelling_a_finished_job_changes_nothing(session):
     assert cancel_job_finished(session, job_id=job_id) is False
     stored = row(session, job_id)
     assert (stored.status, stored.error, stored.finished_at) == (JobStatus.FAILED, "first", finished_at)
+
+
+def test_a_heartbeat_records_progress_clamped_to_0_1_and_the_epochs_it_is_given(session):
+    job_id = queued_job(session)
+    claim_job(session, job_id=job_id, worker_id="w1", heartbeat_timeout_s=60)
+    beats = [
+        (dict(progress=-0.5, epoch=1, epochs=3), (0.0, 1, 3)),
+        (dict(progress=0.25), (0.25, 1, 3)),  # epoch and epochs left out: kept
+        (dict(progress=0.75, epoch=3, epochs=4), (0.75, 3, 4)),
+        (dict(progress=1.5), (1.0, 3, 4)),
+    ]
+    for values, (progress, epoch, epochs) in beats:
+        assert heartbeat(session, job_id=job_id, worker_id="w1", phase="training", **values) is False
+        stored = row(session, job_id)
+        assert (stored.progress, stored.epoch, stored.epochs, stored.phase) == (progress, epoch, epochs, "training")
+
+
+def test_ending_a_job_records_when_and_how(session):
+    failed = queued_job(session)
+    claim_job(session, job_id=failed, worker_id="w1", heartbeat_timeout_s=60)
+    heartbeat(session, job_id=failed, worker_id="w1", phase="training", progress=0.5)
+    before = utcnow()
+    assert fail_job(session, job_id=failed, error="the loss became non-finite")
+    after = utcnow()
+    stored = row(session, failed)
+    assert (stored.status, stored.error, stored.phase) == (JobStatus.FAILED, "the loss became non-finite", "training")
+    assert before <= stored.finished_at <= after
+
+    dataset_id, base_id = stored.dataset_id, stored.base_model_id
+    cancelled = create_job(
+        session, request=JobRequest(base_model_id=base_id, dataset_id=dataset_id, method="mpt-kl", seed=1)
+    )[0].id
+    claim_job(session, job_id=cancelled, worker_id="w1", heartbeat_timeout_s=60)
+    request_cancel(session, job_id=cancelled)
+    before = utcnow()
+    assert cancel_job_finished(session, job_id=cancelled)
+    after = utcnow()
+    stored = row(session, cancelled)
+    assert (stored.status, stored.phase, stored.error, stored.result_model_id) == (
+        JobStatus.CANCELLED,
+        "cancelled",
+        None,
+        None,
+    )
+    assert before <= stored.finished_at <= after
+
+
+def test_an_event_keeps_its_phase_epoch_and_metrics(session):
+    job_id = queued_job(session)
+    claim_job(session, job_id=job_id, worker_id="w1", heartbeat_timeout_s=60)
+    metrics = {"train_loss": 1.5, "val_accuracy": 0.5, "val_nfr": 0.125, "lr": 0.05}
+    record_event(session, job_id=job_id, phase="reference", epoch=1, metrics=metrics)
+    record_event(session, job_id=job_id, phase="training", epoch=2, metrics={"train_loss": 1.0})
+    metrics["train_loss"] = 99.0  # the caller's dict changing later changes nothing stored
+    session.expire_all()
+    events = [(e.phase, e.epoch, e.metrics) for e in list_events(session, job_id=job_id)]
+    assert events == [
+        ("reference", 1, {"train_loss": 1.5, "val_accuracy": 0.5, "val_nfr": 0.125, "lr": 0.05}),
+        ("training", 2, {"train_loss": 1.0}),
+    ]

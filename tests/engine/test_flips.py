@@ -110,6 +110,22 @@ def test_btc_bec_accuracies_intrusions(report):
     assert top["old_model_accuracy_old_classes"] == pytest.approx(6 / 8)
     assert top["negative_flips"] == 4
     assert top["intrusion_flips"] == 2
+    # Every headline key, each read from its own place in the summary.
+    assert top == {
+        "nfr_old_classes": summary.scopes.old_classes.nfr,
+        "nfr_all": summary.scopes.all.nfr,
+        "relative_nfr_old_classes": pytest.approx(0.5 / 0.46875),
+        "relative_nfr_all": pytest.approx(0.4 / 0.36),
+        "pfr_all": pytest.approx(0.2),
+        "negative_flips": 4,
+        "accuracy": pytest.approx(0.4),
+        "accuracy_old_classes": pytest.approx(3 / 8),
+        "accuracy_new_classes": pytest.approx(0.5),
+        "old_model_accuracy_old_classes": pytest.approx(6 / 8),
+        "btc": pytest.approx(2 / 6),
+        "bec": pytest.approx(0.5),
+        "intrusion_flips": 2,
+    }
 
 
 def test_per_class_rows(report):
@@ -276,7 +292,7 @@ def test_only_new_class_samples():
         k_old=2,
     )
     old = summary.scopes.old_classes
-    assert old.samples == 0 and old.nfr == 0.0 and old.relative_nfr == 0.0
+    assert old.samples == 0 and old.nfr == 0.0 and old.pfr == 0.0 and old.relative_nfr == 0.0
     assert old.old_accuracy is None
     assert summary.new_class_accuracy == pytest.approx(0.5)
     assert [r["kind"] for r in ledger.rows()] == ["positive"]
@@ -323,6 +339,9 @@ def test_relative_nfr_and_intrusions_on_a_second_hand_worked_case():
         k_old=2,
     )
     every, old = summary.scopes.all, summary.scopes.old_classes
+    # Both right: 0 and 8; both wrong: 5 only (positive flips are not "both wrong").
+    assert (summary.both_correct, summary.both_wrong) == (2, 1)
+    assert (summary.btc, summary.bec) == (pytest.approx(2 / 6), pytest.approx(1 / 4))
     # All 10: old right 0 1 2 3 8 9 (ER_old = 0.4), new right 0 4 6 7 8 (ER_new = 0.5),
     # negative 1 2 3 9: NFR 0.4, relative 0.4 / (0.6 * 0.5) = 4/3. ER_old and ER_new differ,
     # so swapping them (0.4 / (0.5 * 0.4) = 2) or dropping a "1 -" (0.4 / 0.2 = 2) shows.
@@ -374,10 +393,17 @@ def brute_force(labels: list[int], old_pred: list[int], new_pred: list[int], k_o
         }
 
     rows = list(zip(labels, old_pred, new_pred, strict=True))
+    both_correct = sum(o == y == nw for y, o, nw in rows)
+    both_wrong = sum(o != y and nw != y for y, o, nw in rows)
+    old_right = sum(o == y for y, o, _ in rows)
     return {
         "all": scope(rows),
         "old_classes": scope([row for row in rows if row[0] < k_old]),
         "intrusion_flips": sum(o == y and nw != y and nw >= k_old for y, o, nw in rows),
+        "both_correct": both_correct,
+        "both_wrong": both_wrong,
+        "btc": both_correct / old_right if old_right else None,
+        "bec": both_wrong / (len(rows) - old_right) if len(rows) > old_right else None,
     }
 
 
@@ -412,3 +438,7 @@ def test_every_scope_figure_equals_a_per_sample_loop(case):
         assert figures.relative_nfr == pytest.approx(expected[name]["relative_nfr"]), name
     assert summary.intrusion_flips == expected["intrusion_flips"]
     assert sum(row.intrusion_flips for row in summary.per_class) == expected["intrusion_flips"]
+    assert (summary.both_correct, summary.both_wrong) == (expected["both_correct"], expected["both_wrong"])
+    for key in ("btc", "bec"):
+        value = getattr(summary, key)
+        assert value == (None if expected[key] is None else pytest.approx(expected[key])), key
