@@ -39,7 +39,7 @@ from contextlib import nullcontext
 
 import torch
 
-from mpt.step import FrozenTeachers, Student, autocast, student_losses, teacher_logits
+from mpt.step import Student, Teachers, autocast, student_losses, teacher_logits
 
 # Eager steps before a capture: torch.cuda.make_graphed_callables' default (num_warmup_iters=3).
 WARMUP_STEPS = 3
@@ -77,7 +77,7 @@ def parameters_and_buffers(student: Student) -> tuple[list[torch.Tensor], list[t
 
 def capturable_step(
     students: list[Student],
-    teachers: FrozenTeachers,
+    teachers: Teachers,
     x: torch.Tensor,
     y: torch.Tensor,
     new_mask: torch.Tensor,
@@ -121,14 +121,11 @@ class CapturedStep:
     def __init__(
         self,
         students: list[Student],
-        teachers: FrozenTeachers,
+        teachers: Teachers,
         new_mask: torch.Tensor,
         *,
         batch_size: int,
-        sample_shape: tuple[int, ...],
-        memory_format: torch.memory_format,
         bf16: bool,
-        device: torch.device,
         capture: Capture = capture_cuda_graph,
     ):
         for student in students:
@@ -138,15 +135,17 @@ class CapturedStep:
             if group["dampening"] or group["nesterov"] or group["maximize"]:
                 raise ValueError("the captured step implements SGD without dampening, Nesterov or maximize")
             parameters_and_buffers(student)  # buffers exist before capture: the graph holds their addresses
-        self.students, self.teachers, self.new_mask, self.bf16 = students, teachers, new_mask, bf16
-        self.x = torch.zeros((batch_size, *sample_shape), device=device).contiguous(memory_format=memory_format)
-        self.y = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.students, self.teachers, self.new_mask = students, teachers, new_mask
+        self.batch_size, self.bf16, self.capture = batch_size, bf16, capture
+        device = new_mask.device
         self.lr = torch.zeros((), device=device)
-        self.capture = capture
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        # Static inputs, made like the first full batch (shape, layout) when it comes.
+        self.x: torch.Tensor | None = None
+        self.y: torch.Tensor | None = None
         self.replay: Step | None = None
-        self.phase: tuple[int, ...] | None = None  # the loss branches the replay holds
-        self.warmups = 0  # eager warm-up steps run for the phase about to be captured
+        self.phase: tuple[int, ...] | None = None  # the loss branches of the replay, or of the warm-up under way
+        self.warmups = 0  # eager warm-up steps run for that phase
 
     def set_lr(self, lr: float) -> None:
         """The learning rate of the following steps (an asynchronous fill on the device)."""
@@ -155,7 +154,7 @@ class CapturedStep:
     def step(self, x: torch.Tensor, y: torch.Tensor, epoch: int) -> None:
         """One training step of every student on a prepared batch; never waits for the device."""
         phase = tuple(spec.phase(params, epoch) for s in self.students for spec, params in s.losses)
-        if x.shape[0] != self.x.shape[0]:
+        if x.shape[0] != self.batch_size:
             self._eager(x, y, epoch, self._current())
         elif self.replay is not None and phase == self.phase:
             self._replay(x, y)
@@ -165,11 +164,12 @@ class CapturedStep:
             self._eager(x, y, epoch, self.stream)
             self.warmups += 1
         else:
-            self.x.copy_(x)
-            self.y.copy_(y)
+            static_x, static_y = self.x, self.y = torch.empty_like(x), torch.empty_like(y)
+            static_x.copy_(x)
+            static_y.copy_(y)
             self.replay = self.capture(
                 lambda: capturable_step(
-                    self.students, self.teachers, self.x, self.y, self.new_mask, self.lr, epoch, bf16=self.bf16
+                    self.students, self.teachers, static_x, static_y, self.new_mask, self.lr, epoch, bf16=self.bf16
                 ),
                 self.stream,
             )
@@ -178,10 +178,10 @@ class CapturedStep:
             student.steps += 1
 
     def _current(self) -> torch.cuda.Stream | None:
-        return torch.cuda.current_stream(self.x.device) if self.stream is not None else None
+        return torch.cuda.current_stream(self.new_mask.device) if self.stream is not None else None
 
     def _replay(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        assert self.replay is not None
+        assert self.replay is not None and self.x is not None and self.y is not None
         self.x.copy_(x)
         self.y.copy_(y)
         self.replay()

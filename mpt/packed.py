@@ -19,6 +19,7 @@ import copy
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
@@ -37,7 +38,13 @@ class NotPackable(ValueError):
 
 
 class PackedLinear(nn.Module):
-    """N linear heads as one (N*out, in) weight: input (B, N*in), output (N, B, out)."""
+    """N linear heads as one (N*out, in) weight: input (B, N*in), output (N, B, out).
+
+    Each head is its own F.linear, the kernel nn.Linear runs, rather than one batched product:
+    N - 1 more small launches per pass, and each student's head computes exactly what its own
+    network's does (with kernels that loop over a grouped convolution's groups, a packed run is
+    bit for bit the side-by-side run: tests/engine/test_packed.py).
+    """
 
     def __init__(self, students: int, in_features: int, out_features: int, *, bias: bool, device=None, dtype=None):
         super().__init__()
@@ -47,11 +54,10 @@ class PackedLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(students * out_features, device=device, dtype=dtype)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = x.reshape(x.shape[0], self.students, self.in_features).transpose(0, 1)
-        weight = self.weight.view(self.students, self.out_features, self.in_features).transpose(1, 2)
-        if self.bias is None:
-            return torch.bmm(features, weight)
-        return torch.baddbmm(self.bias.view(self.students, 1, self.out_features), features, weight)
+        features = x.reshape(x.shape[0], self.students, self.in_features)
+        weights = self.weight.view(self.students, self.out_features, self.in_features)
+        biases = self.bias.view(self.students, self.out_features) if self.bias is not None else [None] * self.students
+        return torch.stack([F.linear(features[:, i], weights[i], biases[i]) for i in range(self.students)])
 
 
 def _packed_conv(layer: nn.Conv2d, students: int, *, stem: bool) -> nn.Conv2d:
@@ -131,9 +137,10 @@ def pack_state_dicts(state_dicts: list[dict[str, torch.Tensor]]) -> dict[str, to
 
 
 def unpack_state_dict(state: dict[str, torch.Tensor], students: int) -> list[dict[str, torch.Tensor]]:
-    """Each student's state dict (views into the packed tensors) from a packed one."""
+    """Each student's state dict from a packed one: views into the packed tensors, and a copy
+    each of a shared scalar."""
     return [
-        {key: value if value.dim() == 0 else value.chunk(students)[i] for key, value in state.items()}
+        {key: value.clone() if value.dim() == 0 else value.chunk(students)[i] for key, value in state.items()}
         for i in range(students)
     ]
 

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -40,21 +41,34 @@ class Recipe:
     # choice on CUDA and always used on the CPU (mpt.train._memory_format).
     bf16_on_cuda: bool = True
     channels_last_on_cuda: bool = True
-    # torch.compile the students' forward on CUDA. Off by default: not yet measured (no GPU
-    # was lent when it was added), and the first steps pay the compilation.
-    compile_on_cuda: bool = False
+    # On CUDA, capture each training step once as a CUDA graph and replay it (mpt.graphs): the
+    # same maths with a few hundred kernel launches fewer per step. Off by default until a GPU
+    # run has measured it (docs/BENCHMARKS.md, GPU section).
+    cuda_graphs: bool = False
+    # Sweeps (mpt.train.train_students): train the students as one packed network (mpt.packed)
+    # with one launch sequence for all: "on", "off", or "auto" = packed on CUDA, side by side on
+    # the CPU, where packing saves no launches worth having. Architectures packing does not
+    # know train side by side.
+    pack_students: Literal["auto", "on", "off"] = "auto"
+
+    def __post_init__(self) -> None:
+        if self.pack_students not in ("auto", "on", "off"):
+            raise ValueError(f"pack_students must be auto, on or off, not {self.pack_students!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict | None) -> Recipe:
-        return _from_dict(cls, values)
+        # compile_on_cuda crashed at the first backward and was removed; a job stored with it
+        # still runs (it changed nothing but the launch of the same maths).
+        return _from_dict(cls, {k: v for k, v in (values or {}).items() if k != "compile_on_cuda"})
 
     def digest(self) -> str:
         """Hash of the fields that change the trained weights (used to reuse reference models)."""
         values = self.to_dict()
-        for runtime_only in ("poll_every_steps", "compile_on_cuda"):
+        # The same maths however it is launched: a cached reference stays valid.
+        for runtime_only in ("poll_every_steps", "cuda_graphs", "pack_students"):
             values.pop(runtime_only)
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 

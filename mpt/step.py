@@ -26,8 +26,8 @@ def autocast(device: torch.device, *, enabled: bool, cache: bool = True) -> torc
 
 
 @dataclass
-class FrozenTeachers:
-    """The teachers some student's method uses, prepared for forwards without gradient."""
+class Teachers:
+    """Frozen networks the student learns from; each is None when the method needs none."""
 
     old: nn.Module | None = None
     reference: nn.Module | None = None
@@ -36,7 +36,8 @@ class FrozenTeachers:
 
 @dataclass
 class Student:
-    """One network trained by one SGD optimiser, with one (method, params) per student it holds."""
+    """One network trained by one SGD optimiser, with one (method, params) per student it holds:
+    one for a lone student's net, several for a packed net (mpt.packed)."""
 
     net: nn.Module
     losses: list[tuple[Method, MethodParams]]
@@ -46,7 +47,7 @@ class Student:
 
 
 def teacher_logits(
-    teachers: FrozenTeachers, x: torch.Tensor, device: torch.device, bf16: bool, *, cache: bool = True
+    teachers: Teachers, x: torch.Tensor, device: torch.device, bf16: bool, *, cache: bool = True
 ) -> TeacherLogits:
     """(old, reference, ensemble mean) logits of one batch, each None when no student needs it."""
     with torch.no_grad(), autocast(device, enabled=bf16, cache=cache):

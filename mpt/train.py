@@ -21,8 +21,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mpt.data import ImageSet, augment, normalize
-from mpt.losses import LossInputs, Method, get_method
+from mpt.graphs import CapturedStep
+from mpt.losses import Method, get_method
+from mpt.packed import NotPackable, pack, pack_state_dicts, pack_tensors, unpack_into, unpack_state_dict, unpack_tensors
 from mpt.recipe import MethodParams, Recipe
+from mpt.step import Student, Teachers, autocast, optimizer_step, teacher_logits
 
 
 class TrainingCancelled(Exception):
@@ -40,15 +43,6 @@ class Callbacks:
     on_epoch_end: Callable[[int, dict], None] | None = None  # (epoch, metrics)
     on_progress: Callable[[float], None] | None = None  # fraction of this run done
     should_cancel: Callable[[], bool] | None = None  # polled every few steps
-
-
-@dataclass
-class Teachers:
-    """Frozen networks the student learns from; each is None when the method needs none."""
-
-    old: nn.Module | None = None
-    reference: nn.Module | None = None
-    ensemble: list[nn.Module] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -96,14 +90,10 @@ def predict(
     outputs = []
     for start in range(0, images.shape[0], batch_size):
         batch = normalize(images[start : start + batch_size].to(device, non_blocking=True), mean, std)
-        with _autocast(device, enabled=device.type == "cuda"):
+        with autocast(device, enabled=device.type == "cuda"):
             outputs.append(net(batch).float().cpu())
     net.train(was_training)
     return torch.cat(outputs) if outputs else torch.empty(0, 0)
-
-
-def _autocast(device: torch.device, *, enabled: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
 def _checkpoint_prefix(i: int, count: int) -> str:
@@ -111,52 +101,74 @@ def _checkpoint_prefix(i: int, count: int) -> str:
     return "" if count == 1 else f"s{i}."
 
 
-def _save_checkpoint(path: Path, students: list[_Student], epoch: int) -> None:
+def _parameters(student: Student) -> list[torch.Tensor]:
+    return [p for group in student.optimizer.param_groups for p in group["params"]]
+
+
+def _held_states(student: Student) -> list[tuple[dict[str, torch.Tensor], list[torch.Tensor | None]]]:
+    """(state dict, momentum buffers) of each student `student` holds: slices of a packed net's."""
+    buffers = [student.optimizer.state.get(p, {}).get("momentum_buffer") for p in _parameters(student)]
+    count = len(student.losses)
+    if count == 1:
+        return [(student.net.state_dict(), buffers)]
+    present = [b for b in buffers if b is not None]
+    held_buffers = unpack_tensors(present, count) if len(present) == len(buffers) else [[None] * len(buffers)] * count
+    return list(zip(unpack_state_dict(student.net.state_dict(), count), held_buffers, strict=True))
+
+
+def _load_held_states(
+    student: Student, states: list[tuple[dict[str, torch.Tensor], dict[int, torch.Tensor]]], device: torch.device
+) -> None:
+    """The inverse of _held_states: each held student's state dict and momentum buffers by index."""
+    if len(states) == 1:
+        state, buffers = states[0]
+    else:
+        state = pack_state_dicts([held for held, _ in states])
+        indices = set(states[0][1])
+        if any(set(held) != indices for _, held in states):
+            raise ValueError("the packed students' checkpoints hold different momentum buffers")
+        order = sorted(indices)
+        buffers = dict(zip(order, pack_tensors([[held[j] for j in order] for _, held in states]), strict=True))
+    student.net.load_state_dict(state)
+    parameters = _parameters(student)
+    for j, buffer in buffers.items():
+        student.optimizer.state[parameters[j]]["momentum_buffer"] = buffer.to(device)
+
+
+def _save_checkpoint(path: Path, students: list[Student], epoch: int) -> None:
+    held = [state for student in students for state in _held_states(student)]
     tensors = {}
-    for i, student in enumerate(students):
-        prefix = _checkpoint_prefix(i, len(students))
-        tensors.update({f"{prefix}net.{k}": v.detach().cpu().contiguous() for k, v in student.net.state_dict().items()})
-        for j, param in enumerate(p for group in student.optimizer.param_groups for p in group["params"]):
-            buffer = student.optimizer.state.get(param, {}).get("momentum_buffer")
+    for i, (state, buffers) in enumerate(held):
+        prefix = _checkpoint_prefix(i, len(held))
+        tensors.update({f"{prefix}net.{k}": v.detach().cpu().contiguous() for k, v in state.items()})
+        for j, buffer in enumerate(buffers):
             if buffer is not None:
                 tensors[f"{prefix}momentum.{j}"] = buffer.detach().cpu().contiguous()
     tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"epochs_done": str(epoch + 1), "students": str(len(students))})
+    save_file(tensors, str(tmp), metadata={"epochs_done": str(epoch + 1), "students": str(len(held))})
     tmp.replace(path)  # a crash mid-write leaves the previous checkpoint intact
 
 
-def _load_checkpoint(path: Path, students: list[_Student], device: torch.device) -> int:
+def _load_checkpoint(path: Path, students: list[Student], device: torch.device) -> int:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata()
-    if int(metadata.get("students", "1")) != len(students):
-        raise ValueError(
-            f"checkpoint {path} holds {metadata.get('students', '1')} students, this run trains {len(students)}"
-        )
+    count = sum(len(student.losses) for student in students)
+    if int(metadata.get("students", "1")) != count:
+        raise ValueError(f"checkpoint {path} holds {metadata.get('students', '1')} students, this run trains {count}")
     tensors = load_file(str(path))
-    for i, student in enumerate(students):
-        prefix = _checkpoint_prefix(i, len(students))
-        net_prefix = f"{prefix}net."
-        student.net.load_state_dict({k[len(net_prefix) :]: v for k, v in tensors.items() if k.startswith(net_prefix)})
-        for j, param in enumerate(p for group in student.optimizer.param_groups for p in group["params"]):
-            if f"{prefix}momentum.{j}" in tensors:
-                student.optimizer.state[param]["momentum_buffer"] = tensors[f"{prefix}momentum.{j}"].to(device)
+    held = []
+    for i in range(count):
+        prefix = _checkpoint_prefix(i, count)
+        net_prefix, momentum_prefix = f"{prefix}net.", f"{prefix}momentum."
+        state = {k[len(net_prefix) :]: v for k, v in tensors.items() if k.startswith(net_prefix)}
+        buffers = {int(k[len(momentum_prefix) :]): v for k, v in tensors.items() if k.startswith(momentum_prefix)}
+        held.append((state, buffers))
+    for student in students:
+        _load_held_states(student, held[: len(student.losses)], device)
+        held = held[len(student.losses) :]
     return int(metadata["epochs_done"])
-
-
-@dataclass
-class _Student:
-    """One network being trained, with its own loss, optimiser and running loss."""
-
-    net: nn.Module
-    method: str
-    spec: Method
-    params: MethodParams
-    optimizer: torch.optim.SGD
-    runner: nn.Module | None = None  # what runs the training forward: `net`, or a compiled `net`
-    loss_sum: torch.Tensor | None = None
-    steps: int = 0
 
 
 def _frozen(net: nn.Module, device: torch.device, memory_format) -> nn.Module:
@@ -182,37 +194,6 @@ def _prepare_teachers(teachers: Teachers, specs: list[Method], device, memory_fo
         if any(s.needs_ensemble for s in specs)
         else [],
     )
-
-
-def _teacher_logits(teachers: Teachers, x: torch.Tensor, device: torch.device, bf16: bool):
-    """(old, reference, ensemble mean) logits of one batch, each None when no student needs it."""
-    with torch.no_grad(), _autocast(device, enabled=bf16):
-        old = teachers.old(x).float() if teachers.old is not None else None
-        reference = teachers.reference(x).float() if teachers.reference is not None else None
-        ensemble = torch.stack([m(x).float() for m in teachers.ensemble]).mean(0) if teachers.ensemble else None
-    return old, reference, ensemble
-
-
-def _student_step(student: _Student, x, y, new_mask, teacher_logits, epoch: int, device, bf16: bool) -> None:
-    """One SGD step of one student on a prepared batch; never waits for the device."""
-    with _autocast(device, enabled=bf16):
-        logits = student.runner(x).float()
-    old, reference, ensemble = teacher_logits
-    inputs = LossInputs(
-        logits,
-        y,
-        new_mask,
-        old if student.spec.needs_old else None,
-        reference if student.spec.needs_reference else None,
-        ensemble if student.spec.needs_ensemble else None,
-        epoch,
-    )
-    loss = student.spec.loss(inputs, student.params)
-    student.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    student.optimizer.step()
-    student.loss_sum += loss.detach()
-    student.steps += 1
 
 
 def _check_teachers(method: str, spec: Method, teachers: Teachers) -> None:
@@ -259,13 +240,9 @@ def train_students(
     device = setup.device or resolve_device()
     memory_format = _memory_format(device, recipe)
     bf16 = recipe.bf16_on_cuda
-    students = []
-    for net, method, spec, p in zip(nets, methods, specs, params, strict=True):
+    for net in nets:
         net.to(device, memory_format=memory_format).train()
-        optimizer = torch.optim.SGD(
-            net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
-        )
-        students.append(_Student(net, method, spec, p, optimizer, runner=_maybe_compile(net, recipe, device)))
+    students = _students(nets, specs, params, recipe, device, memory_format)
     frozen = _prepare_teachers(teachers, specs, device, memory_format)
     checkpoint = Path(setup.checkpoint_path) if setup.checkpoint_path else None
     start_epoch = 0
@@ -275,13 +252,19 @@ def train_students(
     images = setup.train_set.images.to(device)
     labels = setup.train_set.labels.to(device)
     new_mask = setup.new_mask.to(device)
+    # Made after the checkpoint's momentum buffers are in place: the graph holds their addresses.
+    captured = (
+        CapturedStep(students, frozen, new_mask, batch_size=recipe.batch_size, bf16=bf16)
+        if recipe.cuda_graphs and device.type == "cuda"
+        else None
+    )
     # Normalisation constants made once on the device: no host-to-device copy inside the loop.
     mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
     n = labels.numel()
     batches_per_epoch = max(1, math.ceil(n / recipe.batch_size))
     total_steps = recipe.epochs * batches_per_epoch
-    histories: list[list[dict]] = [[] for _ in students]
+    histories: list[list[dict]] = [[] for _ in nets]
     # The old model is frozen: which validation samples it gets right is fixed for the run.
     old_correct_on_validation = None
     if validation is not None and len(validation) and teachers.old is not None:
@@ -292,8 +275,10 @@ def train_students(
         for student in students:
             for group in student.optimizer.param_groups:
                 group["lr"] = epoch_lr(recipe, epoch)
-            student.loss_sum = torch.zeros((), device=device)
+            student.loss_sum.zero_()  # in place: a captured step holds its address
             student.steps = 0
+        if captured is not None:
+            captured.set_lr(epoch_lr(recipe, epoch))
         generator = epoch_generator(setup.seed, epoch, device)
         order = torch.randperm(n, device=device, generator=generator)
         for step, start in enumerate(range(0, n, recipe.batch_size)):
@@ -306,23 +291,23 @@ def train_students(
             # Same arithmetic as mpt.data.normalize, with the constants already on the device.
             x = ((batch.float() / 255 - mean_t) / std_t).contiguous(memory_format=memory_format)
             y = labels[index]
-            teacher_logits = _teacher_logits(frozen, x, device, bf16)
-            for student in students:
-                _student_step(student, x, y, new_mask, teacher_logits, epoch, device, bf16)
+            if captured is not None:
+                captured.step(x, y, epoch)
+            else:
+                shared = teacher_logits(frozen, x, device, bf16)
+                for student in students:
+                    optimizer_step(student, x, y, new_mask, shared, epoch, device, bf16)
             if (step + 1) % recipe.poll_every_steps == 0:
                 _poll(students, epoch, step, callbacks, (epoch * batches_per_epoch + step + 1) / total_steps)
         _check_finite(students, epoch, batches_per_epoch - 1)  # never checkpoint a diverged run
+        _write_back(students, nets)
+        loss_sums = torch.cat([student.loss_sum for student in students]).tolist()
+        steps = [student.steps for student in students for _ in student.losses]
         all_metrics = []
-        for student in students:
-            metrics = {
-                "epoch": epoch,
-                "lr": epoch_lr(recipe, epoch),
-                "train_loss": float(student.loss_sum) / max(student.steps, 1),
-            }
+        for net, loss_sum, count in zip(nets, loss_sums, steps, strict=True):
+            metrics = {"epoch": epoch, "lr": epoch_lr(recipe, epoch), "train_loss": loss_sum / max(count, 1)}
             if validation is not None and len(validation):
-                metrics.update(
-                    _validate(student.net, validation, old_correct_on_validation, mean=mean, std=std, device=device)
-                )
+                metrics.update(_validate(net, validation, old_correct_on_validation, mean=mean, std=std, device=device))
             all_metrics.append(metrics)
         if checkpoint is not None:
             _save_checkpoint(checkpoint, students, epoch)
@@ -332,25 +317,65 @@ def train_students(
             callbacks.on_epoch_end(epoch, {"epoch": epoch, "students": all_metrics})
         # Polled after the checkpoint, so a cancel or crash at the boundary keeps this epoch.
         _poll(students, epoch, batches_per_epoch - 1, callbacks, (epoch + 1) / recipe.epochs)
-    for student in students:
-        student.net.eval()
+    _write_back(students, nets)
+    for net in nets:
+        net.eval()
     return histories
 
 
-def _check_finite(students: list[_Student], epoch: int, step: int) -> None:
+def _students(
+    nets: list[nn.Module],
+    specs: list[Method],
+    params: list[MethodParams],
+    recipe: Recipe,
+    device: torch.device,
+    memory_format: torch.memory_format,
+) -> list[Student]:
+    """One Student per net, or one packed Student for all of them (Recipe.pack_students)."""
+    losses = list(zip(specs, params, strict=True))
+    packed = None
+    # "auto" packs on CUDA only: packing's gain is one launch sequence for all students, and a
+    # CPU does the same arithmetic either way.
+    if len(nets) > 1 and (recipe.pack_students == "on" or (recipe.pack_students == "auto" and device.type == "cuda")):
+        try:
+            packed = pack(nets).to(device, memory_format=memory_format)
+        except NotPackable:
+            packed = None  # an architecture packing does not know: the students train side by side
+    held = [(packed, losses)] if packed is not None else [(net, [loss]) for net, loss in zip(nets, losses, strict=True)]
+    return [
+        Student(
+            net,
+            net_losses,
+            torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay),
+            torch.zeros(len(net_losses), device=device),
+        )
+        for net, net_losses in held
+    ]
+
+
+def _write_back(students: list[Student], nets: list[nn.Module]) -> None:
+    """Packed weights into the students' own networks (packing puts every student in one; a
+    lone student's net is its own)."""
+    if len(students) < len(nets):
+        unpack_into(students[0].net, nets)
+
+
+def _check_finite(students: list[Student], epoch: int, step: int) -> None:
     # One host sync for all students: the sum is finite only if every student's loss is.
-    if not torch.isfinite(torch.stack([s.loss_sum for s in students]).sum()):
+    loss_sums = torch.cat([s.loss_sum for s in students])
+    if not torch.isfinite(loss_sums.sum()):
+        held = [(spec.name, params) for s in students for spec, params in s.losses]
         bad = [
-            s.method if len(students) == 1 else f"student {i} ({s.method}, {s.params})"
-            for i, s in enumerate(students)
-            if not torch.isfinite(s.loss_sum)
+            name if len(held) == 1 else f"student {i} ({name}, {params})"
+            for i, ((name, params), finite) in enumerate(zip(held, torch.isfinite(loss_sums).tolist(), strict=True))
+            if not finite
         ]
         raise NonFiniteLoss(
             f"the training loss became non-finite in epoch {epoch + 1} (by step {step + 1}): {', '.join(bad)}"
         )
 
 
-def _poll(students: list[_Student], epoch: int, step: int, callbacks: Callbacks, progress: float) -> None:
+def _poll(students: list[Student], epoch: int, step: int, callbacks: Callbacks, progress: float) -> None:
     _check_finite(students, epoch, step)
     if callbacks.on_progress:
         callbacks.on_progress(min(progress, 1.0))
@@ -365,14 +390,6 @@ def _memory_format(device: torch.device, recipe: Recipe):
     if device.type == "cuda":
         return torch.channels_last if recipe.channels_last_on_cuda else torch.contiguous_format
     return torch.channels_last
-
-
-def _maybe_compile(net: nn.Module, recipe: Recipe, device: torch.device) -> nn.Module:
-    """UNMEASURED opt-in (Recipe.compile_on_cuda): torch.compile of the student's forward on
-    CUDA. It shares `net`'s parameters; nothing of it has been timed or tested on a GPU yet."""
-    if device.type == "cuda" and recipe.compile_on_cuda:
-        return torch.compile(net)
-    return net
 
 
 def _validate(net, validation: ImageSet, old_correct, *, mean, std, device) -> dict:

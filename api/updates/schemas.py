@@ -8,6 +8,7 @@ default, so the defaults live in one place (mpt/recipe.py).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,7 +48,8 @@ class RecipeIn(BaseModel):
     poll_every_steps: int | None = Field(None, ge=1, le=10000, examples=[20])
     bf16_on_cuda: bool | None = Field(None, examples=[True])
     channels_last_on_cuda: bool | None = Field(None, examples=[True])
-    compile_on_cuda: bool | None = Field(None, examples=[False])
+    cuda_graphs: bool | None = Field(None, examples=[False])
+    pack_students: Literal["auto", "on", "off"] | None = Field(None, examples=["auto"])
 
 
 class MethodParamsIn(BaseModel):

@@ -11,15 +11,15 @@ from mpt.losses import get_method
 from mpt.nets import build_net
 from mpt.packed import pack
 from mpt.recipe import MethodParams
-from mpt.step import FrozenTeachers, Student, optimizer_step, teacher_logits
+from mpt.step import Student, Teachers, optimizer_step, teacher_logits
 
 K_OLD, K, BATCH = 5, 10, 16
 CPU = torch.device("cpu")
 SGD = dict(momentum=0.9, weight_decay=5e-4)
 
 
-def teachers() -> FrozenTeachers:
-    return FrozenTeachers(
+def teachers() -> Teachers:
+    return Teachers(
         old=build_net("small_cnn", num_classes=K_OLD, in_channels=1, seed=101).eval().requires_grad_(False),
         reference=build_net("small_cnn", num_classes=K, in_channels=1, seed=102).eval().requires_grad_(False),
         ensemble=[
@@ -128,10 +128,7 @@ def test_captured_step_feeds_the_step_exactly_what_an_uncaptured_loop_does():
         frozen,
         new_mask(),
         batch_size=BATCH,
-        sample_shape=(1, 28, 28),
-        memory_format=torch.channels_last,
         bf16=False,
-        device=CPU,
         capture=eager_capture,
     )
     lr = torch.zeros(())
