@@ -105,30 +105,38 @@ def _parameters(student: Student) -> list[torch.Tensor]:
     return [p for group in student.optimizer.param_groups for p in group["params"]]
 
 
-def _held_states(student: Student) -> list[tuple[dict[str, torch.Tensor], list[torch.Tensor | None]]]:
-    """(state dict, momentum buffers) of each student `student` holds: slices of a packed net's."""
-    buffers = [student.optimizer.state.get(p, {}).get("momentum_buffer") for p in _parameters(student)]
+# One student's state in a checkpoint: its state dict, and its momentum buffers by parameter index.
+HeldState = tuple[dict[str, torch.Tensor], dict[int, torch.Tensor]]
+
+
+def _held_states(student: Student) -> list[HeldState]:
+    """The state of each student `student` holds (a packed net's slices, one per student)."""
+    parameters = _parameters(student)
+    state_of = student.optimizer.state
+    buffers = {
+        j: state_of[p]["momentum_buffer"]
+        for j, p in enumerate(parameters)
+        if state_of.get(p, {}).get("momentum_buffer") is not None
+    }
     count = len(student.losses)
     if count == 1:
         return [(student.net.state_dict(), buffers)]
-    present = [b for b in buffers if b is not None]
-    held_buffers = unpack_tensors(present, count) if len(present) == len(buffers) else [[None] * len(buffers)] * count
-    return list(zip(unpack_state_dict(student.net.state_dict(), count), held_buffers, strict=True))
+    indices = sorted(buffers)
+    held_buffers = unpack_tensors([buffers[j] for j in indices], count)
+    states = unpack_state_dict(student.net.state_dict(), count)
+    return [(state, dict(zip(indices, mine, strict=True))) for state, mine in zip(states, held_buffers, strict=True)]
 
 
-def _load_held_states(
-    student: Student, states: list[tuple[dict[str, torch.Tensor], dict[int, torch.Tensor]]], device: torch.device
-) -> None:
-    """The inverse of _held_states: each held student's state dict and momentum buffers by index."""
-    if len(states) == 1:
-        state, buffers = states[0]
+def _load_held_states(student: Student, held: list[HeldState], device: torch.device) -> None:
+    """The inverse of _held_states."""
+    if len(held) == 1:
+        state, buffers = held[0]
     else:
-        state = pack_state_dicts([held for held, _ in states])
-        indices = set(states[0][1])
-        if any(set(held) != indices for _, held in states):
+        indices = sorted(held[0][1])
+        if any(sorted(mine) != indices for _, mine in held):
             raise ValueError("the packed students' checkpoints hold different momentum buffers")
-        order = sorted(indices)
-        buffers = dict(zip(order, pack_tensors([[held[j] for j in order] for _, held in states]), strict=True))
+        state = pack_state_dicts([state for state, _ in held])
+        buffers = dict(zip(indices, pack_tensors([[mine[j] for j in indices] for _, mine in held]), strict=True))
     student.net.load_state_dict(state)
     parameters = _parameters(student)
     for j, buffer in buffers.items():
@@ -141,9 +149,7 @@ def _save_checkpoint(path: Path, students: list[Student], epoch: int) -> None:
     for i, (state, buffers) in enumerate(held):
         prefix = _checkpoint_prefix(i, len(held))
         tensors.update({f"{prefix}net.{k}": v.detach().cpu().contiguous() for k, v in state.items()})
-        for j, buffer in enumerate(buffers):
-            if buffer is not None:
-                tensors[f"{prefix}momentum.{j}"] = buffer.detach().cpu().contiguous()
+        tensors.update({f"{prefix}momentum.{j}": b.detach().cpu().contiguous() for j, b in buffers.items()})
     tmp = path.with_suffix(".tmp")
     save_file(tensors, str(tmp), metadata={"epochs_done": str(epoch + 1), "students": str(len(held))})
     tmp.replace(path)  # a crash mid-write leaves the previous checkpoint intact
