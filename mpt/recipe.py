@@ -38,7 +38,7 @@ class Recipe:
     # the loop never waits for the device.
     poll_every_steps: int = 20
     # bf16 autocast applies on CUDA only (the CPU path stays float32); channels_last is a
-    # choice on CUDA and always used on the CPU (mpt.train._memory_format).
+    # choice on CUDA and always used on the CPU (mpt.train.training_memory_format).
     bf16_on_cuda: bool = True
     channels_last_on_cuda: bool = True
     # On CUDA, capture each training step once as a CUDA graph and replay it (mpt.graphs): the

@@ -191,7 +191,7 @@ def _frozen(net: nn.Module, device: torch.device, memory_format) -> nn.Module:
     return frozen.to(device, memory_format=memory_format).eval().requires_grad_(False)
 
 
-def _prepare_teachers(teachers: Teachers, specs: list[Method], device, memory_format) -> Teachers:
+def prepare_teachers(teachers: Teachers, specs: list[Method], device, memory_format) -> Teachers:
     """Only the teachers some student's method uses are prepared (and later run)."""
     return Teachers(
         old=_frozen(teachers.old, device, memory_format) if any(s.needs_old for s in specs) else None,
@@ -244,12 +244,12 @@ def train_students(
     for method, spec in zip(methods, specs, strict=True):
         _check_teachers(method, spec, teachers)
     device = setup.device or resolve_device()
-    memory_format = _memory_format(device, recipe)
+    memory_format = training_memory_format(device, recipe)
     bf16 = recipe.bf16_on_cuda
     for net in nets:
         net.to(device, memory_format=memory_format).train()
     students = _students(nets, specs, params, recipe, device, memory_format)
-    frozen = _prepare_teachers(teachers, specs, device, memory_format)
+    frozen = prepare_teachers(teachers, specs, device, memory_format)
     checkpoint = Path(setup.checkpoint_path) if setup.checkpoint_path else None
     start_epoch = 0
     if checkpoint is not None and checkpoint.exists():
@@ -389,7 +389,7 @@ def _poll(students: list[Student], epoch: int, step: int, callbacks: Callbacks, 
         raise TrainingCancelled(f"cancelled in epoch {epoch + 1}")
 
 
-def _memory_format(device: torch.device, recipe: Recipe):
+def training_memory_format(device: torch.device, recipe: Recipe):
     """channels_last on CUDA as the recipe says; always on the CPU, where oneDNN's convolutions,
     pooling and BatchNorm run faster in that layout (a layout, not a change of the maths:
     docs/BENCHMARKS.md has the measurement)."""
