@@ -15,9 +15,10 @@ SGD lr 0.1 / momentum 0.9 / wd 5e-4, RandomCrop(pad 4) + horizontal flip + norma
   as the recipe's defaults say):
   - eager: the recipe's defaults, one student;
   - graphs: Recipe.cuda_graphs (each step replayed from one CUDA graph), one student;
-  - packed, packed-graphs: a sweep of four students (b = 0, 1, 2, 4) packed into one network
-    (Recipe.pack_students="on"), without and with graphs; their figure is images per second
-    per student (4 x the images of the pass over elapsed time), the sweep's rate.
+  - side-by-side, packed, packed-graphs: a sweep of four students (b = 0, 1, 2, 4), trained
+    side by side (Recipe.pack_students="off") or packed into one network ("on"), the latter
+    without and with graphs; their figure is images per second per student (4 x the images
+    of the pass over elapsed time), the sweep's rate.
 * compute only: the engine's own eager step on one fixed, already augmented batch: the model
   arithmetic with no data work at all.
 
@@ -72,6 +73,7 @@ SWEEP_BIASES = (0.0, 1.0, 2.0, 4.0)  # docs/METHOD.md's grid for b
 VARIANTS: dict[str, tuple[dict, int]] = {
     "eager": ({}, 1),
     "graphs": ({"cuda_graphs": True}, 1),
+    "side-by-side": ({"pack_students": "off"}, len(SWEEP_BIASES)),
     "packed": ({"pack_students": "on"}, len(SWEEP_BIASES)),
     "packed-graphs": ({"pack_students": "on", "cuda_graphs": True}, len(SWEEP_BIASES)),
 }
@@ -275,6 +277,42 @@ def compute_only_run(
     return steps * RECIPE.batch_size / (time.perf_counter() - started)
 
 
+def interleaved_rates(
+    common: dict,
+    contenders: list[str],
+    *,
+    steps: int,
+    warmup: int,
+    repeats: int,
+    workers: int,
+    context: str,
+) -> tuple[dict[str, list[float]], list[float]]:
+    """Each contender's images/s per student, per repeat, run in alternating order; and the
+    reference's worker start-up times. Contenders: "reference", "compute", or a VARIANTS name."""
+    for variant in contenders:  # warm the allocator, cuDNN and the kernels of every variant
+        if variant in VARIANTS:
+            engine_run(**common, steps=2, changes=VARIANTS[variant][0], students=VARIANTS[variant][1])
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    startups = []
+    for repeat in range(repeats):
+        for which in contenders if repeat % 2 == 0 else contenders[::-1]:
+            if which == "reference":
+                rate, startup = reference_run(**common, steps=steps, warmup=warmup, workers=workers, context=context)
+                startups.append(startup)
+                shown = f"{rate:8.1f} images/s"
+            elif which == "compute":
+                rate = compute_only_run(**common, steps=steps)
+                shown = f"{rate:8.1f} images/s"
+            else:
+                changes, students = VARIANTS[which]
+                measured = engine_run(**common, steps=steps, changes=changes, students=students)
+                rate = measured.steady
+                shown = f"{rate:8.1f} images/s per student (whole call, set-up included: {measured.whole:.1f})"
+            rates[which].append(rate)
+            print(f"  repeat {repeat + 1} {which:>13}: {shown}", flush=True)
+    return rates, startups
+
+
 def cpu_name() -> str:
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -327,29 +365,16 @@ def main() -> None:
         flush=True,
     )
     common = dict(train_set=train_set, k=k, k_old=k_old, arch=args.arch, mean=mean, std=std, device=device)
-    for variant in variants:  # warm the allocator, cuDNN and the kernels of every variant
-        engine_run(**common, steps=2, changes=VARIANTS[variant][0], students=VARIANTS[variant][1])
     contenders = ["reference", *variants, *(["compute"] if args.compute_only else [])]
-    rates: dict[str, list[float]] = {name: [] for name in contenders}
-    startups = []
-    for repeat in range(args.repeats):
-        for which in contenders if repeat % 2 == 0 else contenders[::-1]:
-            if which == "reference":
-                rate, startup = reference_run(
-                    **common, steps=args.steps, warmup=args.warmup, workers=args.workers, context=args.context
-                )
-                startups.append(startup)
-                shown = f"{rate:8.1f} images/s"
-            elif which == "compute":
-                rate = compute_only_run(**common, steps=args.steps)
-                shown = f"{rate:8.1f} images/s"
-            else:
-                changes, students = VARIANTS[which]
-                measured = engine_run(**common, steps=args.steps, changes=changes, students=students)
-                rate = measured.steady
-                shown = f"{rate:8.1f} images/s per student (whole call, set-up included: {measured.whole:.1f})"
-            rates[which].append(rate)
-            print(f"  repeat {repeat + 1} {which:>13}: {shown}", flush=True)
+    rates, startups = interleaved_rates(
+        common,
+        contenders,
+        steps=args.steps,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        workers=args.workers,
+        context=args.context,
+    )
     reference = statistics.median(rates["reference"])
     print(
         f"reference loop (DataLoader x{args.workers} {args.context}, PIL + torchvision, float32 on {device}, "
