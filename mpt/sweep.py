@@ -18,7 +18,6 @@ from mpt.artifacts import LoadedModel
 from mpt.data import DataBundle
 from mpt.flips import FlipLedger, headline
 from mpt.losses import get_method
-from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe
 from mpt.train import Teachers, resolve_device, train_students
 from mpt.update import (
@@ -28,6 +27,7 @@ from mpt.update import (
     _spec_for,
     evaluate,
     independent_model,
+    initial_net,
     update_setup,
 )
 
@@ -160,10 +160,8 @@ def run_sweep(
 
     model_spec = _spec_for(arch, data, mean, std)
     # Every student starts from the weights a lone run with this seed would start from.
-    nets = [
-        build_net(arch, num_classes=len(model_spec.classes), in_channels=model_spec.in_channels, seed=seed)
-        for _ in candidates
-    ]
+    warm_from = base.net if recipe.warm_start else None
+    nets = [initial_net(arch=arch, spec=model_spec, seed=seed, warm_from=warm_from) for _ in candidates]
     histories = train_students(
         nets=nets,
         train_set=data.train,

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
+from torch import nn
 
 from mpt.artifacts import LoadedModel, ModelSpec
 from mpt.data import ClassMap, DataBundle, ImageSet, build_class_map, channel_stats
 from mpt.flips import FlipLedger, flip_report
 from mpt.losses import get_method
-from mpt.nets import build_net
+from mpt.nets import build_net, warm_start
 from mpt.recipe import MethodParams, Recipe
 from mpt.train import Callbacks, Teachers, predict, resolve_device, train
 
@@ -102,6 +103,14 @@ def _spec_for(arch: str, data: UpdateData, mean, std) -> ModelSpec:
     )
 
 
+def initial_net(*, arch: str, spec: ModelSpec, seed: int, warm_from: nn.Module | None = None) -> nn.Module:
+    """A network before training: seeded random weights, or `warm_from`'s with new head rows from that init."""
+    net = build_net(arch, num_classes=len(spec.classes), in_channels=spec.in_channels, seed=seed)
+    if warm_from is not None:
+        warm_start(net, warm_from)
+    return net
+
+
 def _train_fresh(
     *,
     arch: str,
@@ -116,9 +125,10 @@ def _train_fresh(
     device: torch.device,
     callbacks: Callbacks,
     checkpoint_path: Path | None,
+    warm_from: nn.Module | None = None,
 ) -> tuple[LoadedModel, list[dict]]:
     spec = _spec_for(arch, data, mean, std)
-    net = build_net(arch, num_classes=len(spec.classes), in_channels=spec.in_channels, seed=seed)
+    net = initial_net(arch=arch, spec=spec, seed=seed, warm_from=warm_from)
     history = train(
         net=net,
         train_set=data.train,
@@ -209,6 +219,8 @@ def update_setup(
     arch = arch or (base.spec.arch if base else None)
     if arch is None:
         raise ValueError("a first version needs an architecture")
+    if recipe.warm_start and base is not None and arch != base.spec.arch:
+        raise ValueError(f"warm_start needs the base model's architecture ({base.spec.arch}), not {arch}")
     data = prepare_data(
         bundle, old_classes=list(base.spec.classes) if base else None, classes=classes, recipe=recipe, seed=seed
     )
@@ -278,7 +290,8 @@ def run_update(
             independent_model(seed=seed + member, phase=f"ensemble-{member}", **common).net
             for member in range(1, params.elodi_ensemble_size + 1)
         ]
-    if method == "independent" and reference is not None:
+    warm_from = base.net if recipe.warm_start and base is not None else None
+    if method == "independent" and reference is not None and warm_from is None:
         model, history = reference, []  # the independent retrain *is* the cached reference
     else:
         model, history = _train_fresh(
@@ -294,6 +307,7 @@ def run_update(
             device=torch_device,
             callbacks=progress.enter("training"),
             checkpoint_path=checkpoint_dir / "training.ckpt" if checkpoint_dir else None,
+            warm_from=warm_from,
         )
     outcome = UpdateOutcome(model=model, history=history, data=data, reference=reference)
     if base is not None:
