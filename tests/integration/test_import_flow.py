@@ -1,13 +1,17 @@
-"""Bring your own model: a state_dict saved by the user, `mpt import`, `POST /models`, an update."""
+"""Bring your own model: a state_dict saved by the user, `mpt import`, the upload through the
+client CLI (`POST /models`), an update."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
+from api.cli import main as client_cli
 from mpt.cli import main
 from mpt.nets import build_net
 from scripts.stack import ROOT
@@ -42,10 +46,12 @@ def test_imported_model_is_registered_and_updated(embedded_stack, tmp_path: Path
     refused = mpt_import_process(str(tmp_path / "whole-model.pth"), "--out", str(tmp_path / "no.safetensors"), *options)
     assert refused.returncode != 0 and "holds a pickled object, not a state_dict" in refused.stderr
 
-    with open(tmp_path / "v1.safetensors", "rb") as handle:
-        v1 = api.ok(
-            api.http.post("/models", data={"family": "imported"}, files={"file": ("v1.safetensors", handle)}), 201
-        )
+    connection = ["--url", api.stack.url, "--token", api.stack.token]
+    uploaded = io.StringIO()
+    with contextlib.redirect_stdout(uploaded):
+        code = client_cli([*connection, "models", "upload", str(tmp_path / "v1.safetensors"), "--family", "imported"])
+    assert code == 0 and "imported v1 production (small_cnn, 5 classes)" in uploaded.getvalue()
+    [v1] = api.ok(api.http.get("/models", params={"family": "imported"}))["items"]
     assert v1["version"] == 1 and v1["status"] == "production" and v1["classes"] == OLD
     assert v1["architecture"] == "small_cnn"
 
