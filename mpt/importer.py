@@ -26,6 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from contracts.model_file import HEAD_WEIGHT_KEYS
 from mpt.artifacts import ArtifactError, ModelSpec, load_state_strictly, save_model
 from mpt.nets import build_net
 
@@ -121,10 +122,6 @@ def _first_conv_weight(net: nn.Module) -> str:
     return next(f"{name}.weight" for name, module in net.named_modules() if isinstance(module, nn.Conv2d))
 
 
-def _head_weight(net: nn.Module) -> str:
-    return [f"{name}.weight" for name, module in net.named_modules() if isinstance(module, nn.Linear)][-1]
-
-
 def import_model(
     weights: str | Path,
     *,
@@ -145,7 +142,7 @@ def import_model(
         in_channels = stem.shape[1] if stem is not None and stem.ndim == 4 else 3
         if in_channels != 3:
             net = build_net(arch, num_classes=len(classes), in_channels=in_channels, seed=0)
-    head_key = _head_weight(net)
+    head_key = HEAD_WEIGHT_KEYS[arch]
     head = state.get(head_key)
     if head is not None and head.shape[0] != len(classes):
         raise ArtifactError(

@@ -14,6 +14,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from contracts.flips import FlipSummary
 from mpt.artifacts import LoadedModel, ModelSpec, load_model, save_model
 from mpt.data import ClassMap, DataBundle, ImageSet, build_class_map, channel_stats
 from mpt.flips import FlipLedger, flip_report
@@ -100,9 +101,9 @@ class UpdateOutcome:
     history: list[dict]
     data: UpdateData
     reference: LoadedModel | None = None
-    report: dict | None = None
+    report: FlipSummary | None = None
     ledger: FlipLedger | None = None
-    reference_report: dict | None = None
+    reference_report: FlipSummary | None = None
 
 
 def untrained_model(
@@ -174,7 +175,7 @@ def independent_model(
 
 def evaluate(
     *, model: LoadedModel, baseline: LoadedModel, evaluation: ImageSet, k_old: int, device=None
-) -> tuple[dict, FlipLedger]:
+) -> tuple[FlipSummary, FlipLedger]:
     """The flip report of `model` against `baseline` on a split in `model`'s index space."""
     device = resolve_device() if device is None else device
     new_logits = predict(
