@@ -52,9 +52,9 @@ def initial_states(monkeypatch) -> list[tuple[str, dict[str, torch.Tensor]]]:
     starts = []
     real_train = mpt.update.train
 
-    def recording_train(*, net, method, **kwargs):
+    def recording_train(setup, *, net, method, **kwargs):
         starts.append((method, {k: v.clone() for k, v in net.state_dict().items()}))
-        return real_train(net=net, method=method, **kwargs)
+        return real_train(setup, net=net, method=method, **kwargs)
 
     monkeypatch.setattr(mpt.update, "train", recording_train)
     return starts
