@@ -57,12 +57,15 @@ def test_imported_model_is_registered_and_updated(embedded_stack, tmp_path: Path
 
     dataset = api.register_dataset(name="fmnist-import")
     assert dataset["status"] == "ready", dataset
+    # Warm start, the natural choice for a model trained elsewhere: it travels API -> worker -> engine.
+    recipe = SMALL_RECIPE | {"warm_start": True}
     job = api.submit(
-        {"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": SMALL_RECIPE, "seed": 0}
+        {"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": recipe, "seed": 0}
     )
     job = api.wait_job(job["id"])
     assert job["status"] == "succeeded", job
     v2 = api.ok(api.http.get(f"/models/{job['result_model_id']}"))
     assert v2["version"] == 2 and v2["parent_id"] == v1["id"] and v2["classes"][:5] == OLD and len(v2["classes"]) == 10
+    assert v2["recipe"]["warm_start"] is True
     flips = api.ok(api.http.get(f"/models/{v2['id']}/flips"))
     assert flips["figures"]["scopes"]["old_classes"]["samples"] == 5 * SMALL_RECIPE["eval_samples_per_class"]
