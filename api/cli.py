@@ -14,6 +14,9 @@ import time
 
 import httpx
 
+from contracts.data_formats import DatasetFormat
+from contracts.methods import UpdateMethod
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL_STATUSES = {"succeeded", "failed", "cancelled"}
 BAR_WIDTH = 30
@@ -41,7 +44,7 @@ def print_table(headers: list[str], rows: list[list]) -> None:
     cells = [[str(value) for value in row] for row in [headers, *rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for index, row in enumerate(cells):
-        print("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
+        print("  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip())
         if index == 0:
             print("  ".join("-" * width for width in widths))
 
@@ -87,6 +90,21 @@ def models_list(client: httpx.Client, args) -> None:
             ]
             for m in page["items"]
         ],
+    )
+
+
+def models_upload(client: httpx.Client, args) -> None:
+    with args.file as handle:
+        model = request(
+            client,
+            "POST",
+            "/models",
+            data={"family": args.family},
+            files={"file": (os.path.basename(handle.name), handle)},
+        )
+    print(
+        f"model {model['id']}: {model['family']} v{model['version']} {model['status']} "
+        f"({model['architecture']}, {len(model['classes'])} classes)"
     )
 
 
@@ -207,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = datasets.add_parser("add", help="register a data set folder or file on the server")
     add.add_argument("name")
     add.add_argument("uri")
-    add.add_argument("--format", required=True, choices=["fashion-mnist", "imagefolder", "cifar", "npz"])
+    add.add_argument("--format", required=True, choices=[data_format.value for data_format in DatasetFormat])
     add.set_defaults(run=datasets_add)
 
     models = commands.add_parser("models").add_subparsers(required=True, dest="action")
@@ -216,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--status", choices=["candidate", "production", "rejected", "archived"])
     listing.add_argument("--limit", type=int, default=50)
     listing.set_defaults(run=models_list)
+    upload = models.add_parser("upload", help="register a deployed model file (`mpt import` writes one)")
+    upload.add_argument("file", type=argparse.FileType("rb"), help="a flipguard model file (.safetensors)")
+    upload.add_argument("--family", required=True, help="the model family; its first model becomes v1 in production")
+    upload.set_defaults(run=models_upload)
 
     update = commands.add_parser("update").add_subparsers(required=True, dest="action")
     submit = update.add_parser("submit", help="schedule an update job")
@@ -224,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--family")
     submit.add_argument("--architecture")
     submit.add_argument("--classes", help="comma-separated class names (default: all)")
-    submit.add_argument("--method", default=None)
+    submit.add_argument("--method", choices=[method.value for method in UpdateMethod], help="default: the server's")
     submit.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE", help="method parameter, e.g. bias=2 (repeatable)"
     )

@@ -29,11 +29,15 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from contracts.flips import FlipSummary
+from contracts.jobs import Gate, JobRequest, RegisteredModel
 from db.base import make_engine, make_session_factory
 from db.datasets.models import DatasetFormat
 from db.datasets.service import create_dataset, mark_dataset_ready
 from db.model_versions.service import register_uploaded_model
-from db.updates.service import claim_job, complete_job, create_job
+from db.updates.completion import complete_job
+from db.updates.lifecycle import claim_job
+from db.updates.submission import create_job
 from scripts.stack import Stack
 
 CLASSES = [f"class{i}" for i in range(10)]
@@ -59,8 +63,8 @@ def scope_figures(rows: list[dict], samples: int) -> dict:
     }
 
 
-def synthetic_report(ledger_rows: int) -> tuple[dict, list[dict]]:
-    """A flip report summary in mpt.flips' shape and its ledger, with `ledger_rows` flips."""
+def synthetic_report(ledger_rows: int) -> tuple[FlipSummary, list[dict]]:
+    """A flip report summary as mpt.flips makes it and its ledger, with `ledger_rows` flips."""
     samples = ledger_rows * 4
     ledger = []
     for index in range(ledger_rows):
@@ -111,7 +115,7 @@ def synthetic_report(ledger_rows: int) -> tuple[dict, list[dict]]:
             {"kind": "negative", "old_prediction": 0, "new_prediction": 1, "count": 10, "intrusion": False}
         ],
     }
-    return summary, ledger
+    return FlipSummary.from_dict(summary), ledger
 
 
 def seed(database_url: str, *, ledger_rows: int) -> tuple[int, int]:
@@ -140,16 +144,18 @@ def seed(database_url: str, *, ledger_rows: int) -> tuple[int, int]:
             )
             job, _ = create_job(
                 session,
-                base_model_id=base.id,
-                family=None,
-                architecture=None,
-                dataset_id=dataset.id,
-                classes=None,
-                method="mpt-kl",
-                method_params={},
-                recipe={},
-                gate={},
-                seed=0,
+                request=JobRequest(
+                    base_model_id=base.id,
+                    family=None,
+                    architecture=None,
+                    dataset_id=dataset.id,
+                    classes=None,
+                    method="mpt-kl",
+                    method_params={},
+                    recipe={},
+                    gate=Gate(),
+                    seed=0,
+                ),
             )
             claim_job(session, job_id=job.id, worker_id="bench", heartbeat_timeout_s=60)
             summary, ledger = synthetic_report(ledger_rows)
@@ -160,14 +166,14 @@ def seed(database_url: str, *, ledger_rows: int) -> tuple[int, int]:
                 ledger=ledger,
                 report=summary,
                 reference_report=summary,
-                model={
-                    "artifact_uri": "models/v2.safetensors",
-                    "sha256": "0" * 64,
-                    "architecture": "small_cnn",
-                    "classes": CLASSES,
-                    "recipe": {},
-                    "method": "mpt-kl",
-                },
+                model=RegisteredModel(
+                    artifact_uri="models/v2.safetensors",
+                    sha256="0" * 64,
+                    architecture="small_cnn",
+                    classes=tuple(CLASSES),
+                    recipe={},
+                    method="mpt-kl",
+                ),
             )
             return dataset.id, model.id
     finally:
@@ -225,7 +231,7 @@ async def load(stack: Stack, *, dataset_id: int, model_id: int, args) -> dict[st
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
     results: dict[str, list[dict]] = {name: [] for name in scenarios}
     async with httpx.AsyncClient(base_url=stack.url, headers=stack.headers, timeout=60, limits=limits) as client:
-        for name, make_request in scenarios.items():  # warm-up: connections, caches
+        for make_request in scenarios.values():  # warm-up: connections, caches
             await run_scenario(
                 client, make_request, requests=2 * args.concurrency, concurrency=args.concurrency, time_cap_s=10
             )

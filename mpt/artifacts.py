@@ -11,9 +11,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from contracts.model_file import MetadataKey
 from mpt.nets import build_net
-
-META_PREFIX = "flipguard."
 
 
 class ArtifactError(ValueError):
@@ -33,30 +32,28 @@ class ModelSpec:
 
     def to_metadata(self) -> dict[str, str]:
         values = {
-            "arch": self.arch,
-            "classes": list(self.classes),
-            "in_channels": self.in_channels,
-            "image_size": list(self.image_size),
-            "mean": list(self.mean),
-            "std": list(self.std),
+            MetadataKey.ARCH: self.arch,
+            MetadataKey.CLASSES: list(self.classes),
+            MetadataKey.IN_CHANNELS: self.in_channels,
+            MetadataKey.IMAGE_SIZE: list(self.image_size),
+            MetadataKey.MEAN: list(self.mean),
+            MetadataKey.STD: list(self.std),
         }
-        return {
-            META_PREFIX + key: json.dumps(value) if not isinstance(value, str) else value
-            for key, value in values.items()
-        }
+        return {key.value: json.dumps(value) if not isinstance(value, str) else value for key, value in values.items()}
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str] | None) -> ModelSpec:
         metadata = metadata or {}
         try:
-            read = lambda key: metadata[META_PREFIX + key]  # noqa: E731
+            # Looked up by the plain string, so that a KeyError names the key as the file does.
+            values = {key: metadata[key.value] for key in MetadataKey}
             return cls(
-                arch=read("arch"),
-                classes=tuple(json.loads(read("classes"))),
-                in_channels=int(json.loads(read("in_channels"))),
-                image_size=tuple(json.loads(read("image_size"))),
-                mean=tuple(json.loads(read("mean"))),
-                std=tuple(json.loads(read("std"))),
+                arch=values[MetadataKey.ARCH],
+                classes=tuple(json.loads(values[MetadataKey.CLASSES])),
+                in_channels=int(json.loads(values[MetadataKey.IN_CHANNELS])),
+                image_size=tuple(json.loads(values[MetadataKey.IMAGE_SIZE])),
+                mean=tuple(json.loads(values[MetadataKey.MEAN])),
+                std=tuple(json.loads(values[MetadataKey.STD])),
             )
         except (KeyError, ValueError, TypeError) as error:
             raise ArtifactError(f"model file metadata is missing or malformed ({error})") from None
@@ -87,6 +84,32 @@ def save_model(path: str | Path, net: torch.nn.Module, spec: ModelSpec) -> str:
     return file_sha256(path)
 
 
+def _named(keys: list[str], shown: int = 5) -> str:
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
+
+
+def load_state_strictly(net: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str, target: str) -> None:
+    """Load `state` into `net`, refusing mis-shaped, missing, unexpected and non-finite tensors by name."""
+    expected = net.state_dict()
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    problems = []
+    if wrong:
+        shapes = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in wrong]
+        problems.append(f"{len(wrong)} tensor(s) of the wrong shape: {_named(shapes)}")
+    if missing:
+        problems.append(f"missing {_named(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_named(unexpected)}")
+    if problems:
+        raise ArtifactError(f"{source} does not fit {target}: {'; '.join(problems)}")
+    if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
+        raise ArtifactError(f"{source} holds non-finite weights")
+    net.load_state_dict(state)
+
+
 def load_model(path: str | Path, *, sha256: str | None = None) -> LoadedModel:
     """Rebuild a network from its file, checking the digest and every tensor's shape."""
     path = Path(path)
@@ -106,26 +129,6 @@ def load_model(path: str | Path, *, sha256: str | None = None) -> LoadedModel:
         net = build_net(spec.arch, num_classes=len(spec.classes), in_channels=spec.in_channels)
     except ValueError as error:
         raise ArtifactError(str(error)) from None
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        details = []
-        if wrong:
-            k = wrong[0]
-            details.append(
-                f"{len(wrong)} tensor(s) of the wrong shape, e.g. {k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
-            )
-        if missing:
-            details.append(f"missing {', '.join(missing[:3])}")
-        if unexpected:
-            details.append(f"unexpected {', '.join(unexpected[:3])}")
-        raise ArtifactError(
-            f"{path.name} does not fit {spec.arch} with {len(spec.classes)} classes: {'; '.join(details)}"
-        )
-    if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
-        raise ArtifactError(f"{path.name} holds non-finite weights")
-    net.load_state_dict(state)
+    load_state_strictly(net, state, source=path.name, target=f"{spec.arch} with {len(spec.classes)} classes")
     net.eval()
     return LoadedModel(net, spec)

@@ -1,4 +1,4 @@
-"""The engine's command line: train, reference, update, sweep, evaluate, demo (and reproduce)."""
+"""The engine's command line: train, import, reference, update, sweep, evaluate, demo (and reproduce)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ import sys
 import time
 from pathlib import Path
 
+from contracts.data_formats import DatasetFormat
+from mpt import importer
 from mpt.artifacts import LoadedModel, load_model, save_model
 from mpt.cli_args import parse_assignments, parse_classes, recipe_from_args
 from mpt.console import epoch_progress, format_table
 from mpt.data import DataError, load_dataset
 from mpt.flips import headline
 from mpt.losses import METHODS
+from mpt.nets import ARCHITECTURES
 from mpt.recipe import MethodParams
 from mpt.reproduce.command import add_arguments as add_reproduce_arguments
 from mpt.reproduce.command import cmd_reproduce
@@ -53,6 +56,25 @@ def cmd_train(args) -> dict:
     return result
 
 
+def cmd_import(args: argparse.Namespace) -> dict:
+    spec, sha = importer.import_model(
+        args.weights,
+        arch=args.arch,
+        classes=importer.parse_class_names(args.classes),
+        image_size=importer.parse_image_size(args.image_size),
+        mean=importer.parse_floats(args.mean, what="--mean"),
+        std=importer.parse_floats(args.std, what="--std"),
+        in_channels=args.in_channels,
+        out=args.out,
+    )
+    height, width = spec.image_size
+    print(
+        f"wrote {args.out} ({spec.arch}, {len(spec.classes)} classes, {spec.in_channels}x{height}x{width} "
+        f"inputs, sha256 {sha})"
+    )
+    return {"model": args.out, "sha256": sha, "classes": list(spec.classes)}
+
+
 def _update(args, method: str, base: LoadedModel, bundle) -> UpdateOutcome:
     """Run one update from the command line's options (shared by update, reference, demo)."""
     return run_update(
@@ -82,8 +104,8 @@ def cmd_update(args) -> dict:
         "model": args.out,
         "sha256": sha,
         "method": args.method,
-        "report": outcome.report,
-        "reference_report": outcome.reference_report,
+        "report": outcome.report.to_dict(),
+        "reference_report": outcome.reference_report.to_dict(),
         "ledger": outcome.ledger.rows(),
         "history": outcome.history,
     }
@@ -152,8 +174,8 @@ def cmd_sweep(args) -> dict:
         "policy": outcome.policy,
         "trials": [t.summary() for t in outcome.trials],
         "reference_validation": outcome.reference_validation,
-        "report": outcome.report,
-        "reference_report": outcome.reference_report,
+        "report": outcome.report.to_dict(),
+        "reference_report": outcome.reference_report.to_dict(),
     }
     _write_json(args.json, result)
     return result
@@ -183,7 +205,7 @@ def cmd_evaluate(args) -> dict:
     )
     report, ledger = evaluate(model=new, baseline=old, evaluation=data.evaluation, k_old=k_old)
     print(format_table({Path(args.new).stem: headline(report)}))
-    result = {"report": report, "ledger": ledger.rows()}
+    result = {"report": report.to_dict(), "ledger": ledger.rows()}
     _write_json(args.json, result)
     return result
 
@@ -215,14 +237,12 @@ def cmd_demo(args) -> dict:
     rows = {"independent": headline(outcome.reference_report), "mpt-kl": headline(outcome.report)}
     print("\nupdate v1 (classes 0-4) -> v2 (classes 0-9), evaluated on the test split:")
     print(format_table(rows))
-    avoided = (
-        outcome.reference_report["scopes"]["all"]["negative_flips"] - outcome.report["scopes"]["all"]["negative_flips"]
-    )
+    avoided = outcome.reference_report.scopes.all.negative_flips - outcome.report.scopes.all.negative_flips
     print(
         f"\nMPT-KL avoided {avoided} negative flips compared with the independent retrain "
         f"({time.perf_counter() - started:.0f} s)."
     )
-    result = {"independent": outcome.reference_report, "mpt-kl": outcome.report}
+    result = {"independent": outcome.reference_report.to_dict(), "mpt-kl": outcome.report.to_dict()}
     _write_json(args.json or str(work / "demo.json"), result)
     return result
 
@@ -235,7 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--data", default=data_default, required=data_default is None, help="data set folder or .npz file"
         )
-        sub.add_argument("--format", choices=["fashion-mnist", "imagefolder", "cifar", "npz"], help="default: detected")
+        sub.add_argument(
+            "--format", choices=[data_format.value for data_format in DatasetFormat], help="default: detected"
+        )
         if seed:
             sub.add_argument("--seed", type=int, default=0)
         sub.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
@@ -265,6 +287,28 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_argument("--arch", default="small_cnn")
     train_cmd.add_argument("--out", required=True)
     train_cmd.set_defaults(handler=cmd_train)
+
+    import_cmd = commands.add_parser(
+        "import",
+        help="turn a deployed model's state_dict (.pt/.pth) or safetensors file into a flipguard model file",
+        description=importer.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    import_cmd.add_argument("weights", help="the state_dict (.pt/.pth) or safetensors file")
+    import_cmd.add_argument("--arch", required=True, choices=list(ARCHITECTURES))
+    import_cmd.add_argument(
+        "--classes", required=True, help="a file with one class name per line, or 'name,name,...' (output order)"
+    )
+    import_cmd.add_argument("--image-size", required=True, help="input height and width: 224, 224x224 or 32,48")
+    import_cmd.add_argument(
+        "--mean", required=True, help="per-channel mean for pixels in [0, 1], e.g. 0.485,0.456,0.406 (ImageNet's)"
+    )
+    import_cmd.add_argument("--std", required=True, help="per-channel std, e.g. 0.229,0.224,0.225 (ImageNet's)")
+    import_cmd.add_argument(
+        "--in-channels", type=int, choices=[1, 3], help="default: read from the first convolution's weights"
+    )
+    import_cmd.add_argument("--out", required=True, help="the flipguard model file to write (.safetensors)")
+    import_cmd.set_defaults(handler=cmd_import)
 
     reference_cmd = commands.add_parser("reference", help="train the independent reference for an update")
     add_common(reference_cmd)

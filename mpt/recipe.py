@@ -41,6 +41,11 @@ class Recipe:
     # choice on CUDA and always used on the CPU (mpt.train.training_memory_format).
     bf16_on_cuda: bool = True
     channels_last_on_cuda: bool = True
+    # Start the update's student from the base model's weights (the old classes' head rows
+    # stay in their indices, the new rows come from the seeded initialisation) instead of
+    # random weights (with `independent`, that is plain fine-tuning). Off in the paper's
+    # recipe; the reference models always start from scratch.
+    warm_start: bool = False
     # On CUDA, capture each training step once as a CUDA graph and replay it (mpt.graphs): the
     # same maths with a few hundred kernel launches fewer per step. Off by default until a GPU
     # run has measured it (docs/BENCHMARKS.md, GPU section).
@@ -65,11 +70,12 @@ class Recipe:
         return _from_dict(cls, {k: v for k, v in (values or {}).items() if k != "compile_on_cuda"})
 
     def digest(self) -> str:
-        """Hash of the fields that change the trained weights (used to reuse reference models)."""
+        """Hash of the fields that change a reference model's weights (used to reuse references)."""
         values = self.to_dict()
-        # The same maths however it is launched: a cached reference stays valid.
-        for runtime_only in ("poll_every_steps", "cuda_graphs", "pack_students"):
-            values.pop(runtime_only)
+        # Runtime-only options (the same maths however it is launched: a cached reference stays
+        # valid), and warm_start, which only the student uses.
+        for not_in_references in ("poll_every_steps", "cuda_graphs", "pack_students", "warm_start"):
+            values.pop(not_in_references)
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas import OrmModel, RowId
+from contracts.jobs import Gate, JobRequest
 from db.updates.models import JobStatus, UpdateMethod
 
 
@@ -48,6 +49,11 @@ class RecipeIn(BaseModel):
     poll_every_steps: int | None = Field(None, ge=1, le=10000, examples=[20])
     bf16_on_cuda: bool | None = Field(None, examples=[True])
     channels_last_on_cuda: bool | None = Field(None, examples=[True])
+    warm_start: bool | None = Field(
+        None,
+        examples=[False],
+        description="start the student from the base model's weights (new classes' head rows freshly initialised)",
+    )
     cuda_graphs: bool | None = Field(None, examples=[False])
     pack_students: Literal["auto", "on", "off"] | None = Field(None, examples=["auto"])
 
@@ -136,6 +142,21 @@ class UpdateCreate(BaseModel):
     recipe: RecipeIn = Field(default_factory=RecipeIn)
     gate: GateIn = Field(default_factory=GateIn)
     seed: int = Field(0, ge=0, le=2**31 - 1, examples=[0])
+
+    def to_job_request(self) -> JobRequest:
+        """The typed request create_job takes; recipe and method fields left out stay out."""
+        return JobRequest(
+            base_model_id=self.base_model_id,
+            family=self.family,
+            architecture=self.architecture,
+            dataset_id=self.dataset_id,
+            classes=tuple(self.classes) if self.classes is not None else None,
+            method=self.method,
+            method_params=self.method_params.model_dump(exclude_none=True),
+            recipe=self.recipe.model_dump(exclude_none=True),
+            gate=Gate(**self.gate.model_dump()),
+            seed=self.seed,
+        )
 
 
 class JobEventOut(OrmModel):

@@ -7,10 +7,13 @@ from db_helpers import (
     uploaded_model,
 )
 
+from contracts.jobs import Gate, JobRequest
 from db.flips.models import FlipKind, ReportRole
 from db.flips.service import find_report, get_sample, iter_samples, list_samples
 from db.model_versions.models import ModelStatus
-from db.updates.service import claim_job, complete_job, create_job
+from db.updates.completion import complete_job
+from db.updates.lifecycle import claim_job
+from db.updates.submission import create_job
 
 torch = pytest.importorskip("torch")
 flips = pytest.importorskip("mpt.flips")
@@ -32,16 +35,18 @@ def test_complete_job_stores_engine_report_and_ledger(session):
     base = uploaded_model(session)
     job, _ = create_job(
         session,
-        base_model_id=base.id,
-        family=None,
-        architecture=None,
-        dataset_id=dataset.id,
-        classes=None,
-        method="mpt-kl",
-        method_params={},
-        recipe={},
-        seed=0,
-        gate={"max_nfr": 0.5, "min_accuracy": None, "auto_promote": True},
+        request=JobRequest(
+            base_model_id=base.id,
+            family=None,
+            architecture=None,
+            dataset_id=dataset.id,
+            classes=None,
+            method="mpt-kl",
+            method_params={},
+            recipe={},
+            seed=0,
+            gate=Gate(max_nfr=0.5, min_accuracy=None, auto_promote=True),
+        ),
     )
     claim_job(session, job_id=job.id, worker_id="w1", heartbeat_timeout_s=60)
     summary, rows = engine_report()
@@ -57,17 +62,17 @@ def test_complete_job_stores_engine_report_and_ledger(session):
     assert model.status == ModelStatus.PRODUCTION
 
     report = find_report(session, model_id=model.id, baseline_model_id=base.id)
-    assert report.nfr_old_classes == pytest.approx(summary["scopes"]["old_classes"]["nfr"])
-    assert report.nfr_all == pytest.approx(summary["scopes"]["all"]["nfr"])
+    assert report.nfr_old_classes == pytest.approx(summary.scopes.old_classes.nfr)
+    assert report.nfr_all == pytest.approx(summary.scopes.all.nfr)
     assert report.samples == 8 and report.k_old == 2
     assert find_report(session, model_id=model.id, baseline_model_id=base.id, role=ReportRole.REFERENCE) is not None
 
     everything = list_samples(session, report_id=report.id, page_size=100)
     assert everything.total == len(rows)
     negatives = list_samples(session, report_id=report.id, kind=FlipKind.NEGATIVE)
-    assert negatives.total == summary["scopes"]["all"]["negative_flips"]
+    assert negatives.total == summary.scopes.all.negative_flips
     intrusions = list_samples(session, report_id=report.id, intrusion=True)
-    assert intrusions.total == summary["intrusion_flips"]
+    assert intrusions.total == summary.intrusion_flips
     assert all(row.new_prediction >= 2 for row in intrusions.items)
     label_zero = list_samples(session, report_id=report.id, label=0, page=1, page_size=1)
     assert label_zero.total == sum(1 for row in rows if row["label"] == 0)
