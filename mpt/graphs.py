@@ -1,9 +1,9 @@
 """The training step as one CUDA graph (Recipe.cuda_graphs): captured once, replayed per batch.
 
-At batch 128 the engine is launch-bound on an H200 (8,700 images/s at batch 128 against
-35,600 at batch 512, docs/BENCHMARKS.md): the step's several hundred kernel launches cost
-more than their arithmetic. A replay launches the whole captured step at once. How the maths
-stays the eager loop's (mpt.step.optimizer_step):
+At batch 128 the eager engine was launch-bound on an H200 (8,700 images/s at batch 128
+against 35,600 at batch 512, measured before this module existed; docs/BENCHMARKS.md, GPU):
+the step's several hundred kernel launches cost more than their arithmetic. A replay launches
+the whole captured step at once. How the maths stays the eager loop's (mpt.step.optimizer_step):
 
 - Every full batch is copied into static device buffers before a replay. Augmentation stays
   outside the graph (its generator is the loop's own, not the default CUDA generator capture
@@ -19,9 +19,10 @@ stays the eager loop's (mpt.step.optimizer_step):
 - Autocast runs with its weight-cast cache off, as torch requires for graphed autocast
   (torch.cuda.make_graphed_callables refuses the cache).
 - Warm-up before capture, on the stream the capture then uses (torch's CUDA graphs notes:
-  warm up on a side stream; one stream for both, as make_graphed_callables does since torch
-  2.12): the first WARMUP_STEPS full batches of each captured variant run the same step
-  eagerly there. They are real training steps; nothing is computed twice.
+  warm up on a side stream; one stream for both, as make_graphed_callables does after
+  pytorch#187745, so that libraries' lazily made handles exist on it before capture): the
+  first WARMUP_STEPS full batches of each captured variant run the same step eagerly there.
+  They are real training steps; nothing is computed twice.
 - The last short batch of an epoch runs the same step eagerly. Padding it to the static
   shape would put the padding into BatchNorm's batch statistics (a change of the maths), and
   a second graph for one step per epoch costs a capture for nothing.

@@ -47,13 +47,13 @@ class Recipe:
     # recipe; the reference models always start from scratch.
     warm_start: bool = False
     # On CUDA, capture each training step once as a CUDA graph and replay it (mpt.graphs): the
-    # same maths with a few hundred kernel launches fewer per step. Off by default until a GPU
-    # run has measured it (docs/BENCHMARKS.md, GPU section).
+    # same maths, one graph launch instead of a few hundred kernel launches per step. Off by
+    # default until a GPU run has measured it (docs/BENCHMARKS.md, GPU section).
     cuda_graphs: bool = False
     # Sweeps (mpt.train.train_students): train the students as one packed network (mpt.packed)
     # with one launch sequence for all: "on", "off", or "auto" = packed on CUDA, side by side on
-    # the CPU, where packing saves no launches worth having. Architectures packing does not
-    # know train side by side.
+    # the CPU (where packed took 1.36x the side-by-side time: docs/BENCHMARKS.md, "Sweeps").
+    # Architectures packing does not know train side by side.
     pack_students: Literal["auto", "on", "off"] = "auto"
 
     def __post_init__(self) -> None:

@@ -191,7 +191,9 @@ def _frozen(net: nn.Module, device: torch.device, memory_format) -> nn.Module:
     return frozen.to(device, memory_format=memory_format).eval().requires_grad_(False)
 
 
-def prepare_teachers(teachers: Teachers, specs: list[Method], device, memory_format) -> Teachers:
+def prepare_teachers(
+    teachers: Teachers, specs: list[Method], device: torch.device, memory_format: torch.memory_format
+) -> Teachers:
     """Only the teachers some student's method uses are prepared (and later run)."""
     return Teachers(
         old=_frozen(teachers.old, device, memory_format) if any(s.needs_old for s in specs) else None,
@@ -233,7 +235,9 @@ def train_students(
 
     Every step draws one batch and one augmentation, runs each needed teacher once, and then
     gives every student the same step `train` gives a lone student: each student ends with
-    exactly the weights it would have reached trained alone with the same seed. Callbacks
+    exactly the weights it would have reached trained alone with the same seed (packed into
+    one network, Recipe.pack_students, up to the rounding of grouped kernels). With
+    Recipe.cuda_graphs on CUDA the step is replayed from a CUDA graph (mpt.graphs). Callbacks
     see `{"epoch": e, "students": [metrics, ...]}` at each epoch's end.
     """
     if not (len(nets) == len(methods) == len(params)) or not nets:
@@ -340,8 +344,9 @@ def _students(
     """One Student per net, or one packed Student for all of them (Recipe.pack_students)."""
     losses = list(zip(specs, params, strict=True))
     packed = None
-    # "auto" packs on CUDA only: packing's gain is one launch sequence for all students, and a
-    # CPU does the same arithmetic either way.
+    # "auto" packs on CUDA only: packing's gain is one launch sequence for all students; on
+    # the CPU, which pays little per launch, a packed sweep took 1.36x the side-by-side time
+    # (docs/BENCHMARKS.md, "Sweeps").
     if len(nets) > 1 and (recipe.pack_students == "on" or (recipe.pack_students == "auto" and device.type == "cuda")):
         try:
             packed = pack(nets).to(device, memory_format=memory_format)
@@ -389,7 +394,7 @@ def _poll(students: list[Student], epoch: int, step: int, callbacks: Callbacks, 
         raise TrainingCancelled(f"cancelled in epoch {epoch + 1}")
 
 
-def training_memory_format(device: torch.device, recipe: Recipe):
+def training_memory_format(device: torch.device, recipe: Recipe) -> torch.memory_format:
     """channels_last on CUDA as the recipe says; always on the CPU, where oneDNN's convolutions,
     pooling and BatchNorm run faster in that layout (a layout, not a change of the maths:
     docs/BENCHMARKS.md has the measurement)."""
