@@ -65,9 +65,9 @@ def main() -> None:
                 params=MethodParams(bias=biases[-1]),
             )
         else:
-            pack = "on" if which == "packed" else "off"
+            sweep_recipe = dataclasses.replace(recipe, pack_students="on" if which == "packed" else "off")
             train_students(
-                dataclasses.replace(setup, teachers=teachers, recipe=dataclasses.replace(recipe, pack_students=pack)),
+                dataclasses.replace(setup, teachers=teachers, recipe=sweep_recipe),
                 nets=nets,
                 methods=["mpt-kl"] * len(biases),
                 params=[MethodParams(bias=b) for b in biases],

@@ -47,6 +47,7 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,6 +70,7 @@ from mpt.train import (
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 RECIPE = Recipe(epochs=1, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, crop_padding=4)
 SWEEP_BIASES = (0.0, 1.0, 2.0, 4.0)  # docs/METHOD.md's grid for b
+OLD_TEACHER_SEED, REFERENCE_TEACHER_SEED = 101, 102  # both loops learn from the same teachers
 # name -> (recipe changes, students)
 VARIANTS: dict[str, tuple[dict, int]] = {
     "eager": ({}, 1),
@@ -85,7 +87,7 @@ class PilDataset(torch.utils.data.Dataset):
     def __init__(self, images: np.ndarray, labels: np.ndarray, mean, std, padding: int):
         self.images, self.labels = images, labels  # (N, H, W) grey or (N, H, W, 3)
         self.mean, self.std, self.padding = tuple(mean), tuple(std), padding
-        self.transform = None  # built lazily in each worker
+        self.transform: Callable | None = None  # built lazily in each worker
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -94,9 +96,10 @@ class PilDataset(torch.utils.data.Dataset):
         from PIL import Image
         from torchvision import transforms as T
 
-        if self.transform is None:
+        transform = self.transform
+        if transform is None:
             size = self.images.shape[1]
-            self.transform = T.Compose(
+            transform = self.transform = T.Compose(
                 [
                     T.RandomCrop(size, padding=self.padding),
                     T.RandomHorizontalFlip(),
@@ -104,7 +107,7 @@ class PilDataset(torch.utils.data.Dataset):
                     T.Normalize(self.mean, self.std),
                 ]
             )
-        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+        return transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
 def workload(arch: str, samples: int, *, seed: int = 0, fashion_mnist: str = FASHION_MNIST_DIR):
@@ -121,8 +124,8 @@ def workload(arch: str, samples: int, *, seed: int = 0, fashion_mnist: str = FAS
 
 def teachers_for(arch: str, k: int, k_old: int, in_channels: int) -> Teachers:
     return Teachers(
-        old=build_net(arch, num_classes=k_old, in_channels=in_channels, seed=101).eval(),
-        reference=build_net(arch, num_classes=k, in_channels=in_channels, seed=102).eval(),
+        old=build_net(arch, num_classes=k_old, in_channels=in_channels, seed=OLD_TEACHER_SEED).eval(),
+        reference=build_net(arch, num_classes=k, in_channels=in_channels, seed=REFERENCE_TEACHER_SEED).eval(),
     )
 
 
@@ -164,8 +167,8 @@ def reference_run(
     )
     in_channels = train_set.images.shape[1]
     student = build_net(arch, num_classes=k, in_channels=in_channels, seed=1).to(device).train()
-    teachers = teachers_for(arch, k, k_old, in_channels)
-    old, reference = teachers.old.to(device), teachers.reference.to(device)
+    old = build_net(arch, num_classes=k_old, in_channels=in_channels, seed=OLD_TEACHER_SEED).to(device).eval()
+    reference = build_net(arch, num_classes=k, in_channels=in_channels, seed=REFERENCE_TEACHER_SEED).to(device).eval()
     optimizer = torch.optim.SGD(
         student.parameters(), lr=RECIPE.lr, momentum=RECIPE.momentum, weight_decay=RECIPE.weight_decay
     )
