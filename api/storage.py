@@ -4,26 +4,24 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from safetensors import SafetensorError, safe_open
-
 from api.errors import ApiError
+from api.model_files import check_state_dict, read_safetensors_header
+from contracts.limits import MAX_CLASS_NAME_CHARS, MAX_CLASSES, duplicates
 from db.errors import InvalidInput
 from db.settings import Settings
 
 CHUNK_BYTES = 1 << 20
 METADATA_PREFIX = "flipguard."
 REQUIRED_METADATA = ("arch", "classes", "in_channels", "image_size", "mean", "std")
-# The classifier layer of each architecture the engine builds (mpt.nets.ARCHITECTURES; the API
-# does not import torch): its weight has one row per class.
-HEAD_WEIGHT = {"small_cnn": "fc.weight", "resnet18": "fc.weight", "resnet34": "fc.weight", "resnet50": "fc.weight"}
 # A safetensors file starts with the header's length (u64, little-endian) and then its JSON.
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+MAX_HEADER_BYTES = 16 * 1024 * 1024
 
 
 def resolve_data_path(uri: str, *, settings: Settings, loc: tuple) -> Path:
@@ -120,16 +118,12 @@ def check_safetensors_framing(path: Path, *, loc: tuple) -> None:
 
 
 def read_model_metadata(path: Path, *, loc: tuple) -> ModelFileMetadata:
-    """Validate a safetensors model file's header, flipguard metadata and classifier shape
-    (header only: no tensor data is read, no torch)."""
+    """Validate a safetensors model file's header, flipguard metadata and tensors: the file
+    must hold exactly its architecture's state dict (header only: no tensor data, no torch)."""
     check_safetensors_framing(path, loc=loc)
-    try:
-        with safe_open(str(path), framework="numpy") as handle:
-            metadata = handle.metadata() or {}
-            shapes = {name: handle.get_slice(name).get_shape() for name in handle.keys()}
-    except (SafetensorError, OSError, ValueError) as error:
-        raise InvalidInput(f"corrupt safetensors file: {error}", loc=loc) from None
-    if not shapes:
+    header = read_safetensors_header(path, loc=loc)
+    metadata = header.metadata
+    if not header.tensors:
         raise InvalidInput("the safetensors file holds no tensors", loc=loc)
     missing = [METADATA_PREFIX + key for key in REQUIRED_METADATA if METADATA_PREFIX + key not in metadata]
     if missing:
@@ -139,15 +133,21 @@ def read_model_metadata(path: Path, *, loc: tuple) -> ModelFileMetadata:
         in_channels = int(json.loads(metadata[METADATA_PREFIX + "in_channels"]))
         image_size = [int(side) for side in json.loads(metadata[METADATA_PREFIX + "image_size"])]
         mean, std = ([float(value) for value in json.loads(metadata[METADATA_PREFIX + key])] for key in ("mean", "std"))
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, RecursionError) as error:
         raise InvalidInput(f"malformed flipguard metadata: {error}", loc=loc) from None
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
         raise InvalidInput("flipguard.classes must be a non-empty list of class names", loc=loc)
-    duplicates = sorted({name for name in classes if classes.count(name) > 1})
-    if duplicates:
-        raise InvalidInput(f"flipguard.classes lists these classes twice: {duplicates}", loc=loc)
+    if len(classes) > MAX_CLASSES or any(len(name) > MAX_CLASS_NAME_CHARS for name in classes):
+        raise InvalidInput(
+            f"flipguard.classes may name at most {MAX_CLASSES} classes of at most {MAX_CLASS_NAME_CHARS} characters",
+            loc=loc,
+        )
+    twice = duplicates(classes)
+    if twice:
+        raise InvalidInput(f"flipguard.classes lists these classes twice: {twice}", loc=loc)
+    check_normalisation(in_channels=in_channels, image_size=image_size, mean=mean, std=std, loc=loc)
     architecture = metadata[METADATA_PREFIX + "arch"]
-    check_head_shape(architecture, classes=classes, shapes=shapes, loc=loc)
+    check_state_dict(architecture, num_classes=len(classes), in_channels=in_channels, tensors=header.tensors, loc=loc)
     return ModelFileMetadata(
         architecture=architecture,
         classes=classes,
@@ -158,17 +158,14 @@ def read_model_metadata(path: Path, *, loc: tuple) -> ModelFileMetadata:
     )
 
 
-def check_head_shape(architecture: str, *, classes: list[str], shapes: dict[str, list[int]], loc: tuple) -> None:
-    """The architecture must be one the engine builds, and its classifier must have one output
-    per class of the metadata."""
-    if architecture not in HEAD_WEIGHT:
-        raise InvalidInput(f"unknown flipguard.arch {architecture!r}; known: {', '.join(HEAD_WEIGHT)}", loc=loc)
-    key = HEAD_WEIGHT[architecture]
-    shape = shapes.get(key)
-    if shape is None or len(shape) != 2:
-        raise InvalidInput(f"{architecture} weights need a 2-D {key} tensor (the classifier); found {shape}", loc=loc)
-    if shape[0] != len(classes):
-        raise InvalidInput(f"{key} has {shape[0]} outputs but flipguard.classes names {len(classes)} classes", loc=loc)
+def check_normalisation(*, in_channels: int, image_size: list[int], mean: list[float], std: list[float], loc) -> None:
+    """Two positive image sides, and a finite mean and a positive finite std per input channel."""
+    if len(image_size) != 2 or not all(0 < side <= 65536 for side in image_size):
+        raise InvalidInput(f"flipguard.image_size must be [height, width], got {image_size}", loc=loc)
+    if len(mean) != in_channels or len(std) != in_channels:
+        raise InvalidInput(f"flipguard.mean and flipguard.std need one value per channel ({in_channels})", loc=loc)
+    if not all(math.isfinite(m) for m in mean) or not all(math.isfinite(s) and s > 0 for s in std):
+        raise InvalidInput("flipguard.mean must be finite and flipguard.std finite and positive", loc=loc)
 
 
 def copy_data_file(path: Path, *, settings: Settings, loc: tuple) -> StoredFile:

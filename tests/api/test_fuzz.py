@@ -38,7 +38,7 @@ SETTINGS = Settings(
     broker_url=f"filesystem://{HOME / 'broker'}",
     artifact_root=HOME / "artifacts",
     data_roots=[HOME / "data"],
-    max_upload_bytes=64 * 1024,
+    max_upload_bytes=1024 * 1024,  # a small_cnn file is about 370 KB
 )
 APP = create_app(SETTINGS)
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
