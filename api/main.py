@@ -8,6 +8,7 @@ from api.dashboard.views import install_dashboard
 from api.datasets.views import router as datasets_router
 from api.errors import install_error_handlers
 from api.flips.views import router as flips_router
+from api.guards import install_body_guard
 from api.metrics import install_metrics
 from api.model_versions.views import router as models_router
 from api.ops.views import router as ops_router
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sessions = make_session_factory(app.state.engine)
     app.state.queue = TaskQueue(settings)
     install_error_handlers(app)
+    install_body_guard(app, settings)
     install_metrics(app)
     for router in (datasets_router, models_router, flips_router, updates_router, ops_router):
         app.include_router(router)

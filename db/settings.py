@@ -25,7 +25,10 @@ class Settings(BaseSettings):
     # How often each worker looks for jobs that no broker message carries any more (a lost
     # Redis, a killed worker) and sends them again; claims make a duplicate harmless.
     reconcile_interval_s: float = 30.0
+    # Request bodies: a model upload (POST /models) may be this large; every other body (JSON,
+    # forms) at most max_json_body_bytes. Larger ones are a 413 before or while they are read.
     max_upload_bytes: int = 512 * 1024 * 1024
+    max_json_body_bytes: int = 2 * 1024 * 1024
     device: str = "auto"
     # Every route but /health and the dashboard's login page needs a bearer token with the
     # route's scope (tokens: `python -m api.tokens create`). Off only for local experiments.

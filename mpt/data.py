@@ -12,10 +12,13 @@ import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from contracts.limits import duplicates
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top",
@@ -64,12 +67,13 @@ class ImageSet:
 
     def select_classes(self, names: list[str]) -> ImageSet:
         """Keep the samples of the named classes, relabelled to the order of `names`."""
-        missing = [name for name in names if name not in self.classes]
+        position = {name: index for index, name in enumerate(self.classes)}
+        missing = [name for name in names if name not in position]
         if missing:
             raise DataError(f"classes not in the data set: {', '.join(missing)}")
         lookup = torch.full((len(self.classes),), -1, dtype=torch.long)
         for new_index, name in enumerate(names):
-            lookup[self.classes.index(name)] = new_index
+            lookup[position[name]] = new_index
         relabelled = lookup[self.labels]
         keep = relabelled >= 0
         return ImageSet(self.images[keep], relabelled[keep], list(names))
@@ -94,7 +98,7 @@ class ImageSet:
         for c in range(len(self.classes)):
             members = (self.labels == c).nonzero().flatten()
             members = members[torch.randperm(members.numel(), generator=generator)]
-            held.append(members[: int(round(members.numel() * fraction))])
+            held.append(members[: round(members.numel() * fraction)])
         held_out = torch.zeros(len(self), dtype=torch.bool)
         held_out[torch.cat(held)] = True
         return self.take((~held_out).nonzero().flatten()), self.take(held_out.nonzero().flatten())
@@ -178,9 +182,9 @@ def load_dataset(uri: str | Path, data_format: str | None = None) -> DataBundle:
         raise DataError("the training and evaluation splits name different classes")
     if train.images.shape[1:] != test.images.shape[1:]:
         raise DataError("the training and evaluation splits have different image shapes")
-    duplicates = sorted({c for c in train.classes if train.classes.count(c) > 1})
-    if duplicates:
-        raise DataError(f"duplicate class names in the data set: {', '.join(duplicates)}")
+    twice = duplicates(train.classes)
+    if twice:
+        raise DataError(f"duplicate class names in the data set: {', '.join(twice)}")
     return DataBundle(train, test, content_digest(train, test))
 
 
@@ -251,7 +255,7 @@ def _load_imagefolder(root: Path) -> tuple[ImageSet, ImageSet]:
 class _ArrayUnpickler(pickle.Unpickler):
     """CIFAR's pickles hold dicts of lists, bytes and numpy arrays; nothing else may load."""
 
-    ALLOWED = {
+    ALLOWED: ClassVar[set[tuple[str, str]]] = {
         ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
@@ -337,13 +341,15 @@ class ClassMap:
 def build_class_map(old_classes: list[str], data_classes: list[str]) -> ClassMap:
     """Old classes keep their positions (matched by name); the data's other classes follow."""
     for label, names in (("old model", old_classes), ("update data", data_classes)):
-        duplicates = sorted({c for c in names if names.count(c) > 1})
-        if duplicates:
-            raise DataError(f"duplicate class names in the {label}: {', '.join(duplicates)}")
-    missing = [c for c in old_classes if c not in data_classes]
+        twice = duplicates(names)
+        if twice:
+            raise DataError(f"duplicate class names in the {label}: {', '.join(twice)}")
+    # Sets: linear in the number of classes.
+    in_data, in_old = set(data_classes), set(old_classes)
+    missing = [c for c in old_classes if c not in in_data]
     if missing:
         raise DataError(f"the update data lacks old classes: {', '.join(missing)}")
-    new = [c for c in data_classes if c not in old_classes]
+    new = [c for c in data_classes if c not in in_old]
     return ClassMap(tuple(old_classes) + tuple(new), len(old_classes))
 
 

@@ -128,7 +128,7 @@ async def register_model(request: Request, session: SessionDep, settings: Settin
         return await run_in_threadpool(_register_file, session, settings, stored, family=fields.family, loc=loc)
     try:
         payload = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RequestValidationError(
             [{"loc": ("body",), "msg": "send multipart/form-data or a JSON object", "type": "json_invalid"}]
         ) from None

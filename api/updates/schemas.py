@@ -8,11 +8,15 @@ default, so the defaults live in one place (mpt/recipe.py).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.schemas import OrmModel, RowId
+from contracts.limits import MAX_CLASS_NAME_CHARS, MAX_CLASSES, duplicates
 from db.updates.models import JobStatus, UpdateMethod
+
+ClassName = Annotated[str, Field(min_length=1, max_length=MAX_CLASS_NAME_CHARS)]
 
 
 class RecipeIn(BaseModel):
@@ -123,10 +127,11 @@ class UpdateCreate(BaseModel):
         examples=["resnet18"],
     )
     dataset_id: RowId = Field(description="a data set in status ready", examples=[2])
-    classes: list[str] | None = Field(
+    classes: list[ClassName] | None = Field(
         None,
         min_length=1,
-        description="training classes by name; omitted: all of the data set",
+        max_length=MAX_CLASSES,
+        description=f"training classes by name (at most {MAX_CLASSES}, no duplicates); omitted: all of the data set",
         examples=[["sandal", "sneaker", "boot", "slipper"]],
     )
     method: UpdateMethod = Field(UpdateMethod.MPT_KL, examples=["mpt-kl"])
@@ -134,6 +139,14 @@ class UpdateCreate(BaseModel):
     recipe: RecipeIn = Field(default_factory=RecipeIn)
     gate: GateIn = Field(default_factory=GateIn)
     seed: int = Field(0, ge=0, le=2**31 - 1, examples=[0])
+
+    @field_validator("classes")
+    @classmethod
+    def _classes_once(cls, classes: list[str] | None) -> list[str] | None:
+        twice = duplicates(classes or [])
+        if twice:
+            raise ValueError(f"classes listed twice: {twice[:20]}")
+        return classes
 
 
 class JobEventOut(OrmModel):

@@ -89,7 +89,7 @@ def test_select_classes_relabels_in_the_given_order():
     assert len(picked) == 6 + 4
     # Each kept image is the original with its label renamed: k3 -> 0, k1 -> 1.
     originals = {int(data.images[i, 0, 0, 0]): int(data.labels[i]) for i in range(len(data))}
-    for image, label in zip(picked.images, picked.labels):
+    for image, label in zip(picked.images, picked.labels, strict=True):
         assert {3: 0, 1: 1}[originals[int(image[0, 0, 0])]] == int(label)
     # Data order is kept.
     kept = [i for i in range(len(data)) if int(data.labels[i]) in (1, 3)]
@@ -166,9 +166,9 @@ def test_augment_without_padding_or_flip_is_identity():
 def test_flip_only_mirrors_some_samples():
     images = _batch(n=32)
     out = augment(images, padding=0, flip=True, generator=torch.Generator().manual_seed(1))
-    mirrored = [torch.equal(o, i.flip(2)) for o, i in zip(out, images)]
-    unchanged = [torch.equal(o, i) for o, i in zip(out, images)]
-    assert all(m or u for m, u in zip(mirrored, unchanged))
+    mirrored = [torch.equal(o, i.flip(2)) for o, i in zip(out, images, strict=True)]
+    unchanged = [torch.equal(o, i) for o, i in zip(out, images, strict=True)]
+    assert all(m or u for m, u in zip(mirrored, unchanged, strict=True))
     assert any(mirrored) and any(unchanged)
 
 
@@ -177,7 +177,7 @@ def test_crops_are_shifts_of_the_zero_padded_image():
     images = _batch(n=24, size=size)
     out = augment(images, padding=padding, flip=False, generator=torch.Generator().manual_seed(2))
     offsets = []
-    for image, cropped in zip(images, out):
+    for image, cropped in zip(images, out, strict=True):
         padded = torch.zeros(3, size + 2 * padding, size + 2 * padding, dtype=torch.uint8)
         padded[:, padding : padding + size, padding : padding + size] = image  # manual zero padding
         found = [
@@ -425,3 +425,28 @@ def test_real_fashion_mnist():  # scripts/setup.sh installs Debian's dataset-fas
     assert bundle.train.images.shape == (60000, 1, 28, 28)
     assert torch.bincount(bundle.train.labels).tolist() == [6000] * 10
     assert torch.bincount(bundle.test.labels).tolist() == [1000] * 10
+
+
+class CountingName(str):
+    """A class name that counts how often it is compared for equality."""
+
+    comparisons = 0
+
+    def __eq__(self, other):
+        CountingName.comparisons += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def test_class_map_and_subsets_take_linear_time():
+    """Thousands of classes: each name is compared a bounded number of times (list.count and
+    `in list` in a loop compare every pair)."""
+    old = [CountingName(f"old-{i}") for i in range(2000)]
+    data = [CountingName(name) for name in old] + [CountingName(f"new-{i}") for i in range(2000)]
+    CountingName.comparisons = 0
+    class_map = build_class_map(old, data)
+    assert class_map.k_old == 2000 and len(class_map.classes) == 4000
+    images = ImageSet(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 2, 3]), list(data))
+    images.select_classes(list(reversed(old)))
+    assert CountingName.comparisons <= 4 * len(data)
