@@ -25,7 +25,7 @@ MAX_JSON_DEPTH = 32
 # The form fields, part headers and boundaries around an uploaded file.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-# Routes that take a file: their body may be as large as max_upload_bytes (plus the form).
+# Routes that take a file: a multipart body may be as large as max_upload_bytes (plus the form).
 UPLOAD_ROUTES = {("POST", "/models")}
 
 
@@ -97,9 +97,9 @@ class BodyGuard:
         self.app = app
         self.settings = settings
 
-    def limit_of(self, scope: Scope) -> tuple[int, str]:
+    def limit_of(self, scope: Scope, content_type: str) -> tuple[int, str]:
         route = (scope["method"], scope["path"].rstrip("/") or "/")
-        if route in UPLOAD_ROUTES:
+        if route in UPLOAD_ROUTES and content_type.startswith("multipart/form-data"):
             return self.settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES, "FLIPGUARD_MAX_UPLOAD_BYTES"
         return self.settings.max_json_body_bytes, "FLIPGUARD_MAX_JSON_BODY_BYTES"
 
@@ -107,8 +107,9 @@ class BodyGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        limit, setting = self.limit_of(scope)
         headers = Headers(scope=scope)
+        content_type = headers.get("content-type", "").lower()
+        limit, setting = self.limit_of(scope, content_type)
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             # Refused before a byte of the body is read.
@@ -134,7 +135,6 @@ class BodyGuard:
             await send(message)
 
         downstream = counted
-        content_type = headers.get("content-type", "").lower()
         if scope["method"] not in ("GET", "HEAD", "OPTIONS") and not content_type.startswith(FORM_TYPES):
             try:
                 body = await self._read_all(counted)

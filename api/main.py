@@ -12,6 +12,7 @@ from api.guards import install_body_guard
 from api.metrics import install_metrics
 from api.model_versions.views import router as models_router
 from api.ops.views import router as ops_router
+from api.partials import remove_orphaned_partials
 from api.queue import TaskQueue
 from api.updates.views import router as updates_router
 from db.base import make_engine, make_session_factory
@@ -32,6 +33,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = make_engine(settings.database_url)
     app.state.sessions = make_session_factory(app.state.engine)
     app.state.queue = TaskQueue(settings)
+    # Uploads a killed process left half-written (live ones hold a lock and stay).
+    remove_orphaned_partials(settings)
     install_error_handlers(app)
     install_body_guard(app, settings)
     install_metrics(app)

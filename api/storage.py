@@ -13,6 +13,7 @@ from typing import BinaryIO
 
 from api.errors import ApiError
 from api.model_files import check_state_dict, read_safetensors_header
+from api.partials import locked_partial
 from contracts.limits import MAX_CLASS_NAME_CHARS, MAX_CLASSES, duplicates
 from db.errors import InvalidInput
 from db.settings import Settings
@@ -70,7 +71,7 @@ def store_model_file(source: BinaryIO, *, settings: Settings, loc: tuple) -> Sto
     digest = hashlib.sha256()
     size = 0
     try:
-        with open(partial, "wb") as out:
+        with locked_partial(partial) as out:
             for chunk in iter(lambda: source.read(CHUNK_BYTES), b""):
                 size += len(chunk)
                 if size > settings.max_upload_bytes:
