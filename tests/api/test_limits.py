@@ -165,3 +165,16 @@ def test_an_unforeseen_error_is_the_json_error_body(app, make_token):
     assert response.json() == {
         "detail": [{"loc": [], "msg": "internal error (RuntimeError)", "type": "internal_error"}]
     }
+
+
+def test_start_up_removes_orphaned_partial_uploads_only(settings):
+    import fcntl
+
+    folder = settings.artifact_path("models")
+    folder.mkdir(parents=True)
+    (folder / "orphan.partial").write_bytes(b"half an upload")
+    (folder / "kept.safetensors").write_bytes(b"a stored model")
+    with open(folder / "live.partial", "wb") as live:
+        fcntl.flock(live, fcntl.LOCK_EX)  # another process is writing this one
+        create_app(settings)
+        assert sorted(path.name for path in folder.iterdir()) == ["kept.safetensors", "live.partial"]
