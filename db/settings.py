@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 512 * 1024 * 1024
     max_json_body_bytes: int = 2 * 1024 * 1024
     device: str = "auto"
+    # The URL browsers reach the API at (scheme://host[:port]), when a proxy in front of it
+    # changes the scheme or host: cookie-authenticated writes must come from this origin.
+    public_url: str | None = None
     # Every route but /health and the dashboard's login page needs a bearer token with the
     # route's scope (tokens: `python -m api.tokens create`). Off only for local experiments.
     auth_enabled: bool = True
