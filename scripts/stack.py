@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -59,8 +60,16 @@ class Stack:
         self.workers: list[subprocess.Popen] = []
         self.token: str | None = None
 
-    def _spawn(self, name: str, args: list[str], extra_env: dict | None = None) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "ab")
+    def _spawn(
+        self, name: str, args: list[str], extra_env: dict | None = None, address_space_bytes: int | None = None
+    ) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "ab")  # noqa: SIM115 (the child writes to it)
+
+        def before_exec() -> None:
+            _die_with_parent()
+            if address_space_bytes is not None:  # a memory bomb then fails in the child alone
+                resource.setrlimit(resource.RLIMIT_AS, (address_space_bytes, address_space_bytes))
+
         return subprocess.Popen(
             args,
             cwd=ROOT,
@@ -68,7 +77,7 @@ class Stack:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # signals to the test runner do not reach the children
-            preexec_fn=_die_with_parent,
+            preexec_fn=before_exec,
         )
 
     def migrate(self) -> None:
@@ -118,8 +127,14 @@ class Stack:
         self.wait_until(lambda: self._healthy(), timeout_s=60, what="the API to answer /health")
 
     def start_worker(
-        self, name: str = "worker", queues: str = "training,light", extra_env: dict | None = None
+        self,
+        name: str = "worker",
+        queues: str = "training,light",
+        extra_env: dict | None = None,
+        *,
+        address_space_bytes: int | None = None,
     ) -> subprocess.Popen:
+        """A Celery worker process; `address_space_bytes` caps its virtual memory (RLIMIT_AS)."""
         worker = self._spawn(
             name,
             [
@@ -140,6 +155,7 @@ class Stack:
                 "--without-mingle",
             ],
             extra_env,
+            address_space_bytes,
         )
         self.workers.append(worker)
         return worker
