@@ -17,6 +17,7 @@ from api.queue import TaskQueue
 from api.security import SecurityHeaders, install_docs
 from api.updates.views import router as updates_router
 from db.base import make_engine, make_session_factory
+from db.migrate import head_revision
 from db.settings import Settings
 
 
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = make_engine(settings.database_url)
     app.state.sessions = make_session_factory(app.state.engine)
     app.state.queue = TaskQueue(settings)
+    app.state.schema_head = head_revision()  # what /health expects the database to report
     # Uploads a killed process left half-written (live ones hold a lock and stay).
     remove_orphaned_partials(settings)
     install_error_handlers(app)

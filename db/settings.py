@@ -39,6 +39,11 @@ class Settings(BaseSettings):
     # past that the data set is failed.
     inspect_timeout_s: float = 900.0
     max_inspect_deliveries: int = 3
+    # Each worker records a heartbeat this often; /health counts a worker as live while its
+    # last one is younger than worker_stale_after_s, and answers 503 when no live worker
+    # serves the training queue.
+    worker_heartbeat_interval_s: float = 10.0
+    worker_stale_after_s: float = 60.0
     # Request bodies: a model upload (POST /models) may be this large; every other body (JSON,
     # forms) at most max_json_body_bytes. Larger ones are a 413 before or while they are read.
     max_upload_bytes: int = 512 * 1024 * 1024

@@ -164,9 +164,12 @@ class Stack:
         if self.api is not None and self.api.poll() is not None:
             raise RuntimeError(f"the API exited with {self.api.returncode}; see {self.log_dir / 'api.log'}")
         try:
-            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+            response = httpx.get(f"{self.url}/health", timeout=5)
         except httpx.HTTPError:
             return False
+        # The API is up once it answers with a working database; /health stays 503 until a
+        # worker serves the training queue, and workers are started after the API.
+        return response.status_code == 200 or (response.status_code == 503 and response.json().get("database") == "ok")
 
     @staticmethod
     def wait_until(condition, *, timeout_s: float, what: str, interval_s: float = 0.3):

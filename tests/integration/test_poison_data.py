@@ -5,6 +5,7 @@ is failed after a bounded number of deliveries instead of staying `pending` fore
 
 from __future__ import annotations
 
+import socket
 import textwrap
 from pathlib import Path
 
@@ -68,6 +69,17 @@ def test_a_worker_survives_poison_data_sets(stack_home, tmp_path):
         ready = register(api, "good", good, "npz")
         assert ready["status"] == "ready" and ready["train_size"] == 4, ready
         assert worker.poll() is None
+
+        # /health names the live worker and its queue, and is 503 until one serves training.
+        health = api.http.get("/health")
+        assert health.status_code == 503, health.text
+        (light,) = health.json()["workers"]
+        assert light["name"] == f"limited@{socket.gethostname()}" and light["queues"] == ["light"] and light["live"]
+        trainer = stack.start_worker("trainer", queues="training")
+        Stack.wait_until(lambda: api.http.get("/health").status_code == 200, timeout_s=120, what="a training worker")
+        stack.stop_process(trainer)  # a clean shutdown removes its heartbeat row
+        health = api.http.get("/health")
+        assert health.status_code == 503 and [w["name"] for w in health.json()["workers"]] == [light["name"]]
     finally:
         stack.stop()
 

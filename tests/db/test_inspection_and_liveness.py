@@ -1,5 +1,6 @@
-"""Inspection deliveries are counted in the row before the work: one claim at a time, a claim
-older than the timeout is presumed dead, and the reconciler finds data sets nobody holds."""
+"""Inspection deliveries are counted in the row before the work (one claim at a time, a claim
+older than the timeout presumed dead, the reconciler finds data sets nobody holds); worker
+heartbeats are one row per worker."""
 
 from __future__ import annotations
 
@@ -65,3 +66,17 @@ def test_data_sets_needing_inspection(session):
     age(session, dead.id, inspect_started_at=61)
     assert datasets_needing_inspection(session, timeout_s=60, grace_s=30) == [lost.id, dead.id]
     assert fresh.id not in datasets_needing_inspection(session, timeout_s=60, grace_s=30)
+
+
+def test_worker_heartbeats_are_one_row_per_worker(session):
+    from db.workers.service import is_live, list_workers, record_heartbeat, remove_worker
+
+    started = utcnow() - timedelta(seconds=30)
+    record_heartbeat(session, name="gpu0@a", queues=["training"], started_at=started)
+    record_heartbeat(session, name="gpu0@a", queues=["training"], started_at=started)
+    record_heartbeat(session, name="light@a", queues=["light", "extra"])
+    rows = list_workers(session)
+    assert [(row.name, row.queues) for row in rows] == [("light@a", ["extra", "light"]), ("gpu0@a", ["training"])]
+    assert all(is_live(row, stale_after_s=10) for row in rows)
+    remove_worker(session, name="light@a")
+    assert [row.name for row in list_workers(session)] == ["gpu0@a"]
