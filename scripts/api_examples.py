@@ -24,7 +24,10 @@ Every route but `/health` needs a bearer token (`Authorization: Bearer <token>`)
 scope: `read` for GETs, `submit` for registering data sets and models and for scheduling or
 cancelling updates, `admin` for promotion. Create tokens with
 `python -m api.tokens create --name NAME --scopes read,submit`. Errors are 4xx with a body
-whose `detail[].loc` names the offending field.
+whose `detail[].loc` names the offending field. Request bodies are bounded (a 413 past
+`FLIPGUARD_MAX_JSON_BODY_BYTES`, 2 MiB, or for a model upload `FLIPGUARD_MAX_UPLOAD_BYTES`)
+and JSON is parsed strictly (no NaN or Infinity). A write authenticated by the dashboard's
+cookie instead of a bearer token must come from the API's own origin (`Origin` header).
 
 | route | scope | what |
 |---|---|---|
@@ -34,7 +37,7 @@ whose `detail[].loc` names the offending field.
 | `POST /models/{id}/promote` | admin | gated promotion; `force` needs a `reason`, which is recorded |
 | `POST /updates`, `GET /updates`, `GET /updates/{id}`, `POST /updates/{id}/cancel` | submit / read | schedule (202; `Idempotency-Key` honoured), follow, cancel |
 | `GET /models/{id}/flips`, `GET /models/{id}/flips/{sample}/image` | read | the regression report against the predecessor (or `?against=`), paginated flips, `?format=csv`; a flipped sample's image |
-| `GET /health`, `GET /metrics` | none / read | liveness of the database and broker; Prometheus metrics |
+| `GET /health`, `GET /metrics` | none / read | whether the database, the broker and a training worker can do their work (503 if not), every worker's queues and heartbeat; Prometheus metrics |
 | `/dashboard` | read (cookie from `/dashboard/login`) | the MLOps dashboard |
 
 The examples below were run by `scripts/api_examples.py` against the embedded stack (SQLite,
@@ -42,7 +45,7 @@ filesystem broker) on {date}; `$URL` is the API's address and `$TOKEN` an admin 
 """
 
 EXAMPLES = [
-    ("Liveness", "curl -s $URL/health"),
+    ("Health", "curl -s $URL/health"),
     ("Requests without a token are refused", "curl -s -i $URL/models | head -n 1; curl -s $URL/models"),
     (
         "Register a data set",

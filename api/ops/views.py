@@ -65,7 +65,7 @@ def health(request: Request, session: SessionDep, queue: QueueDep, settings: Set
     schema revision is the code's, its tables can be counted), the broker answers, and a live
     worker serves the training queue. Lists each worker with its queues and the seconds since
     its last heartbeat (live: younger than FLIPGUARD_WORKER_STALE_AFTER_S)."""
-    checks: dict = {}
+    checks: dict = {"database": "unknown", "schema": None}
     expected = request.app.state.schema_head
     try:
         revision = session.execute(text("SELECT version_num FROM alembic_version")).scalar_one_or_none()
