@@ -21,13 +21,18 @@ class Liveness:
         self.session_factory = session_factory
         self.started_at = utcnow()
         self._stop = threading.Event()
+        # A beat and the removal never interleave: no beat re-creates the row after a stop.
+        self._writing = threading.Lock()
 
     def beat(self) -> None:
-        try:
-            with self.session_factory() as session:
-                record_heartbeat(session, name=self.name, queues=self.queues, started_at=self.started_at)
-        except Exception:  # a database outage: /health shows the gap; beat again next round
-            log.warning("worker heartbeat failed", exc_info=True)
+        with self._writing:
+            if self._stop.is_set():
+                return
+            try:
+                with self.session_factory() as session:
+                    record_heartbeat(session, name=self.name, queues=self.queues, started_at=self.started_at)
+            except Exception:  # a database outage: /health shows the gap; beat again next round
+                log.warning("worker heartbeat failed", exc_info=True)
 
     def start(self) -> Liveness:
         self.beat()
@@ -40,9 +45,10 @@ class Liveness:
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        try:
-            with self.session_factory() as session:
-                remove_worker(session, name=self.name)
-        except Exception:
-            log.warning("could not remove the worker's heartbeat row", exc_info=True)
+        with self._writing:
+            self._stop.set()
+            try:
+                with self.session_factory() as session:
+                    remove_worker(session, name=self.name)
+            except Exception:
+                log.warning("could not remove the worker's heartbeat row", exc_info=True)
