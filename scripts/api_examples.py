@@ -37,7 +37,7 @@ cookie instead of a bearer token must come from the API's own origin (`Origin` h
 | `POST /models/{id}/promote` | admin | gated promotion; `force` needs a `reason`, which is recorded |
 | `POST /updates`, `GET /updates`, `GET /updates/{id}`, `POST /updates/{id}/cancel` | submit / read | schedule (202; `Idempotency-Key` honoured), follow, cancel |
 | `GET /models/{id}/flips`, `GET /models/{id}/flips/{sample}/image` | read | the regression report against the predecessor (or `?against=`), paginated flips, `?format=csv`; a flipped sample's image |
-| `GET /health`, `GET /metrics` | none / read | whether the database, the broker and a training worker can do their work (503 if not), every worker's queues and heartbeat; Prometheus metrics |
+| `GET /health`, `GET /metrics` | none / read | database, broker and workers (503 if no training worker); metrics |
 | `/dashboard` | read (cookie from `/dashboard/login`) | the MLOps dashboard |
 
 The examples below were run by `scripts/api_examples.py` against the embedded stack (SQLite,
@@ -117,6 +117,22 @@ curl -s -X POST $URL/models -H "Authorization: Bearer $TOKEN" -F family=evil -F 
     ),
 ]
 MAX_LINES = 40
+# Prose shown before an example's command.
+NOTES = {
+    "Health": """`GET /health` needs no token. It answers 200 when the service can do its work and 503 when it
+cannot. `database` is a real read, not a ping: the schema's alembic revision (`schema`) must be
+the one the code migrates to, and the rows of its tables are counted (a corrupt SQLite file
+fails here). `broker` is a connection to the broker. `workers` lists every worker that has not
+shut down cleanly, with the queues it consumes, the seconds since its last heartbeat (written
+every `FLIPGUARD_WORKER_HEARTBEAT_INTERVAL_S`, 10 s) and whether it is `live` (heard from within
+`FLIPGUARD_WORKER_STALE_AFTER_S`, 60 s); `queues` counts the live workers of each queue.
+`training_queue` is an error, and the status 503, while no live worker serves the training
+queue. A container health check that should restart only a broken API process (not one
+waiting for workers) runs `python -m api.healthcheck`: it exits 0 when `/health` answers with a
+working database, whatever the workers.
+
+""",
+}
 
 
 def _pretty(text: str) -> str:
@@ -142,6 +158,8 @@ def main() -> None:
     ):
         env = {"URL": stack.url, "TOKEN": stack.token, "PATH": "/usr/bin:/bin"}
         client = httpx.Client(base_url=stack.url, headers=stack.headers, timeout=30)
+        # The first example shows /health with the worker live.
+        Stack.wait_until(lambda: client.get("/health").status_code == 200, timeout_s=120, what="a live worker")
         for title, command in EXAMPLES:
             # Let the worker finish what the next example reads.
             if "/datasets/1" in command:
@@ -163,7 +181,8 @@ def main() -> None:
                 ["bash", "-c", command], env=env, cwd=home, capture_output=True, text=True, timeout=120
             )
             sections.append(
-                f"## {title}\n\n```sh\n{command}\n```\n\n```\n{_pretty(result.stdout + result.stderr)}\n```\n"
+                f"## {title}\n\n{NOTES.get(title, '')}```sh\n{command}\n```\n\n"
+                f"```\n{_pretty(result.stdout + result.stderr)}\n```\n"
             )
     (ROOT / "docs" / "API.md").write_text("\n".join(sections))
     print(f"wrote {ROOT / 'docs' / 'API.md'}")
