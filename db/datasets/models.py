@@ -41,4 +41,7 @@ class Dataset(Base):
     test_size: Mapped[int | None]
     image_shape: Mapped[list[int] | None] = mapped_column(JSONType)  # [C, H, W]
     digest: Mapped[str | None] = mapped_column(String(128))
+    # An .npz in the artifact store written at inspection: `labels` (M,) and uint8 `images`
+    # (M, C, H, W), a few test images per class for the dashboard (the API reads it without torch).
+    samples_uri: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -50,6 +50,7 @@ def mark_dataset_ready(
     test_size: int,
     image_shape: list[int],
     digest: str,
+    samples_uri: str | None = None,
 ) -> Dataset:
     """Record what the worker found in the data set and make it usable by update jobs."""
     dataset = get_dataset(session, dataset_id=dataset_id)
@@ -58,6 +59,7 @@ def mark_dataset_ready(
     dataset.test_size = test_size
     dataset.image_shape = list(image_shape)
     dataset.digest = digest
+    dataset.samples_uri = samples_uri
     dataset.status = DatasetStatus.READY
     dataset.error = None
     session.commit()
