@@ -8,6 +8,7 @@ from db.settings import Settings
 
 INSPECT_DATASET_TASK = "flipguard.inspect_dataset"
 RUN_UPDATE_TASK = "flipguard.run_update"
+COMPARE_MODELS_TASK = "flipguard.compare_models"
 LIGHT_QUEUE = "light"
 TRAINING_QUEUE = "training"
 
@@ -34,6 +35,10 @@ class TaskQueue:
     def run_update(self, job_id: int) -> None:
         """Ask a training worker to run an update job (a duplicate delivery is harmless)."""
         self.celery.send_task(RUN_UPDATE_TASK, args=[job_id], queue=TRAINING_QUEUE)
+
+    def compare_models(self, comparison_id: int) -> None:
+        """Ask a light worker to compute the flip report of an on-demand comparison."""
+        self.celery.send_task(COMPARE_MODELS_TASK, args=[comparison_id], queue=LIGHT_QUEUE)
 
     def ping(self) -> None:
         """Raise if the broker cannot be reached."""

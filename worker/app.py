@@ -31,6 +31,7 @@ def create_celery(settings: Settings) -> Celery:
         task_routes={
             "flipguard.run_update": {"queue": TRAINING_QUEUE},
             "flipguard.inspect_dataset": {"queue": LIGHT_QUEUE},
+            "flipguard.compare_models": {"queue": LIGHT_QUEUE},
         },
         worker_hijack_root_logger=False,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery.signals import worker_ready
 
-from worker import jobs
+from worker import comparisons, jobs
 from worker.app import TRAINING_QUEUE, app
 from worker.reconciler import start_reconciler
 
@@ -17,6 +17,11 @@ def run_update(job_id: int) -> str:
 @app.task(name="flipguard.inspect_dataset")
 def inspect_dataset(dataset_id: int) -> str:
     return jobs.inspect_dataset(dataset_id=dataset_id)
+
+
+@app.task(name="flipguard.compare_models")
+def compare_models(comparison_id: int) -> str:
+    return comparisons.execute_comparison(comparison_id=comparison_id)
 
 
 @worker_ready.connect
