@@ -308,5 +308,28 @@ def inspect_dataset(*, dataset_id: int) -> str:
         with_db_retries(lambda s: mark_dataset_failed(s, dataset_id=dataset_id, error=reason))
         return f"failed: {reason}"
     described = bundle.describe()
-    with_db_retries(lambda s: mark_dataset_ready(s, dataset_id=dataset_id, **described))
+    samples_uri = _store_dataset_samples(dataset_id, bundle.test)
+    with_db_retries(lambda s: mark_dataset_ready(s, dataset_id=dataset_id, samples_uri=samples_uri, **described))
     return "ready"
+
+
+# Sample images kept per data set for the dashboard: a few per class, at most this many in all.
+SAMPLES_PER_CLASS = 4
+MAX_SAMPLES = 64
+
+
+def _store_dataset_samples(dataset_id: int, test) -> str | None:
+    """Write the first few test images of each class to the artifact store (an .npz the API
+    serves without torch); None when the split is empty."""
+    per_class = max(1, min(SAMPLES_PER_CLASS, MAX_SAMPLES // max(len(test.classes), 1)))
+    picked: list[int] = []
+    for label in range(len(test.classes)):
+        members = (test.labels == label).nonzero().flatten()[:per_class].tolist()
+        picked.extend(members[: MAX_SAMPLES - len(picked)])
+    if not picked:
+        return None
+    uri = f"datasets/dataset-{dataset_id}-{uuid.uuid4().hex[:8]}.npz"
+    path = artifact_path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, labels=test.labels[picked].numpy(), images=test.images[picked].numpy())
+    return uri
