@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import uuid
@@ -40,7 +41,11 @@ def resolve_data_path(uri: str, *, settings: Settings, loc: tuple) -> Path:
     roots = [Path(os.path.realpath(root)) for root in settings.data_roots]
     if not any(real == root or root in real.parents for root in roots):
         allowed = ", ".join(str(root) for root in settings.data_roots)
-        raise InvalidInput(f"{uri} is not inside an allowed data root ({allowed})", loc=loc)
+        raise InvalidInput(
+            f"{uri} is not inside an allowed data root ({allowed}); to allow its folder, add it to the "
+            "server's FLIPGUARD_DATA_ROOTS setting (a JSON list of folders) and restart the API and workers",
+            loc=loc,
+        )
     if not real.exists():
         raise InvalidInput(f"{uri} does not exist", loc=loc)
     return real
@@ -126,7 +131,7 @@ def read_model_metadata(path: Path, *, loc: tuple) -> ModelFileMetadata:
     try:
         with safe_open(str(path), framework="numpy") as handle:
             metadata = handle.metadata() or {}
-            shapes = {name: handle.get_slice(name).get_shape() for name in handle.keys()}
+            shapes = {name: handle.get_slice(name).get_shape() for name in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as error:
         raise InvalidInput(f"corrupt safetensors file: {error}", loc=loc) from None
     if not shapes:
@@ -181,3 +186,18 @@ def copy_data_file(path: Path, *, settings: Settings, loc: tuple) -> StoredFile:
         )
     with open(path, "rb") as source:
         return store_model_file(source, settings=settings, loc=loc)
+
+
+def png_bytes(pixels, *, min_side: int) -> bytes:
+    """A (C, H, W) uint8 image as PNG bytes, upscaled (nearest neighbour) until its short side
+    reaches `min_side` pixels so that small images stay visible."""
+    import numpy as np  # imported here: the client CLI imports this module for its choices
+    from PIL import Image
+
+    pixels = np.asarray(pixels, dtype=np.uint8)
+    image = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
+    scale = max(1, -(-min_side // min(image.size)))
+    image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
