@@ -7,11 +7,14 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import FileResponse
 
-from api.deps import READ, SUBMIT, PaginationDep, QueueDep, SessionDep
-from api.errors import error_responses
+from api.deps import READ, SUBMIT, PaginationDep, QueueDep, SessionDep, SettingsDep
+from api.errors import ApiError, error_responses
 from api.schemas import Page, RowId
+from api.storage import file_sha256
 from api.updates.schemas import UpdateCreate, UpdateDetail, UpdateOut
+from db.references.models import ReferenceModel
 from db.updates.models import JobStatus
 from db.updates.service import create_job, get_job, list_events, list_jobs, request_cancel
 
@@ -89,6 +92,47 @@ def read(job_id: RowId, session: SessionDep):
     job = get_job(session, job_id=job_id)
     return UpdateDetail.model_validate(
         {**UpdateOut.model_validate(job).model_dump(), "events": list_events(session, job_id=job_id)}
+    )
+
+
+@router.get(
+    "/{job_id}/reference/weights",
+    dependencies=[READ],
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, **error_responses(404, 500)},
+)
+def download_reference(job_id: RowId, session: SessionDep, settings: SettingsDep):
+    """The safetensors weights of the independent reference the job trained (or reused from the
+    cache): the model its flip report compares the update with, sha256 checked."""
+    job = get_job(session, job_id=job_id)
+    reference = session.get(ReferenceModel, job.reference_model_id) if job.reference_model_id is not None else None
+    if reference is None:
+        raise ApiError(
+            404,
+            f"update job {job_id} has no independent reference (a first version, or not trained yet)",
+            loc=("path", "job_id"),
+            error_type="not_found",
+        )
+    path = settings.artifact_path(reference.artifact_uri)
+    if not path.is_file():
+        raise ApiError(
+            404,
+            f"the reference weights of update job {job_id} are missing from the artifact store",
+            loc=("path", "job_id"),
+            error_type="artifact_missing",
+        )
+    if file_sha256(path) != reference.sha256:
+        raise ApiError(
+            500,
+            f"the reference weights of update job {job_id} do not match their sha256",
+            loc=("path", "job_id"),
+            error_type="artifact_corrupt",
+        )
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        filename=f"{job.family}-job{job_id}-reference.safetensors",
+        headers={"X-Checksum-Sha256": reference.sha256},
     )
 
 
