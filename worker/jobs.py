@@ -137,8 +137,10 @@ class JobMonitor:
         with_db_retries(
             lambda s: record_event(s, job_id=self.job_id, phase=self.phase, epoch=epoch + 1, metrics=metrics)
         )
-        # A short epoch can end between two heartbeats: write the finished epoch now.
+        # A short epoch can end between two heartbeats (and before the loop's next progress
+        # poll): write the finished epoch and its share of the phase now.
         self.epoch = epoch + 1
+        self.progress = max(self.progress, min((epoch + 1) / max(self.epochs, 1), 1.0))
         self.beat()
 
 
