@@ -146,7 +146,9 @@ def read_report(
     baseline_id = _baseline_id(session, model_id=model_id, against=against)
     report = find_report(session, model_id=model_id, baseline_model_id=baseline_id)
     if report is None:
-        comparison = start_comparison(session, queue, model_id=model_id, baseline_model_id=baseline_id)
+        comparison = start_comparison(
+            session, queue, model_id=model_id, baseline_model_id=baseline_id, retry_failed=False
+        )
         if comparison.status == ComparisonStatus.FAILED:
             raise Conflict(
                 f"computing the report of model {model_id} against model {baseline_id} failed: "

@@ -86,10 +86,12 @@ def request_comparison(
     baseline_model_id: int,
     model_loc: tuple = ("path", "model_id"),
     baseline_loc: tuple = ("query", "against"),
+    retry_failed: bool = True,
 ) -> tuple[Comparison, bool]:
     """Queue the comparison of `model_id` against `baseline_model_id`; returns (row, queued_now).
 
-    A pair asked for before returns its row (the cache); a failed one is queued again. Two
+    A pair asked for before returns its row (the cache); a failed one is queued again when
+    `retry_failed` (else returned failed, so that a reader sees why). Two
     requests racing for a new pair collide on the pair's unique constraint; the loser
     returns the winner's row.
     """
@@ -117,7 +119,7 @@ def request_comparison(
             existing = find_comparison(session, model_id=model_id, baseline_model_id=baseline_model_id)
         return existing, False
     if existing is not None:
-        if existing.status != ComparisonStatus.FAILED:
+        if existing.status != ComparisonStatus.FAILED or not retry_failed:
             return existing, False
         retried = session.execute(
             update(Comparison)
