@@ -64,7 +64,7 @@ def pending_response(comparison: Comparison) -> JSONResponse:
     response_model=ComparisonOut,
     responses={
         202: {"description": "queued or computing: follow Location", "model": ComparisonOut},
-        **error_responses(404, 409, 422),
+        **error_responses(400, 404, 409, 422),
     },
 )
 def create(body: ComparisonCreate, session: SessionDep, queue: QueueDep, response: Response):

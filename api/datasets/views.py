@@ -66,7 +66,7 @@ def read(dataset_id: RowId, session: SessionDep):
     return get_dataset(session, dataset_id=dataset_id)
 
 
-def _samples(settings, dataset) -> tuple[np.ndarray, np.ndarray] | None:
+def stored_samples(settings, dataset) -> tuple[np.ndarray, np.ndarray] | None:
     """The labels and images the worker stored at inspection, if any."""
     if dataset.samples_uri is None:
         return None
@@ -81,7 +81,7 @@ def _samples(settings, dataset) -> tuple[np.ndarray, np.ndarray] | None:
 def list_samples(dataset_id: RowId, session: SessionDep, settings: SettingsDep):
     """A few test images per class, stored by the worker when it inspected the data set."""
     dataset = get_dataset(session, dataset_id=dataset_id)
-    stored = _samples(settings, dataset)
+    stored = stored_samples(settings, dataset)
     classes = dataset.classes or []
     items = []
     if stored is not None:
@@ -107,7 +107,7 @@ def list_samples(dataset_id: RowId, session: SessionDep, settings: SettingsDep):
 def sample_image(dataset_id: RowId, position: RowId, session: SessionDep, settings: SettingsDep):
     """One stored sample image as a PNG, enlarged so that small images are visible."""
     dataset = get_dataset(session, dataset_id=dataset_id)
-    stored = _samples(settings, dataset)
+    stored = stored_samples(settings, dataset)
     if stored is None or position >= len(stored[0]):
         raise NotFound(f"data set {dataset_id} has no stored sample {position}", loc=("path", "position"))
     return Response(png_bytes(stored[1][position], min_side=MIN_IMAGE_SIDE), media_type="image/png")

@@ -8,14 +8,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
 
 from api.deps import READ, SUBMIT, PaginationDep, QueueDep, SessionDep, SettingsDep
 from api.errors import ApiError, error_responses
+from api.queue import TaskQueue
 from api.schemas import Page, RowId
 from api.storage import file_sha256
 from api.updates.schemas import UpdateCreate, UpdateDetail, UpdateOut
 from db.references.models import ReferenceModel
-from db.updates.models import JobStatus
+from db.updates.models import JobStatus, UpdateJob
 from db.updates.service import create_job, get_job, list_events, list_jobs, request_cancel
 
 router = APIRouter(prefix="/updates", tags=["updates"], responses=error_responses(401, 403))
@@ -52,6 +54,16 @@ def submit(
     ] = None,
 ):
     """Schedule a compatible retrain of a deployed model (or a first version from scratch)."""
+    job, created = submit_update(session, queue, body, idempotency_key=idempotency_key)
+    if not created:
+        response.status_code = 200
+    return job
+
+
+def submit_update(
+    session: Session, queue: TaskQueue, body: UpdateCreate, *, idempotency_key: str | None = None
+) -> tuple[UpdateJob, bool]:
+    """Validate and queue an update (the REST route and the dashboard's form both call this)."""
     job, created = create_job(
         session,
         base_model_id=body.base_model_id,
@@ -67,13 +79,11 @@ def submit(
         idempotency_key=idempotency_key,
         request_hash=request_hash(body),
     )
-    if not created:
-        response.status_code = 200
     # Sent after the commit, so the worker finds the row. A replay of a still queued job
     # sends again in case the first send failed: claiming is atomic, extra deliveries are dropped.
     if created or job.status == JobStatus.QUEUED:
         queue.run_update(job.id)
-    return job
+    return job, created
 
 
 @router.get("", dependencies=[READ], response_model=Page[UpdateOut])
