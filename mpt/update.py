@@ -6,20 +6,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
-from mpt.artifacts import LoadedModel, ModelSpec
+from mpt.artifacts import LoadedModel, ModelSpec, load_model, save_model
 from mpt.data import ClassMap, DataBundle, ImageSet, build_class_map, channel_stats
 from mpt.flips import FlipLedger, flip_report
 from mpt.losses import get_method
 from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe
-from mpt.train import Callbacks, Teachers, predict, resolve_device, train
+from mpt.train import Callbacks, Teachers, TrainingSetup, predict, resolve_device, train
 
 
 @dataclass
@@ -66,6 +66,20 @@ class ReferenceStore(Protocol):
     def save(self, key: str, model: LoadedModel) -> None: ...
 
 
+class FileReferenceStore:
+    """Independent references cached as `<key>.safetensors` in a folder."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def load(self, key: str) -> LoadedModel | None:
+        path = self.folder / f"{key}.safetensors"
+        return load_model(path) if path.exists() else None
+
+    def save(self, key: str, model: LoadedModel) -> None:
+        save_model(self.folder / f"{key}.safetensors", model.net, model.spec)
+
+
 @dataclass
 class Progress:
     """Phase-aware hooks: the pipeline names each phase before the loop's callbacks fire."""
@@ -90,9 +104,12 @@ class UpdateOutcome:
     reference_report: dict | None = None
 
 
-def _spec_for(arch: str, data: UpdateData, mean, std) -> ModelSpec:
+def untrained_model(
+    arch: str, data: UpdateData, mean: Sequence[float], std: Sequence[float], *, seed: int
+) -> LoadedModel:
+    """A network for the update's images and classes, its initial weights fixed by `seed`."""
     images = data.train.images
-    return ModelSpec(
+    spec = ModelSpec(
         arch=arch,
         classes=tuple(data.class_map.classes),
         in_channels=images.shape[1],
@@ -100,77 +117,39 @@ def _spec_for(arch: str, data: UpdateData, mean, std) -> ModelSpec:
         mean=tuple(mean),
         std=tuple(std),
     )
+    return LoadedModel(build_net(arch, num_classes=len(spec.classes), in_channels=spec.in_channels, seed=seed), spec)
 
 
 def _train_fresh(
-    *,
-    arch: str,
-    data: UpdateData,
-    recipe: Recipe,
-    method: str,
-    params: MethodParams,
-    seed: int,
-    mean,
-    std,
-    teachers: Teachers,
-    device: torch.device,
-    callbacks: Callbacks,
-    checkpoint_path: Path | None,
+    setup: TrainingSetup, *, arch: str, data: UpdateData, method: str, params: MethodParams
 ) -> tuple[LoadedModel, list[dict]]:
-    spec = _spec_for(arch, data, mean, std)
-    net = build_net(arch, num_classes=len(spec.classes), in_channels=spec.in_channels, seed=seed)
-    history = train(
-        net=net,
-        train_set=data.train,
-        recipe=recipe,
-        method=method,
-        params=params,
-        new_mask=data.class_map.new_mask(),
-        mean=mean,
-        std=std,
-        seed=seed,
-        teachers=teachers,
-        validation=data.validation,
-        device=device,
-        callbacks=callbacks,
-        checkpoint_path=checkpoint_path,
-    )
-    return LoadedModel(net.cpu(), spec), history
+    model = untrained_model(arch, data, setup.mean, setup.std, seed=setup.seed)
+    history = train(setup, net=model.net, method=method, params=params)
+    return LoadedModel(model.net.cpu(), model.spec), history
 
 
 def independent_model(
+    setup: TrainingSetup,
     *,
     data: UpdateData,
     arch: str,
-    recipe: Recipe,
-    seed: int,
-    mean,
-    std,
     store: ReferenceStore | None,
     progress: Progress,
     phase: str,
-    device: torch.device,
     checkpoint_dir: Path | None,
 ) -> LoadedModel:
-    """An independently trained model on the update's classes, reused from `store` when cached."""
-    key = reference_key(data=data, arch=arch, recipe=recipe, seed=seed, mean=mean, std=std)
+    """An independently trained model on the update's classes with `setup`'s seed, reused from `store` when cached."""
+    key = reference_key(data=data, arch=arch, recipe=setup.recipe, seed=setup.seed, mean=setup.mean, std=setup.std)
     cached = store.load(key) if store else None
     if cached is not None:
         return cached
-    model, _ = _train_fresh(
-        arch=arch,
-        data=data,
-        recipe=recipe,
-        method="independent",
-        params=MethodParams(),
-        seed=seed,
-        mean=mean,
-        std=std,
+    setup = replace(
+        setup,
         teachers=Teachers(),
-        device=device,
         callbacks=progress.enter(phase),
         checkpoint_path=checkpoint_dir / f"{phase}.ckpt" if checkpoint_dir else None,
     )
+    model, _ = _train_fresh(setup, arch=arch, data=data, method="independent", params=MethodParams())
     if store:
         store.save(key, model)
     return model
@@ -204,8 +183,9 @@ def update_setup(
     arch: str | None,
     recipe: Recipe,
     seed: int,
-) -> tuple[str, UpdateData, tuple, tuple]:
-    """The architecture, the prepared data and the normalisation of an update (or first version)."""
+    device: torch.device,
+) -> tuple[str, UpdateData, TrainingSetup]:
+    """The architecture, the prepared data and the training setup (no teachers yet) of an update or first version."""
     arch = arch or (base.spec.arch if base else None)
     if arch is None:
         raise ValueError("a first version needs an architecture")
@@ -224,7 +204,17 @@ def update_setup(
         mean, std = base.spec.mean, base.spec.std
     else:
         mean, std = channel_stats(data.train.images)
-    return arch, data, mean, std
+    setup = TrainingSetup(
+        train_set=data.train,
+        new_mask=data.class_map.new_mask(),
+        mean=mean,
+        std=std,
+        recipe=recipe,
+        seed=seed,
+        validation=data.validation,
+        device=device,
+    )
+    return arch, data, setup
 
 
 def run_update(
@@ -255,46 +245,31 @@ def run_update(
     method_spec = get_method(method)
     if base is None and method != "independent":
         raise ValueError(f"a first version (no base model) trains with 'independent', not {method!r}")
-    arch, data, mean, std = update_setup(bundle=bundle, base=base, classes=classes, arch=arch, recipe=recipe, seed=seed)
-    common = dict(
-        data=data,
-        arch=arch,
-        recipe=recipe,
-        mean=mean,
-        std=std,
-        store=store,
-        progress=progress,
-        device=torch_device,
-        checkpoint_dir=checkpoint_dir,
+    arch, data, setup = update_setup(
+        bundle=bundle, base=base, classes=classes, arch=arch, recipe=recipe, seed=seed, device=torch_device
     )
+    common = dict(data=data, arch=arch, store=store, progress=progress, checkpoint_dir=checkpoint_dir)
     teachers = Teachers(old=base.net if base else None)
     reference = None
     if method_spec.needs_reference or base is not None:
         # The reference is also what the report compares MPT with, so any update gets one.
-        reference = independent_model(seed=seed, phase="reference", **common)
+        reference = independent_model(setup, phase="reference", **common)
         teachers.reference = reference.net
     if method_spec.needs_ensemble:
         teachers.ensemble = [
-            independent_model(seed=seed + member, phase=f"ensemble-{member}", **common).net
+            independent_model(replace(setup, seed=seed + member), phase=f"ensemble-{member}", **common).net
             for member in range(1, params.elodi_ensemble_size + 1)
         ]
     if method == "independent" and reference is not None:
         model, history = reference, []  # the independent retrain *is* the cached reference
     else:
-        model, history = _train_fresh(
-            arch=arch,
-            data=data,
-            recipe=recipe,
-            method=method,
-            params=params,
-            seed=seed,
-            mean=mean,
-            std=std,
+        student_setup = replace(
+            setup,
             teachers=teachers,
-            device=torch_device,
             callbacks=progress.enter("training"),
             checkpoint_path=checkpoint_dir / "training.ckpt" if checkpoint_dir else None,
         )
+        model, history = _train_fresh(student_setup, arch=arch, data=data, method=method, params=params)
     outcome = UpdateOutcome(model=model, history=history, data=data, reference=reference)
     if base is not None:
         progress.enter("evaluating")
