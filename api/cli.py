@@ -962,12 +962,13 @@ FLIP_NAMES = {
 def wait_for_comparison(api: Session, comparison: dict, *, interval: float) -> None:
     """Poll a comparison until its report is stored; exit 1 with the reason if it failed."""
     label = f"computing model {comparison['model_id']} against model {comparison['baseline_model_id']}"
-    with out.status(label) if out.is_terminal else _null():
-        if not out.is_terminal:
-            out.print(f"{label} (comparison {comparison['id']}) ...")
-        while comparison["status"] in ("queued", "running"):
-            time.sleep(interval)
-            comparison = api.json("GET", f"/comparisons/{comparison['id']}")
+    if comparison["status"] in ("queued", "running"):
+        with out.status(label) if out.is_terminal else _null():
+            if not out.is_terminal:
+                out.print(f"{label} (comparison {comparison['id']}) ...")
+            while comparison["status"] in ("queued", "running"):
+                time.sleep(interval)
+                comparison = api.json("GET", f"/comparisons/{comparison['id']}")
     if comparison["status"] == "failed":
         fail(f"comparison {comparison['id']} failed: {comparison['error']}")
 
