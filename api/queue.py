@@ -4,13 +4,8 @@ from __future__ import annotations
 
 from celery import Celery
 
+from contracts.tasks import COMPARE_MODELS_TASK, INSPECT_DATASET_TASK, RUN_UPDATE_TASK, TASK_QUEUES
 from db.settings import Settings
-
-INSPECT_DATASET_TASK = "flipguard.inspect_dataset"
-RUN_UPDATE_TASK = "flipguard.run_update"
-COMPARE_MODELS_TASK = "flipguard.compare_models"
-LIGHT_QUEUE = "light"
-TRAINING_QUEUE = "training"
 
 
 class TaskQueue:
@@ -30,15 +25,15 @@ class TaskQueue:
 
     def inspect_dataset(self, dataset_id: int) -> None:
         """Ask a light worker to read a data set's classes, sizes and digest."""
-        self.celery.send_task(INSPECT_DATASET_TASK, args=[dataset_id], queue=LIGHT_QUEUE)
+        self.celery.send_task(INSPECT_DATASET_TASK, args=[dataset_id], queue=TASK_QUEUES[INSPECT_DATASET_TASK])
 
     def run_update(self, job_id: int) -> None:
         """Ask a training worker to run an update job (a duplicate delivery is harmless)."""
-        self.celery.send_task(RUN_UPDATE_TASK, args=[job_id], queue=TRAINING_QUEUE)
+        self.celery.send_task(RUN_UPDATE_TASK, args=[job_id], queue=TASK_QUEUES[RUN_UPDATE_TASK])
 
     def compare_models(self, comparison_id: int) -> None:
         """Ask a light worker to compute the flip report of an on-demand comparison."""
-        self.celery.send_task(COMPARE_MODELS_TASK, args=[comparison_id], queue=LIGHT_QUEUE)
+        self.celery.send_task(COMPARE_MODELS_TASK, args=[comparison_id], queue=TASK_QUEUES[COMPARE_MODELS_TASK])
 
     def ping(self) -> None:
         """Raise if the broker cannot be reached."""

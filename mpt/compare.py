@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from contracts.flips import FlipSummary
 from mpt.artifacts import LoadedModel
 from mpt.data import ImageSet
 from mpt.flips import FlipLedger, flip_report
@@ -23,7 +24,9 @@ def report_classes(*, baseline_classes: list[str], split_classes: list[str]) -> 
     return list(baseline_classes) + [name for name in split_classes if name not in baseline_classes]
 
 
-def compare(*, model: LoadedModel, baseline: LoadedModel, evaluation: ImageSet, device=None) -> tuple[dict, FlipLedger]:
+def compare(
+    *, model: LoadedModel, baseline: LoadedModel, evaluation: ImageSet, device=None
+) -> tuple[FlipSummary, FlipLedger]:
     """The report of `model` against `baseline` on `evaluation` (labels index its classes).
 
     Every class of both models must be a class of the split; a class the model does not know

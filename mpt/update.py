@@ -13,6 +13,7 @@ from typing import Protocol
 
 import torch
 
+from contracts.flips import FlipSummary
 from mpt.artifacts import LoadedModel, ModelSpec, load_model, save_model
 from mpt.data import ClassMap, DataBundle, ImageSet, build_class_map, channel_stats
 from mpt.flips import FlipLedger, flip_report
@@ -99,9 +100,9 @@ class UpdateOutcome:
     history: list[dict]
     data: UpdateData
     reference: LoadedModel | None = None
-    report: dict | None = None
+    report: FlipSummary | None = None
     ledger: FlipLedger | None = None
-    reference_report: dict | None = None
+    reference_report: FlipSummary | None = None
 
 
 def untrained_model(
@@ -157,7 +158,7 @@ def independent_model(
 
 def evaluate(
     *, model: LoadedModel, baseline: LoadedModel, evaluation: ImageSet, k_old: int, device=None
-) -> tuple[dict, FlipLedger]:
+) -> tuple[FlipSummary, FlipLedger]:
     """The flip report of `model` against `baseline` on a split in `model`'s index space."""
     device = resolve_device() if device is None else device
     new_logits = predict(

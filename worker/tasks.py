@@ -4,22 +4,23 @@ from __future__ import annotations
 
 from celery.signals import worker_ready
 
+from contracts.tasks import COMPARE_MODELS_TASK, INSPECT_DATASET_TASK, RUN_UPDATE_TASK, TRAINING_QUEUE
 from worker import comparisons, jobs
-from worker.app import TRAINING_QUEUE, app
+from worker.app import app
 from worker.reconciler import start_reconciler
 
 
-@app.task(name="flipguard.run_update")
+@app.task(name=RUN_UPDATE_TASK)
 def run_update(job_id: int) -> str:
     return jobs.execute_update(job_id=job_id)
 
 
-@app.task(name="flipguard.inspect_dataset")
+@app.task(name=INSPECT_DATASET_TASK)
 def inspect_dataset(dataset_id: int) -> str:
     return jobs.inspect_dataset(dataset_id=dataset_id)
 
 
-@app.task(name="flipguard.compare_models")
+@app.task(name=COMPARE_MODELS_TASK)
 def compare_models(comparison_id: int) -> str:
     return comparisons.execute_comparison(comparison_id=comparison_id)
 

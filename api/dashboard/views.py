@@ -4,6 +4,7 @@ REST endpoints from small same-origin scripts (static/dashboard.js)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlencode
@@ -22,6 +23,7 @@ from api.errors import Unauthenticated, api_error_response, service_error_respon
 from api.schemas import RowId
 from api.updates.schemas import UpdateCreate
 from api.updates.views import submit_update
+from contracts.flips import FlipSummary, Transition
 from contracts.methods import UpdateMethod
 from contracts.model_file import HEAD_WEIGHT_KEYS
 from db.comparisons.models import ComparisonStatus
@@ -50,14 +52,21 @@ router = APIRouter(prefix="/dashboard", include_in_schema=False, dependencies=[R
 # The login form is the one dashboard page open without a token.
 login_router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
-# The scalar figures a model page compares: (label, scope, key in the scope, lower is better).
-COMPARED = (
-    ("Accuracy, all samples", "all", "accuracy", False),
-    ("Accuracy, old classes", "old_classes", "accuracy", False),
-    ("NFR, old classes", "old_classes", "nfr", True),
-    ("NFR, all samples", "all", "nfr", True),
-    ("Relative NFR, old classes", "old_classes", "relative_nfr", True),
-    ("PFR, all samples", "all", "pfr", False),
+Figure = Callable[[FlipSummary], float | None]
+# The scalar figures a model page compares: (label, the model's figure in a flip summary, the
+# predecessor's figure where the summary holds one, lower is better).
+COMPARED: tuple[tuple[str, Figure, Figure | None, bool], ...] = (
+    ("Accuracy, all samples", lambda s: s.scopes.all.new_accuracy, lambda s: s.scopes.all.old_accuracy, False),
+    (
+        "Accuracy, old classes",
+        lambda s: s.scopes.old_classes.new_accuracy,
+        lambda s: s.scopes.old_classes.old_accuracy,
+        False,
+    ),
+    ("NFR, old classes", lambda s: s.scopes.old_classes.nfr, None, True),
+    ("NFR, all samples", lambda s: s.scopes.all.nfr, None, True),
+    ("Relative NFR, old classes", lambda s: s.scopes.old_classes.relative_nfr, None, True),
+    ("PFR, all samples", lambda s: s.scopes.all.pfr, None, False),
 )
 
 
@@ -131,16 +140,6 @@ def _page(request: Request, template: str, status_code: int = 200, **context) ->
     return templates.TemplateResponse(request, template, context, status_code=status_code)
 
 
-def _scope_value(summary: dict | None, scope: str, key: str, *, old: bool = False) -> float | None:
-    """A figure of a report summary; `accuracy` means the new (or, with old=True, old) model's."""
-    if summary is None:
-        return None
-    figures = summary["scopes"][scope]
-    if key == "accuracy":
-        return figures.get("old_accuracy" if old else "new_accuracy")
-    return figures.get(key)
-
-
 def _job_curves(events) -> dict:
     """Per-epoch series of a job's events, one line per training phase."""
     phases: dict[str, list[tuple[int, dict]]] = {}
@@ -190,18 +189,18 @@ def _job_curves(events) -> dict:
 HEAT_STEPS = 8
 
 
-def transition_matrices(transitions: list[dict]) -> dict[str, dict]:
+def transition_matrices(transitions: list[Transition]) -> dict[str, dict]:
     """One matrix per flip kind: {(old prediction, new prediction): {count, intrusion, heat}} with
     the busiest cell of that kind, so that negative and positive flips are never added up."""
     matrices: dict[str, dict] = {}
     for kind in ("negative", "positive"):
         cells: dict[tuple[int, int], dict] = {}
         for row in transitions:
-            if row["kind"] != kind:
+            if row.kind.value != kind:
                 continue
-            cell = cells.setdefault((row["old_prediction"], row["new_prediction"]), {"count": 0, "intrusion": False})
-            cell["count"] += row["count"]
-            cell["intrusion"] = cell["intrusion"] or bool(row.get("intrusion"))
+            cell = cells.setdefault((row.old_prediction, row.new_prediction), {"count": 0, "intrusion": False})
+            cell["count"] += row.count
+            cell["intrusion"] = cell["intrusion"] or row.intrusion
         busiest = max((cell["count"] for cell in cells.values()), default=0)
         for cell in cells.values():
             cell["heat"] = round(HEAT_STEPS * cell["count"] / busiest) if busiest else 0
@@ -259,20 +258,20 @@ def model_page(model_id: RowId, request: Request, session: SessionDep):
         if report is not None
         else None
     )
-    rows = []
-    for label, scope, key, lower_is_better in COMPARED:
-        rows.append(
-            {
-                "label": label,
-                "ratio": key == "relative_nfr",
-                "predecessor": _scope_value(report.summary if report else None, scope, key, old=True)
-                if key == "accuracy"
-                else None,
-                "model": _scope_value(report.summary if report else None, scope, key),
-                "reference": _scope_value(reference.summary if reference else None, scope, key),
-                "lower_is_better": lower_is_better,
-            }
-        )
+    summary = report.summary if report else None
+    reference_summary = reference.summary if reference else None
+    rows = [
+        {
+            "label": label,
+            # Relative NFR is a ratio, every other figure a percentage.
+            "ratio": label.startswith("Relative NFR"),
+            "predecessor": of_predecessor(summary) if summary is not None and of_predecessor else None,
+            "model": of_model(summary) if summary is not None else None,
+            "reference": of_model(reference_summary) if reference_summary is not None else None,
+            "lower_is_better": lower_is_better,
+        }
+        for label, of_model, of_predecessor, lower_is_better in COMPARED
+    ]
     # Each version's x label carries its class count: accuracies over 5 and 10 classes are not
     # the same quantity, and the chart must not let one line pretend they are.
     positions = {
@@ -286,7 +285,7 @@ def model_page(model_id: RowId, request: Request, session: SessionDep):
         Series(
             "accuracy on the predecessor's classes",
             [
-                (i, _scope_value(e["report"].summary, "old_classes", "accuracy") if e["report"] else None)
+                (i, e["report"].summary.scopes.old_classes.new_accuracy if e["report"] else None)
                 for i, e in enumerate(chain)
             ],
             dashed=True,
@@ -396,21 +395,18 @@ def flips_page(
         page=pagination.page,
         page_size=pagination.page_size,
     )
-    reference_rows = {row["index"]: row for row in (reference.summary.get("per_class", []) if reference else [])}
+    reference_nfr = {row.index: row.nfr for row in reference.summary.per_class} if reference else {}
     groups = [
-        BarGroup(
-            label=row["name"],
-            values=[row["nfr"], reference_rows.get(row["index"], {}).get("nfr")] if reference else [row["nfr"]],
-        )
-        for row in summary.get("per_class", [])
-        if not row["is_new"]
+        BarGroup(label=row.name, values=[row.nfr, reference_nfr.get(row.index)] if reference else [row.nfr])
+        for row in summary.per_class
+        if not row.is_new
     ]
     series_names = (
         [model.method or "this model", "independent retrain"] if reference else [model.method or "this model"]
     )
-    matrices = transition_matrices(summary.get("transitions", []))
-    model_neg = summary["scopes"]["all"]["negative_flips"]
-    reference_neg = reference.summary["scopes"]["all"]["negative_flips"] if reference else None
+    matrices = transition_matrices(summary.transitions)
+    model_neg = summary.scopes.all.negative_flips
+    reference_neg = reference.summary.scopes.all.negative_flips if reference else None
     filters = {
         "against": against,
         "kind": kind or None,

@@ -9,6 +9,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from contracts.flips import FlipSummary
 from db.base import utcnow
 from db.comparisons.models import Comparison, ComparisonStatus
 from db.datasets.models import Dataset, DatasetStatus
@@ -176,7 +177,7 @@ def claim_comparison(session: Session, *, comparison_id: int, stale_after_s: flo
 
 
 def complete_comparison(
-    session: Session, *, comparison_id: int, summary: dict, ledger: list[dict], images_uri: str | None
+    session: Session, *, comparison_id: int, summary: FlipSummary, ledger: list[dict], images_uri: str | None
 ) -> FlipReport:
     """Store the report and its ledger and mark the comparison done, in one transaction."""
     comparison = get_comparison(session, comparison_id=comparison_id, loc=("comparison_id",))

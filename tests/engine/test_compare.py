@@ -46,15 +46,15 @@ def test_the_base_against_a_newer_version(split):
     summary, ledger = compare(model=base, baseline=version, evaluation=split, device=torch.device("cpu"))
     forward, _ = compare(model=version, baseline=base, evaluation=split, device=torch.device("cpu"))
     # Baseline first: the newer version's five classes, all of which it knows.
-    assert summary["classes"] == ALL and summary["k_old"] == 5
-    every = summary["scopes"]["all"]
+    assert list(summary.classes) == ALL and summary.k_old == 5
+    every = summary.scopes.all
     # The same samples and predictions seen from the other side: flips swap kinds.
-    assert every["samples"] == 60
-    assert every["negative_flips"] == forward["scopes"]["all"]["positive_flips"]
-    assert every["positive_flips"] == forward["scopes"]["all"]["negative_flips"]
+    assert every.samples == 60
+    assert every.negative_flips == forward.scopes.all.positive_flips
+    assert every.positive_flips == forward.scopes.all.negative_flips
     # The old model never predicts d or e: it is wrong on all their samples.
-    assert all(row["new_correct"] == 0 for row in summary["per_class"] if row["name"] in ("d", "e"))
-    assert len(ledger) == every["negative_flips"] + every["positive_flips"]
+    assert all(row.new_correct == 0 for row in summary.per_class if row.name in ("d", "e"))
+    assert len(ledger) == every.negative_flips + every.positive_flips
 
 
 def test_classes_outside_the_split_are_refused(split):
