@@ -32,12 +32,12 @@ from db.datasets.service import get_dataset, list_datasets
 from db.errors import NotFound, ServiceError
 from db.flips.models import FlipKind, ReportRole
 from db.flips.service import find_report, list_samples, version_figures
-from db.model_versions.models import ModelStatus
+from db.model_versions.gate import promotion_blocker
 from db.model_versions.service import get_model, get_production, lineage, list_families, list_models, promote_model
 from db.tokens.models import Scope
 from db.tokens.service import authenticate
 from db.updates.models import ACTIVE_STATUSES, JobStatus
-from db.updates.service import count_jobs_by_status, get_job, list_events, list_jobs
+from db.updates.submission import count_jobs_by_status, get_job, list_events, list_jobs
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -333,9 +333,7 @@ def model_page(model_id: RowId, request: Request, session: SessionDep):
 
 def needs_force(model) -> bool:
     """Whether promoting this version overrides its gate (and so needs a reason)."""
-    return model.status != ModelStatus.CANDIDATE or (
-        model.job_id is not None and not (model.gate_verdict or {}).get("passed")
-    )
+    return promotion_blocker(model) is not None
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)

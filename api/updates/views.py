@@ -18,7 +18,7 @@ from api.storage import file_sha256
 from api.updates.schemas import UpdateCreate, UpdateDetail, UpdateOut
 from db.references.models import ReferenceModel
 from db.updates.models import JobStatus, UpdateJob
-from db.updates.service import create_job, get_job, list_events, list_jobs, request_cancel
+from db.updates.submission import create_job, get_job, list_events, list_jobs, request_cancel
 
 router = APIRouter(prefix="/updates", tags=["updates"], responses=error_responses(401, 403))
 
@@ -65,19 +65,7 @@ def submit_update(
 ) -> tuple[UpdateJob, bool]:
     """Validate and queue an update (the REST route and the dashboard's form both call this)."""
     job, created = create_job(
-        session,
-        base_model_id=body.base_model_id,
-        family=body.family,
-        architecture=body.architecture,
-        dataset_id=body.dataset_id,
-        classes=body.classes,
-        method=body.method,
-        method_params=body.method_params.model_dump(exclude_none=True),
-        recipe=body.recipe.model_dump(exclude_none=True),
-        gate=body.gate.model_dump(),
-        seed=body.seed,
-        idempotency_key=idempotency_key,
-        request_hash=request_hash(body),
+        session, request=body.to_job_request(), idempotency_key=idempotency_key, request_hash=request_hash(body)
     )
     # Sent after the commit, so the worker finds the row. A replay of a still queued job
     # sends again in case the first send failed: claiming is atomic, extra deliveries are dropped.
