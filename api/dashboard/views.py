@@ -523,13 +523,36 @@ PARAM_FIELDS = ("bias",)
 GATE_FIELDS = ("max_nfr", "min_accuracy")
 
 
-def _form_body(form: dict[str, str]) -> dict:
-    """The request body of the dashboard's form: empty fields are omitted (they take the
-    API's defaults); numbers stay strings so that the API's validation reports them."""
+# Form fields holding whole numbers and numbers; every other field is text.
+INTEGER_FIELDS = {"base_model_id", "dataset_id", "seed", *(f"recipe.{key}" for key in RECIPE_FIELDS if key != "lr")}
+NUMBER_FIELDS = {
+    "recipe.lr",
+    *(f"method_params.{key}" for key in PARAM_FIELDS),
+    *(f"gate.{key}" for key in GATE_FIELDS),
+}
+
+
+def _form_body(form: dict[str, str]) -> tuple[dict, dict[str, str]]:
+    """The request body of the dashboard's form and the errors of fields that are not numbers.
+
+    Empty fields are omitted (they take the API's defaults); numbers are parsed here, as a
+    form sends text, so that the body is what a JSON client would send to POST /updates.
+    """
+    errors: dict[str, str] = {}
 
     def value(name: str):
         text = (form.get(name) or "").strip()
-        return text or None
+        if not text:
+            return None
+        try:
+            if name in INTEGER_FIELDS:
+                return int(text)
+            if name in NUMBER_FIELDS:
+                return float(text)
+        except ValueError:
+            errors[name] = "a whole number" if name in INTEGER_FIELDS else "a number"
+            return None
+        return text
 
     body: dict = {
         "base_model_id": value("base_model_id"),
@@ -548,7 +571,7 @@ def _form_body(form: dict[str, str]) -> dict:
     body["gate"]["auto_promote"] = form.get("gate.auto_promote") == "true"
     for group in ("recipe", "method_params", "gate"):
         body[group] = {key: item for key, item in body[group].items() if item is not None}
-    return {key: item for key, item in body.items() if item is not None}
+    return {key: item for key, item in body.items() if item is not None}, errors
 
 
 def _field_of(loc) -> str:
@@ -594,12 +617,13 @@ async def submit_update_form(request: Request, session: SessionDep, queue: Queue
     """Validate the form exactly as POST /updates does; errors are shown next to their fields."""
     async with request.form(max_files=0, max_fields=40) as form:
         values = {key: item for key, item in form.items() if isinstance(item, str)}
+    fields, errors = _form_body(values)
     try:
-        body = UpdateCreate.model_validate(_form_body(values))
+        body = UpdateCreate.model_validate(fields)
     except ValidationError as invalid:
-        errors: dict[str, str] = {}
         for detail in invalid.errors(include_url=False):
             errors.setdefault(_field_of(detail["loc"]), detail["msg"])
+    if errors:
         return _update_form(request, session, values=values, errors=errors, status_code=422)
     try:
         job, _ = submit_update(session, queue, body)

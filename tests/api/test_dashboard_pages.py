@@ -81,6 +81,12 @@ def test_update_form_shows_errors_next_to_fields(client, updated, settings):
         data={"base_model_id": str(base["id"]), "dataset_id": "1", "method": "mpt-kl", "classes": "sandal, unicorn"},
     )
     assert unknown.status_code == 422 and 'id="error-classes"' in unknown.text and "unicorn" in unknown.text
+    not_a_number = client.post(
+        "/dashboard/updates/new",
+        data={"base_model_id": str(base["id"]), "dataset_id": "1", "recipe.lr": "fast", "gate.max_nfr": "0.x"},
+    )
+    assert not_a_number.status_code == 422
+    assert 'id="error-recipe-lr"' in not_a_number.text and 'id="error-gate-max_nfr"' in not_a_number.text
     before = len(broker_messages(settings))
     done = client.post(
         "/dashboard/updates/new",
