@@ -348,7 +348,7 @@ def wait_for_dataset(api: Session, dataset_id: int, *, interval: float) -> dict:
 def datasets_add(
     name: Annotated[str, typer.Argument(help="a new, unique name (letters, digits, . _ -)")],
     uri: Annotated[str, typer.Argument(help="absolute path of the folder (or .npz file) on the server")],
-    data_format: Annotated[Format, typer.Option("--format", "-f", help="how the files are laid out")],  # type: ignore[valid-type]
+    data_format: Annotated[Format, typer.Option("--format", "-f", help="how the files are laid out")],
     wait: Annotated[bool, typer.Option(help="wait for the inspection; exit 1 if it fails")] = False,
     interval: Annotated[float, typer.Option(help="seconds between polls")] = 1.0,
 ) -> None:
@@ -764,7 +764,7 @@ def updates_submit(
     ] = None,
     family: Annotated[str | None, typer.Option(help="required without --base", show_default=False)] = None,
     architecture: Annotated[
-        Architecture | None,  # type: ignore[valid-type]
+        Architecture | None,
         typer.Option(help="network to train", show_default="the base model's; required without --base"),
     ] = None,
     classes: Annotated[
@@ -772,7 +772,7 @@ def updates_submit(
         typer.Option(help='comma-separated class names, e.g. "Shirt, Bag"', show_default="all of the data set"),
     ] = None,
     method: Annotated[
-        Method | None,  # type: ignore[valid-type]
+        Method | None,
         typer.Option(help="training method (docs/METHOD.md)", show_default="mpt-kl; independent without --base"),
     ] = None,
     param: Annotated[

@@ -53,7 +53,7 @@ def execute_comparison(*, comparison_id: int) -> str:
         if bundle.digest != dataset.digest:
             raise DataError(
                 f"data set {dataset.id} changed on disk since it was registered "
-                f"(digest {bundle.digest[:12]} != {dataset.digest[:12]}); register it again"
+                f"(digest {bundle.digest[:12]} != {(dataset.digest or '')[:12]}); register it again"
             )
         recipe = Recipe.from_dict(job.recipe)
         evaluation = bundle.test.select_classes(list(split_row.classes)).limit_per_class(

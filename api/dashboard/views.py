@@ -4,7 +4,8 @@ REST endpoints from small same-origin scripts (static/dashboard.js)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlencode
@@ -30,9 +31,10 @@ from db.comparisons.models import ComparisonStatus
 from db.comparisons.service import comparison_for_report
 from db.datasets.service import get_dataset, list_datasets
 from db.errors import NotFound, ServiceError
-from db.flips.models import FlipKind, ReportRole
-from db.flips.service import find_report, list_samples, version_figures
+from db.flips.models import FlipKind, FlipReport, ReportRole
+from db.flips.service import VersionFigures, find_report, list_samples, version_figures
 from db.model_versions.gate import promotion_blocker
+from db.model_versions.models import ModelVersion
 from db.model_versions.service import get_model, get_production, lineage, list_families, list_models, promote_model
 from db.tokens.models import Scope
 from db.tokens.service import authenticate
@@ -189,7 +191,7 @@ def _job_curves(events) -> dict:
 HEAT_STEPS = 8
 
 
-def transition_matrices(transitions: list[Transition]) -> dict[str, dict]:
+def transition_matrices(transitions: Sequence[Transition]) -> dict[str, dict]:
     """One matrix per flip kind: {(old prediction, new prediction): {count, intrusion, heat}} with
     the busiest cell of that kind, so that negative and positive flips are never added up."""
     matrices: dict[str, dict] = {}
@@ -229,33 +231,41 @@ def overview(request: Request, session: SessionDep):
     )
 
 
+@dataclass
+class ChainEntry:
+    """A version of a model page's lineage, its report against its parent and its figures."""
+
+    model: ModelVersion
+    report: FlipReport | None
+    figures: VersionFigures | None
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.figures.accuracy if self.figures else None
+
+    @property
+    def measured_on(self) -> str | None:
+        return self.figures.describe() if self.figures else None
+
+
 @router.get("/models/{model_id}", response_class=HTMLResponse)
 def model_page(model_id: RowId, request: Request, session: SessionDep):
     """A version against its predecessor, its lineage, gate verdict and promotion."""
     model = get_model(session, model_id=model_id)
     versions = list(reversed(lineage(session, model_id=model_id)))  # oldest first
     figures = version_figures(session, versions)
-    chain = []
+    chain: list[ChainEntry] = []
     for version in versions:
         report = (
             find_report(session, model_id=version.id, baseline_model_id=version.parent_id)
             if version.parent_id is not None
             else None
         )
-        measured = figures.get(version.id)
-        chain.append(
-            {
-                "model": version,
-                "report": report,
-                "figures": measured,
-                "accuracy": measured.accuracy if measured else None,
-                "measured_on": measured.describe() if measured else None,
-            }
-        )
-    report = chain[-1]["report"]
+        chain.append(ChainEntry(model=version, report=report, figures=figures.get(version.id)))
+    report = chain[-1].report
     reference = (
         find_report(session, model_id=model.id, baseline_model_id=model.parent_id, role=ReportRole.REFERENCE)
-        if report is not None
+        if report is not None and model.parent_id is not None
         else None
     )
     summary = report.summary if report else None
@@ -274,30 +284,25 @@ def model_page(model_id: RowId, request: Request, session: SessionDep):
     ]
     # Each version's x label carries its class count: accuracies over 5 and 10 classes are not
     # the same quantity, and the chart must not let one line pretend they are.
-    positions = {
-        index: f"v{entry['model'].version} ({len(entry['model'].classes)} cl.)" for index, entry in enumerate(chain)
+    positions: dict[float, str] = {
+        index: f"v{entry.model.version} ({len(entry.model.classes)} cl.)" for index, entry in enumerate(chain)
     }
     accuracy_lines = [
         Series(
             "accuracy on the version's own classes (x label: how many)",
-            [(i, e["accuracy"]) for i, e in enumerate(chain)],
+            [(i, e.accuracy) for i, e in enumerate(chain)],
         ),
         Series(
             "accuracy on the predecessor's classes",
-            [
-                (i, e["report"].summary.scopes.old_classes.new_accuracy if e["report"] else None)
-                for i, e in enumerate(chain)
-            ],
+            [(i, e.report.summary.scopes.old_classes.new_accuracy if e.report else None) for i, e in enumerate(chain)],
             dashed=True,
         ),
     ]
     nfr_lines = [
-        Series(
-            "NFR, old classes", [(i, e["report"].nfr_old_classes if e["report"] else None) for i, e in enumerate(chain)]
-        ),
+        Series("NFR, old classes", [(i, e.report.nfr_old_classes if e.report else None) for i, e in enumerate(chain)]),
         Series(
             "NFR, all samples",
-            [(i, e["report"].nfr_all if e["report"] else None) for i, e in enumerate(chain)],
+            [(i, e.report.nfr_all if e.report else None) for i, e in enumerate(chain)],
             dashed=True,
         ),
     ]

@@ -157,7 +157,10 @@ def read_report(
             )
         if comparison.status != ComparisonStatus.SUCCEEDED or comparison.report_id is None:
             return pending_response(comparison)
-        report = session.get(FlipReport, comparison.report_id)
+        stored = session.get(FlipReport, comparison.report_id)
+        if stored is None:  # removed since: compute it again
+            raise NotFound(f"the report of comparison {comparison.id} is gone", loc=("query", "against"))
+        report = stored
     label_index = _label_index(label, report.classes)
     filters = dict(report_id=report.id, kind=kind, label=label_index, intrusion=intrusion)
     if format == "csv":

@@ -117,7 +117,10 @@ def request_comparison(
             session.commit()
         except IntegrityError:
             session.rollback()
-            existing = find_comparison(session, model_id=model_id, baseline_model_id=baseline_model_id)
+            winner = find_comparison(session, model_id=model_id, baseline_model_id=baseline_model_id)
+            if winner is None:
+                raise
+            return winner, False
         return existing, False
     if existing is not None:
         if existing.status != ComparisonStatus.FAILED or not retry_failed:
@@ -129,7 +132,7 @@ def request_comparison(
         )
         session.commit()
         session.refresh(existing)
-        return existing, retried.rowcount == 1
+        return existing, retried.rowcount == 1  # type: ignore[attr-defined]
     source, _job = split_source(session, model=model, baseline=baseline, loc=baseline_loc)
     comparison = Comparison(
         model_id=model_id,
@@ -171,7 +174,7 @@ def claim_comparison(session: Session, *, comparison_id: int, stale_after_s: flo
         .values(status=ComparisonStatus.RUNNING, started_at=now, attempts=Comparison.attempts + 1)
     )
     session.commit()
-    if result.rowcount != 1:
+    if result.rowcount != 1:  # type: ignore[attr-defined]
         return None
     return session.get(Comparison, comparison_id, populate_existing=True)
 

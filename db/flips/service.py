@@ -190,10 +190,10 @@ def version_figures(session: Session, models: list) -> dict[int, VersionFigures]
         .where(FlipReport.model_id.in_(ids), FlipReport.role == ReportRole.MODEL)
         .order_by(FlipReport.id.desc())
     ).all()
-    by_pair = {}
+    by_pair: dict[tuple[int, int], FlipReport] = {}
     for report in own:
         by_pair.setdefault((report.model_id, report.baseline_model_id), report)
-    as_baseline = {}
+    as_baseline: dict[int, FlipReport] = {}
     for report in session.scalars(
         select(FlipReport)
         .where(FlipReport.baseline_model_id.in_(ids), FlipReport.role == ReportRole.MODEL)
@@ -202,8 +202,9 @@ def version_figures(session: Session, models: list) -> dict[int, VersionFigures]
         as_baseline.setdefault(report.baseline_model_id, report)
     figures = {}
     for model in models:
-        report = by_pair.get((model.id, model.parent_id)) if model.parent_id is not None else None
-        if report is not None:
+        own_report = by_pair.get((model.id, model.parent_id)) if model.parent_id is not None else None
+        if own_report is not None:
+            report = own_report
             figures[model.id] = VersionFigures(
                 report_id=report.id,
                 measured_as="model",
