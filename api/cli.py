@@ -538,7 +538,10 @@ def models_upload(
             )
         if api.as_json:
             return emit_json(model)
-        out.print(f"registered model {model['id']}: {model['family']} v{model['version']} ({model['status']})")
+        out.print(
+            f"registered model {model['id']}: {model['family']} v{model['version']} {model['status']} "
+            f"({model['architecture']}, {len(model['classes'])} classes)"
+        )
 
     run(act, {("body", "file"): "PATH", ("body", "family"): "--family"})
 
@@ -660,15 +663,27 @@ SUBMIT_NAMES = {
 JOB_ID = {("path", "job_id"): "JOB_ID"}
 
 
+# Phases without epochs: their rows may still hold the last epoch of the phase before.
+NO_EPOCH_PHASES = {"starting", "evaluating", "done", "cancelled"}
+
+
+def epoch_of(job: dict) -> str:
+    """'epoch 2/4' while a training phase runs, '' otherwise."""
+    if job.get("epoch") is None or (job.get("phase") or job["status"]) in NO_EPOCH_PHASES:
+        return ""
+    return f"epoch {job['epoch']}/{job['epochs']}"
+
+
 def job_line(job: dict) -> str:
-    """One line of a job's state: phase (status only when it says more), epoch, progress."""
+    """One line of a job's state: phase (status only when it says more), epoch, progress
+    (only once the phase has reported some)."""
     parts = [job["status"]]
     if job.get("phase") and job["phase"] != job["status"]:
         parts.append(job["phase"])
-    if job.get("epoch") is not None:
-        parts.append(f"epoch {job['epoch']}/{job['epochs']}")
-    if job["status"] in ("running", "evaluating"):
-        parts.append(f"{100 * (job['progress'] or 0):.0f}% of the phase")
+    if epoch_of(job):
+        parts.append(epoch_of(job))
+    if job["status"] in ("running", "evaluating") and (job["progress"] or 0) > 0:
+        parts.append(f"{100 * job['progress']:.0f}% of the phase")
     return " · ".join(parts)
 
 
@@ -697,7 +712,7 @@ class JobProgress:
             self.tasks[phase] = self.progress.add_task(label, total=None, detail="")
         task = self.tasks[phase]
         fraction = job.get("progress") or 0.0
-        epoch = f"epoch {job['epoch']}/{job['epochs']}" if job.get("epoch") is not None else ""
+        epoch = epoch_of(job)
         if phase in ("queued", "evaluating") or fraction <= 0:
             self.progress.update(task, total=None, detail=epoch or ("" if phase == "queued" else "started"))
         else:
@@ -1130,10 +1145,23 @@ def compare(
     run(act, FLIP_NAMES)
 
 
-def main() -> None:
-    """Run the CLI (click exits with the command's code, 2 for a usage error)."""
-    app(prog_name="python -m api.cli")
+def main(argv: list[str] | None = None) -> int:
+    """Run one command in this process and return its exit code (scripts and tests);
+    `python -m api.cli` runs the same app as a program."""
+    try:
+        result = app(args=argv, prog_name="python -m api.cli", standalone_mode=False)
+    except typer.Abort:
+        err.print("aborted")
+        return int(ExitCode.FAILED)
+    except typer.TyperException as error:  # click's usage errors (exit 2)
+        error.show()  # type: ignore[attr-defined]
+        return int(getattr(error, "exit_code", ExitCode.USAGE))
+    finally:
+        client = STATE.pop("session", None)
+        if client is not None:
+            client.client.close()
+    return result if isinstance(result, int) else int(ExitCode.OK)
 
 
 if __name__ == "__main__":
-    main()
+    app(prog_name="python -m api.cli")

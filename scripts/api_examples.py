@@ -31,7 +31,7 @@ route below (see the README).
 |---|---|---|
 | `POST /datasets`, `GET /datasets`, `GET /datasets/{id}` | submit / read | register a data set (a worker inspects it: `pending` -> `ready` or `failed`); the uri must be a file for `npz`, a folder for the other formats |
 | `GET /datasets/{id}/samples`, `GET /datasets/{id}/samples/{n}/image` | read | a few test images per class, stored by the worker at inspection |
-| `POST /models`, `GET /models`, `GET /models/{id}` | submit / read | register a deployed model (safetensors upload or a uri under a data root) |
+| `POST /models`, `GET /models`, `GET /models/{id}` | submit / read | register a deployed model (a flipguard safetensors file, as `mpt import` writes from a state_dict: upload or a uri under a data root) |
 | `GET /models/{id}/weights`, `GET /models/{id}/lineage` | read | the weights (sha256 checked), the chain of predecessors with accuracy (and what it was measured on), NFR and class counts |
 | `POST /models/{id}/promote` | admin | gated promotion; `force` needs a `reason`, which is recorded |
 | `POST /updates`, `GET /updates`, `GET /updates/{id}`, `POST /updates/{id}/cancel` | submit / read | schedule (202; `Idempotency-Key` honoured), follow, cancel |

@@ -192,7 +192,7 @@ def test_models_commands(cli, story, tmp_path):
     sha256 = hashlib.sha256(target.read_bytes()).hexdigest()
     assert sha256 in downloaded and sha256 == story["api"].ok(story["api"].http.get("/models/1"))["sha256"]
     uploaded = cli("models", "upload", str(target), "--family", "imported-cli")
-    assert "imported-cli v1 (production)" in uploaded
+    assert "imported-cli v1 production (small_cnn, 5 classes)" in uploaded
 
     assert "not a candidate" in cli("models", "promote", "2", code=1)
     assert "--reason: a forced promotion needs a reason" in cli("models", "promote", "2", "--force", code=1)
