@@ -118,7 +118,10 @@ class JobMonitor:
         return self.cancel_requested or self.lost
 
     def enter_phase(self, phase: str) -> None:
-        self.phase, self.progress, self.epoch = phase, 0.0, None
+        # A training phase starts in its first epoch (the row must not keep the previous
+        # phase's last epoch); evaluating has none, and readers show none for it.
+        training = phase not in ("evaluating", "starting")
+        self.phase, self.progress, self.epoch = phase, 0.0, 1 if training else None
         if phase == "evaluating":
             self.status = JobStatus.EVALUATING
         self.beat()

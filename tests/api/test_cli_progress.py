@@ -33,12 +33,13 @@ def test_each_phase_has_its_bar_and_epoch():
 
 
 def test_job_line_says_the_phase_once():
-    assert job_line(job("evaluating", "evaluating")) == "evaluating · 0% of the phase"
+    assert job_line(job("evaluating", "evaluating", epoch=2, epochs=2)) == "evaluating"
+    assert job_line(job("running", "reference", epoch=1)) == "running · reference · epoch 1/1"
     assert (
         job_line(job("running", "training", 0.5, epoch=2, epochs=4))
         == "running · training · epoch 2/4 · 50% of the phase"
     )
-    assert job_line(job("succeeded", "done", 1.0)) == "succeeded · done"
+    assert job_line(job("succeeded", "done", 1.0, epoch=1)) == "succeeded · done"
 
 
 def test_class_names_are_stripped():
