@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from contracts.flips import FlipSummary
-from db.base import utcnow
+from db.base import rows_changed, utcnow
 from db.comparisons.models import Comparison, ComparisonStatus
 from db.datasets.models import Dataset, DatasetStatus
 from db.errors import Conflict, InvalidInput, NotFound
@@ -125,14 +125,15 @@ def request_comparison(
     if existing is not None:
         if existing.status != ComparisonStatus.FAILED or not retry_failed:
             return existing, False
-        retried = session.execute(
+        retried = rows_changed(
+            session,
             update(Comparison)
             .where(Comparison.id == existing.id, Comparison.status == ComparisonStatus.FAILED)
-            .values(status=ComparisonStatus.QUEUED, error=None, created_at=utcnow(), finished_at=None)
+            .values(status=ComparisonStatus.QUEUED, error=None, created_at=utcnow(), finished_at=None),
         )
         session.commit()
         session.refresh(existing)
-        return existing, retried.rowcount == 1  # type: ignore[attr-defined]
+        return existing, retried == 1
     source, _job = split_source(session, model=model, baseline=baseline, loc=baseline_loc)
     comparison = Comparison(
         model_id=model_id,
@@ -161,7 +162,8 @@ def is_stale(comparison: Comparison, *, stale_after_s: float) -> bool:
 def claim_comparison(session: Session, *, comparison_id: int, stale_after_s: float) -> Comparison | None:
     """Take a queued comparison, or a running one that has been running too long; None if not ours."""
     now = utcnow()
-    result = session.execute(
+    claimed = rows_changed(
+        session,
         update(Comparison)
         .where(
             Comparison.id == comparison_id,
@@ -171,10 +173,10 @@ def claim_comparison(session: Session, *, comparison_id: int, stale_after_s: flo
                 & (Comparison.started_at < now - timedelta(seconds=stale_after_s)),
             ),
         )
-        .values(status=ComparisonStatus.RUNNING, started_at=now, attempts=Comparison.attempts + 1)
+        .values(status=ComparisonStatus.RUNNING, started_at=now, attempts=Comparison.attempts + 1),
     )
     session.commit()
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if claimed != 1:
         return None
     return session.get(Comparison, comparison_id, populate_existing=True)
 
