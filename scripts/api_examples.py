@@ -24,8 +24,11 @@ Every route but `/health` needs a bearer token (`Authorization: Bearer <token>`)
 scope: `read` for GETs, `submit` for registering data sets and models and for scheduling or
 cancelling updates, `admin` for promotion. Create tokens with
 `python -m api.tokens create --name NAME --scopes read,submit`. Errors are 4xx with a body
-whose `detail[].loc` names the offending field. The client CLI, `python -m api.cli`, covers every
-route below (see the README).
+whose `detail[].loc` names the offending field. Request bodies are bounded (a 413 past
+`FLIPGUARD_MAX_JSON_BODY_BYTES`, 2 MiB, or for a model upload `FLIPGUARD_MAX_UPLOAD_BYTES`)
+and JSON is parsed strictly (no NaN or Infinity). A write authenticated by the dashboard's
+cookie instead of a bearer token must come from the API's own origin (`Origin` header). The
+client CLI, `python -m api.cli`, covers every route below (see the README).
 
 | route | scope | what |
 |---|---|---|
@@ -38,7 +41,7 @@ route below (see the README).
 | `GET /updates/{id}/reference/weights` | read | the independent reference the job trained or reused (`reference_id`: an entry of the reference cache, not a model id) |
 | `GET /models/{id}/flips`, `GET /models/{id}/flips/{sample}/image` | read | the regression report against the predecessor or `?against=` any other version (a pair no job evaluated: 202 while a worker computes it), paginated flips, `?format=csv`; a flipped sample's image |
 | `POST /comparisons`, `GET /comparisons/{id}` | submit / read | the report of any two versions, computed once by a light worker (POST also retries a failed one) |
-| `GET /health`, `GET /metrics` | none / read | liveness of the database and broker; Prometheus metrics |
+| `GET /health`, `GET /metrics` | none / read | database, broker and workers (503 if no training worker); metrics |
 | `/dashboard` | read (cookie from `/dashboard/login`) | the MLOps dashboard |
 
 **Comparing any two versions.** An update job stores the report of its version against its
@@ -65,7 +68,7 @@ filesystem broker) on {date}; `$URL` is the API's address and `$TOKEN` an admin 
 """
 
 EXAMPLES = [
-    ("Liveness", "curl -s $URL/health"),
+    ("Health", "curl -s $URL/health"),
     ("Requests without a token are refused", "curl -s -i $URL/models | head -n 1; curl -s $URL/models"),
     (
         "Register a data set",
@@ -162,6 +165,22 @@ curl -s -X POST $URL/models -H "Authorization: Bearer $TOKEN" -F family=evil -F 
     ),
 ]
 MAX_LINES = 40
+# Prose shown before an example's command.
+NOTES = {
+    "Health": """`GET /health` needs no token. It answers 200 when the service can do its work and 503 when it
+cannot. `database` is a real read, not a ping: the schema's alembic revision (`schema`) must be
+the one the code migrates to, and the rows of its tables are counted (a corrupt SQLite file
+fails here). `broker` is a connection to the broker. `workers` lists every worker that has not
+shut down cleanly, with the queues it consumes, the seconds since its last heartbeat (written
+every `FLIPGUARD_WORKER_HEARTBEAT_INTERVAL_S`, 10 s) and whether it is `live` (heard from within
+`FLIPGUARD_WORKER_STALE_AFTER_S`, 60 s); `queues` counts the live workers of each queue.
+`training_queue` is an error, and the status 503, while no live worker serves the training
+queue. A container health check that should restart only a broken API process (not one
+waiting for workers) runs `python -m api.healthcheck`: it exits 0 when `/health` answers with a
+working database, whatever the workers.
+
+""",
+}
 
 
 def _pretty(text: str) -> str:
@@ -186,6 +205,8 @@ def main() -> None:
     ):
         env = {"URL": stack.url, "TOKEN": stack.token, "PATH": "/usr/bin:/bin"}
         client = httpx.Client(base_url=stack.url, headers=stack.headers, timeout=30)
+        # The first example shows /health with the worker live.
+        Stack.wait_until(lambda: client.get("/health").status_code == 200, timeout_s=120, what="a live worker")
         for title, command in EXAMPLES:
             # Let the worker finish what the next example reads.
             if "/datasets/1" in command:
@@ -212,7 +233,8 @@ def main() -> None:
                 ["bash", "-c", command], env=env, cwd=home, capture_output=True, text=True, timeout=120
             )
             sections.append(
-                f"## {title}\n\n```sh\n{command}\n```\n\n```\n{_pretty(result.stdout + result.stderr)}\n```\n"
+                f"## {title}\n\n{NOTES.get(title, '')}```sh\n{command}\n```\n\n"
+                f"```\n{_pretty(result.stdout + result.stderr)}\n```\n"
             )
     (ROOT / "docs" / "API.md").write_text("\n".join(sections))
     print(f"wrote {ROOT / 'docs' / 'API.md'}")

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, Form, Query, Request
@@ -22,6 +22,7 @@ from api.datasets.views import stored_samples as _dataset_samples
 from api.deps import ADMIN, READ, SUBMIT, TOKEN_COOKIE, PaginationDep, QueueDep, SessionDep, SettingsDep
 from api.errors import Unauthenticated, api_error_response, service_error_response
 from api.schemas import RowId
+from api.security import check_same_origin
 from api.updates.schemas import UpdateCreate
 from api.updates.views import submit_update
 from contracts.flips import FlipSummary, Transition
@@ -36,7 +37,7 @@ from db.flips.service import VersionFigures, find_report, list_samples, version_
 from db.model_versions.gate import promotion_blocker
 from db.model_versions.models import ModelVersion
 from db.model_versions.service import get_model, get_production, lineage, list_families, list_models, promote_model
-from db.tokens.models import Scope
+from db.tokens.models import ApiToken, Scope
 from db.tokens.service import authenticate
 from db.updates.models import ACTIVE_STATUSES, JobStatus
 from db.updates.submission import count_jobs_by_status, get_job, list_events, list_jobs
@@ -110,10 +111,12 @@ def login_form(request: Request, next: str = Query("/dashboard", max_length=2000
 def login(
     request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     token: str = Form(max_length=200),
     next: str = Form("/dashboard", max_length=2000),
 ):
     """Check the token and keep it in a cookie that scripts cannot read and other sites never send."""
+    check_same_origin(request, settings, required=False)  # no logging a victim in from another site
     row = authenticate(session, token=token.strip())
     if row is None or Scope.READ not in row.scopes:
         return _page(
@@ -131,8 +134,9 @@ def login(
 
 
 @login_router.post("/logout")
-def logout():
+def logout(request: Request, settings: SettingsDep):
     """Forget the token cookie."""
+    check_same_origin(request, settings, required=False)
     response = RedirectResponse("/dashboard/login", status_code=303)
     response.delete_cookie(TOKEN_COOKIE, path="/")
     return response
@@ -617,8 +621,10 @@ def update_form(
     return _update_form(request, session, values=values, errors={})
 
 
-@router.post("/updates/new", response_class=HTMLResponse, dependencies=[SUBMIT])
-async def submit_update_form(request: Request, session: SessionDep, queue: QueueDep):
+@router.post("/updates/new", response_class=HTMLResponse)
+async def submit_update_form(
+    request: Request, session: SessionDep, queue: QueueDep, token: Annotated[ApiToken | None, SUBMIT]
+):
     """Validate the form exactly as POST /updates does; errors are shown next to their fields."""
     async with request.form(max_files=0, max_fields=40) as form:
         values = {key: item for key, item in form.items() if isinstance(item, str)}
@@ -631,7 +637,7 @@ async def submit_update_form(request: Request, session: SessionDep, queue: Queue
     if errors:
         return _update_form(request, session, values=values, errors=errors, status_code=422)
     try:
-        job, _ = submit_update(session, queue, body)
+        job, _ = submit_update(session, queue, body, token=token)
     except ServiceError as error:
         session.rollback()
         status = service_error_response(error).status_code

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 
 from api.datasets.schemas import DatasetCreate, DatasetOut, DatasetSample, DatasetSamples
 from api.deps import READ, SUBMIT, PaginationDep, QueueDep, SessionDep, SettingsDep
-from api.errors import error_responses
+from api.errors import ApiError, error_responses
 from api.schemas import Page, RowId
 from api.storage import png_bytes, resolve_data_path
 from db.datasets.models import DatasetFormat, DatasetStatus
@@ -81,7 +81,15 @@ def stored_samples(settings, dataset) -> tuple[np.ndarray, np.ndarray] | None:
 def list_samples(dataset_id: RowId, session: SessionDep, settings: SettingsDep):
     """A few test images per class, stored by the worker when it inspected the data set."""
     dataset = get_dataset(session, dataset_id=dataset_id)
-    stored = stored_samples(settings, dataset)
+    try:
+        stored = stored_samples(settings, dataset)
+    except Exception as error:  # a damaged file in the store
+        raise ApiError(
+            500,
+            f"the data set's sample image file is corrupt ({type(error).__name__}: {error})",
+            loc=("path", "dataset_id"),
+            error_type="artifact_corrupt",
+        ) from None
     classes = dataset.classes or []
     items = []
     if stored is not None:
@@ -107,7 +115,18 @@ def list_samples(dataset_id: RowId, session: SessionDep, settings: SettingsDep):
 def sample_image(dataset_id: RowId, position: RowId, session: SessionDep, settings: SettingsDep):
     """One stored sample image as a PNG, enlarged so that small images are visible."""
     dataset = get_dataset(session, dataset_id=dataset_id)
-    stored = stored_samples(settings, dataset)
-    if stored is None or position >= len(stored[0]):
-        raise NotFound(f"data set {dataset_id} has no stored sample {position}", loc=("path", "position"))
-    return Response(png_bytes(stored[1][position], min_side=MIN_IMAGE_SIDE), media_type="image/png")
+    try:
+        stored = stored_samples(settings, dataset)
+        if stored is None or position >= len(stored[0]):
+            raise NotFound(f"data set {dataset_id} has no stored sample {position}", loc=("path", "position"))
+        png = png_bytes(stored[1][position], min_side=MIN_IMAGE_SIDE)
+    except NotFound:
+        raise
+    except Exception as error:  # a damaged file in the store: zip, npy header, shape or pixel errors
+        raise ApiError(
+            500,
+            f"the data set's sample image file is corrupt ({type(error).__name__}: {error})",
+            loc=("path", "position"),
+            error_type="artifact_corrupt",
+        ) from None
+    return Response(png, media_type="image/png")
