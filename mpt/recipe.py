@@ -14,6 +14,20 @@ import json
 from dataclasses import dataclass
 
 
+TRAIN_CROPS = ("pad", "random_resized")
+DATA_PATHS = ("auto", "resident", "streaming")
+# Fields that never change the trained weights: left out of Recipe.digest.
+RUNTIME_ONLY = (
+    "poll_every_steps",
+    "compile_on_cuda",
+    "data_path",
+    "resident_memory_fraction",
+    "decode_workers",
+    "ledger_thumbnail_side",
+)
+INPUT_FIELDS = ("image_size", "train_crop", "crop_scale", "crop_ratio")
+
+
 @dataclass(frozen=True)
 class Recipe:
     epochs: int = 100
@@ -21,8 +35,20 @@ class Recipe:
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    # Random crop after zero padding by `crop_padding` pixels, then a horizontal flip.
+    # Input resolution: every image is resized (bilinear, antialiased, aspect kept) to cover
+    # image_size x image_size and its centre cut out, in training and evaluation alike. None
+    # keeps the data's own size, which all its images must then share. An update always
+    # keeps its base model's size (the model file's flipguard.image_size).
+    image_size: int | None = None
+    # Training augmentation of the fitted images, on the device, per sample:
+    # "pad": random crop after zero padding by `crop_padding` pixels (small images);
+    # "random_resized": torchvision's RandomResizedCrop, a box of `crop_scale` of the area
+    # and `crop_ratio` of aspect, resized back to the input size (photos).
+    # Then a horizontal flip when `horizontal_flip`.
+    train_crop: str = "pad"
     crop_padding: int = 4
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     horizontal_flip: bool = True
     # Per-channel normalisation; None means "measured on the training images".
     mean: tuple[float, ...] | None = None
@@ -43,6 +69,26 @@ class Recipe:
     # torch.compile the students' forward on CUDA. Off by default: not yet measured (no GPU
     # was lent when it was added), and the first steps pay the compilation.
     compile_on_cuda: bool = False
+    # How images reach the device: "resident" decodes the whole set once and keeps it on the
+    # device (fastest when it fits); "streaming" decodes each batch in DataLoader workers;
+    # "auto" picks resident when the fitted set needs at most `resident_memory_fraction` of
+    # the free device memory and of the available host memory. Same batches, same maths.
+    data_path: str = "auto"
+    resident_memory_fraction: float = 0.5
+    # DataLoader processes that decode images (streaming, and a resident set's one decode);
+    # None: one per CPU core, at most 8.
+    decode_workers: int | None = None
+    # Flip reports keep each flipped sample's input image scaled to at most this many pixels
+    # a side, so that thousands of flips at 224 px stay small.
+    ledger_thumbnail_side: int = 64
+
+    def __post_init__(self):
+        for name, value, allowed in (
+            ("train_crop", self.train_crop, TRAIN_CROPS),
+            ("data_path", self.data_path, DATA_PATHS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"recipe {name} must be one of {', '.join(allowed)}, got {value!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -54,8 +100,13 @@ class Recipe:
     def digest(self) -> str:
         """Hash of the fields that change the trained weights (used to reuse reference models)."""
         values = self.to_dict()
-        for runtime_only in ("poll_every_steps", "compile_on_cuda"):
+        for runtime_only in RUNTIME_ONLY:
             values.pop(runtime_only)
+        # Input fields at their defaults are left out, so recipes digested before they existed
+        # keep their digests (and their cached references).
+        for name in INPUT_FIELDS:
+            if values[name] == getattr(Recipe, name):
+                values.pop(name)
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -93,7 +144,7 @@ def _from_dict(cls, values: dict | None):
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
-    for name in ("mean", "std"):
+    for name in ("mean", "std", "crop_scale", "crop_ratio"):
         if values.get(name) is not None:
             values[name] = tuple(float(v) for v in values[name])
     return cls(**values)
