@@ -1,4 +1,4 @@
-"""Training throughput: METHOD.md's reference loop against the engine's `mpt.train.train`.
+"""Training throughput: docs/METHOD.md's reference loop against the engine's `mpt.train.train`.
 
 Both loops, in this one process, train the same fresh student with MPT-KL (mpt.losses) against
 the same frozen old teacher (first half of the classes) and reference teacher (all classes),
@@ -75,7 +75,7 @@ class PilDataset(torch.utils.data.Dataset):
 
 def workload(arch: str, samples: int, seed: int = 0):
     """(ImageSet, K, K_old): Fashion-MNIST for small_cnn, synthetic CIFAR-100-shaped data for
-    the ResNets (as in METHOD.md's H100 measurement)."""
+    the ResNets (as in the H100 figures of docs/METHOD.md, "The reference training loop")."""
     if arch == "small_cnn":
         bundle = load_dataset(FASHION_MNIST_DIR)
         train_set = bundle.train.take(torch.arange(min(samples, len(bundle.train))))

@@ -1,4 +1,4 @@
-"""Flip metrics of METHOD.md, computed from argmax predictions with every raw count kept.
+"""Flip metrics of docs/METHOD.md, computed from argmax predictions with every raw count kept.
 
 All work is vectorised over the evaluation split (bincounts, no per-sample Python), so a
 report on 50,000 samples costs milliseconds next to the model inference that feeds it.
@@ -39,7 +39,7 @@ def _scope_figures(labels, old_pred, new_pred) -> dict:
         "new_correct": new_correct,
         "nfr": nfr,
         "pfr": positive / n if n else 0.0,
-        # METHOD.md: relative NFR is 0 when its denominator is 0.
+        # docs/METHOD.md, "Relative NFR": relative NFR is 0 when its denominator is 0.
         "relative_nfr": nfr / denominator if denominator else 0.0,
         "old_accuracy": old_correct / n if n else None,
         "new_accuracy": new_correct / n if n else None,
@@ -97,7 +97,7 @@ def flip_report(
     """Compare an updated model with its predecessor on one labelled evaluation split.
 
     `old_logits` has the old model's K_old columns, `new_logits` the K columns of the new
-    index space (old classes first, METHOD.md's layout). Returns the JSON-ready summary and
+    index space (old classes first: docs/METHOD.md, "The class-index layout"). Returns the JSON-ready summary and
     the per-sample ledger of flips.
     """
     labels = labels.long().cpu()

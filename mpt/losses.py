@@ -1,6 +1,6 @@
-"""Every training loss of METHOD.md as a pure function of logits.
+"""Every training loss of docs/METHOD.md as a pure function of logits.
 
-Notation follows METHOD.md: `z` the student's K logits, `z_old` the old model's K_old logits,
+Notation follows docs/METHOD.md: `z` the student's K logits, `z_old` the old model's K_old logits,
 `z_ref` the independent reference's K logits, `y` labels in the new index space where the
 old classes occupy 0..K_old-1.
 """
@@ -19,7 +19,7 @@ def focal_weights(teacher_logits: torch.Tensor, labels: torch.Tensor, *, alpha: 
     """w_i = alpha + beta * [argmax teacher_i == y_i].
 
     For the old teacher, a new-class label lies outside its K_old outputs, so its argmax can
-    never match it: those samples get alpha, as METHOD.md requires.
+    never match it: those samples get alpha, as docs/METHOD.md ("Building blocks") says.
     """
     correct = teacher_logits.argmax(1) == labels
     return alpha + beta * correct.to(teacher_logits.dtype)

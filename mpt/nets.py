@@ -37,7 +37,7 @@ def _resnet(builder):
     def build(num_classes: int, in_channels: int) -> nn.Module:
         net = builder(weights=None, num_classes=num_classes)
         if in_channels != 3:
-            # Same ImageNet stem (METHOD.md's recipe), only the input channels differ.
+            # Same ImageNet stem (docs/METHOD.md, "The paper's recipe"), only the input channels differ.
             net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         return net
 

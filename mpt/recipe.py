@@ -1,7 +1,7 @@
 """Every hyperparameter of the engine, in one place.
 
 `Recipe` is how a model is trained (optimiser, schedule, augmentation, data budget);
-`MethodParams` is how the update's loss is shaped (METHOD.md's b, alpha, beta, tau and the
+`MethodParams` is how the update's loss is shaped (docs/METHOD.md's b, alpha, beta, tau and the
 baselines' weights). Both are plain dataclasses that round-trip through JSON so that a job row
 and a checkpoint can carry them.
 """

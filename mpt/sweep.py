@@ -1,4 +1,4 @@
-"""Sweeps: several values of METHOD.md's bias `b` (or of any MethodParams field) in one run.
+"""Sweeps: several values of docs/METHOD.md's bias `b` (or of any MethodParams field) in one run.
 
 One independent reference serves every trial; the students are trained together by
 `mpt.train.train_students` (one data pass, one augmentation and one teacher forward per
@@ -31,7 +31,7 @@ from mpt.update import (
     update_setup,
 )
 
-# The authors' suggested grid for b (METHOD.md, "The paper's recipe").
+# The authors' suggested grid for b (docs/METHOD.md, "Choosing b: the sweep").
 DEFAULT_BIASES = (0.0, 1.0, 2.0, 4.0)
 
 

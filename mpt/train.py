@@ -1,4 +1,4 @@
-"""One training loop for every method of METHOD.md.
+"""One training loop for every method of docs/METHOD.md.
 
 The data set lives on the training device as uint8; each step gathers a batch, augments it
 there (mpt.data.augment), runs the teachers without gradient on the same augmented batch and

@@ -1,4 +1,4 @@
-"""The job lifecycle of DESIGN.md: claim, train through the engine, evaluate, register.
+"""The job lifecycle of docs/ARCHITECTURE.md: claim, train through the engine, evaluate, register.
 
 The training loop never waits on the database: a heartbeat thread writes progress and reads
 the cancellation flag every few seconds, and the loop polls that thread's flag.

@@ -53,7 +53,7 @@ class Transition(BaseModel):
 
 
 class FlipFigures(BaseModel):
-    """The figures of one model against the baseline (METHOD.md's metrics, both scopes)."""
+    """The figures of one model against the baseline (docs/METHOD.md's metrics, both scopes)."""
 
     scopes: dict[str, ScopeFigures] = Field(
         description="`old_classes`: samples of the baseline's classes (the paper's scope); "

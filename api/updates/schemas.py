@@ -51,7 +51,7 @@ class RecipeIn(BaseModel):
 
 
 class MethodParamsIn(BaseModel):
-    """How the update's loss is shaped (METHOD.md); omitted fields take mpt's defaults."""
+    """How the update's loss is shaped (docs/METHOD.md); omitted fields take mpt's defaults."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -70,7 +70,7 @@ def add_ledger(session: Session, *, report_id: int, k_old: int, rows: list[dict]
                 "old_confidence": row["old_confidence"],
                 "new_confidence": row["new_confidence"],
                 "kind": FlipKind(row["kind"]),
-                # METHOD.md: an intrusion is a negative flip into one of the new classes.
+                # docs/METHOD.md: an intrusion is a negative flip into one of the new classes.
                 "is_intrusion": row["kind"] == FlipKind.NEGATIVE and row["new_prediction"] >= k_old,
             }
             for row in rows

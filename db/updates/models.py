@@ -21,7 +21,7 @@ class JobStatus(enum.StrEnum):
 
 
 class UpdateMethod(enum.StrEnum):
-    """The training methods of METHOD.md (the engine implements each under the same name)."""
+    """The training methods of docs/METHOD.md (the engine implements each under the same name)."""
 
     INDEPENDENT = "independent"
     PCT_NAIVE = "pct-naive"

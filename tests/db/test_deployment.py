@@ -1,4 +1,4 @@
-"""The production compose file and Dockerfile say what DESIGN.md asks of a deployment."""
+"""The production compose file and Dockerfile say what docs/ARCHITECTURE.md asks of a deployment."""
 
 from __future__ import annotations
 

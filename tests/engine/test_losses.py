@@ -1,4 +1,4 @@
-"""Every loss of METHOD.md against a deliberately plain float64 reference.
+"""Every loss of docs/METHOD.md against a deliberately plain float64 reference.
 
 The reference below uses per-sample Python loops, math.exp / math.log and explicit sums; it
 shares no code with mpt.losses (no torch.nn.functional, no tensors).
@@ -247,7 +247,7 @@ def test_method_matches_plain_reference(method, seed):
 
 @pytest.mark.parametrize("method", ALL_METHODS)
 def test_method_matches_reference_with_default_params(method):
-    # Defaults of METHOD.md: b=4, alpha=1, beta=5, tau=5, LM weight 0.4, ELODI from epoch 5
+    # Defaults of docs/METHOD.md: b=4, alpha=1, beta=5, tau=5, LM weight 0.4, ELODI from epoch 5
     # (the 6th), weights 0.6 / 0.4, top-k 10; K=14 > 10 so top-k really selects.
     case, _ = random_case(1234)
     rng = random.Random(7)
