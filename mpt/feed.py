@@ -49,26 +49,27 @@ def available_host_bytes() -> int:
 def choose_data_path(
     requested: str,
     *,
-    train: ImageSet | ImageFiles,
+    train: ImageSet | ImageFiles | None,
     others: list[ImageSet | ImageFiles],
     shape: tuple[int, int, int],
     device: torch.device,
     memory_fraction: float,
 ) -> str:
     """The recipe's data path, or for "auto" resident when the fitted sets fit: the training
-    set in `memory_fraction` of the free device memory, and every set that must be decoded
-    or resized in that fraction of the available host memory."""
+    set (held on the device; None when only evaluating) in `memory_fraction` of the free
+    device memory, and every set that must be decoded or resized in that fraction of the
+    available host memory."""
     if requested != "auto":
         return requested
     per_image = math.prod(shape)
     host_needed = sum(
         len(part) * per_image
         for part in (train, *others)
-        if not (isinstance(part, ImageSet) and part.shape == tuple(shape))  # already in memory as it is
+        if part is not None and not (isinstance(part, ImageSet) and part.shape == tuple(shape))
     )
     if host_needed > memory_fraction * available_host_bytes():
         return STREAMING
-    if device.type == "cuda":
+    if train is not None and device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         if len(train) * per_image > memory_fraction * free:
             return STREAMING

@@ -138,9 +138,14 @@ def run_sweep(
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
     if checkpoint_dir:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    arch, data, mean, std = update_setup(bundle=bundle, base=base, classes=classes, arch=arch, recipe=recipe, seed=seed)
+    arch, data, inputs, mean, std = update_setup(
+        bundle=bundle, base=base, classes=classes, arch=arch, recipe=recipe, seed=seed, device=torch_device
+    )
+    if progress.on_data_path:
+        progress.on_data_path(inputs.data_path)
     common = dict(
         data=data,
+        inputs=inputs,
         arch=arch,
         recipe=recipe,
         mean=mean,
@@ -158,7 +163,7 @@ def run_sweep(
             for member in range(1, candidates[0].elodi_ensemble_size + 1)
         ]
 
-    model_spec = _spec_for(arch, data, mean, std)
+    model_spec = _spec_for(arch, data, inputs, mean, std)
     # Every student starts from the weights a lone run with this seed would start from.
     nets = [
         build_net(arch, num_classes=len(model_spec.classes), in_channels=model_spec.in_channels, seed=seed)
@@ -166,7 +171,7 @@ def run_sweep(
     ]
     histories = train_students(
         nets=nets,
-        train_set=data.train,
+        train_set=inputs.train,
         recipe=recipe,
         methods=[method] * len(candidates),
         params=candidates,
@@ -175,7 +180,7 @@ def run_sweep(
         std=std,
         seed=seed,
         teachers=teachers,
-        validation=data.validation,
+        validation=inputs.validation,
         device=torch_device,
         callbacks=progress.enter("sweep"),
         checkpoint_path=checkpoint_dir / "sweep.ckpt" if checkpoint_dir else None,
@@ -185,10 +190,12 @@ def run_sweep(
     trials = []
     for net, candidate, history in zip(nets, candidates, histories):
         model = LoadedModel(net.cpu(), model_spec)
-        report, _ = evaluate(model=model, baseline=base, evaluation=data.validation, k_old=k_old, device=torch_device)
+        report, _ = evaluate(
+            model=model, baseline=base, evaluation=inputs.validation, k_old=k_old, device=torch_device, recipe=recipe
+        )
         trials.append(Trial(candidate, history, headline(report), report, model))
     reference_val_report, _ = evaluate(
-        model=reference, baseline=base, evaluation=data.validation, k_old=k_old, device=torch_device
+        model=reference, baseline=base, evaluation=inputs.validation, k_old=k_old, device=torch_device, recipe=recipe
     )
     reference_validation = headline(reference_val_report)
     bound = reference_validation["nfr_old_classes"] if max_val_nfr is None else max_val_nfr
@@ -203,9 +210,14 @@ def run_sweep(
     outcome = SweepOutcome(trials, winner, policy, data, reference, reference_validation)
     progress.enter("evaluating")
     outcome.report, outcome.ledger = evaluate(
-        model=outcome.best.model, baseline=base, evaluation=data.evaluation, k_old=k_old, device=torch_device
+        model=outcome.best.model,
+        baseline=base,
+        evaluation=inputs.evaluation,
+        k_old=k_old,
+        device=torch_device,
+        recipe=recipe,
     )
     outcome.reference_report, _ = evaluate(
-        model=reference, baseline=base, evaluation=data.evaluation, k_old=k_old, device=torch_device
+        model=reference, baseline=base, evaluation=inputs.evaluation, k_old=k_old, device=torch_device, recipe=recipe
     )
     return outcome

@@ -14,8 +14,10 @@ from typing import Protocol
 import torch
 
 from mpt.artifacts import LoadedModel, ModelSpec
-from mpt.data import ClassMap, DataBundle, ImageSet, build_class_map, channel_stats
+from mpt.data import ClassMap, DataBundle, DataError, FittedImages, ImageFiles, ImageSet, build_class_map
+from mpt.feed import Prepared, choose_data_path, decode_workers, measure_channel_stats, prepare
 from mpt.flips import FlipLedger, flip_report
+from mpt.images import thumbnail
 from mpt.losses import get_method
 from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe
@@ -24,13 +26,25 @@ from mpt.train import Callbacks, Teachers, predict, resolve_device, train
 
 @dataclass
 class UpdateData:
-    """Splits of one update, relabelled to its class map."""
+    """Splits of one update, relabelled to its class map (as the data set holds them)."""
 
     class_map: ClassMap
-    train: ImageSet
-    validation: ImageSet
-    evaluation: ImageSet
+    train: ImageSet | ImageFiles
+    validation: ImageSet | ImageFiles
+    evaluation: ImageSet | ImageFiles
     digest: str
+
+
+@dataclass
+class UpdateInputs:
+    """The splits as the networks are fed: fitted to one input shape (C, H, W), resident or
+    streaming (mpt.feed)."""
+
+    shape: tuple[int, int, int]
+    data_path: str
+    train: Prepared
+    validation: Prepared
+    evaluation: Prepared
 
 
 def prepare_data(
@@ -45,9 +59,11 @@ def prepare_data(
     return UpdateData(class_map, train_set, validation, evaluation, bundle.digest)
 
 
-def reference_key(*, data: UpdateData, arch: str, recipe: Recipe, seed: int, mean, std) -> str:
+def reference_key(
+    *, data: UpdateData, shape: tuple[int, int, int], arch: str, recipe: Recipe, seed: int, mean, std
+) -> str:
     """What makes two independent references interchangeable."""
-    identity = {
+    identity: dict = {
         "data": data.digest,
         "classes": list(data.class_map.classes),
         "arch": arch,
@@ -55,6 +71,8 @@ def reference_key(*, data: UpdateData, arch: str, recipe: Recipe, seed: int, mea
         "seed": seed,
         "normalisation": [list(mean), list(std)],
     }
+    if data.train.shape != tuple(shape):  # fitted inputs; keys of unfitted data stay as they were
+        identity["input_shape"] = list(shape)
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
@@ -72,6 +90,7 @@ class Progress:
 
     on_phase: Callable[[str], None] | None = None
     callbacks: Callbacks = field(default_factory=Callbacks)
+    on_data_path: Callable[[str], None] | None = None  # "resident" or "streaming", once chosen
 
     def enter(self, phase: str) -> Callbacks:
         if self.on_phase:
@@ -84,28 +103,34 @@ class UpdateOutcome:
     model: LoadedModel
     history: list[dict]
     data: UpdateData
+    inputs: UpdateInputs
     reference: LoadedModel | None = None
     report: dict | None = None
     ledger: FlipLedger | None = None
     reference_report: dict | None = None
 
 
-def _spec_for(arch: str, data: UpdateData, mean, std) -> ModelSpec:
-    images = data.train.images
+def _spec_for(arch: str, data: UpdateData, inputs: UpdateInputs, mean, std) -> ModelSpec:
     return ModelSpec(
         arch=arch,
         classes=tuple(data.class_map.classes),
-        in_channels=images.shape[1],
-        image_size=(images.shape[2], images.shape[3]),
+        in_channels=inputs.shape[0],
+        image_size=(inputs.shape[1], inputs.shape[2]),
         mean=tuple(mean),
         std=tuple(std),
     )
+
+
+def input_shape(spec: ModelSpec) -> tuple[int, int, int]:
+    """(C, H, W) a model file's network is fed."""
+    return (spec.in_channels, *spec.image_size)  # type: ignore[return-value]
 
 
 def _train_fresh(
     *,
     arch: str,
     data: UpdateData,
+    inputs: UpdateInputs,
     recipe: Recipe,
     method: str,
     params: MethodParams,
@@ -117,11 +142,11 @@ def _train_fresh(
     callbacks: Callbacks,
     checkpoint_path: Path | None,
 ) -> tuple[LoadedModel, list[dict]]:
-    spec = _spec_for(arch, data, mean, std)
+    spec = _spec_for(arch, data, inputs, mean, std)
     net = build_net(arch, num_classes=len(spec.classes), in_channels=spec.in_channels, seed=seed)
     history = train(
         net=net,
-        train_set=data.train,
+        train_set=inputs.train,
         recipe=recipe,
         method=method,
         params=params,
@@ -130,7 +155,7 @@ def _train_fresh(
         std=std,
         seed=seed,
         teachers=teachers,
-        validation=data.validation,
+        validation=inputs.validation,
         device=device,
         callbacks=callbacks,
         checkpoint_path=checkpoint_path,
@@ -141,6 +166,7 @@ def _train_fresh(
 def independent_model(
     *,
     data: UpdateData,
+    inputs: UpdateInputs,
     arch: str,
     recipe: Recipe,
     seed: int,
@@ -153,13 +179,14 @@ def independent_model(
     checkpoint_dir: Path | None,
 ) -> LoadedModel:
     """An independently trained model on the update's classes, reused from `store` when cached."""
-    key = reference_key(data=data, arch=arch, recipe=recipe, seed=seed, mean=mean, std=std)
+    key = reference_key(data=data, shape=inputs.shape, arch=arch, recipe=recipe, seed=seed, mean=mean, std=std)
     cached = store.load(key) if store else None
     if cached is not None:
         return cached
     model, _ = _train_fresh(
         arch=arch,
         data=data,
+        inputs=inputs,
         recipe=recipe,
         method="independent",
         params=MethodParams(),
@@ -177,16 +204,34 @@ def independent_model(
 
 
 def evaluate(
-    *, model: LoadedModel, baseline: LoadedModel, evaluation: ImageSet, k_old: int, device=None
+    *,
+    model: LoadedModel,
+    baseline: LoadedModel,
+    evaluation: ImageSet | ImageFiles | FittedImages,
+    k_old: int,
+    device=None,
+    recipe: Recipe | None = None,
 ) -> tuple[dict, FlipLedger]:
-    """The flip report of `model` against `baseline` on a split in `model`'s index space."""
+    """The flip report of `model` against `baseline` on a split in `model`'s index space.
+
+    Each model sees the split fitted to its own input (its file's image size and channels);
+    a split not yet prepared for that input is prepared on the recipe's data path.
+    """
     device = resolve_device() if device is None else device
-    new_logits = predict(
-        model.net.to(device), evaluation.images, mean=model.spec.mean, std=model.spec.std, device=device
-    )
-    old_logits = predict(
-        baseline.net.to(device), evaluation.images, mean=baseline.spec.mean, std=baseline.spec.std, device=device
-    )
+    recipe = recipe or Recipe()
+    workers = decode_workers(recipe)
+    fed: dict[tuple[int, int, int], Prepared] = {}
+
+    def logits(of: LoadedModel) -> torch.Tensor:
+        shape = input_shape(of.spec)
+        if shape not in fed:
+            fed[shape] = _prepared_for(evaluation, shape, recipe=recipe, device=device, workers=workers)
+        return predict(
+            of.net.to(device), fed[shape], mean=of.spec.mean, std=of.spec.std, device=device, workers=workers
+        )
+
+    new_logits = logits(model)
+    old_logits = logits(baseline)
     return flip_report(
         labels=evaluation.labels,
         old_logits=old_logits[:, :k_old],
@@ -194,6 +239,49 @@ def evaluate(
         classes=list(model.spec.classes),
         k_old=k_old,
     )
+
+
+def _prepared_for(
+    evaluation: ImageSet | ImageFiles | FittedImages,
+    shape: tuple[int, int, int],
+    *,
+    recipe: Recipe,
+    device: torch.device,
+    workers: int,
+) -> Prepared:
+    """A split ready to feed an input of `shape`: as it is when already prepared for it."""
+    if isinstance(evaluation, ImageSet | FittedImages) and evaluation.shape == tuple(shape):
+        return evaluation
+    source = evaluation.samples if isinstance(evaluation, FittedImages) else evaluation
+    path = choose_data_path(
+        recipe.data_path,
+        train=None,
+        others=[source],
+        shape=shape,
+        device=device,
+        memory_fraction=recipe.resident_memory_fraction,
+    )
+    return prepare(source, shape, path=path, workers=workers)
+
+
+def model_input(data: UpdateData, base: LoadedModel | None, recipe: Recipe) -> tuple[int, int, int]:
+    """(C, H, W) of the update's network: the base model's (an update keeps its family's
+    input), else the data's channels at the recipe's image_size or at the images' own size."""
+    if base is not None:
+        shape = input_shape(base.spec)
+        if recipe.image_size is not None and (recipe.image_size, recipe.image_size) != tuple(base.spec.image_size):
+            raise ValueError(
+                f"an update keeps its base model's image size {tuple(base.spec.image_size)}; "
+                f"the recipe asks for {recipe.image_size}"
+            )
+        return shape
+    channels = data.train.channels if isinstance(data.train, ImageFiles) else data.train.shape[0]
+    if recipe.image_size is not None:
+        return (channels, recipe.image_size, recipe.image_size)
+    own = data.train.shape
+    if own is None or own != data.evaluation.shape:
+        raise DataError("the data set's images differ in size: set the recipe's image_size to fit them to one size")
+    return own
 
 
 def update_setup(
@@ -204,27 +292,56 @@ def update_setup(
     arch: str | None,
     recipe: Recipe,
     seed: int,
-) -> tuple[str, UpdateData, tuple, tuple]:
-    """The architecture, the prepared data and the normalisation of an update (or first version)."""
+    device: torch.device,
+) -> tuple[str, UpdateData, UpdateInputs, tuple, tuple]:
+    """The architecture, the data, the network's inputs on their data path, and the
+    normalisation of an update (or first version)."""
     arch = arch or (base.spec.arch if base else None)
     if arch is None:
         raise ValueError("a first version needs an architecture")
     data = prepare_data(
         bundle, old_classes=list(base.spec.classes) if base else None, classes=classes, recipe=recipe, seed=seed
     )
-    if base is not None:
-        shape = tuple(data.train.images.shape[1:])
-        expected = (base.spec.in_channels, *base.spec.image_size)
-        if shape != expected:
-            raise ValueError(f"the data's images are {shape} but the base model expects {expected}")
+    shape = model_input(data, base, recipe)
+    path = choose_data_path(
+        recipe.data_path,
+        train=data.train,
+        others=[data.validation, data.evaluation],
+        shape=shape,
+        device=device,
+        memory_fraction=recipe.resident_memory_fraction,
+    )
+    workers = decode_workers(recipe)
+    inputs = UpdateInputs(
+        shape,
+        path,
+        *(prepare(part, shape, path=path, workers=workers) for part in (data.train, data.validation, data.evaluation)),
+    )
     # An update keeps the family's normalisation so the old model sees the inputs it knows.
     if recipe.mean is not None:
         mean, std = recipe.mean, recipe.std
     elif base is not None:
         mean, std = base.spec.mean, base.spec.std
     else:
-        mean, std = channel_stats(data.train.images)
-    return arch, data, mean, std
+        mean, std = measure_channel_stats(inputs.train, workers=workers)
+    return arch, data, inputs, mean, std
+
+
+def ledger_thumbnails(outcome: UpdateOutcome, max_side: int) -> torch.Tensor:
+    """The flipped evaluation samples as the new model saw them, scaled to at most `max_side`
+    pixels a side: uint8 (M, C, h, w), in the ledger's order."""
+    if outcome.ledger is None:
+        raise ValueError("a first version has no flip ledger")
+    evaluation = outcome.inputs.evaluation
+    index = outcome.ledger.sample_index
+    pixels = (
+        list(evaluation.images[index])
+        if isinstance(evaluation, ImageSet)
+        else [evaluation[i][0] for i in index.tolist()]
+    )
+    if not pixels:
+        return torch.empty((0, *thumbnail(torch.zeros(outcome.inputs.shape, dtype=torch.uint8), max_side).shape))
+    return torch.stack([thumbnail(p, max_side) for p in pixels])
 
 
 def run_update(
@@ -255,9 +372,14 @@ def run_update(
     method_spec = get_method(method)
     if base is None and method != "independent":
         raise ValueError(f"a first version (no base model) trains with 'independent', not {method!r}")
-    arch, data, mean, std = update_setup(bundle=bundle, base=base, classes=classes, arch=arch, recipe=recipe, seed=seed)
+    arch, data, inputs, mean, std = update_setup(
+        bundle=bundle, base=base, classes=classes, arch=arch, recipe=recipe, seed=seed, device=torch_device
+    )
+    if progress.on_data_path:
+        progress.on_data_path(inputs.data_path)
     common = dict(
         data=data,
+        inputs=inputs,
         arch=arch,
         recipe=recipe,
         mean=mean,
@@ -284,6 +406,7 @@ def run_update(
         model, history = _train_fresh(
             arch=arch,
             data=data,
+            inputs=inputs,
             recipe=recipe,
             method=method,
             params=params,
@@ -295,14 +418,19 @@ def run_update(
             callbacks=progress.enter("training"),
             checkpoint_path=checkpoint_dir / "training.ckpt" if checkpoint_dir else None,
         )
-    outcome = UpdateOutcome(model=model, history=history, data=data, reference=reference)
+    outcome = UpdateOutcome(model=model, history=history, data=data, inputs=inputs, reference=reference)
     if base is not None:
         progress.enter("evaluating")
         k_old = data.class_map.k_old
         outcome.report, outcome.ledger = evaluate(
-            model=model, baseline=base, evaluation=data.evaluation, k_old=k_old, device=torch_device
+            model=model, baseline=base, evaluation=inputs.evaluation, k_old=k_old, device=torch_device, recipe=recipe
         )
         outcome.reference_report, _ = evaluate(
-            model=reference, baseline=base, evaluation=data.evaluation, k_old=k_old, device=torch_device
+            model=reference,
+            baseline=base,
+            evaluation=inputs.evaluation,
+            k_old=k_old,
+            device=torch_device,
+            recipe=recipe,
         )
     return outcome
