@@ -39,17 +39,34 @@ def read_header(path: str | Path) -> ImageHeader:
     try:
         with Image.open(path) as image:
             width, height = image.size
-            if image.getexif().get(EXIF_ORIENTATION) in TRANSPOSED_ORIENTATIONS:
+            if _orientation(image) in TRANSPOSED_ORIENTATIONS:
                 width, height = height, width
             return ImageHeader(height, width, image.mode, _is_grey(image))
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ImageFileError(f"{path} is not a readable image ({error})") from None
 
 
+def _orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation found while opening. Image.getexif would decode a PNG's pixels to
+    look for an eXIf chunk after them; one placed there (rare) shows only when decoding."""
+    if image.format == "TIFF":
+        return image.getexif().get(EXIF_ORIENTATION)  # TIFF tags are the header itself
+    raw = image.info.get("exif")
+    if not raw:
+        return None
+    exif = Image.Exif()
+    exif.load(raw)
+    return exif.get(EXIF_ORIENTATION)
+
+
 def _is_grey(image: Image.Image) -> bool:
     if image.mode == "P" and image.palette is not None:
-        # A palette of grey levels is a grey image; the PLTE chunk is read with the header.
-        rgb = np.frombuffer(bytes(image.getpalette() or []), dtype=np.uint8).reshape(-1, 3)
+        # A palette of grey levels is a grey image. The palette comes with the header (PNG's
+        # PLTE, GIF's colour table); getpalette() would decode the pixels first.
+        palette = image.palette
+        if (palette.rawmode or palette.mode) != "RGB" or len(palette.palette) % 3:
+            return False
+        rgb = np.frombuffer(bytes(palette.palette), dtype=np.uint8).reshape(-1, 3)
         return bool((rgb == rgb[:, :1]).all())
     return image.mode in GREY_MODES
 

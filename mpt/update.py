@@ -333,15 +333,13 @@ def ledger_thumbnails(outcome: UpdateOutcome, max_side: int) -> torch.Tensor:
     if outcome.ledger is None:
         raise ValueError("a first version has no flip ledger")
     evaluation = outcome.inputs.evaluation
-    index = outcome.ledger.sample_index
-    pixels = (
-        list(evaluation.images[index])
-        if isinstance(evaluation, ImageSet)
-        else [evaluation[i][0] for i in index.tolist()]
-    )
-    if not pixels:
-        return torch.empty((0, *thumbnail(torch.zeros(outcome.inputs.shape, dtype=torch.uint8), max_side).shape))
-    return torch.stack([thumbnail(p, max_side) for p in pixels])
+    thumbs = [
+        thumbnail(evaluation.images[i] if isinstance(evaluation, ImageSet) else evaluation[i][0], max_side)
+        for i in outcome.ledger.sample_index.tolist()
+    ]
+    if not thumbs:  # no flips: an empty stack of the thumbnails' shape
+        return thumbnail(torch.zeros(outcome.inputs.shape, dtype=torch.uint8), max_side).unsqueeze(0)[:0]
+    return torch.stack(thumbs)
 
 
 def run_update(
