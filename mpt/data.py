@@ -11,6 +11,7 @@ import math
 import os
 import pickle
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Self
@@ -181,7 +182,7 @@ class FittedImages(torch.utils.data.Dataset):
 
     def __init__(self, samples: ImageSet | ImageFiles, shape: tuple[int, int, int]):
         self.samples = samples
-        self.shape = tuple(shape)
+        self.shape: tuple[int, int, int] = (shape[0], shape[1], shape[2])
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -259,7 +260,7 @@ def image_summary(parts: list[ImageSet | ImageFiles]) -> dict:
     modes: dict[str, int] = {}
     for part in parts:
         if isinstance(part, ImageSet):
-            sizes.append(part.shape[1:])
+            sizes.append((part.shape[1], part.shape[2]))
             mode = "L" if part.shape[0] == 1 else "RGB"
             modes[mode] = modes.get(mode, 0) + len(part)
         else:
@@ -268,8 +269,8 @@ def image_summary(parts: list[ImageSet | ImageFiles]) -> dict:
                 modes[header.mode] = modes.get(header.mode, 0) + 1
     return {
         "channels": parts[0].channels if isinstance(parts[0], ImageFiles) else parts[0].shape[0],
-        "min_size": list(min(sizes, key=lambda s: s[0] * s[1])) if sizes else None,
-        "max_size": list(max(sizes, key=lambda s: s[0] * s[1])) if sizes else None,
+        "min_size": list(min(sizes, key=math.prod)) if sizes else None,  # by area
+        "max_size": list(max(sizes, key=math.prod)) if sizes else None,
         "modes": dict(sorted(modes.items())),
     }
 
@@ -332,7 +333,7 @@ def open_dataset(uri: str | Path, data_format: str | None = None) -> DataBundle:
     if path.is_dir():
         _refuse_links_outside(path)
     data_format = data_format or detect_format(path)
-    loaders = {
+    loaders: dict[str, Callable[[Path], tuple[ImageSet, ImageSet] | tuple[ImageFiles, ImageFiles]]] = {
         "fashion-mnist": _load_fashion_mnist,
         "imagefolder": _open_imagefolder,
         "cifar": _load_cifar100,
@@ -348,6 +349,7 @@ def open_dataset(uri: str | Path, data_format: str | None = None) -> DataBundle:
         raise DataError(f"duplicate class names in the data set: {', '.join(duplicates)}")
     if isinstance(train, ImageFiles) and isinstance(test, ImageFiles):
         return DataBundle(train, test, files_digest(path, train, test))
+    assert isinstance(train, ImageSet) and isinstance(test, ImageSet)  # the array formats
     if train.shape != test.shape:
         raise DataError("the training and evaluation splits have different image shapes")
     return DataBundle(train, test, content_digest(train, test))

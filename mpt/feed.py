@@ -98,11 +98,17 @@ class BatchFeed:
     """
 
     def __init__(self, images: Prepared, device: torch.device, *, workers: int, on_device: bool):
-        self.source = images
         self.device = device
         self.workers = workers
         self.labels = images.labels.to(device)
-        self.resident = images.images.to(device) if isinstance(images, ImageSet) and on_device else None
+        # Exactly one of the two: the uint8 images (on the device when `on_device`), or the
+        # fitted files a DataLoader decodes.
+        self.resident: torch.Tensor | None = None
+        self.streamed: FittedImages | None = None
+        if isinstance(images, ImageSet):
+            self.resident = images.images.to(device) if on_device else images.images
+        else:
+            self.streamed = images
 
     def __len__(self) -> int:
         return int(self.labels.numel())
@@ -115,10 +121,9 @@ class BatchFeed:
             for step, start in enumerate(range(0, len(self), batch_size))
             if min(batch_size, len(self) - start) >= 2
         ]
-        if isinstance(self.source, ImageSet):
-            images = self.resident if self.resident is not None else self.source.images
+        if self.resident is not None:
             for step, index in steps:
-                yield step, images[index].to(self.device, non_blocking=True), self.labels[index]
+                yield step, self.resident[index].to(self.device, non_blocking=True), self.labels[index]
             return
         on_host = [index.tolist() for index in order.cpu().split(batch_size) if index.numel() >= 2]
         for (step, index), (images, _) in zip(steps, self._loader(batch_sampler=on_host), strict=True):
@@ -126,17 +131,17 @@ class BatchFeed:
 
     def in_order(self, batch_size: int) -> Iterator[torch.Tensor]:
         """The images in the set's order, `batch_size` at a time."""
-        if isinstance(self.source, ImageSet):
-            images = self.resident if self.resident is not None else self.source.images
+        if self.resident is not None:
             for start in range(0, len(self), batch_size):
-                yield images[start : start + batch_size].to(self.device, non_blocking=True)
+                yield self.resident[start : start + batch_size].to(self.device, non_blocking=True)
             return
         for images, _ in self._loader(batch_size=batch_size):
             yield images.to(self.device, non_blocking=True)
 
     def _loader(self, **batching) -> torch.utils.data.DataLoader:
+        assert self.streamed is not None
         return torch.utils.data.DataLoader(
-            self.source,
+            self.streamed,
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
             collate_fn=stack_batch,

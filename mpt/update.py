@@ -123,7 +123,7 @@ def _spec_for(arch: str, data: UpdateData, inputs: UpdateInputs, mean, std) -> M
 
 def input_shape(spec: ModelSpec) -> tuple[int, int, int]:
     """(C, H, W) a model file's network is fed."""
-    return (spec.in_channels, *spec.image_size)  # type: ignore[return-value]
+    return (spec.in_channels, *spec.image_size)
 
 
 def _train_fresh(

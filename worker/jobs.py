@@ -36,10 +36,10 @@ from db.updates.service import (
     record_event,
 )
 from mpt.artifacts import ArtifactError, LoadedModel, load_model, save_model
-from mpt.data import DataError, load_dataset
+from mpt.data import DataError, open_dataset
 from mpt.recipe import MethodParams, Recipe
 from mpt.train import Callbacks, NonFiniteLoss, TrainingCancelled
-from mpt.update import Progress, run_update
+from mpt.update import Progress, ledger_thumbnails, run_update
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class JobMonitor:
     progress: float = 0.0
     epoch: int | None = None
     status: JobStatus = JobStatus.RUNNING
+    data_path: str | None = None
     cancel_requested: bool = False
     lost: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -109,6 +110,7 @@ class JobMonitor:
                     progress=self.progress,
                     epoch=self.epoch,
                     status=self.status,
+                    data_path=self.data_path,
                 )
         except JobNotOwned:
             self.lost = True
@@ -126,6 +128,10 @@ class JobMonitor:
         self.phase, self.progress, self.epoch = phase, 0.0, None
         if phase == "evaluating":
             self.status = JobStatus.EVALUATING
+        self.beat()
+
+    def on_data_path(self, data_path: str) -> None:
+        self.data_path = data_path
         self.beat()
 
     def on_progress(self, fraction: float) -> None:
@@ -222,7 +228,7 @@ def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_
     recipe = Recipe.from_dict(job.recipe)
     params = MethodParams.from_dict(job.method_params)
     base = load_model(artifact_path(base_row.artifact_uri), sha256=base_row.sha256) if base_row else None
-    bundle = load_dataset(dataset.uri, dataset.format.value)
+    bundle = open_dataset(dataset.uri, dataset.format.value)
     if bundle.digest != dataset.digest:
         raise DataError(
             f"data set {dataset.id} changed on disk since it was registered "
@@ -243,6 +249,7 @@ def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_
         checkpoint_dir=checkpoint_dir,
         progress=Progress(
             on_phase=monitor.enter_phase,
+            on_data_path=monitor.on_data_path,
             callbacks=Callbacks(
                 on_epoch_end=monitor.on_epoch_end,
                 on_progress=monitor.on_progress,
@@ -261,10 +268,12 @@ def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_
         images_uri = f"reports/{stem}.npz"
         written.append(artifact_path(images_uri))
         written[-1].parent.mkdir(parents=True, exist_ok=True)
-        np.savez(
+        # Thumbnails of what the new model saw, not full-resolution inputs: thousands of
+        # flips at 224 px stay a few megabytes.
+        np.savez_compressed(
             written[-1],
             sample_index=outcome.ledger.sample_index.numpy(),
-            images=outcome.data.evaluation.images[outcome.ledger.sample_index].numpy(),
+            images=ledger_thumbnails(outcome, recipe.ledger_thumbnail_side).numpy(),
         )
     monitor.stop()
     if monitor.lost:
@@ -298,11 +307,12 @@ def _remove(paths: list[Path]) -> None:
 
 
 def inspect_dataset(*, dataset_id: int) -> str:
-    """Read a registered data set once: classes, split sizes, image shape, content digest."""
+    """Read a registered data set once: classes, split sizes, image sizes and modes (an image
+    folder's from its files' headers, no pixels decoded), content digest."""
     with session_factory()() as session:
         dataset = get_dataset(session, dataset_id=dataset_id)
     try:
-        bundle = load_dataset(dataset.uri, dataset.format.value)
+        bundle = open_dataset(dataset.uri, dataset.format.value)
     except (DataError, OSError) as error:
         reason = str(error)
         with_db_retries(lambda s: mark_dataset_failed(s, dataset_id=dataset_id, error=reason))

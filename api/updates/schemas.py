@@ -8,6 +8,7 @@ default, so the defaults live in one place (mpt/recipe.py).
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,7 +26,20 @@ class RecipeIn(BaseModel):
     lr: float | None = Field(None, gt=0, le=10, examples=[0.1])
     momentum: float | None = Field(None, ge=0, lt=1, examples=[0.9])
     weight_decay: float | None = Field(None, ge=0, le=1, examples=[5e-4])
+    image_size: int | None = Field(
+        None,
+        ge=8,
+        le=1024,
+        examples=[224],
+        description="input side in pixels: images are resized to cover it and centre-cropped; "
+        "omitted: the data's own size (an update keeps its base model's)",
+    )
+    train_crop: Literal["pad", "random_resized"] | None = Field(
+        None, examples=["pad"], description="pad: random crop after zero padding; random_resized: RandomResizedCrop"
+    )
     crop_padding: int | None = Field(None, ge=0, le=64, examples=[4])
+    crop_scale: tuple[float, float] | None = Field(None, examples=[[0.08, 1.0]])
+    crop_ratio: tuple[float, float] | None = Field(None, examples=[[0.75, 1.3333]])
     horizontal_flip: bool | None = Field(None, examples=[True])
     mean: list[float] | None = Field(
         None,
@@ -48,6 +62,12 @@ class RecipeIn(BaseModel):
     bf16_on_cuda: bool | None = Field(None, examples=[True])
     channels_last_on_cuda: bool | None = Field(None, examples=[True])
     compile_on_cuda: bool | None = Field(None, examples=[False])
+    data_path: Literal["auto", "resident", "streaming"] | None = Field(
+        None, examples=["auto"], description="auto: resident when the fitted set fits in memory, else streaming"
+    )
+    resident_memory_fraction: float | None = Field(None, gt=0, le=1, examples=[0.5])
+    decode_workers: int | None = Field(None, ge=0, le=64, examples=[8])
+    ledger_thumbnail_side: int | None = Field(None, ge=8, le=512, examples=[64])
 
 
 class MethodParamsIn(BaseModel):
@@ -166,6 +186,11 @@ class UpdateOut(OrmModel):
     heartbeat_at: datetime | None
     cancel_requested: bool
     error: str | None
+    data_path: str | None = Field(
+        description="how the worker fed the images: resident (held on the device) or streaming "
+        "(decoded per batch); null until chosen",
+        examples=["resident"],
+    )
     result_model_id: int | None = Field(examples=[None])
     reference_model_id: int | None = Field(examples=[None])
     created_at: datetime

@@ -48,7 +48,8 @@ def mark_dataset_ready(
     classes: list[str],
     train_size: int,
     test_size: int,
-    image_shape: list[int],
+    image_shape: list[int] | None,
+    image_summary: dict | None = None,
     digest: str,
 ) -> Dataset:
     """Record what the worker found in the data set and make it usable by update jobs."""
@@ -56,7 +57,8 @@ def mark_dataset_ready(
     dataset.classes = list(classes)
     dataset.train_size = train_size
     dataset.test_size = test_size
-    dataset.image_shape = list(image_shape)
+    dataset.image_shape = list(image_shape) if image_shape is not None else None
+    dataset.image_summary = image_summary
     dataset.digest = digest
     dataset.status = DatasetStatus.READY
     dataset.error = None
