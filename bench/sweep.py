@@ -9,6 +9,7 @@ process; medians are reported. Four separate runs would cost 4x one run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import time
@@ -19,7 +20,7 @@ from train_throughput import cpu_name, new_mask, teachers_for, workload
 from mpt.data import channel_stats
 from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe
-from mpt.train import train, train_students
+from mpt.train import TrainingSetup, train, train_students
 
 
 def main() -> None:
@@ -40,7 +41,7 @@ def main() -> None:
     train_set, k, k_old = workload(args.arch, args.steps * recipe.batch_size)
     mean, std = channel_stats(train_set.images)
     in_channels = train_set.images.shape[1]
-    common = dict(
+    setup = TrainingSetup(
         train_set=train_set, recipe=recipe, new_mask=new_mask(k, k_old), mean=mean, std=std, seed=0, device=device
     )
 
@@ -57,7 +58,12 @@ def main() -> None:
         net = build_net(args.arch, num_classes=k, in_channels=in_channels, seed=1)
         teachers = teachers_for(args.arch, k, k_old, in_channels)
         return timed(
-            lambda: train(net=net, method="mpt-kl", params=MethodParams(bias=biases[-1]), teachers=teachers, **common)
+            lambda: train(
+                dataclasses.replace(setup, teachers=teachers),
+                net=net,
+                method="mpt-kl",
+                params=MethodParams(bias=biases[-1]),
+            )
         )
 
     def sweep() -> float:
@@ -65,11 +71,10 @@ def main() -> None:
         teachers = teachers_for(args.arch, k, k_old, in_channels)
         return timed(
             lambda: train_students(
+                dataclasses.replace(setup, teachers=teachers),
                 nets=nets,
                 methods=["mpt-kl"] * len(biases),
                 params=[MethodParams(bias=b) for b in biases],
-                teachers=teachers,
-                **common,
             )
         )
 
@@ -89,7 +94,7 @@ def main() -> None:
     print(f"one MPT-KL run: {one:.2f} s; {len(biases)} students together: {together:.2f} s (medians)")
     print(
         f"time ratio sweep / single: {together / one:.2f}x (separate runs: {len(biases)}.00x); "
-        f"per repeat: {', '.join(f'{s / o:.2f}' for s, o in zip(times['sweep'], times['single']))}; "
+        f"per repeat: {', '.join(f'{s / o:.2f}' for s, o in zip(times['sweep'], times['single'], strict=True))}; "
         f"load average at end {os.getloadavg()[0]:.2f}"
     )
 

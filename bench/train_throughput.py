@@ -40,7 +40,7 @@ from mpt.data import ImageSet, channel_stats, load_dataset
 from mpt.losses import LossInputs, get_method
 from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe
-from mpt.train import Teachers, train
+from mpt.train import Teachers, TrainingSetup, train
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -169,12 +169,9 @@ def engine_run(
     if device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
-    train(
-        net=student,
+    setup = TrainingSetup(
         train_set=subset,
         recipe=RECIPE,
-        method="mpt-kl",
-        params=MethodParams(),
         new_mask=new_mask(k, k_old),
         mean=mean,
         std=std,
@@ -182,6 +179,7 @@ def engine_run(
         teachers=teachers,
         device=device,
     )
+    train(setup, net=student, method="mpt-kl", params=MethodParams())
     if device.type == "cuda":
         torch.cuda.synchronize()
     return steps * RECIPE.batch_size / (time.perf_counter() - started)
@@ -227,9 +225,10 @@ def compute_only_run(
 
 def cpu_name() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or "unknown"
@@ -303,7 +302,7 @@ def main() -> None:
         f"the most any loop with this maths could reach is {ceiling_median / ref_median:.2f}x the reference; "
         f"the engine loop runs at {engine_median / ceiling_median:.0%} of it"
     )
-    pair_ratios = [e / r for e, r in zip(engine, reference)]
+    pair_ratios = [e / r for e, r in zip(engine, reference, strict=True)]
     print(
         f"ratio engine / reference: {engine_median / ref_median:.2f}x "
         f"(per repeat: {', '.join(f'{r:.2f}' for r in pair_ratios)}); load average at end {os.getloadavg()[0]:.2f}"

@@ -9,103 +9,18 @@ import time
 from pathlib import Path
 
 from mpt.artifacts import LoadedModel, load_model, save_model
+from mpt.cli_args import parse_assignments, parse_classes, recipe_from_args
+from mpt.console import epoch_progress, format_table
 from mpt.data import DataError, open_dataset
 from mpt.flips import headline
 from mpt.losses import METHODS
-from mpt.recipe import MethodParams, Recipe
-from mpt.train import Callbacks
-from mpt.update import Progress, UpdateData, UpdateOutcome, evaluate, prepare_data, run_update
+from mpt.recipe import MethodParams
+from mpt.reproduce.command import add_arguments as add_reproduce_arguments
+from mpt.reproduce.command import cmd_reproduce
+from mpt.sweep import DEFAULT_BIASES, run_sweep
+from mpt.update import FileReferenceStore, Progress, UpdateData, UpdateOutcome, evaluate, prepare_data, run_update
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-
-
-class FileReferenceStore:
-    """Independent references cached as `<key>.safetensors` in a folder."""
-
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-
-    def load(self, key: str) -> LoadedModel | None:
-        path = self.folder / f"{key}.safetensors"
-        return load_model(path) if path.exists() else None
-
-    def save(self, key: str, model: LoadedModel) -> None:
-        save_model(self.folder / f"{key}.safetensors", model.net, model.spec)
-
-
-def parse_classes(text: str | None, available: list[str]) -> list[str] | None:
-    """'0-4', '0,2,7' (indices into the data set's classes) or 'Coat,Bag' (names)."""
-    if not text:
-        return None
-    tokens = [t.strip() for t in text.split(",") if t.strip()]
-    if all(t.replace("-", "").isdigit() for t in tokens):
-        indices: list[int] = []
-        for token in tokens:
-            low, sep, high = token.partition("-")
-            if not low or (sep and not high) or int(high or low) < int(low):
-                raise DataError(f"bad class range {token!r} in {text!r}; use e.g. 0-4 or 0,2,7")
-            indices.extend(range(int(low), int(high or low) + 1))
-        bad = [i for i in indices if i >= len(available)]
-        if bad:
-            raise DataError(f"class indices {bad} are out of range for {len(available)} classes")
-        return [available[i] for i in indices]
-    return tokens
-
-
-def _parse_assignments(pairs: list[str]) -> dict:
-    values = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep:
-            raise ValueError(f"expected key=value, got {pair!r}")
-        try:
-            values[key.replace("-", "_")] = json.loads(raw)
-        except json.JSONDecodeError:
-            values[key.replace("-", "_")] = raw
-    return values
-
-
-def recipe_from_args(args) -> Recipe:
-    values = _parse_assignments(args.set)
-    for name in (
-        "epochs",
-        "batch_size",
-        "lr",
-        "train_samples_per_class",
-        "eval_samples_per_class",
-        "image_size",
-        "data_path",
-    ):
-        if getattr(args, name) is not None:
-            values[name] = getattr(args, name)
-    return Recipe.from_dict(values)
-
-
-def _progress(label: str, quiet: bool) -> Progress:
-    if quiet:
-        return Progress()
-
-    def on_epoch_end(epoch, metrics):
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k not in ("epoch", "lr"))
-        print(f"  [{state['phase']}] epoch {epoch + 1}: {shown}", file=sys.stderr, flush=True)
-
-    state = {"phase": label}
-    return Progress(on_phase=lambda phase: state.update(phase=phase), callbacks=Callbacks(on_epoch_end=on_epoch_end))
-
-
-def format_table(rows: dict[str, dict]) -> str:
-    """One column per model, one row per headline figure."""
-    names = list(rows)
-    keys = list(next(iter(rows.values())))
-    width = max(len(k) for k in keys)
-    lines = [" " * width + "".join(f"  {n:>14}" for n in names)]
-    for key in keys:
-        cells = []
-        for name in names:
-            value = rows[name][key]
-            cells.append(f"  {'-' if value is None else (f'{value:.4f}' if isinstance(value, float) else value):>14}")
-        lines.append(f"{key:<{width}}" + "".join(cells))
-    return "\n".join(lines)
 
 
 def _write_json(path: str | None, payload: dict) -> None:
@@ -125,7 +40,7 @@ def cmd_train(args) -> dict:
         params=MethodParams(),
         recipe=recipe_from_args(args),
         seed=args.seed,
-        progress=_progress("training", args.quiet),
+        progress=epoch_progress("training", args.quiet),
         device=args.device,
         checkpoint_dir=args.checkpoint_dir,
     )
@@ -146,11 +61,11 @@ def _update(args, method: str, base: LoadedModel, bundle) -> UpdateOutcome:
         classes=parse_classes(args.classes, bundle.classes),
         arch=args.arch,
         method=method,
-        params=MethodParams.from_dict(_parse_assignments(args.param)),
+        params=MethodParams.from_dict(parse_assignments(args.param)),
         recipe=recipe_from_args(args),
         seed=args.seed,
         store=FileReferenceStore(args.cache),
-        progress=_progress(method, args.quiet),
+        progress=epoch_progress(method, args.quiet),
         device=args.device,
         checkpoint_dir=args.checkpoint_dir,
     )
@@ -178,8 +93,6 @@ def cmd_update(args) -> dict:
 
 def parse_sweep(pairs: list[str]) -> dict[str, list]:
     """['bias=0,1,2,4', 'tau=2,5'] -> {'bias': [0, 1, 2, 4], 'tau': [2, 5]}; default: b in {0, 1, 2, 4}."""
-    from mpt.sweep import DEFAULT_BIASES
-
     values = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
@@ -190,8 +103,6 @@ def parse_sweep(pairs: list[str]) -> dict[str, list]:
 
 
 def cmd_sweep(args) -> dict:
-    from mpt.sweep import run_sweep
-
     bundle = open_dataset(args.data, args.format)
     base = load_model(args.base)
     values = parse_sweep(args.sweep)
@@ -206,7 +117,7 @@ def cmd_sweep(args) -> dict:
         classes=parse_classes(args.classes, bundle.classes),
         arch=args.arch,
         method=args.method,
-        params=MethodParams.from_dict(_parse_assignments(args.param)),
+        params=MethodParams.from_dict(parse_assignments(args.param)),
         values=values,
         recipe=recipe_from_args(args),
         seed=args.seed,
@@ -220,7 +131,7 @@ def cmd_sweep(args) -> dict:
     names = [", ".join(f"{k}={getattr(t.params, k)}" for k in values) for t in outcome.trials]
     rows = {
         ("* " if i == outcome.winner else "") + name: {"val_accuracy": t.val_accuracy, "val_nfr_old_classes": t.val_nfr}
-        for i, (name, t) in enumerate(zip(names, outcome.trials))
+        for i, (name, t) in enumerate(zip(names, outcome.trials, strict=True))
     }
     rows["independent"] = {
         "val_accuracy": outcome.reference_validation["accuracy"],
@@ -295,7 +206,7 @@ def cmd_demo(args) -> dict:
         params=MethodParams(),
         recipe=recipe,
         seed=args.seed,
-        progress=_progress("v1", args.quiet),
+        progress=epoch_progress("v1", args.quiet),
         device=args.device,
     )
     save_model(work / "v1.safetensors", first.model.net, first.model.spec)
@@ -399,9 +310,6 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.add_argument("--cache", default="var/references")
     demo_cmd.add_argument("--workdir", default="var/demo")
     demo_cmd.set_defaults(handler=cmd_demo, epochs=None)
-
-    from mpt.reproduce import add_arguments as add_reproduce_arguments  # imports this module
-    from mpt.reproduce import cmd_reproduce
 
     reproduce_cmd = commands.add_parser(
         "reproduce", help="the paper's protocol: every method over seeds, sweep of b, chain"

@@ -18,16 +18,15 @@ from mpt.artifacts import LoadedModel
 from mpt.data import DataBundle
 from mpt.flips import FlipLedger, headline
 from mpt.losses import get_method
-from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe
 from mpt.train import Teachers, resolve_device, train_students
 from mpt.update import (
     Progress,
     ReferenceStore,
     UpdateData,
-    _spec_for,
     evaluate,
     independent_model,
+    untrained_model,
     update_setup,
 )
 
@@ -80,7 +79,10 @@ def grid(base: MethodParams, values: dict[str, list]) -> list[MethodParams]:
     if any(not candidates for candidates in values.values()):
         raise ValueError("every swept field needs at least one value")
     names = list(values)
-    return [dataclasses.replace(base, **dict(zip(names, combo))) for combo in itertools.product(*values.values())]
+    return [
+        dataclasses.replace(base, **dict(zip(names, combo, strict=True)))
+        for combo in itertools.product(*values.values())
+    ]
 
 
 def choose_winner(figures: list[dict], *, max_nfr: float | None) -> tuple[int, str]:
@@ -138,64 +140,42 @@ def run_sweep(
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
     if checkpoint_dir:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    arch, data, inputs, mean, std = update_setup(
+    arch, data, setup, inputs = update_setup(
         bundle=bundle, base=base, classes=classes, arch=arch, recipe=recipe, seed=seed, device=torch_device
     )
     if progress.on_data_path:
         progress.on_data_path(inputs.data_path)
-    common = dict(
-        data=data,
-        inputs=inputs,
-        arch=arch,
-        recipe=recipe,
-        mean=mean,
-        std=std,
-        store=store,
-        progress=progress,
-        device=torch_device,
-        checkpoint_dir=checkpoint_dir,
-    )
-    reference = independent_model(seed=seed, phase="reference", **common)
+    common = dict(data=data, arch=arch, store=store, progress=progress, checkpoint_dir=checkpoint_dir)
+    reference = independent_model(setup, phase="reference", **common)
     teachers = Teachers(old=base.net, reference=reference.net)
     if spec.needs_ensemble:
         teachers.ensemble = [
-            independent_model(seed=seed + member, phase=f"ensemble-{member}", **common).net
+            independent_model(dataclasses.replace(setup, seed=seed + member), phase=f"ensemble-{member}", **common).net
             for member in range(1, candidates[0].elodi_ensemble_size + 1)
         ]
 
-    model_spec = _spec_for(arch, data, inputs, mean, std)
     # Every student starts from the weights a lone run with this seed would start from.
-    nets = [
-        build_net(arch, num_classes=len(model_spec.classes), in_channels=model_spec.in_channels, seed=seed)
-        for _ in candidates
-    ]
-    histories = train_students(
-        nets=nets,
-        train_set=inputs.train,
-        recipe=recipe,
-        methods=[method] * len(candidates),
-        params=candidates,
-        new_mask=data.class_map.new_mask(),
-        mean=mean,
-        std=std,
-        seed=seed,
+    students = [untrained_model(arch, data, inputs.shape, setup.mean, setup.std, seed=seed) for _ in candidates]
+    sweep_setup = dataclasses.replace(
+        setup,
         teachers=teachers,
-        validation=inputs.validation,
-        device=torch_device,
         callbacks=progress.enter("sweep"),
         checkpoint_path=checkpoint_dir / "sweep.ckpt" if checkpoint_dir else None,
+    )
+    histories = train_students(
+        sweep_setup, nets=[student.net for student in students], methods=[method] * len(candidates), params=candidates
     )
 
     k_old = data.class_map.k_old
     trials = []
-    for net, candidate, history in zip(nets, candidates, histories):
-        model = LoadedModel(net.cpu(), model_spec)
+    for student, candidate, history in zip(students, candidates, histories, strict=True):
+        model = LoadedModel(student.net.cpu(), student.spec)
         report, _ = evaluate(
-            model=model, baseline=base, evaluation=inputs.validation, k_old=k_old, device=torch_device, recipe=recipe
+            model=model, baseline=base, evaluation=setup.validation, k_old=k_old, device=torch_device, recipe=recipe
         )
         trials.append(Trial(candidate, history, headline(report), report, model))
     reference_val_report, _ = evaluate(
-        model=reference, baseline=base, evaluation=inputs.validation, k_old=k_old, device=torch_device, recipe=recipe
+        model=reference, baseline=base, evaluation=setup.validation, k_old=k_old, device=torch_device, recipe=recipe
     )
     reference_validation = headline(reference_val_report)
     bound = reference_validation["nfr_old_classes"] if max_val_nfr is None else max_val_nfr

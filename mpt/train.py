@@ -13,8 +13,8 @@ teacher forward per step, shared); `train` is the same loop with one student.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -52,8 +52,23 @@ class Teachers:
     reference: nn.Module | None = None
     ensemble: list[nn.Module] = field(default_factory=list)
 
-    def all(self) -> list[nn.Module]:
-        return [t for t in (self.old, self.reference, *self.ensemble) if t is not None]
+
+@dataclass(frozen=True)
+class TrainingSetup:
+    """What every student of one run shares: data, class map, normalisation, recipe, teachers, hooks."""
+
+    train_set: Prepared  # resident ImageSet or streaming FittedImages (mpt.feed)
+    new_mask: torch.Tensor  # (K,) bool: the classes the update adds
+    mean: Sequence[float]
+    std: Sequence[float]
+    recipe: Recipe
+    seed: int  # data order and augmentation, not the students' initial weights
+    teachers: Teachers = field(default_factory=Teachers)
+    validation: Prepared | None = None
+    device: torch.device | None = None  # None: CUDA when available
+    callbacks: Callbacks = field(default_factory=Callbacks)
+    # Written after every epoch; a run that finds it resumes from it.
+    checkpoint_path: str | Path | None = None
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -131,7 +146,7 @@ def _load_checkpoint(path: Path, students: list[_Student], device: torch.device)
         )
     tensors = load_file(str(path))
     for i, student in enumerate(students):
-        prefix = f"{_checkpoint_prefix(i, len(students))}"
+        prefix = _checkpoint_prefix(i, len(students))
         net_prefix = f"{prefix}net."
         student.net.load_state_dict({k[len(net_prefix) :]: v for k, v in tensors.items() if k.startswith(net_prefix)})
         for j, param in enumerate(p for group in student.optimizer.param_groups for p in group["params"]):
@@ -168,16 +183,9 @@ def _frozen(net: nn.Module, device: torch.device, memory_format) -> nn.Module:
     return frozen.to(device, memory_format=memory_format).eval().requires_grad_(False)
 
 
-@dataclass
-class _Teachers:
-    old: nn.Module | None
-    reference: nn.Module | None
-    ensemble: list[nn.Module]
-
-
-def _prepare_teachers(teachers: Teachers, specs: list[Method], device, memory_format) -> _Teachers:
+def _prepare_teachers(teachers: Teachers, specs: list[Method], device, memory_format) -> Teachers:
     """Only the teachers some student's method uses are prepared (and later run)."""
-    return _Teachers(
+    return Teachers(
         old=_frozen(teachers.old, device, memory_format) if any(s.needs_old for s in specs) else None,
         reference=_frozen(teachers.reference, device, memory_format) if any(s.needs_reference for s in specs) else None,
         ensemble=[_frozen(m, device, memory_format) for m in teachers.ensemble]
@@ -186,7 +194,7 @@ def _prepare_teachers(teachers: Teachers, specs: list[Method], device, memory_fo
     )
 
 
-def _teacher_logits(teachers: _Teachers, x: torch.Tensor, device: torch.device, bf16: bool):
+def _teacher_logits(teachers: Teachers, x: torch.Tensor, device: torch.device, bf16: bool):
     """(old, reference, ensemble mean) logits of one batch, each None when no student needs it."""
     with torch.no_grad(), _autocast(device, enabled=bf16):
         old = teachers.old(x).float() if teachers.old is not None else None
@@ -227,69 +235,22 @@ def _check_teachers(method: str, spec: Method, teachers: Teachers) -> None:
             raise ValueError(f"method {method} needs {what}")
 
 
-def train(
-    *,
-    net: nn.Module,
-    train_set: Prepared,
-    recipe: Recipe,
-    method: str,
-    params: MethodParams,
-    new_mask: torch.Tensor,
-    mean,
-    std,
-    seed: int,
-    teachers: Teachers | None = None,
-    validation: Prepared | None = None,
-    device: torch.device | None = None,
-    callbacks: Callbacks | None = None,
-    checkpoint_path: str | Path | None = None,
-) -> list[dict]:
+def train(setup: TrainingSetup, *, net: nn.Module, method: str, params: MethodParams) -> list[dict]:
     """Train `net` in place with `method`; returns per-epoch metrics.
 
-    With `checkpoint_path`, the state after every epoch is written there and a run that finds
-    a checkpoint resumes from it, reaching the same weights as an uninterrupted run.
+    With `setup.checkpoint_path`, the state after every epoch is written there and a run that
+    finds a checkpoint resumes from it, reaching the same weights as an uninterrupted run.
     """
-    callbacks = callbacks or Callbacks()
-    on_epoch_end = callbacks.on_epoch_end
-    histories = train_students(
-        nets=[net],
-        train_set=train_set,
-        recipe=recipe,
-        methods=[method],
-        params=[params],
-        new_mask=new_mask,
-        mean=mean,
-        std=std,
-        seed=seed,
-        teachers=teachers,
-        validation=validation,
-        device=device,
-        callbacks=Callbacks(
-            on_epoch_end=(lambda epoch, metrics: on_epoch_end(epoch, metrics["students"][0])) if on_epoch_end else None,
-            on_progress=callbacks.on_progress,
-            should_cancel=callbacks.should_cancel,
-        ),
-        checkpoint_path=checkpoint_path,
+    on_epoch_end = setup.callbacks.on_epoch_end
+    callbacks = replace(
+        setup.callbacks,
+        on_epoch_end=(lambda epoch, metrics: on_epoch_end(epoch, metrics["students"][0])) if on_epoch_end else None,
     )
-    return histories[0]
+    return train_students(replace(setup, callbacks=callbacks), nets=[net], methods=[method], params=[params])[0]
 
 
 def train_students(
-    *,
-    nets: list[nn.Module],
-    train_set: Prepared,
-    recipe: Recipe,
-    methods: list[str],
-    params: list[MethodParams],
-    new_mask: torch.Tensor,
-    mean,
-    std,
-    seed: int,
-    teachers: Teachers | None = None,
-    validation: Prepared | None = None,
-    device: torch.device | None = None,
-    callbacks: Callbacks | None = None,
-    checkpoint_path: str | Path | None = None,
+    setup: TrainingSetup, *, nets: list[nn.Module], methods: list[str], params: list[MethodParams]
 ) -> list[list[dict]]:
     """Train several students together, in place; returns one per-epoch history per student.
 
@@ -300,30 +261,30 @@ def train_students(
     """
     if not (len(nets) == len(methods) == len(params)) or not nets:
         raise ValueError("need one method and one MethodParams per student, and at least one student")
-    teachers = teachers or Teachers()
+    recipe, teachers, validation, callbacks = setup.recipe, setup.teachers, setup.validation, setup.callbacks
+    mean, std = setup.mean, setup.std
     specs = [get_method(m) for m in methods]
-    for method, spec in zip(methods, specs):
+    for method, spec in zip(methods, specs, strict=True):
         _check_teachers(method, spec, teachers)
-    device = device or resolve_device()
-    callbacks = callbacks or Callbacks()
+    device = setup.device or resolve_device()
     memory_format = _memory_format(device, recipe)
     bf16 = recipe.bf16_on_cuda
     students = []
-    for net, method, spec, p in zip(nets, methods, specs, params):
+    for net, method, spec, p in zip(nets, methods, specs, params, strict=True):
         net.to(device, memory_format=memory_format).train()
         optimizer = torch.optim.SGD(
             net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
         )
         students.append(_Student(net, method, spec, p, optimizer, runner=_maybe_compile(net, recipe, device)))
     frozen = _prepare_teachers(teachers, specs, device, memory_format)
-    checkpoint = Path(checkpoint_path) if checkpoint_path else None
+    checkpoint = Path(setup.checkpoint_path) if setup.checkpoint_path else None
     start_epoch = 0
     if checkpoint is not None and checkpoint.exists():
         start_epoch = _load_checkpoint(checkpoint, students, device)
 
     workers = decode_workers(recipe)
-    feed = BatchFeed(train_set, device, workers=workers, on_device=True)
-    new_mask = new_mask.to(device)
+    feed = BatchFeed(setup.train_set, device, workers=workers, on_device=True)
+    new_mask = setup.new_mask.to(device)
     # Normalisation constants made once on the device: no host-to-device copy inside the loop.
     mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
@@ -343,7 +304,7 @@ def train_students(
                 group["lr"] = epoch_lr(recipe, epoch)
             student.loss_sum = torch.zeros((), device=device)
             student.steps = 0
-        generator = epoch_generator(seed, epoch, device)
+        generator = epoch_generator(setup.seed, epoch, device)
         order = torch.randperm(n, device=device, generator=generator)
         for step, images, y in feed.shuffled(order, recipe.batch_size):
             batch = augment_batch(images, recipe, generator)
@@ -377,7 +338,7 @@ def train_students(
             all_metrics.append(metrics)
         if checkpoint is not None:
             _save_checkpoint(checkpoint, students, epoch)
-        for history, metrics in zip(histories, all_metrics):
+        for history, metrics in zip(histories, all_metrics, strict=True):
             history.append(metrics)
         if callbacks.on_epoch_end:
             callbacks.on_epoch_end(epoch, {"epoch": epoch, "students": all_metrics})

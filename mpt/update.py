@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 import torch
 
-from mpt.artifacts import LoadedModel, ModelSpec
+from mpt.artifacts import LoadedModel, ModelSpec, load_model, save_model
 from mpt.data import ClassMap, DataBundle, DataError, FittedImages, ImageFiles, ImageSet, build_class_map
 from mpt.feed import Prepared, choose_data_path, decode_workers, measure_channel_stats, prepare
 from mpt.flips import FlipLedger, flip_report
@@ -21,7 +21,7 @@ from mpt.images import thumbnail
 from mpt.losses import get_method
 from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe
-from mpt.train import Callbacks, Teachers, predict, resolve_device, train
+from mpt.train import Callbacks, Teachers, TrainingSetup, predict, resolve_device, train
 
 
 @dataclass
@@ -37,13 +37,12 @@ class UpdateData:
 
 @dataclass
 class UpdateInputs:
-    """The splits as the networks are fed: fitted to one input shape (C, H, W), resident or
-    streaming (mpt.feed)."""
+    """How the networks are fed: the input shape (C, H, W) every split is fitted to, the data
+    path (mpt.feed), and the evaluation split so prepared (the training setup holds the
+    training and validation splits)."""
 
     shape: tuple[int, int, int]
     data_path: str
-    train: Prepared
-    validation: Prepared
     evaluation: Prepared
 
 
@@ -84,6 +83,20 @@ class ReferenceStore(Protocol):
     def save(self, key: str, model: LoadedModel) -> None: ...
 
 
+class FileReferenceStore:
+    """Independent references cached as `<key>.safetensors` in a folder."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+
+    def load(self, key: str) -> LoadedModel | None:
+        path = self.folder / f"{key}.safetensors"
+        return load_model(path) if path.exists() else None
+
+    def save(self, key: str, model: LoadedModel) -> None:
+        save_model(self.folder / f"{key}.safetensors", model.net, model.spec)
+
+
 @dataclass
 class Progress:
     """Phase-aware hooks: the pipeline names each phase before the loop's callbacks fire."""
@@ -110,94 +123,60 @@ class UpdateOutcome:
     reference_report: dict | None = None
 
 
-def _spec_for(arch: str, data: UpdateData, inputs: UpdateInputs, mean, std) -> ModelSpec:
-    return ModelSpec(
+def untrained_model(
+    arch: str, data: UpdateData, shape: tuple[int, int, int], mean: Sequence[float], std: Sequence[float], *, seed: int
+) -> LoadedModel:
+    """A network for the update's classes and inputs of `shape` (C, H, W), its initial weights
+    fixed by `seed`."""
+    spec = ModelSpec(
         arch=arch,
         classes=tuple(data.class_map.classes),
-        in_channels=inputs.shape[0],
-        image_size=(inputs.shape[1], inputs.shape[2]),
+        in_channels=shape[0],
+        image_size=(shape[1], shape[2]),
         mean=tuple(mean),
         std=tuple(std),
     )
-
-
-def input_shape(spec: ModelSpec) -> tuple[int, int, int]:
-    """(C, H, W) a model file's network is fed."""
-    return (spec.in_channels, *spec.image_size)
+    return LoadedModel(build_net(arch, num_classes=len(spec.classes), in_channels=spec.in_channels, seed=seed), spec)
 
 
 def _train_fresh(
-    *,
-    arch: str,
-    data: UpdateData,
-    inputs: UpdateInputs,
-    recipe: Recipe,
-    method: str,
-    params: MethodParams,
-    seed: int,
-    mean,
-    std,
-    teachers: Teachers,
-    device: torch.device,
-    callbacks: Callbacks,
-    checkpoint_path: Path | None,
+    setup: TrainingSetup, *, arch: str, data: UpdateData, method: str, params: MethodParams
 ) -> tuple[LoadedModel, list[dict]]:
-    spec = _spec_for(arch, data, inputs, mean, std)
-    net = build_net(arch, num_classes=len(spec.classes), in_channels=spec.in_channels, seed=seed)
-    history = train(
-        net=net,
-        train_set=inputs.train,
-        recipe=recipe,
-        method=method,
-        params=params,
-        new_mask=data.class_map.new_mask(),
-        mean=mean,
-        std=std,
-        seed=seed,
-        teachers=teachers,
-        validation=inputs.validation,
-        device=device,
-        callbacks=callbacks,
-        checkpoint_path=checkpoint_path,
-    )
-    return LoadedModel(net.cpu(), spec), history
+    model = untrained_model(arch, data, setup.train_set.shape, setup.mean, setup.std, seed=setup.seed)
+    history = train(setup, net=model.net, method=method, params=params)
+    return LoadedModel(model.net.cpu(), model.spec), history
 
 
 def independent_model(
+    setup: TrainingSetup,
     *,
     data: UpdateData,
-    inputs: UpdateInputs,
     arch: str,
-    recipe: Recipe,
-    seed: int,
-    mean,
-    std,
     store: ReferenceStore | None,
     progress: Progress,
     phase: str,
-    device: torch.device,
     checkpoint_dir: Path | None,
 ) -> LoadedModel:
-    """An independently trained model on the update's classes, reused from `store` when cached."""
-    key = reference_key(data=data, shape=inputs.shape, arch=arch, recipe=recipe, seed=seed, mean=mean, std=std)
+    """An independently trained model on the update's classes with `setup`'s seed, reused from `store` when cached."""
+    key = reference_key(
+        data=data,
+        shape=setup.train_set.shape,
+        arch=arch,
+        recipe=setup.recipe,
+        seed=setup.seed,
+        mean=setup.mean,
+        std=setup.std,
+    )
     cached = store.load(key) if store else None
     if cached is not None:
         return cached
-    model, _ = _train_fresh(
-        arch=arch,
-        data=data,
-        inputs=inputs,
-        recipe=recipe,
-        method="independent",
-        params=MethodParams(),
-        seed=seed,
-        mean=mean,
-        std=std,
+    setup = replace(
+        setup,
         teachers=Teachers(),
-        device=device,
         callbacks=progress.enter(phase),
         checkpoint_path=checkpoint_dir / f"{phase}.ckpt" if checkpoint_dir else None,
     )
+    model, _ = _train_fresh(setup, arch=arch, data=data, method="independent", params=MethodParams())
     if store:
         store.save(key, model)
     return model
@@ -241,6 +220,81 @@ def evaluate(
     )
 
 
+def update_setup(
+    *,
+    bundle: DataBundle,
+    base: LoadedModel | None,
+    classes: list[str] | None,
+    arch: str | None,
+    recipe: Recipe,
+    seed: int,
+    device: torch.device,
+) -> tuple[str, UpdateData, TrainingSetup, UpdateInputs]:
+    """The architecture, the data, the training setup (no teachers yet) and the networks'
+    inputs of an update or first version."""
+    arch = arch or (base.spec.arch if base else None)
+    if arch is None:
+        raise ValueError("a first version needs an architecture")
+    data = prepare_data(
+        bundle, old_classes=list(base.spec.classes) if base else None, classes=classes, recipe=recipe, seed=seed
+    )
+    shape = model_input(data, base, recipe)
+    path = choose_data_path(
+        recipe.data_path,
+        train=data.train,
+        others=[data.validation, data.evaluation],
+        shape=shape,
+        device=device,
+        memory_fraction=recipe.resident_memory_fraction,
+    )
+    workers = decode_workers(recipe)
+    train_set, validation, evaluation = (
+        prepare(part, shape, path=path, workers=workers) for part in (data.train, data.validation, data.evaluation)
+    )
+    # An update keeps the family's normalisation so the old model sees the inputs it knows.
+    if recipe.mean is not None:
+        mean, std = recipe.mean, recipe.std
+    elif base is not None:
+        mean, std = base.spec.mean, base.spec.std
+    else:
+        mean, std = measure_channel_stats(train_set, workers=workers)
+    setup = TrainingSetup(
+        train_set=train_set,
+        new_mask=data.class_map.new_mask(),
+        mean=mean,
+        std=std,
+        recipe=recipe,
+        seed=seed,
+        validation=validation,
+        device=device,
+    )
+    return arch, data, setup, UpdateInputs(shape, path, evaluation)
+
+
+def input_shape(spec: ModelSpec) -> tuple[int, int, int]:
+    """(C, H, W) a model file's network is fed."""
+    return (spec.in_channels, *spec.image_size)
+
+
+def model_input(data: UpdateData, base: LoadedModel | None, recipe: Recipe) -> tuple[int, int, int]:
+    """(C, H, W) of the update's network: the base model's (an update keeps its family's
+    input), else the data's channels at the recipe's image_size or at the images' own size."""
+    if base is not None:
+        if recipe.image_size is not None and (recipe.image_size, recipe.image_size) != tuple(base.spec.image_size):
+            raise ValueError(
+                f"an update keeps its base model's image size {tuple(base.spec.image_size)}; "
+                f"the recipe asks for {recipe.image_size}"
+            )
+        return input_shape(base.spec)
+    channels = data.train.channels if isinstance(data.train, ImageFiles) else data.train.shape[0]
+    if recipe.image_size is not None:
+        return (channels, recipe.image_size, recipe.image_size)
+    own = data.train.shape
+    if own is None or own != data.evaluation.shape:
+        raise DataError("the data set's images differ in size: set the recipe's image_size to fit them to one size")
+    return own
+
+
 def _prepared_for(
     evaluation: ImageSet | ImageFiles | FittedImages,
     shape: tuple[int, int, int],
@@ -262,69 +316,6 @@ def _prepared_for(
         memory_fraction=recipe.resident_memory_fraction,
     )
     return prepare(source, shape, path=path, workers=workers)
-
-
-def model_input(data: UpdateData, base: LoadedModel | None, recipe: Recipe) -> tuple[int, int, int]:
-    """(C, H, W) of the update's network: the base model's (an update keeps its family's
-    input), else the data's channels at the recipe's image_size or at the images' own size."""
-    if base is not None:
-        shape = input_shape(base.spec)
-        if recipe.image_size is not None and (recipe.image_size, recipe.image_size) != tuple(base.spec.image_size):
-            raise ValueError(
-                f"an update keeps its base model's image size {tuple(base.spec.image_size)}; "
-                f"the recipe asks for {recipe.image_size}"
-            )
-        return shape
-    channels = data.train.channels if isinstance(data.train, ImageFiles) else data.train.shape[0]
-    if recipe.image_size is not None:
-        return (channels, recipe.image_size, recipe.image_size)
-    own = data.train.shape
-    if own is None or own != data.evaluation.shape:
-        raise DataError("the data set's images differ in size: set the recipe's image_size to fit them to one size")
-    return own
-
-
-def update_setup(
-    *,
-    bundle: DataBundle,
-    base: LoadedModel | None,
-    classes: list[str] | None,
-    arch: str | None,
-    recipe: Recipe,
-    seed: int,
-    device: torch.device,
-) -> tuple[str, UpdateData, UpdateInputs, tuple, tuple]:
-    """The architecture, the data, the network's inputs on their data path, and the
-    normalisation of an update (or first version)."""
-    arch = arch or (base.spec.arch if base else None)
-    if arch is None:
-        raise ValueError("a first version needs an architecture")
-    data = prepare_data(
-        bundle, old_classes=list(base.spec.classes) if base else None, classes=classes, recipe=recipe, seed=seed
-    )
-    shape = model_input(data, base, recipe)
-    path = choose_data_path(
-        recipe.data_path,
-        train=data.train,
-        others=[data.validation, data.evaluation],
-        shape=shape,
-        device=device,
-        memory_fraction=recipe.resident_memory_fraction,
-    )
-    workers = decode_workers(recipe)
-    inputs = UpdateInputs(
-        shape,
-        path,
-        *(prepare(part, shape, path=path, workers=workers) for part in (data.train, data.validation, data.evaluation)),
-    )
-    # An update keeps the family's normalisation so the old model sees the inputs it knows.
-    if recipe.mean is not None:
-        mean, std = recipe.mean, recipe.std
-    elif base is not None:
-        mean, std = base.spec.mean, base.spec.std
-    else:
-        mean, std = measure_channel_stats(inputs.train, workers=workers)
-    return arch, data, inputs, mean, std
 
 
 def ledger_thumbnails(outcome: UpdateOutcome, max_side: int) -> torch.Tensor:
@@ -370,52 +361,33 @@ def run_update(
     method_spec = get_method(method)
     if base is None and method != "independent":
         raise ValueError(f"a first version (no base model) trains with 'independent', not {method!r}")
-    arch, data, inputs, mean, std = update_setup(
+    arch, data, setup, inputs = update_setup(
         bundle=bundle, base=base, classes=classes, arch=arch, recipe=recipe, seed=seed, device=torch_device
     )
     if progress.on_data_path:
         progress.on_data_path(inputs.data_path)
-    common = dict(
-        data=data,
-        inputs=inputs,
-        arch=arch,
-        recipe=recipe,
-        mean=mean,
-        std=std,
-        store=store,
-        progress=progress,
-        device=torch_device,
-        checkpoint_dir=checkpoint_dir,
-    )
+    common = dict(data=data, arch=arch, store=store, progress=progress, checkpoint_dir=checkpoint_dir)
     teachers = Teachers(old=base.net if base else None)
     reference = None
     if method_spec.needs_reference or base is not None:
         # The reference is also what the report compares MPT with, so any update gets one.
-        reference = independent_model(seed=seed, phase="reference", **common)
+        reference = independent_model(setup, phase="reference", **common)
         teachers.reference = reference.net
     if method_spec.needs_ensemble:
         teachers.ensemble = [
-            independent_model(seed=seed + member, phase=f"ensemble-{member}", **common).net
+            independent_model(replace(setup, seed=seed + member), phase=f"ensemble-{member}", **common).net
             for member in range(1, params.elodi_ensemble_size + 1)
         ]
     if method == "independent" and reference is not None:
         model, history = reference, []  # the independent retrain *is* the cached reference
     else:
-        model, history = _train_fresh(
-            arch=arch,
-            data=data,
-            inputs=inputs,
-            recipe=recipe,
-            method=method,
-            params=params,
-            seed=seed,
-            mean=mean,
-            std=std,
+        student_setup = replace(
+            setup,
             teachers=teachers,
-            device=torch_device,
             callbacks=progress.enter("training"),
             checkpoint_path=checkpoint_dir / "training.ckpt" if checkpoint_dir else None,
         )
+        model, history = _train_fresh(student_setup, arch=arch, data=data, method=method, params=params)
     outcome = UpdateOutcome(model=model, history=history, data=data, inputs=inputs, reference=reference)
     if base is not None:
         progress.enter("evaluating")

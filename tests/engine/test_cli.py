@@ -9,7 +9,8 @@ import json
 
 import pytest
 
-from mpt.cli import main, parse_classes
+from mpt.cli import main
+from mpt.cli_args import parse_classes
 from mpt.data import FASHION_MNIST_CLASSES, DataError
 
 COMMON = [
@@ -97,7 +98,7 @@ def runs(tmp_path_factory, small_fashion_mnist):
 
 def test_every_command_succeeds(runs):
     work, outputs = runs
-    for name, (rc, out, err) in outputs.items():
+    for name, (rc, _, err) in outputs.items():
         assert rc == 0, f"{name}: {err}"
     assert "wrote" in outputs["train"][1] and "5 classes" in outputs["train"][1]
     for name in ("v1", "v2-mpt", "v2-ind"):

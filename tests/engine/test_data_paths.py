@@ -25,7 +25,7 @@ from mpt.flips import FlipLedger
 from mpt.images import decode_image, fit_image, image_to_tensor, read_header, thumbnail
 from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe
-from mpt.train import predict, train
+from mpt.train import TrainingSetup, predict, train
 from mpt.update import ledger_thumbnails, run_update
 
 CLASSES = ["a", "b", "c", "d"]
@@ -221,19 +221,17 @@ def test_resident_and_streaming_paths_train_the_same_weights(photos, recipe_fiel
         train_set = prepare(bundle.train, shape, path=path, workers=workers)
         evaluation = prepare(bundle.test, shape, path=path, workers=workers)
         net = build_net("small_cnn", num_classes=len(CLASSES), in_channels=3, seed=5)
-        train(
-            net=net,
+        setup = TrainingSetup(
             train_set=train_set,
-            recipe=recipe,
-            method="independent",
-            params=MethodParams(),
             new_mask=torch.zeros(len(CLASSES), dtype=torch.bool),
             mean=mean,
             std=std,
+            recipe=recipe,
             seed=9,
             validation=evaluation,
             device=torch.device("cpu"),
         )
+        train(setup, net=net, method="independent", params=MethodParams())
         nets.append(net)
         logits.append(predict(net, evaluation, mean=mean, std=std, device=torch.device("cpu"), workers=workers))
     resident, streaming = (net.state_dict() for net in nets)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -13,7 +14,7 @@ from mpt.data import DataBundle, ImageSet, channel_stats, content_digest
 from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe
 from mpt.sweep import choose_winner, grid, run_sweep
-from mpt.train import Callbacks, Teachers, train, train_students
+from mpt.train import Callbacks, Teachers, TrainingSetup, train, train_students
 from mpt.update import run_update
 
 K_OLD, K = 5, 10
@@ -45,7 +46,7 @@ def test_students_trained_together_equal_students_trained_alone():
         old=build_net("small_cnn", num_classes=K_OLD, in_channels=1, seed=101),
         reference=build_net("small_cnn", num_classes=K, in_channels=1, seed=102),
     )
-    common = dict(
+    setup = TrainingSetup(
         train_set=train_set,
         recipe=RECIPE,
         new_mask=new_mask(),
@@ -60,16 +61,20 @@ def test_students_trained_together_equal_students_trained_alone():
     epochs_seen = []
     together = [build_net("small_cnn", num_classes=K, in_channels=1, seed=1) for _ in biases]
     histories = train_students(
+        dataclasses.replace(
+            setup,
+            callbacks=Callbacks(
+                on_epoch_end=lambda epoch, metrics: epochs_seen.append((epoch, len(metrics["students"])))
+            ),
+        ),
         nets=together,
         methods=["mpt-kl"] * 2,
         params=[MethodParams(bias=b) for b in biases],
-        callbacks=Callbacks(on_epoch_end=lambda epoch, metrics: epochs_seen.append((epoch, len(metrics["students"])))),
-        **common,
     )
     assert epochs_seen == [(0, 2), (1, 2)]
-    for b, net_together, history_together in zip(biases, together, histories):
+    for b, net_together, history_together in zip(biases, together, histories, strict=True):
         alone = build_net("small_cnn", num_classes=K, in_channels=1, seed=1)
-        history_alone = train(net=alone, method="mpt-kl", params=MethodParams(bias=b), **common)
+        history_alone = train(setup, net=alone, method="mpt-kl", params=MethodParams(bias=b))
         assert_same_state(net_together, alone)
         assert history_together == history_alone
     # The two biases really trained two different students.

@@ -9,7 +9,7 @@ from engine_support import synthetic_images
 from mpt.data import ImageSet, channel_stats
 from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe
-from mpt.train import Callbacks, NonFiniteLoss, Teachers, TrainingCancelled, train
+from mpt.train import Callbacks, NonFiniteLoss, Teachers, TrainingCancelled, TrainingSetup, train
 
 K_OLD, K = 5, 10
 
@@ -47,12 +47,9 @@ def teachers():
 def run(data, *, method="mpt-kl", recipe=RECIPE, seed=7, net_seed=1, teacher_set=None, **kwargs):
     train_set, validation, mean, std = data
     net = build_net("small_cnn", num_classes=K, in_channels=1, seed=net_seed)
-    history = train(
-        net=net,
+    setup = TrainingSetup(
         train_set=train_set,
         recipe=recipe,
-        method=method,
-        params=MethodParams(),
         new_mask=new_mask(),
         mean=mean,
         std=std,
@@ -62,6 +59,7 @@ def run(data, *, method="mpt-kl", recipe=RECIPE, seed=7, net_seed=1, teacher_set
         device=torch.device("cpu"),
         **kwargs,
     )
+    history = train(setup, net=net, method=method, params=MethodParams())
     return net, history
 
 
@@ -164,14 +162,11 @@ def test_elodi_trains_with_a_small_ensemble(data):
     ensemble = [build_net("small_cnn", num_classes=K, in_channels=1, seed=s) for s in (11, 12)]
     old = build_net("small_cnn", num_classes=K_OLD, in_channels=1, seed=13)
     params_start = MethodParams(elodi_start_epoch=1)
-    train_set, validation, mean, std = data
+    train_set, _, mean, std = data
     net = build_net("small_cnn", num_classes=K, in_channels=1, seed=1)
-    history = train(
-        net=net,
+    setup = TrainingSetup(
         train_set=train_set,
         recipe=Recipe(epochs=2, batch_size=64),
-        method="elodi",
-        params=params_start,
         new_mask=new_mask(),
         mean=mean,
         std=std,
@@ -179,6 +174,7 @@ def test_elodi_trains_with_a_small_ensemble(data):
         teachers=Teachers(old=old, ensemble=ensemble),
         device=torch.device("cpu"),
     )
+    history = train(setup, net=net, method="elodi", params=params_start)
     assert len(history) == 2 and all(torch.isfinite(torch.tensor(m["train_loss"])) for m in history)
 
 

@@ -1,0 +1,77 @@
+"""What one `mpt reproduce` study is: the paper's methods, the presets and the resolved Study."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mpt.data import DataBundle
+from mpt.recipe import MethodParams, Recipe
+from mpt.update import FileReferenceStore
+
+PAPER_METHODS = (
+    "independent",
+    "pct-naive",
+    "pct-kl",
+    "pct-lm",
+    "elodi",
+    "mpt-kl",
+    "mpt-lm",
+    "mpt-nodistill",
+    "mpt-kl-nobias",
+    "mpt-lm-nobias",
+)
+SWEEP_BIASES = (0.0, 1.0, 2.0, 4.0, 8.0)
+CHAIN_METHODS = ("independent", "mpt-kl")
+
+# Preset values fill the options left unset on the command line.
+PRESETS = {
+    # METHOD.md's protocol: CIFAR-100, resnet18, 0-49 -> 0-99, the Recipe defaults.
+    "paper": {
+        "arch": "resnet18",
+        "old_classes": "0-49",
+        "new_classes": "50-99",
+        "chain": "0-32:0-65:0-99",
+        "recipe": {"mean": [0.4914, 0.4822, 0.4465], "std": [0.2023, 0.1994, 0.2010]},
+        "params": {},
+    },
+    # Sized for a shared 2-core CPU: the Fashion-MNIST study with sweep and chain took 54
+    # minutes with OMP_NUM_THREADS=1, the methods alone about 35 (docs/REPRODUCTION.md). ELODI's distillation starts
+    # after the first epoch, the nearest to the paper's 5 of 100 epochs.
+    "quick": {
+        "arch": "small_cnn",
+        "old_classes": "0-4",
+        "new_classes": "5-9",
+        "chain": "0-3:0-6:0-9",
+        "recipe": {"epochs": 5, "train_samples_per_class": 500, "eval_samples_per_class": 500},
+        "params": {"elodi_start_epoch": 1},
+    },
+}
+
+
+@dataclass
+class Study:
+    """Everything one `reproduce` invocation does, resolved from the options and the preset."""
+
+    bundle: DataBundle
+    data: str
+    preset: str
+    arch: str
+    old_classes: list[str]
+    classes: list[str]
+    methods: list[str]
+    seeds: list[int]
+    recipe: Recipe
+    params: MethodParams
+    out_dir: Path
+    device: str = "auto"
+    sweep_biases: list[float] = field(default_factory=list)
+    chain: list[list[str]] = field(default_factory=list)
+    chain_methods: list[str] = field(default_factory=list)
+    quiet: bool = False
+    checkpoint_dir: Path | None = None
+    options: dict = field(default_factory=dict)  # the command line's values, for the record
+
+    @property
+    def store(self) -> FileReferenceStore:
+        return FileReferenceStore(self.out_dir / "models")
