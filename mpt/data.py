@@ -214,7 +214,6 @@ def decode_all(samples: ImageSet | ImageFiles, shape: tuple[int, int, int], *, w
         batch_size=DECODE_BATCH,
         num_workers=workers,
         collate_fn=stack_batch,
-        worker_init_fn=single_threaded,
     )
     images = torch.empty((len(samples), *shape), dtype=torch.uint8)
     start = 0
@@ -222,11 +221,6 @@ def decode_all(samples: ImageSet | ImageFiles, shape: tuple[int, int, int], *, w
         images[start : start + batch.shape[0]] = batch
         start += batch.shape[0]
     return ImageSet(images, samples.labels.clone(), list(samples.classes))
-
-
-def single_threaded(_worker_id: int) -> None:
-    """DataLoader workers decode with PIL; torch threads in each would only oversubscribe."""
-    torch.set_num_threads(1)
 
 
 @dataclass

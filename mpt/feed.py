@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import torch
 import torch.utils.data
 
-from mpt.data import FittedImages, ImageFiles, ImageSet, channel_stats, decode_all, single_threaded, stack_batch
+from mpt.data import FittedImages, ImageFiles, ImageSet, channel_stats, decode_all, stack_batch
 from mpt.recipe import Recipe
 
 RESIDENT = "resident"
@@ -145,7 +145,6 @@ class BatchFeed:
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
             collate_fn=stack_batch,
-            worker_init_fn=single_threaded,
             **batching,
         )
 
