@@ -16,6 +16,7 @@ the machine hits both alike, medians over `--repeats`:
 * train: images/s of one epoch of `mpt.train.train` (small_cnn, independent), the same batches.
 
     .venv/bin/python -m bench.data_paths --images 2000 --image-size 64 --workers 2 --repeats 3 --threads 1
+    .venv/bin/python -m bench.data_paths --images 20000 --image-size 224 --workers 16 --device cuda
 """
 
 from __future__ import annotations
@@ -51,21 +52,27 @@ def photo_folder(root: Path, count: int, sizes: tuple[int, int]) -> Path:
     return write_photo_folder(root, splits, classes, seed=0, sizes=sizes)
 
 
-def feed_rate(images, recipe: Recipe, workers: int) -> float:
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def feed_rate(images, recipe: Recipe, workers: int, device: torch.device) -> float:
     """Images/s of one epoch of batches through the path and the device augmentation."""
-    device = torch.device("cpu")
+    synchronize(device)
     started = time.perf_counter()
     feed = BatchFeed(images, device, workers=workers, on_device=True)
     generator = epoch_generator(0, 0, device)
-    order = torch.randperm(len(feed), generator=generator)
+    order = torch.randperm(len(feed), device=device, generator=generator)
     seen = 0
     for _, batch, _ in feed.shuffled(order, recipe.batch_size):
         augment_batch(batch, recipe, generator)
         seen += batch.shape[0]
+    synchronize(device)
     return seen / (time.perf_counter() - started)
 
 
-def train_rate(images, recipe: Recipe, classes: int) -> float:
+def train_rate(images, recipe: Recipe, classes: int, device: torch.device) -> float:
     """Images/s of one epoch of the training loop."""
     net = build_net("small_cnn", num_classes=classes, in_channels=images.shape[0], seed=0)
     setup = TrainingSetup(
@@ -75,10 +82,12 @@ def train_rate(images, recipe: Recipe, classes: int) -> float:
         std=(0.25,) * images.shape[0],
         recipe=recipe,
         seed=0,
-        device=torch.device("cpu"),
+        device=device,
     )
+    synchronize(device)
     started = time.perf_counter()
     train(setup, net=net, method="independent", params=MethodParams())
+    synchronize(device)
     return len(images) / (time.perf_counter() - started)
 
 
@@ -92,7 +101,9 @@ def main() -> None:
     parser.add_argument("--train-crop", choices=["pad", "random_resized"], default="random_resized")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     args = parser.parse_args()
+    device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = Recipe(
@@ -118,12 +129,12 @@ def main() -> None:
         for repeat in range(args.repeats):
             order = [RESIDENT, STREAMING] if repeat % 2 == 0 else [STREAMING, RESIDENT]
             for path in order:
-                rates[path]["feed"].append(feed_rate(paths[path], recipe, args.workers))
-                rates[path]["train"].append(train_rate(paths[path], recipe, len(files.classes)))
+                rates[path]["feed"].append(feed_rate(paths[path], recipe, args.workers, device))
+                rates[path]["train"].append(train_rate(paths[path], recipe, len(files.classes), device))
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"threads {torch.get_num_threads()}, {len(files)} images -> {shape}, batch {args.batch_size}, "
-        f"{args.train_crop}, {args.workers} decode workers"
+        f"{args.train_crop}, {args.workers} decode workers, {device}"
     )
     print(f"resident one-off decode: {decode_s:.1f} s ({len(files) / decode_s:.0f} images/s)")
     for what in ("feed", "train"):

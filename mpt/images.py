@@ -42,7 +42,7 @@ def read_header(path: str | Path) -> ImageHeader:
             if _orientation(image) in TRANSPOSED_ORIENTATIONS:
                 width, height = height, width
             return ImageHeader(height, width, image.mode, _is_grey(image))
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as error:
         raise ImageFileError(f"{path} is not a readable image ({error})") from None
 
 
@@ -88,7 +88,7 @@ def decode_image(path: str | Path, *, channels: int, size: tuple[int, int] | Non
             if upright.mode == "P" and "transparency" in upright.info:
                 upright = upright.convert("RGBA")  # PIL asks for this before dropping alpha
             return upright.convert(mode)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError) as error:
         raise ImageFileError(f"cannot decode {path} ({error})") from None
 
 
