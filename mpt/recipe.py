@@ -13,7 +13,6 @@ import hashlib
 import json
 from dataclasses import dataclass
 
-
 TRAIN_CROPS = ("pad", "random_resized")
 DATA_PATHS = ("auto", "resident", "streaming")
 # Fields that never change the trained weights: left out of Recipe.digest.
@@ -89,6 +88,9 @@ class Recipe:
         ):
             if value not in allowed:
                 raise ValueError(f"recipe {name} must be one of {', '.join(allowed)}, got {value!r}")
+        for name, (low, high), top in (("crop_scale", self.crop_scale, 1.0), ("crop_ratio", self.crop_ratio, None)):
+            if not 0 < low <= high or (top is not None and high > top):
+                raise ValueError(f"recipe {name} must be (low, high) with 0 < low <= high{' <= 1' if top else ''}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

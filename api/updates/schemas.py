@@ -8,9 +8,9 @@ default, so the defaults live in one place (mpt/recipe.py).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.schemas import OrmModel, RowId
 from db.updates.models import JobStatus, UpdateMethod
@@ -38,8 +38,12 @@ class RecipeIn(BaseModel):
         None, examples=["pad"], description="pad: random crop after zero padding; random_resized: RandomResizedCrop"
     )
     crop_padding: int | None = Field(None, ge=0, le=64, examples=[4])
-    crop_scale: tuple[float, float] | None = Field(None, examples=[[0.08, 1.0]])
-    crop_ratio: tuple[float, float] | None = Field(None, examples=[[0.75, 1.3333]])
+    crop_scale: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] | None = Field(
+        None, examples=[[0.08, 1.0]], description="random_resized: share of the area, (low, high)"
+    )
+    crop_ratio: tuple[Annotated[float, Field(gt=0, le=100)], Annotated[float, Field(gt=0, le=100)]] | None = Field(
+        None, examples=[[0.75, 1.3333]], description="random_resized: aspect ratio, (low, high)"
+    )
     horizontal_flip: bool | None = Field(None, examples=[True])
     mean: list[float] | None = Field(
         None,
@@ -68,6 +72,14 @@ class RecipeIn(BaseModel):
     resident_memory_fraction: float | None = Field(None, gt=0, le=1, examples=[0.5])
     decode_workers: int | None = Field(None, ge=0, le=64, examples=[8])
     ledger_thumbnail_side: int | None = Field(None, ge=8, le=512, examples=[64])
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> RecipeIn:
+        for name in ("crop_scale", "crop_ratio"):
+            value = getattr(self, name)
+            if value is not None and value[0] > value[1]:
+                raise ValueError(f"{name} must be (low, high) with low <= high")
+        return self
 
 
 class MethodParamsIn(BaseModel):
