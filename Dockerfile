@@ -9,6 +9,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 RUN useradd --create-home --uid 1000 flipguard
 COPY pyproject.toml alembic.ini ./
+COPY contracts ./contracts
 COPY db ./db
 
 FROM base AS api

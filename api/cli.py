@@ -14,6 +14,9 @@ import time
 
 import httpx
 
+from contracts.data_formats import DatasetFormat
+from contracts.methods import UpdateMethod
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 TERMINAL_STATUSES = {"succeeded", "failed", "cancelled"}
 BAR_WIDTH = 30
@@ -41,7 +44,7 @@ def print_table(headers: list[str], rows: list[list]) -> None:
     cells = [[str(value) for value in row] for row in [headers, *rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for index, row in enumerate(cells):
-        print("  ".join(value.ljust(width) for value, width in zip(row, widths)).rstrip())
+        print("  ".join(value.ljust(width) for value, width in zip(row, widths, strict=True)).rstrip())
         if index == 0:
             print("  ".join("-" * width for width in widths))
 
@@ -207,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     add = datasets.add_parser("add", help="register a data set folder or file on the server")
     add.add_argument("name")
     add.add_argument("uri")
-    add.add_argument("--format", required=True, choices=["fashion-mnist", "imagefolder", "cifar", "npz"])
+    add.add_argument("--format", required=True, choices=[data_format.value for data_format in DatasetFormat])
     add.set_defaults(run=datasets_add)
 
     models = commands.add_parser("models").add_subparsers(required=True, dest="action")
@@ -224,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument("--family")
     submit.add_argument("--architecture")
     submit.add_argument("--classes", help="comma-separated class names (default: all)")
-    submit.add_argument("--method", default=None)
+    submit.add_argument("--method", choices=[method.value for method in UpdateMethod], help="default: the server's")
     submit.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE", help="method parameter, e.g. bias=2 (repeatable)"
     )

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 from celery import Celery
 
+from contracts.tasks import INSPECT_DATASET_TASK, RUN_UPDATE_TASK, TASK_QUEUES
 from db.settings import Settings
-
-INSPECT_DATASET_TASK = "flipguard.inspect_dataset"
-RUN_UPDATE_TASK = "flipguard.run_update"
-LIGHT_QUEUE = "light"
-TRAINING_QUEUE = "training"
 
 
 class TaskQueue:
@@ -29,11 +25,11 @@ class TaskQueue:
 
     def inspect_dataset(self, dataset_id: int) -> None:
         """Ask a light worker to read a data set's classes, sizes and digest."""
-        self.celery.send_task(INSPECT_DATASET_TASK, args=[dataset_id], queue=LIGHT_QUEUE)
+        self.celery.send_task(INSPECT_DATASET_TASK, args=[dataset_id], queue=TASK_QUEUES[INSPECT_DATASET_TASK])
 
     def run_update(self, job_id: int) -> None:
         """Ask a training worker to run an update job (a duplicate delivery is harmless)."""
-        self.celery.send_task(RUN_UPDATE_TASK, args=[job_id], queue=TRAINING_QUEUE)
+        self.celery.send_task(RUN_UPDATE_TASK, args=[job_id], queue=TASK_QUEUES[RUN_UPDATE_TASK])
 
     def ping(self) -> None:
         """Raise if the broker cannot be reached."""

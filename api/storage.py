@@ -13,15 +13,11 @@ from typing import BinaryIO
 from safetensors import SafetensorError, safe_open
 
 from api.errors import ApiError
+from contracts.model_file import HEAD_WEIGHT_KEYS, MetadataKey
 from db.errors import InvalidInput
 from db.settings import Settings
 
 CHUNK_BYTES = 1 << 20
-METADATA_PREFIX = "flipguard."
-REQUIRED_METADATA = ("arch", "classes", "in_channels", "image_size", "mean", "std")
-# The classifier layer of each architecture the engine builds (mpt.nets.ARCHITECTURES; the API
-# does not import torch): its weight has one row per class.
-HEAD_WEIGHT = {"small_cnn": "fc.weight", "resnet18": "fc.weight", "resnet34": "fc.weight", "resnet50": "fc.weight"}
 # A safetensors file starts with the header's length (u64, little-endian) and then its JSON.
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
@@ -126,27 +122,30 @@ def read_model_metadata(path: Path, *, loc: tuple) -> ModelFileMetadata:
     try:
         with safe_open(str(path), framework="numpy") as handle:
             metadata = handle.metadata() or {}
-            shapes = {name: handle.get_slice(name).get_shape() for name in handle.keys()}
+            # safe_open has keys() but cannot be iterated.
+            shapes = {name: handle.get_slice(name).get_shape() for name in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as error:
         raise InvalidInput(f"corrupt safetensors file: {error}", loc=loc) from None
     if not shapes:
         raise InvalidInput("the safetensors file holds no tensors", loc=loc)
-    missing = [METADATA_PREFIX + key for key in REQUIRED_METADATA if METADATA_PREFIX + key not in metadata]
+    missing = [key for key in MetadataKey if key not in metadata]
     if missing:
         raise InvalidInput(f"safetensors metadata lacks {', '.join(missing)}", loc=loc)
     try:
-        classes = json.loads(metadata[METADATA_PREFIX + "classes"])
-        in_channels = int(json.loads(metadata[METADATA_PREFIX + "in_channels"]))
-        image_size = [int(side) for side in json.loads(metadata[METADATA_PREFIX + "image_size"])]
-        mean, std = ([float(value) for value in json.loads(metadata[METADATA_PREFIX + key])] for key in ("mean", "std"))
+        classes = json.loads(metadata[MetadataKey.CLASSES])
+        in_channels = int(json.loads(metadata[MetadataKey.IN_CHANNELS]))
+        image_size = [int(side) for side in json.loads(metadata[MetadataKey.IMAGE_SIZE])]
+        mean, std = (
+            [float(value) for value in json.loads(metadata[key])] for key in (MetadataKey.MEAN, MetadataKey.STD)
+        )
     except (ValueError, TypeError) as error:
         raise InvalidInput(f"malformed flipguard metadata: {error}", loc=loc) from None
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
-        raise InvalidInput("flipguard.classes must be a non-empty list of class names", loc=loc)
+        raise InvalidInput(f"{MetadataKey.CLASSES} must be a non-empty list of class names", loc=loc)
     duplicates = sorted({name for name in classes if classes.count(name) > 1})
     if duplicates:
-        raise InvalidInput(f"flipguard.classes lists these classes twice: {duplicates}", loc=loc)
-    architecture = metadata[METADATA_PREFIX + "arch"]
+        raise InvalidInput(f"{MetadataKey.CLASSES} lists these classes twice: {duplicates}", loc=loc)
+    architecture = metadata[MetadataKey.ARCH]
     check_head_shape(architecture, classes=classes, shapes=shapes, loc=loc)
     return ModelFileMetadata(
         architecture=architecture,
@@ -161,14 +160,18 @@ def read_model_metadata(path: Path, *, loc: tuple) -> ModelFileMetadata:
 def check_head_shape(architecture: str, *, classes: list[str], shapes: dict[str, list[int]], loc: tuple) -> None:
     """The architecture must be one the engine builds, and its classifier must have one output
     per class of the metadata."""
-    if architecture not in HEAD_WEIGHT:
-        raise InvalidInput(f"unknown flipguard.arch {architecture!r}; known: {', '.join(HEAD_WEIGHT)}", loc=loc)
-    key = HEAD_WEIGHT[architecture]
+    if architecture not in HEAD_WEIGHT_KEYS:
+        raise InvalidInput(
+            f"unknown {MetadataKey.ARCH} {architecture!r}; known: {', '.join(HEAD_WEIGHT_KEYS)}", loc=loc
+        )
+    key = HEAD_WEIGHT_KEYS[architecture]
     shape = shapes.get(key)
     if shape is None or len(shape) != 2:
         raise InvalidInput(f"{architecture} weights need a 2-D {key} tensor (the classifier); found {shape}", loc=loc)
     if shape[0] != len(classes):
-        raise InvalidInput(f"{key} has {shape[0]} outputs but flipguard.classes names {len(classes)} classes", loc=loc)
+        raise InvalidInput(
+            f"{key} has {shape[0]} outputs but {MetadataKey.CLASSES} names {len(classes)} classes", loc=loc
+        )
 
 
 def copy_data_file(path: Path, *, settings: Settings, loc: tuple) -> StoredFile:

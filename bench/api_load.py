@@ -29,6 +29,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from contracts.flips import FlipSummary
 from db.base import make_engine, make_session_factory
 from db.datasets.models import DatasetFormat
 from db.datasets.service import create_dataset, mark_dataset_ready
@@ -59,8 +60,8 @@ def scope_figures(rows: list[dict], samples: int) -> dict:
     }
 
 
-def synthetic_report(ledger_rows: int) -> tuple[dict, list[dict]]:
-    """A flip report summary in mpt.flips' shape and its ledger, with `ledger_rows` flips."""
+def synthetic_report(ledger_rows: int) -> tuple[FlipSummary, list[dict]]:
+    """A flip report summary as mpt.flips makes it and its ledger, with `ledger_rows` flips."""
     samples = ledger_rows * 4
     ledger = []
     for index in range(ledger_rows):
@@ -111,7 +112,7 @@ def synthetic_report(ledger_rows: int) -> tuple[dict, list[dict]]:
             {"kind": "negative", "old_prediction": 0, "new_prediction": 1, "count": 10, "intrusion": False}
         ],
     }
-    return summary, ledger
+    return FlipSummary.from_dict(summary), ledger
 
 
 def seed(database_url: str, *, ledger_rows: int) -> tuple[int, int]:
@@ -225,7 +226,7 @@ async def load(stack: Stack, *, dataset_id: int, model_id: int, args) -> dict[st
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
     results: dict[str, list[dict]] = {name: [] for name in scenarios}
     async with httpx.AsyncClient(base_url=stack.url, headers=stack.headers, timeout=60, limits=limits) as client:
-        for name, make_request in scenarios.items():  # warm-up: connections, caches
+        for make_request in scenarios.values():  # warm-up: connections, caches
             await run_scenario(
                 client, make_request, requests=2 * args.concurrency, concurrency=args.concurrency, time_cap_s=10
             )

@@ -11,9 +11,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from contracts.model_file import MetadataKey
 from mpt.nets import build_net
-
-META_PREFIX = "flipguard."
 
 
 class ArtifactError(ValueError):
@@ -33,30 +32,28 @@ class ModelSpec:
 
     def to_metadata(self) -> dict[str, str]:
         values = {
-            "arch": self.arch,
-            "classes": list(self.classes),
-            "in_channels": self.in_channels,
-            "image_size": list(self.image_size),
-            "mean": list(self.mean),
-            "std": list(self.std),
+            MetadataKey.ARCH: self.arch,
+            MetadataKey.CLASSES: list(self.classes),
+            MetadataKey.IN_CHANNELS: self.in_channels,
+            MetadataKey.IMAGE_SIZE: list(self.image_size),
+            MetadataKey.MEAN: list(self.mean),
+            MetadataKey.STD: list(self.std),
         }
-        return {
-            META_PREFIX + key: json.dumps(value) if not isinstance(value, str) else value
-            for key, value in values.items()
-        }
+        return {key.value: json.dumps(value) if not isinstance(value, str) else value for key, value in values.items()}
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str] | None) -> ModelSpec:
         metadata = metadata or {}
         try:
-            read = lambda key: metadata[META_PREFIX + key]  # noqa: E731
+            # Looked up by the plain string, so that a KeyError names the key as the file does.
+            values = {key: metadata[key.value] for key in MetadataKey}
             return cls(
-                arch=read("arch"),
-                classes=tuple(json.loads(read("classes"))),
-                in_channels=int(json.loads(read("in_channels"))),
-                image_size=tuple(json.loads(read("image_size"))),
-                mean=tuple(json.loads(read("mean"))),
-                std=tuple(json.loads(read("std"))),
+                arch=values[MetadataKey.ARCH],
+                classes=tuple(json.loads(values[MetadataKey.CLASSES])),
+                in_channels=int(json.loads(values[MetadataKey.IN_CHANNELS])),
+                image_size=tuple(json.loads(values[MetadataKey.IMAGE_SIZE])),
+                mean=tuple(json.loads(values[MetadataKey.MEAN])),
+                std=tuple(json.loads(values[MetadataKey.STD])),
             )
         except (KeyError, ValueError, TypeError) as error:
             raise ArtifactError(f"model file metadata is missing or malformed ({error})") from None
@@ -115,7 +112,8 @@ def load_model(path: str | Path, *, sha256: str | None = None) -> LoadedModel:
         if wrong:
             k = wrong[0]
             details.append(
-                f"{len(wrong)} tensor(s) of the wrong shape, e.g. {k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
+                f"{len(wrong)} tensor(s) of the wrong shape, "
+                f"e.g. {k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
             )
         if missing:
             details.append(f"missing {', '.join(missing[:3])}")

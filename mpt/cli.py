@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from contracts.data_formats import DatasetFormat
 from mpt.artifacts import LoadedModel, load_model, save_model
 from mpt.cli_args import parse_assignments, parse_classes, recipe_from_args
 from mpt.console import epoch_progress, format_table
@@ -82,8 +83,8 @@ def cmd_update(args) -> dict:
         "model": args.out,
         "sha256": sha,
         "method": args.method,
-        "report": outcome.report,
-        "reference_report": outcome.reference_report,
+        "report": outcome.report.to_dict(),
+        "reference_report": outcome.reference_report.to_dict(),
         "ledger": outcome.ledger.rows(),
         "history": outcome.history,
     }
@@ -152,8 +153,8 @@ def cmd_sweep(args) -> dict:
         "policy": outcome.policy,
         "trials": [t.summary() for t in outcome.trials],
         "reference_validation": outcome.reference_validation,
-        "report": outcome.report,
-        "reference_report": outcome.reference_report,
+        "report": outcome.report.to_dict(),
+        "reference_report": outcome.reference_report.to_dict(),
     }
     _write_json(args.json, result)
     return result
@@ -185,7 +186,7 @@ def cmd_evaluate(args) -> dict:
         model=new, baseline=old, evaluation=data.evaluation, k_old=k_old, recipe=recipe_from_args(args)
     )
     print(format_table({Path(args.new).stem: headline(report)}))
-    result = {"report": report, "ledger": ledger.rows()}
+    result = {"report": report.to_dict(), "ledger": ledger.rows()}
     _write_json(args.json, result)
     return result
 
@@ -217,14 +218,12 @@ def cmd_demo(args) -> dict:
     rows = {"independent": headline(outcome.reference_report), "mpt-kl": headline(outcome.report)}
     print("\nupdate v1 (classes 0-4) -> v2 (classes 0-9), evaluated on the test split:")
     print(format_table(rows))
-    avoided = (
-        outcome.reference_report["scopes"]["all"]["negative_flips"] - outcome.report["scopes"]["all"]["negative_flips"]
-    )
+    avoided = outcome.reference_report.scopes.all.negative_flips - outcome.report.scopes.all.negative_flips
     print(
         f"\nMPT-KL avoided {avoided} negative flips compared with the independent retrain "
         f"({time.perf_counter() - started:.0f} s)."
     )
-    result = {"independent": outcome.reference_report, "mpt-kl": outcome.report}
+    result = {"independent": outcome.reference_report.to_dict(), "mpt-kl": outcome.report.to_dict()}
     _write_json(args.json or str(work / "demo.json"), result)
     return result
 
@@ -237,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--data", default=data_default, required=data_default is None, help="data set folder or .npz file"
         )
-        sub.add_argument("--format", choices=["fashion-mnist", "imagefolder", "cifar", "npz"], help="default: detected")
+        sub.add_argument(
+            "--format", choices=[data_format.value for data_format in DatasetFormat], help="default: detected"
+        )
         if seed:
             sub.add_argument("--seed", type=int, default=0)
         sub.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")

@@ -14,13 +14,14 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import Self
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import torch.utils.data
 
+from contracts.data_formats import DatasetFormat
 from mpt.images import ImageFileError, ImageHeader, fit_tensor, load_fitted, read_header
 from mpt.recipe import Recipe
 
@@ -36,7 +37,6 @@ FASHION_MNIST_CLASSES = [
     "Bag",
     "Ankle boot",
 ]
-FORMATS = ("fashion-mnist", "imagefolder", "cifar", "npz")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 # Images per DataLoader batch when a whole set is decoded into memory.
 DECODE_BATCH = 256
@@ -292,19 +292,19 @@ def files_digest(root: Path, train: ImageFiles, test: ImageFiles) -> str:
     return digest.hexdigest()
 
 
-def detect_format(path: Path) -> str:
+def detect_format(path: Path) -> DatasetFormat:
     """Guess a data set's format from its files."""
     if path.is_file() and path.suffix == ".npz":
-        return "npz"
+        return DatasetFormat.NPZ
     if path.is_dir():
         names = {p.name for p in path.iterdir()}
         if any(n.startswith("train-images-idx3-ubyte") for n in names):
-            return "fashion-mnist"
+            return DatasetFormat.FASHION_MNIST
         if ({"train", "test", "meta"} <= names and (path / "meta").is_file()) or "cifar-100-python" in names:
-            return "cifar"
+            return DatasetFormat.CIFAR
         if (path / "train").is_dir():
-            return "imagefolder"
-    raise DataError(f"cannot tell the format of {path}; name one of {', '.join(FORMATS)}")
+            return DatasetFormat.IMAGEFOLDER
+    raise DataError(f"cannot tell the format of {path}; name one of {', '.join(DatasetFormat)}")
 
 
 def _refuse_links_outside(root: Path) -> None:
@@ -327,15 +327,9 @@ def open_dataset(uri: str | Path, data_format: str | None = None) -> DataBundle:
     if path.is_dir():
         _refuse_links_outside(path)
     data_format = data_format or detect_format(path)
-    loaders: dict[str, Callable[[Path], tuple[ImageSet, ImageSet] | tuple[ImageFiles, ImageFiles]]] = {
-        "fashion-mnist": _load_fashion_mnist,
-        "imagefolder": _open_imagefolder,
-        "cifar": _load_cifar100,
-        "npz": _load_npz,
-    }
-    if data_format not in loaders:
-        raise DataError(f"unknown format {data_format!r}; expected one of {', '.join(FORMATS)}")
-    train, test = loaders[data_format](path)
+    if data_format not in LOADERS:
+        raise DataError(f"unknown format {data_format!r}; expected one of {', '.join(DatasetFormat)}")
+    train, test = LOADERS[data_format](path)
     if train.classes != test.classes:
         raise DataError("the training and evaluation splits name different classes")
     duplicates = sorted({c for c in train.classes if train.classes.count(c) > 1})
@@ -433,15 +427,17 @@ def _open_imagefolder(root: Path) -> tuple[ImageFiles, ImageFiles]:
 class _ArrayUnpickler(pickle.Unpickler):
     """CIFAR's pickles hold dicts of lists, bytes and numpy arrays; nothing else may load."""
 
-    ALLOWED: ClassVar[set[tuple[str, str]]] = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),
-    }
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("numpy.core.multiarray", "scalar"),
+            ("numpy._core.multiarray", "scalar"),
+            ("_codecs", "encode"),
+        }
+    )
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
@@ -497,6 +493,15 @@ def _load_npz(path: Path) -> tuple[ImageSet, ImageSet]:
                 )
             )
     return splits[0], splits[1]
+
+
+# One loader per contract format (tests/engine/test_data.py checks that none is missing).
+LOADERS: dict[DatasetFormat, Callable[[Path], tuple[ImageSet, ImageSet] | tuple[ImageFiles, ImageFiles]]] = {
+    DatasetFormat.FASHION_MNIST: _load_fashion_mnist,
+    DatasetFormat.IMAGEFOLDER: _open_imagefolder,
+    DatasetFormat.CIFAR: _load_cifar100,
+    DatasetFormat.NPZ: _load_npz,
+}
 
 
 @dataclass(frozen=True)

@@ -10,15 +10,22 @@ from dataclasses import dataclass
 
 import torch
 
-NEGATIVE = "negative"
-POSITIVE = "positive"
+from contracts.flips import (
+    ClassFigures,
+    FlipKind,
+    FlipScopes,
+    FlipSummary,
+    ScopeFigures,
+    Transition,
+    is_intrusion,
+)
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def _scope_figures(labels, old_pred, new_pred) -> dict:
+def _scope_figures(labels, old_pred, new_pred) -> ScopeFigures:
     """NFR, PFR, relative NFR and their raw counts over one set of samples."""
     n = int(labels.numel())
     old_ok = old_pred == labels
@@ -31,19 +38,19 @@ def _scope_figures(labels, old_pred, new_pred) -> dict:
     error_old = 1 - old_correct / n if n else 0.0
     error_new = 1 - new_correct / n if n else 0.0
     denominator = (1 - error_old) * error_new
-    return {
-        "samples": n,
-        "negative_flips": negative,
-        "positive_flips": positive,
-        "old_correct": old_correct,
-        "new_correct": new_correct,
-        "nfr": nfr,
-        "pfr": positive / n if n else 0.0,
+    return ScopeFigures(
+        samples=n,
+        negative_flips=negative,
+        positive_flips=positive,
+        old_correct=old_correct,
+        new_correct=new_correct,
+        nfr=nfr,
+        pfr=positive / n if n else 0.0,
         # docs/METHOD.md, "Relative NFR": relative NFR is 0 when its denominator is 0.
-        "relative_nfr": nfr / denominator if denominator else 0.0,
-        "old_accuracy": old_correct / n if n else None,
-        "new_accuracy": new_correct / n if n else None,
-    }
+        relative_nfr=nfr / denominator if denominator else 0.0,
+        old_accuracy=old_correct / n if n else None,
+        new_accuracy=new_correct / n if n else None,
+    )
 
 
 @dataclass
@@ -71,6 +78,7 @@ class FlipLedger:
             self.old_confidence.tolist(),
             self.new_confidence.tolist(),
             self.negative.tolist(),
+            strict=True,
         )
         return [
             {
@@ -80,7 +88,7 @@ class FlipLedger:
                 "new_prediction": new,
                 "old_confidence": old_conf,
                 "new_confidence": new_conf,
-                "kind": NEGATIVE if negative else POSITIVE,
+                "kind": FlipKind.NEGATIVE.value if negative else FlipKind.POSITIVE.value,
             }
             for index, label, old, new, old_conf, new_conf, negative in columns
         ]
@@ -93,12 +101,12 @@ def flip_report(
     new_logits: torch.Tensor,
     classes: list[str],
     k_old: int,
-) -> tuple[dict, FlipLedger]:
+) -> tuple[FlipSummary, FlipLedger]:
     """Compare an updated model with its predecessor on one labelled evaluation split.
 
     `old_logits` has the old model's K_old columns, `new_logits` the K columns of the new
-    index space (old classes first: docs/METHOD.md, "The class-index layout"). Returns the JSON-ready summary and
-    the per-sample ledger of flips.
+    index space (old classes first: docs/METHOD.md, "The class-index layout"). Returns the summary and the
+    per-sample ledger of flips.
     """
     labels = labels.long().cpu()
     old_logits = old_logits.float().cpu()
@@ -122,6 +130,7 @@ def flip_report(
     negative = old_ok & ~new_ok
     positive = ~old_ok & new_ok
     is_new_class = labels >= k_old
+    intrusion = is_intrusion(negative=negative, new_prediction=new_pred, k_old=k_old)
 
     def per_class(mask: torch.Tensor) -> list[int]:
         return torch.bincount(labels[mask], minlength=k).tolist()
@@ -131,60 +140,60 @@ def flip_report(
     new_correct = per_class(new_ok)
     negatives = per_class(negative)
     positives = per_class(positive)
-    intrusions = per_class(negative & (new_pred >= k_old))
-    class_rows = [
-        {
-            "index": c,
-            "name": classes[c],
-            "is_new": c >= k_old,
-            "samples": totals[c],
-            "old_correct": old_correct[c],
-            "new_correct": new_correct[c],
-            "negative_flips": negatives[c],
-            "positive_flips": positives[c],
-            "intrusion_flips": intrusions[c],
-            "nfr": negatives[c] / totals[c] if totals[c] else None,
-            "old_accuracy": old_correct[c] / totals[c] if totals[c] else None,
-            "new_accuracy": new_correct[c] / totals[c] if totals[c] else None,
-        }
+    intrusions = per_class(intrusion)
+    per_class_figures = tuple(
+        ClassFigures(
+            index=c,
+            name=classes[c],
+            is_new=c >= k_old,
+            samples=totals[c],
+            old_correct=old_correct[c],
+            new_correct=new_correct[c],
+            negative_flips=negatives[c],
+            positive_flips=positives[c],
+            intrusion_flips=intrusions[c],
+            nfr=negatives[c] / totals[c] if totals[c] else None,
+            old_accuracy=old_correct[c] / totals[c] if totals[c] else None,
+            new_accuracy=new_correct[c] / totals[c] if totals[c] else None,
+        )
         for c in range(k)
-    ]
+    )
 
     flipped = negative | positive
     transitions = []
-    for kind, mask in ((NEGATIVE, negative), (POSITIVE, positive)):
+    for kind, mask in ((FlipKind.NEGATIVE, negative), (FlipKind.POSITIVE, positive)):
         pair_counts = torch.bincount(old_pred[mask] * k + new_pred[mask], minlength=k * k)
-        for pair in pair_counts.nonzero().flatten().tolist():
-            transitions.append(
-                {
-                    "kind": kind,
-                    "old_prediction": pair // k,
-                    "new_prediction": pair % k,
-                    "count": int(pair_counts[pair]),
-                    "intrusion": kind == NEGATIVE and pair % k >= k_old,
-                }
+        transitions.extend(
+            Transition(
+                kind=kind,
+                old_prediction=pair // k,
+                new_prediction=pair % k,
+                count=int(pair_counts[pair]),
+                intrusion=is_intrusion(negative=kind == FlipKind.NEGATIVE, new_prediction=pair % k, k_old=k_old),
             )
+            for pair in pair_counts.nonzero().flatten().tolist()
+        )
 
     both_ok = int((old_ok & new_ok).sum())
     both_wrong = int((~old_ok & ~new_ok).sum())
     old_right = int(old_ok.sum())
-    summary = {
-        "classes": list(classes),
-        "k_old": k_old,
-        "scopes": {
-            "all": _scope_figures(labels, old_pred, new_pred),
-            "old_classes": _scope_figures(labels[~is_new_class], old_pred[~is_new_class], new_pred[~is_new_class]),
-        },
-        "new_class_accuracy": _ratio(int(new_ok[is_new_class].sum()), int(is_new_class.sum())),
-        "new_class_samples": int(is_new_class.sum()),
-        "both_correct": both_ok,
-        "both_wrong": both_wrong,
-        "btc": _ratio(both_ok, old_right),
-        "bec": _ratio(both_wrong, labels.numel() - old_right),
-        "intrusion_flips": int((negative & (new_pred >= k_old)).sum()),
-        "per_class": class_rows,
-        "transitions": transitions,
-    }
+    summary = FlipSummary(
+        classes=tuple(classes),
+        k_old=k_old,
+        scopes=FlipScopes(
+            all=_scope_figures(labels, old_pred, new_pred),
+            old_classes=_scope_figures(labels[~is_new_class], old_pred[~is_new_class], new_pred[~is_new_class]),
+        ),
+        new_class_accuracy=_ratio(int(new_ok[is_new_class].sum()), int(is_new_class.sum())),
+        new_class_samples=int(is_new_class.sum()),
+        both_correct=both_ok,
+        both_wrong=both_wrong,
+        btc=_ratio(both_ok, old_right),
+        bec=_ratio(both_wrong, labels.numel() - old_right),
+        intrusion_flips=int(intrusion.sum()),
+        per_class=per_class_figures,
+        transitions=tuple(transitions),
+    )
     ledger = FlipLedger(
         sample_index=rows[flipped],
         label=labels[flipped],
@@ -197,21 +206,21 @@ def flip_report(
     return summary, ledger
 
 
-def headline(summary: dict) -> dict:
+def headline(summary: FlipSummary) -> dict[str, float | int | None]:
     """The figures a person reads first, flattened from a summary."""
-    all_scope, old_scope = summary["scopes"]["all"], summary["scopes"]["old_classes"]
+    all_scope, old_scope = summary.scopes.all, summary.scopes.old_classes
     return {
-        "nfr_old_classes": old_scope["nfr"],
-        "nfr_all": all_scope["nfr"],
-        "relative_nfr_old_classes": old_scope["relative_nfr"],
-        "relative_nfr_all": all_scope["relative_nfr"],
-        "pfr_all": all_scope["pfr"],
-        "negative_flips": all_scope["negative_flips"],
-        "accuracy": all_scope["new_accuracy"],
-        "accuracy_old_classes": old_scope["new_accuracy"],
-        "accuracy_new_classes": summary["new_class_accuracy"],
-        "old_model_accuracy_old_classes": old_scope["old_accuracy"],
-        "btc": summary["btc"],
-        "bec": summary["bec"],
-        "intrusion_flips": summary["intrusion_flips"],
+        "nfr_old_classes": old_scope.nfr,
+        "nfr_all": all_scope.nfr,
+        "relative_nfr_old_classes": old_scope.relative_nfr,
+        "relative_nfr_all": all_scope.relative_nfr,
+        "pfr_all": all_scope.pfr,
+        "negative_flips": all_scope.negative_flips,
+        "accuracy": all_scope.new_accuracy,
+        "accuracy_old_classes": old_scope.new_accuracy,
+        "accuracy_new_classes": summary.new_class_accuracy,
+        "old_model_accuracy_old_classes": old_scope.old_accuracy,
+        "btc": summary.btc,
+        "bec": summary.bec,
+        "intrusion_flips": summary.intrusion_flips,
     }

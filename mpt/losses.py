@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from contracts.methods import UpdateMethod
 from mpt.recipe import MethodParams
 
 
@@ -126,27 +127,29 @@ def _mpt(inputs: LossInputs, params: MethodParams, *, distill: str | None, bias:
 
 @dataclass(frozen=True)
 class Method:
-    name: str
+    name: UpdateMethod
     needs_old: bool
     needs_reference: bool
     needs_ensemble: bool
     loss: object  # callable(LossInputs, MethodParams) -> scalar tensor
 
 
+# One entry per contract name (tests/engine/test_losses.py checks that none is missing), keyed
+# by the plain string so that argparse and JSON show the name alone.
 METHODS: dict[str, Method] = {
-    m.name: m
+    m.name.value: m
     for m in [
-        Method("independent", False, False, False, _independent),
-        Method("pct-naive", True, False, False, _pct_naive),
-        Method("pct-kl", True, False, False, _pct_kl),
-        Method("pct-lm", True, False, False, _pct_lm),
-        Method("elodi", True, False, True, lambda i, p: _elodi(i, p, topk=False)),
-        Method("elodi-topk", True, False, True, lambda i, p: _elodi(i, p, topk=True)),
-        Method("mpt-kl", True, True, False, lambda i, p: _mpt(i, p, distill="kl", bias=True)),
-        Method("mpt-lm", True, True, False, lambda i, p: _mpt(i, p, distill="lm", bias=True)),
-        Method("mpt-nodistill", False, False, False, lambda i, p: _mpt(i, p, distill=None, bias=True)),
-        Method("mpt-kl-nobias", True, True, False, lambda i, p: _mpt(i, p, distill="kl", bias=False)),
-        Method("mpt-lm-nobias", True, True, False, lambda i, p: _mpt(i, p, distill="lm", bias=False)),
+        Method(UpdateMethod.INDEPENDENT, False, False, False, _independent),
+        Method(UpdateMethod.PCT_NAIVE, True, False, False, _pct_naive),
+        Method(UpdateMethod.PCT_KL, True, False, False, _pct_kl),
+        Method(UpdateMethod.PCT_LM, True, False, False, _pct_lm),
+        Method(UpdateMethod.ELODI, True, False, True, lambda i, p: _elodi(i, p, topk=False)),
+        Method(UpdateMethod.ELODI_TOPK, True, False, True, lambda i, p: _elodi(i, p, topk=True)),
+        Method(UpdateMethod.MPT_KL, True, True, False, lambda i, p: _mpt(i, p, distill="kl", bias=True)),
+        Method(UpdateMethod.MPT_LM, True, True, False, lambda i, p: _mpt(i, p, distill="lm", bias=True)),
+        Method(UpdateMethod.MPT_NODISTILL, False, False, False, lambda i, p: _mpt(i, p, distill=None, bias=True)),
+        Method(UpdateMethod.MPT_KL_NOBIAS, True, True, False, lambda i, p: _mpt(i, p, distill="kl", bias=False)),
+        Method(UpdateMethod.MPT_LM_NOBIAS, True, True, False, lambda i, p: _mpt(i, p, distill="lm", bias=False)),
     ]
 }
 

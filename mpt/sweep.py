@@ -14,6 +14,7 @@ import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
+from contracts.flips import FlipSummary
 from mpt.artifacts import LoadedModel
 from mpt.data import DataBundle
 from mpt.flips import FlipLedger, headline
@@ -39,7 +40,7 @@ class Trial:
     params: MethodParams
     history: list[dict]
     validation: dict  # headline figures of the trial against the old model on the validation split
-    validation_report: dict  # the full flip report behind them (raw counts, both NFR scopes)
+    validation_report: FlipSummary  # the full flip report behind them (raw counts, both NFR scopes)
     model: LoadedModel
 
     @property
@@ -62,9 +63,9 @@ class SweepOutcome:
     data: UpdateData
     reference: LoadedModel
     reference_validation: dict  # the reference's headline figures on the validation split
-    report: dict | None = None  # the winner against the old model on the evaluation split
+    report: FlipSummary | None = None  # the winner against the old model on the evaluation split
     ledger: FlipLedger | None = None
-    reference_report: dict | None = None
+    reference_report: FlipSummary | None = None
 
     @property
     def best(self) -> Trial:

@@ -13,6 +13,7 @@ from typing import Protocol
 
 import torch
 
+from contracts.flips import FlipSummary
 from mpt.artifacts import LoadedModel, ModelSpec, load_model, save_model
 from mpt.data import ClassMap, DataBundle, DataError, FittedImages, ImageFiles, ImageSet, build_class_map
 from mpt.feed import Prepared, choose_data_path, decode_workers, measure_channel_stats, prepare
@@ -118,9 +119,9 @@ class UpdateOutcome:
     data: UpdateData
     inputs: UpdateInputs
     reference: LoadedModel | None = None
-    report: dict | None = None
+    report: FlipSummary | None = None
     ledger: FlipLedger | None = None
-    reference_report: dict | None = None
+    reference_report: FlipSummary | None = None
 
 
 def untrained_model(
@@ -190,7 +191,7 @@ def evaluate(
     k_old: int,
     device=None,
     recipe: Recipe | None = None,
-) -> tuple[dict, FlipLedger]:
+) -> tuple[FlipSummary, FlipLedger]:
     """The flip report of `model` against `baseline` on a split in `model`'s index space.
 
     Each model sees the split fitted to its own input (its file's image size and channels);

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 
+from contracts.tasks import LIGHT_QUEUE, TRAINING_QUEUE
+
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
@@ -60,16 +62,17 @@ class Stack:
         self.token: str | None = None
 
     def _spawn(self, name: str, args: list[str], extra_env: dict | None = None) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "ab")
-        return subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env={**self.env, **(extra_env or {})},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # signals to the test runner do not reach the children
-            preexec_fn=_die_with_parent,
-        )
+        # The child keeps its own copy of the log's descriptor; this process needs none.
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            return subprocess.Popen(
+                args,
+                cwd=ROOT,
+                env={**self.env, **(extra_env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # signals to the test runner do not reach the children
+                preexec_fn=_die_with_parent,
+            )
 
     def migrate(self) -> None:
         """Upgrade the database to head and create the stack's admin token (`self.token`)."""
@@ -118,7 +121,7 @@ class Stack:
         self.wait_until(lambda: self._healthy(), timeout_s=60, what="the API to answer /health")
 
     def start_worker(
-        self, name: str = "worker", queues: str = "training,light", extra_env: dict | None = None
+        self, name: str = "worker", queues: str = f"{TRAINING_QUEUE},{LIGHT_QUEUE}", extra_env: dict | None = None
     ) -> subprocess.Popen:
         worker = self._spawn(
             name,

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from celery import Celery
 
+from contracts.tasks import TASK_QUEUES
 from db.settings import Settings
-
-TRAINING_QUEUE = "training"
-LIGHT_QUEUE = "light"
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -28,10 +26,7 @@ def create_celery(settings: Settings) -> Celery:
         # outlast the longest job, or a healthy running job would be delivered twice.
         broker_transport_options={"visibility_timeout": 7 * 24 * 3600, **transport_options},
         broker_connection_retry_on_startup=True,
-        task_routes={
-            "flipguard.run_update": {"queue": TRAINING_QUEUE},
-            "flipguard.inspect_dataset": {"queue": LIGHT_QUEUE},
-        },
+        task_routes={task: {"queue": queue} for task, queue in TASK_QUEUES.items()},
         worker_hijack_root_logger=False,
     )
     return app

@@ -17,18 +17,18 @@ from pathlib import Path
 
 from celery import Celery
 
+from contracts.tasks import RUN_UPDATE_TASK
 from db.settings import Settings
 from db.updates.service import jobs_needing_dispatch
 
 log = logging.getLogger(__name__)
-RUN_UPDATE = "flipguard.run_update"
 
 
 def _job_id(raw: bytes | str) -> int | None:
     """The job id of a serialised Celery run_update message, None for any other message."""
     try:
         payload = json.loads(raw)
-        if payload.get("headers", {}).get("task") != RUN_UPDATE:
+        if payload.get("headers", {}).get("task") != RUN_UPDATE_TASK:
             return None
         args = json.loads(base64.b64decode(payload["body"]))[0]
         return int(args[0])
@@ -65,7 +65,7 @@ def reconcile(*, app: Celery, settings: Settings, session_factory, queue: str) -
     waiting = waiting_job_ids(app, settings, queue)
     resent = [job_id for job_id in candidates if job_id not in waiting]
     for job_id in resent:
-        app.send_task(RUN_UPDATE, args=[job_id])
+        app.send_task(RUN_UPDATE_TASK, args=[job_id])
     if resent:
         log.warning("re-dispatched jobs with no broker message: %s", resent)
     return resent

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from celery.signals import worker_ready
 
+from contracts.tasks import INSPECT_DATASET_TASK, RUN_UPDATE_TASK, TRAINING_QUEUE
 from worker import jobs
-from worker.app import TRAINING_QUEUE, app
+from worker.app import app
 from worker.reconciler import start_reconciler
 
 
-@app.task(name="flipguard.run_update")
+@app.task(name=RUN_UPDATE_TASK)
 def run_update(job_id: int) -> str:
     return jobs.execute_update(job_id=job_id)
 
 
-@app.task(name="flipguard.inspect_dataset")
+@app.task(name=INSPECT_DATASET_TASK)
 def inspect_dataset(dataset_id: int) -> str:
     return jobs.inspect_dataset(dataset_id=dataset_id)
 

@@ -4,6 +4,7 @@ REST endpoints from small same-origin scripts (static/dashboard.js)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlencode
@@ -17,6 +18,7 @@ from api.dashboard.charts import BarGroup, Series, bar_chart, line_chart, percen
 from api.deps import READ, TOKEN_COOKIE, PaginationDep, SessionDep
 from api.errors import Unauthenticated, api_error_response, service_error_response
 from api.schemas import RowId
+from contracts.flips import FlipSummary
 from db.errors import NotFound
 from db.flips.models import FlipKind, ReportRole
 from db.flips.service import find_report, list_samples
@@ -38,14 +40,21 @@ router = APIRouter(prefix="/dashboard", include_in_schema=False, dependencies=[R
 # The login form is the one dashboard page open without a token.
 login_router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
-# The scalar figures a model page compares: (label, scope, key in the scope, lower is better).
-COMPARED = (
-    ("Accuracy, all samples", "all", "accuracy", False),
-    ("Accuracy, old classes", "old_classes", "accuracy", False),
-    ("NFR, old classes", "old_classes", "nfr", True),
-    ("NFR, all samples", "all", "nfr", True),
-    ("Relative NFR, old classes", "old_classes", "relative_nfr", True),
-    ("PFR, all samples", "all", "pfr", False),
+Figure = Callable[[FlipSummary], float | None]
+# The scalar figures a model page compares: (label, the model's figure in a flip summary, the
+# predecessor's figure where the summary holds one, lower is better).
+COMPARED: tuple[tuple[str, Figure, Figure | None, bool], ...] = (
+    ("Accuracy, all samples", lambda s: s.scopes.all.new_accuracy, lambda s: s.scopes.all.old_accuracy, False),
+    (
+        "Accuracy, old classes",
+        lambda s: s.scopes.old_classes.new_accuracy,
+        lambda s: s.scopes.old_classes.old_accuracy,
+        False,
+    ),
+    ("NFR, old classes", lambda s: s.scopes.old_classes.nfr, None, True),
+    ("NFR, all samples", lambda s: s.scopes.all.nfr, None, True),
+    ("Relative NFR, old classes", lambda s: s.scopes.old_classes.relative_nfr, None, True),
+    ("PFR, all samples", lambda s: s.scopes.all.pfr, None, False),
 )
 
 
@@ -119,16 +128,6 @@ def _page(request: Request, template: str, status_code: int = 200, **context) ->
     return templates.TemplateResponse(request, template, context, status_code=status_code)
 
 
-def _scope_value(summary: dict | None, scope: str, key: str, *, old: bool = False) -> float | None:
-    """A figure of a report summary; `accuracy` means the new (or, with old=True, old) model's."""
-    if summary is None:
-        return None
-    figures = summary["scopes"][scope]
-    if key == "accuracy":
-        return figures.get("old_accuracy" if old else "new_accuracy")
-    return figures.get(key)
-
-
 def _job_curves(events) -> dict:
     """Per-epoch series of a job's events, one line per training phase."""
     phases: dict[str, list[tuple[int, dict]]] = {}
@@ -180,7 +179,7 @@ def _own_accuracy(chain: list[dict], index: int) -> float | None:
     if report is not None:
         return report.accuracy
     if index + 1 < len(chain) and chain[index + 1]["report"] is not None:
-        return _scope_value(chain[index + 1]["report"].summary, "old_classes", "accuracy", old=True)
+        return chain[index + 1]["report"].summary.scopes.old_classes.old_accuracy
     return None
 
 
@@ -225,26 +224,25 @@ def model_page(model_id: RowId, request: Request, session: SessionDep):
         if report is not None
         else None
     )
-    rows = []
-    for label, scope, key, lower_is_better in COMPARED:
-        rows.append(
-            {
-                "label": label,
-                "predecessor": _scope_value(report.summary if report else None, scope, key, old=True)
-                if key == "accuracy"
-                else None,
-                "model": _scope_value(report.summary if report else None, scope, key),
-                "reference": _scope_value(reference.summary if reference else None, scope, key),
-                "lower_is_better": lower_is_better,
-            }
-        )
+    summary = report.summary if report else None
+    reference_summary = reference.summary if reference else None
+    rows = [
+        {
+            "label": label,
+            "predecessor": of_predecessor(summary) if summary is not None and of_predecessor else None,
+            "model": of_model(summary) if summary is not None else None,
+            "reference": of_model(reference_summary) if reference_summary is not None else None,
+            "lower_is_better": lower_is_better,
+        }
+        for label, of_model, of_predecessor, lower_is_better in COMPARED
+    ]
     positions = {index: f"v{entry['model'].version}" for index, entry in enumerate(chain)}
     accuracy_lines = [
         Series("accuracy on its own classes", [(i, e["accuracy"]) for i, e in enumerate(chain)]),
         Series(
             "accuracy on the predecessor's classes",
             [
-                (i, _scope_value(e["report"].summary, "old_classes", "accuracy") if e["report"] else None)
+                (i, e["report"].summary.scopes.old_classes.new_accuracy if e["report"] else None)
                 for i, e in enumerate(chain)
             ],
             dashed=True,
@@ -344,29 +342,26 @@ def flips_page(
         page=pagination.page,
         page_size=pagination.page_size,
     )
-    reference_rows = {row["index"]: row for row in (reference.summary.get("per_class", []) if reference else [])}
+    reference_nfr = {row.index: row.nfr for row in reference.summary.per_class} if reference else {}
     groups = [
-        BarGroup(
-            label=row["name"],
-            values=[row["nfr"], reference_rows.get(row["index"], {}).get("nfr")] if reference else [row["nfr"]],
-        )
-        for row in summary.get("per_class", [])
-        if not row["is_new"]
+        BarGroup(label=row.name, values=[row.nfr, reference_nfr.get(row.index)] if reference else [row.nfr])
+        for row in summary.per_class
+        if not row.is_new
     ]
     series_names = (
         [model.method or "this model", "independent retrain"] if reference else [model.method or "this model"]
     )
     # Transition matrix: old prediction (rows, the baseline's classes) -> new prediction.
     cells: dict[tuple[int, int], dict] = {}
-    for row in summary.get("transitions", []):
+    for row in summary.transitions:
         cell = cells.setdefault(
-            (row["old_prediction"], row["new_prediction"]), {"negative": 0, "positive": 0, "intrusion": False}
+            (row.old_prediction, row.new_prediction), {"negative": 0, "positive": 0, "intrusion": False}
         )
-        cell[row["kind"]] += row["count"]
-        cell["intrusion"] = cell["intrusion"] or bool(row.get("intrusion"))
+        cell[row.kind.value] += row.count
+        cell["intrusion"] = cell["intrusion"] or row.intrusion
     busiest = max((c["negative"] + c["positive"] for c in cells.values()), default=0)
-    model_neg = summary["scopes"]["all"]["negative_flips"]
-    reference_neg = reference.summary["scopes"]["all"]["negative_flips"] if reference else None
+    model_neg = summary.scopes.all.negative_flips
+    reference_neg = reference.summary.scopes.all.negative_flips if reference else None
     filters = {
         "against": against,
         "kind": kind or None,

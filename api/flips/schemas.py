@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 from api.schemas import OrmModel, Page
+from contracts.flips import FlipSummary
 from db.flips.models import FlipKind
 
 
@@ -69,22 +70,26 @@ class FlipFigures(BaseModel):
     transitions: list[Transition]
 
     @classmethod
-    def from_summary(cls, summary: dict) -> FlipFigures:
-        """Read the figures out of an mpt.flips.flip_report summary."""
-        return cls(
-            scopes=summary["scopes"],
-            accuracy=Accuracy(
-                overall=summary["scopes"]["all"]["new_accuracy"],
-                old_classes=summary["scopes"]["old_classes"]["new_accuracy"],
-                new_classes=summary.get("new_class_accuracy"),
-            ),
-            btc=summary.get("btc"),
-            bec=summary.get("bec"),
-            both_correct=summary.get("both_correct", 0),
-            both_wrong=summary.get("both_wrong", 0),
-            intrusion_flips=summary.get("intrusion_flips", 0),
-            per_class=summary.get("per_class", []),
-            transitions=summary.get("transitions", []),
+    def from_summary(cls, summary: FlipSummary) -> FlipFigures:
+        """The figures of a stored flip report summary."""
+        # from_attributes: the scopes, classes and transitions are read from the summary's dataclasses.
+        return cls.model_validate(
+            {
+                "scopes": {"all": summary.scopes.all, "old_classes": summary.scopes.old_classes},
+                "accuracy": Accuracy(
+                    overall=summary.scopes.all.new_accuracy,
+                    old_classes=summary.scopes.old_classes.new_accuracy,
+                    new_classes=summary.new_class_accuracy,
+                ),
+                "btc": summary.btc,
+                "bec": summary.bec,
+                "both_correct": summary.both_correct,
+                "both_wrong": summary.both_wrong,
+                "intrusion_flips": summary.intrusion_flips,
+                "per_class": summary.per_class,
+                "transitions": summary.transitions,
+            },
+            from_attributes=True,
         )
 
 

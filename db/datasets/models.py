@@ -8,14 +8,8 @@ from datetime import datetime
 from sqlalchemy import String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from contracts.data_formats import DatasetFormat
 from db.base import Base, JSONType, UTCDateTime, enum_type, utcnow
-
-
-class DatasetFormat(enum.StrEnum):
-    FASHION_MNIST = "fashion-mnist"
-    IMAGEFOLDER = "imagefolder"
-    CIFAR = "cifar"
-    NPZ = "npz"
 
 
 class DatasetStatus(enum.StrEnum):

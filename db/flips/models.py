@@ -5,9 +5,11 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Float, ForeignKey, Index, String, Text
+from sqlalchemy import Dialect, Float, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
+from contracts.flips import FlipKind, FlipSummary
 from db.base import Base, JSONType, UTCDateTime, enum_type, utcnow
 
 
@@ -18,9 +20,17 @@ class ReportRole(enum.StrEnum):
     REFERENCE = "reference"
 
 
-class FlipKind(enum.StrEnum):
-    NEGATIVE = "negative"
-    POSITIVE = "positive"
+class FlipSummaryJSON(TypeDecorator):
+    """A FlipSummary stored as its JSON form (`to_dict`) and read back typed."""
+
+    impl = JSONType
+    cache_ok = True
+
+    def process_bind_param(self, value: FlipSummary | None, dialect: Dialect) -> dict | None:
+        return None if value is None else value.to_dict()
+
+    def process_result_value(self, value: dict | None, dialect: Dialect) -> FlipSummary | None:
+        return None if value is None else FlipSummary.from_dict(value)
 
 
 class FlipReport(Base):
@@ -34,8 +44,8 @@ class FlipReport(Base):
     split: Mapped[str] = mapped_column(String(40), default="test")
     k_old: Mapped[int]
     classes: Mapped[list[str]] = mapped_column(JSONType)
-    # The whole dict of mpt.flips.flip_report; the scalar columns below are copies for listing.
-    summary: Mapped[dict] = mapped_column(JSONType)
+    # The whole summary of mpt.flips.flip_report; the scalar columns below are copies for listing.
+    summary: Mapped[FlipSummary] = mapped_column(FlipSummaryJSON)
     nfr_old_classes: Mapped[float] = mapped_column(Float)
     nfr_all: Mapped[float] = mapped_column(Float)
     relative_nfr_old_classes: Mapped[float] = mapped_column(Float)

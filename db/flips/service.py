@@ -7,23 +7,23 @@ from collections.abc import Iterator
 from sqlalchemy import Select, insert, select
 from sqlalchemy.orm import Session
 
+from contracts.flips import FlipSummary, is_intrusion
 from db.flips.models import FlipKind, FlipReport, FlipSample, ReportRole
 from db.pagination import Page, paginate
 
 
-def summary_columns(summary: dict) -> dict:
+def summary_columns(summary: FlipSummary) -> dict[str, float | int | None]:
     """The scalar columns a report row copies from an mpt.flips.flip_report summary."""
-    all_scope = summary["scopes"]["all"]
-    old_scope = summary["scopes"]["old_classes"]
+    all_scope, old_scope = summary.scopes.all, summary.scopes.old_classes
     return {
-        "nfr_old_classes": old_scope["nfr"],
-        "nfr_all": all_scope["nfr"],
-        "relative_nfr_old_classes": old_scope["relative_nfr"],
-        "accuracy": all_scope["new_accuracy"],
-        "accuracy_old_classes": old_scope["new_accuracy"],
-        "accuracy_new_classes": summary.get("new_class_accuracy"),
-        "negative_flips": all_scope["negative_flips"],
-        "samples": all_scope["samples"],
+        "nfr_old_classes": old_scope.nfr,
+        "nfr_all": all_scope.nfr,
+        "relative_nfr_old_classes": old_scope.relative_nfr,
+        "accuracy": all_scope.new_accuracy,
+        "accuracy_old_classes": old_scope.new_accuracy,
+        "accuracy_new_classes": summary.new_class_accuracy,
+        "negative_flips": all_scope.negative_flips,
+        "samples": all_scope.samples,
     }
 
 
@@ -33,7 +33,7 @@ def add_report(
     model_id: int,
     baseline_model_id: int,
     role: ReportRole,
-    summary: dict,
+    summary: FlipSummary,
     split: str = "test",
     images_uri: str | None = None,
 ) -> FlipReport:
@@ -43,8 +43,8 @@ def add_report(
         baseline_model_id=baseline_model_id,
         role=role,
         split=split,
-        k_old=summary["k_old"],
-        classes=list(summary["classes"]),
+        k_old=summary.k_old,
+        classes=list(summary.classes),
         summary=summary,
         images_uri=images_uri,
         **summary_columns(summary),
@@ -71,7 +71,9 @@ def add_ledger(session: Session, *, report_id: int, k_old: int, rows: list[dict]
                 "new_confidence": row["new_confidence"],
                 "kind": FlipKind(row["kind"]),
                 # docs/METHOD.md: an intrusion is a negative flip into one of the new classes.
-                "is_intrusion": row["kind"] == FlipKind.NEGATIVE and row["new_prediction"] >= k_old,
+                "is_intrusion": is_intrusion(
+                    negative=row["kind"] == FlipKind.NEGATIVE, new_prediction=row["new_prediction"], k_old=k_old
+                ),
             }
             for row in rows
         ],

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import Float, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from contracts.methods import UpdateMethod as UpdateMethod  # the engine's names, re-exported for jobs
 from db.base import Base, JSONType, UTCDateTime, enum_type, utcnow
 
 
@@ -18,22 +19,6 @@ class JobStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
-
-
-class UpdateMethod(enum.StrEnum):
-    """The training methods of docs/METHOD.md (the engine implements each under the same name)."""
-
-    INDEPENDENT = "independent"
-    PCT_NAIVE = "pct-naive"
-    PCT_KL = "pct-kl"
-    PCT_LM = "pct-lm"
-    ELODI = "elodi"
-    ELODI_TOPK = "elodi-topk"
-    MPT_KL = "mpt-kl"
-    MPT_LM = "mpt-lm"
-    MPT_NODISTILL = "mpt-nodistill"
-    MPT_KL_NOBIAS = "mpt-kl-nobias"
-    MPT_LM_NOBIAS = "mpt-lm-nobias"
 
 
 ACTIVE_STATUSES = (JobStatus.RUNNING, JobStatus.EVALUATING)

@@ -12,6 +12,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from contracts.flips import FlipSummary
 from db.base import utcnow
 from db.datasets.models import DatasetStatus
 from db.datasets.service import get_dataset
@@ -356,7 +357,7 @@ def cancel_job_finished(session: Session, *, job_id: int) -> bool:
     return _finish(session, job_id=job_id, status=JobStatus.CANCELLED, phase="cancelled")
 
 
-def evaluate_gate(gate: dict, summary: dict | None) -> dict:
+def evaluate_gate(gate: dict, summary: FlipSummary | None) -> dict:
     """The gate's verdict on a model's report: {"passed", "reasons", figures checked}."""
     figures = summary_columns(summary) if summary is not None else {}
     nfr = figures.get("nfr_old_classes")
@@ -390,10 +391,10 @@ def complete_job(
     *,
     job_id: int,
     model: dict,
-    report: dict | None,
+    report: FlipSummary | None,
     ledger: list[dict] | None,
     images_uri: str | None,
-    reference_report: dict | None,
+    reference_report: FlipSummary | None,
     reference_model_id: int | None = None,
 ) -> ModelVersion:
     """Register the trained version, its flip reports and ledger, apply the gate, finish the job.
@@ -453,10 +454,10 @@ def _register_result(
     *,
     job: UpdateJob,
     model: dict,
-    report: dict | None,
+    report: FlipSummary | None,
     ledger: list[dict] | None,
     images_uri: str | None,
-    reference_report: dict | None,
+    reference_report: FlipSummary | None,
     reference_model_id: int | None,
 ) -> ModelVersion:
     """The writes of complete_job, flushed but not committed."""

@@ -35,8 +35,8 @@ def _run_methods(study: Study, seed: int, base: LoadedModel, runs: list[dict]) -
         runs.append(run_record("method", method, seed, study.params, outcome, timing))
         log(
             f"seed {seed}: {method} done in {timing['wall_s']:.0f} s, "
-            f"NFR old {outcome.report['scopes']['old_classes']['nfr']:.4f}, "
-            f"accuracy {outcome.report['scopes']['all']['new_accuracy']:.4f}"
+            f"NFR old {outcome.report.scopes.old_classes.nfr:.4f}, "
+            f"accuracy {outcome.report.scopes.all.new_accuracy:.4f}"
         )
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 
+from contracts.flips import FlipSummary, ScopeFigures
 from mpt.artifacts import LoadedModel
 from mpt.console import epoch_progress
 from mpt.flips import headline
@@ -20,15 +21,24 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def flip_counts(report: dict) -> dict:
+def flip_counts(report: FlipSummary) -> dict:
     """The raw counts behind the headline ratios, so they can be re-derived and summed."""
-    keys = ("samples", "negative_flips", "positive_flips", "old_correct", "new_correct")
+
+    def scope_counts(figures: ScopeFigures) -> dict[str, int]:
+        return {
+            "samples": figures.samples,
+            "negative_flips": figures.negative_flips,
+            "positive_flips": figures.positive_flips,
+            "old_correct": figures.old_correct,
+            "new_correct": figures.new_correct,
+        }
+
     return {
-        "scopes": {scope: {k: figures[k] for k in keys} for scope, figures in report["scopes"].items()},
-        "new_class_samples": report["new_class_samples"],
-        "both_correct": report["both_correct"],
-        "both_wrong": report["both_wrong"],
-        "intrusion_flips": report["intrusion_flips"],
+        "scopes": {"all": scope_counts(report.scopes.all), "old_classes": scope_counts(report.scopes.old_classes)},
+        "new_class_samples": report.new_class_samples,
+        "both_correct": report.both_correct,
+        "both_wrong": report.both_wrong,
+        "intrusion_flips": report.intrusion_flips,
     }
 
 

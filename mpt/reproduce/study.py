@@ -26,7 +26,7 @@ CHAIN_METHODS = ("independent", "mpt-kl")
 
 # Preset values fill the options left unset on the command line.
 PRESETS = {
-    # METHOD.md's protocol: CIFAR-100, resnet18, 0-49 -> 0-99, the Recipe defaults.
+    # docs/METHOD.md, "The paper's recipe": CIFAR-100, resnet18, 0-49 -> 0-99, the Recipe defaults.
     "paper": {
         "arch": "resnet18",
         "old_classes": "0-49",

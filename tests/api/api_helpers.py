@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
+from contracts.flips import FlipSummary
 from db.datasets.models import DatasetFormat
 from db.datasets.service import create_dataset, mark_dataset_ready
 from db.settings import Settings
@@ -89,7 +90,7 @@ def scope(samples, negative, positive, old_correct, new_correct):
 
 def summary(negative_old):
     """An mpt.flips.flip_report summary (hand-written: the API tests run without torch)."""
-    return {
+    figures = {
         "classes": CLASSES,
         "k_old": 3,
         "scopes": {"all": scope(40, negative_old, 2, 25, 30), "old_classes": scope(30, negative_old, 2, 25, 24)},
@@ -119,6 +120,7 @@ def summary(negative_old):
         ],
         "transitions": [{"kind": "negative", "old_prediction": 0, "new_prediction": 3, "count": 1, "intrusion": True}],
     }
+    return FlipSummary.from_dict(figures)
 
 
 LEDGER = [

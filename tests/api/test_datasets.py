@@ -2,6 +2,8 @@ import os
 
 from api_helpers import assert_error, broker_messages
 
+from contracts.tasks import INSPECT_DATASET_TASK
+
 
 def test_register_dataset_enqueues_inspection(client, settings, tmp_path):
     folder = tmp_path / "data" / "fmnist"
@@ -12,7 +14,7 @@ def test_register_dataset_enqueues_inspection(client, settings, tmp_path):
     assert body["status"] == "pending" and body["classes"] is None
     messages = broker_messages(settings)
     assert len(messages) == 1
-    assert messages[0]["headers"]["task"] == "flipguard.inspect_dataset"
+    assert messages[0]["headers"]["task"] == INSPECT_DATASET_TASK
     assert client.get(f"/datasets/{body['id']}").json()["name"] == "fmnist"
     assert client.get("/datasets").json()["total"] == 1
     duplicate = client.post("/datasets", json={"name": "fmnist", "uri": str(folder), "format": "npz"})

@@ -57,7 +57,7 @@ def escaping_uris(tmp_path, outside: Path) -> dict[str, str]:
 
 
 def test_dataset_uris_outside_the_roots_are_refused(client, tmp_path, outside):
-    for trick, uri in escaping_uris(tmp_path, outside).items():
+    for uri in escaping_uris(tmp_path, outside).values():
         dataset_uri = uri.replace("m.safetensors", "dataset") if "m.safetensors" in uri else uri
         response = client.post("/datasets", json={"name": "x", "uri": dataset_uri, "format": "imagefolder"})
         assert_error(response, 422, ["body", "uri"])
@@ -70,7 +70,7 @@ def test_hostile_model_files_change_nothing_stored(client, settings, tmp_path, o
     assert by_uri.status_code == 201, by_uri.text
     before_files, before_rows = store_snapshot(settings), client.get("/models").json()
 
-    for trick, uri in escaping_uris(tmp_path, outside).items():
+    for uri in escaping_uris(tmp_path, outside).values():
         assert_error(client.post("/models", json={"family": "shoes", "uri": uri}), 422, ["body", "uri"])
 
     valid = Path(model_file(tmp_path / "valid.safetensors")).read_bytes()
@@ -111,11 +111,11 @@ def test_hostile_model_files_change_nothing_stored(client, settings, tmp_path, o
 
 
 def test_head_keys_mirror_the_engine_architectures():
-    from api.storage import HEAD_WEIGHT
+    from contracts.model_file import HEAD_WEIGHT_KEYS
     from mpt.nets import ARCHITECTURES, build_net
 
-    assert set(HEAD_WEIGHT) == set(ARCHITECTURES)
-    for arch, key in HEAD_WEIGHT.items():
+    assert set(HEAD_WEIGHT_KEYS) == set(ARCHITECTURES)
+    for arch, key in HEAD_WEIGHT_KEYS.items():
         state = build_net(arch, num_classes=7, in_channels=1).state_dict()
         assert state[key].shape[0] == 7, arch
         assert list(state)[-2:] == [key, key.replace("weight", "bias")], arch

@@ -4,6 +4,7 @@ import pytest
 from api_helpers import assert_error, broker_messages, model_file, ready_dataset, upload
 from fastapi.testclient import TestClient
 
+from contracts.tasks import RUN_UPDATE_TASK, TRAINING_QUEUE
 from db.datasets.models import DatasetFormat
 from db.datasets.service import create_dataset
 from db.updates.service import claim_job
@@ -40,8 +41,8 @@ def test_submit_queues_job_and_enqueues_training(client, settings, base, dataset
     assert job["recipe"] == {"epochs": 5} and job["method_params"] == {"bias": 2.0}
     assert job["gate"] == {"max_nfr": None, "min_accuracy": None, "auto_promote": False}
     message = broker_messages(settings)[-1]
-    assert message["headers"]["task"] == "flipguard.run_update"
-    assert message["properties"]["delivery_info"]["routing_key"] == "training"
+    assert message["headers"]["task"] == RUN_UPDATE_TASK
+    assert message["properties"]["delivery_info"]["routing_key"] == TRAINING_QUEUE
     detail = client.get(f"/updates/{job['id']}").json()
     assert detail["events"] == [] and detail["epochs"] == 5
     assert client.get("/updates", params={"status": "queued"}).json()["total"] == 1

@@ -57,17 +57,17 @@ def test_complete_job_stores_engine_report_and_ledger(session):
     assert model.status == ModelStatus.PRODUCTION
 
     report = find_report(session, model_id=model.id, baseline_model_id=base.id)
-    assert report.nfr_old_classes == pytest.approx(summary["scopes"]["old_classes"]["nfr"])
-    assert report.nfr_all == pytest.approx(summary["scopes"]["all"]["nfr"])
+    assert report.nfr_old_classes == pytest.approx(summary.scopes.old_classes.nfr)
+    assert report.nfr_all == pytest.approx(summary.scopes.all.nfr)
     assert report.samples == 8 and report.k_old == 2
     assert find_report(session, model_id=model.id, baseline_model_id=base.id, role=ReportRole.REFERENCE) is not None
 
     everything = list_samples(session, report_id=report.id, page_size=100)
     assert everything.total == len(rows)
     negatives = list_samples(session, report_id=report.id, kind=FlipKind.NEGATIVE)
-    assert negatives.total == summary["scopes"]["all"]["negative_flips"]
+    assert negatives.total == summary.scopes.all.negative_flips
     intrusions = list_samples(session, report_id=report.id, intrusion=True)
-    assert intrusions.total == summary["intrusion_flips"]
+    assert intrusions.total == summary.intrusion_flips
     assert all(row.new_prediction >= 2 for row in intrusions.items)
     label_zero = list_samples(session, report_id=report.id, label=0, page=1, page_size=1)
     assert label_zero.total == sum(1 for row in rows if row["label"] == 0)

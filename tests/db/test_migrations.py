@@ -1,7 +1,11 @@
 """The Alembic history upgrades an empty database to head and downgrades it back to nothing."""
 
+import re
+
 from sqlalchemy import create_engine, inspect
 
+from contracts.data_formats import DatasetFormat
+from contracts.flips import FlipKind
 from db.migrate import downgrade, upgrade
 from db.tables import metadata
 
@@ -32,3 +36,19 @@ def test_any_db_import_registers_every_table():
         "assert 'reference_models' in Base.metadata.tables, sorted(Base.metadata.tables)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def check_constraint_values(url: str, table: str, name: str) -> list[str]:
+    """The values a named `column IN (...)` CHECK constraint of the migrated schema admits."""
+    engine = create_engine(url)
+    checks = {check["name"]: check["sqltext"] for check in inspect(engine).get_check_constraints(table)}
+    engine.dispose()
+    return re.findall(r"'([^']*)'", checks[name])
+
+
+def test_migrated_checks_admit_exactly_the_contract_names(tmp_path):
+    # Migrations are history and keep their own copy of the names: head must still match.
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    upgrade(url)
+    assert check_constraint_values(url, "datasets", "ck_datasets_dataset_format") == list(DatasetFormat)
+    assert check_constraint_values(url, "flip_samples", "ck_flip_samples_flip_kind") == list(FlipKind)

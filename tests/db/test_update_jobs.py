@@ -11,6 +11,7 @@ from db_helpers import (
 )
 from sqlalchemy import update
 
+from contracts.flips import FlipScopes, FlipSummary, ScopeFigures
 from db.base import utcnow
 from db.errors import Conflict, InvalidInput, JobNotOwned
 from db.model_versions.models import ModelStatus
@@ -33,21 +34,34 @@ from db.updates.service import (
 GATE = {"max_nfr": 0.1, "min_accuracy": None, "auto_promote": True}
 
 
-def summary(nfr_old: float, accuracy: float) -> dict:
-    """The parts of an mpt.flips summary that the db reads."""
-    scope = {
-        "samples": 100,
-        "negative_flips": int(nfr_old * 100),
-        "nfr": nfr_old,
-        "relative_nfr": nfr_old * 2,
-        "new_accuracy": accuracy,
-    }
-    return {
-        "classes": ["a", "b", "c", "d"],
-        "k_old": 2,
-        "new_class_accuracy": accuracy,
-        "scopes": {"all": scope, "old_classes": scope},
-    }
+def summary(nfr_old: float, accuracy: float) -> FlipSummary:
+    """A flip summary with the figures the db reads; the others are zero or None."""
+    scope = ScopeFigures(
+        samples=100,
+        negative_flips=int(nfr_old * 100),
+        positive_flips=0,
+        old_correct=0,
+        new_correct=0,
+        nfr=nfr_old,
+        pfr=0.0,
+        relative_nfr=nfr_old * 2,
+        old_accuracy=None,
+        new_accuracy=accuracy,
+    )
+    return FlipSummary(
+        classes=("a", "b", "c", "d"),
+        k_old=2,
+        scopes=FlipScopes(all=scope, old_classes=scope),
+        new_class_accuracy=accuracy,
+        new_class_samples=0,
+        both_correct=0,
+        both_wrong=0,
+        btc=None,
+        bec=None,
+        intrusion_flips=0,
+        per_class=(),
+        transitions=(),
+    )
 
 
 def queue_update(session, *, gate=GATE, key=None, request_hash=None, **overrides):

@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from engine_support import FASHION_MNIST_DIR, synthetic_images, write_fashion_mnist_dir
 
+from contracts.data_formats import DatasetFormat
 from mpt.data import (
     FASHION_MNIST_CLASSES,
+    LOADERS,
     DataError,
     ImageSet,
     augment,
@@ -89,7 +91,7 @@ def test_select_classes_relabels_in_the_given_order():
     assert len(picked) == 6 + 4
     # Each kept image is the original with its label renamed: k3 -> 0, k1 -> 1.
     originals = {int(data.images[i, 0, 0, 0]): int(data.labels[i]) for i in range(len(data))}
-    for image, label in zip(picked.images, picked.labels):
+    for image, label in zip(picked.images, picked.labels, strict=True):
         assert {3: 0, 1: 1}[originals[int(image[0, 0, 0])]] == int(label)
     # Data order is kept.
     kept = [i for i in range(len(data)) if int(data.labels[i]) in (1, 3)]
@@ -166,9 +168,9 @@ def test_augment_without_padding_or_flip_is_identity():
 def test_flip_only_mirrors_some_samples():
     images = _batch(n=32)
     out = augment(images, padding=0, flip=True, generator=torch.Generator().manual_seed(1))
-    mirrored = [torch.equal(o, i.flip(2)) for o, i in zip(out, images)]
-    unchanged = [torch.equal(o, i) for o, i in zip(out, images)]
-    assert all(m or u for m, u in zip(mirrored, unchanged))
+    mirrored = [torch.equal(o, i.flip(2)) for o, i in zip(out, images, strict=True)]
+    unchanged = [torch.equal(o, i) for o, i in zip(out, images, strict=True)]
+    assert all(m or u for m, u in zip(mirrored, unchanged, strict=True))
     assert any(mirrored) and any(unchanged)
 
 
@@ -177,7 +179,7 @@ def test_crops_are_shifts_of_the_zero_padded_image():
     images = _batch(n=24, size=size)
     out = augment(images, padding=padding, flip=False, generator=torch.Generator().manual_seed(2))
     offsets = []
-    for image, cropped in zip(images, out):
+    for image, cropped in zip(images, out, strict=True):
         padded = torch.zeros(3, size + 2 * padding, size + 2 * padding, dtype=torch.uint8)
         padded[:, padding : padding + size, padding : padding + size] = image  # manual zero padding
         found = [
@@ -210,6 +212,10 @@ def test_crop_matches_a_manual_crop_with_the_same_draws():
 # ---------------------------------------------------------------------------------------------
 # Loaders
 # ---------------------------------------------------------------------------------------------
+
+
+def test_one_loader_per_contract_format():
+    assert list(LOADERS) == list(DatasetFormat)
 
 
 def test_fashion_mnist_idx_loader(tmp_path):

@@ -252,10 +252,8 @@ def test_first_version_and_update_at_an_image_size(photos):
     update = run_update(base=first.model, classes=None, arch=None, method="mpt-kl", recipe=streaming, **common)
     assert update.model.spec.image_size == (24, 24) and update.inputs.data_path == STREAMING
     assert update.model.spec.mean == first.model.spec.mean
-    assert (
-        len(update.ledger)
-        == update.report["scopes"]["all"]["negative_flips"] + (update.report["scopes"]["all"]["positive_flips"])
-    )
+    everything = update.report.scopes.all
+    assert len(update.ledger) == everything.negative_flips + everything.positive_flips
     assert ledger_thumbnails(update, max_side=16).shape[1:] == (3, 16, 16)
     # Thumbnails are the fitted evaluation images, in the ledger's order.
     two = torch.tensor([5, 0])

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 
+from contracts.flips import FlipSummary
 from mpt.flips import flip_report, headline
 
 
@@ -51,51 +53,51 @@ def report():
 
 def test_nfr_in_both_scopes_with_raw_counts(report):
     summary, _ = report
-    every = summary["scopes"]["all"]
+    every = summary.scopes.all
     # All N = 10 samples: NFR = 4/10, PFR = 2/10, ER_old = 4/10, ER_new = 6/10,
     # relative NFR = 0.4 / ((1 - 0.4) * 0.6) = 0.4 / 0.36
-    assert every["samples"] == 10
-    assert every["negative_flips"] == 4
-    assert every["positive_flips"] == 2
-    assert every["old_correct"] == 6
-    assert every["new_correct"] == 4
-    assert every["nfr"] == pytest.approx(0.4)
-    assert every["pfr"] == pytest.approx(0.2)
-    assert every["relative_nfr"] == pytest.approx(0.4 / 0.36)
-    assert every["old_accuracy"] == pytest.approx(0.6)
-    assert every["new_accuracy"] == pytest.approx(0.4)
+    assert every.samples == 10
+    assert every.negative_flips == 4
+    assert every.positive_flips == 2
+    assert every.old_correct == 6
+    assert every.new_correct == 4
+    assert every.nfr == pytest.approx(0.4)
+    assert every.pfr == pytest.approx(0.2)
+    assert every.relative_nfr == pytest.approx(0.4 / 0.36)
+    assert every.old_accuracy == pytest.approx(0.6)
+    assert every.new_accuracy == pytest.approx(0.4)
 
-    old = summary["scopes"]["old_classes"]
+    old = summary.scopes.old_classes
     # Old-class samples (label < 3): 0 1 2 3 4 5 8 9 -> 8.
     # old right: 0 1 2 4 8 9 -> 6; new right: 0 3 4 -> 3; negative 1 2 8 9 -> 4; positive 3 -> 1.
     # NFR = 4/8 = 0.5; ER_old = 2/8; ER_new = 5/8; relative = 0.5 / (0.75 * 0.625) = 0.5 / 0.46875
-    assert old["samples"] == 8
-    assert old["negative_flips"] == 4
-    assert old["positive_flips"] == 1
-    assert old["old_correct"] == 6
-    assert old["new_correct"] == 3
-    assert old["nfr"] == pytest.approx(0.5)
-    assert old["pfr"] == pytest.approx(1 / 8)
-    assert old["relative_nfr"] == pytest.approx(0.5 / 0.46875)
+    assert old.samples == 8
+    assert old.negative_flips == 4
+    assert old.positive_flips == 1
+    assert old.old_correct == 6
+    assert old.new_correct == 3
+    assert old.nfr == pytest.approx(0.5)
+    assert old.pfr == pytest.approx(1 / 8)
+    assert old.relative_nfr == pytest.approx(0.5 / 0.46875)
     # The raw counts re-derive every ratio.
     for scope in (every, old):
-        assert scope["nfr"] == scope["negative_flips"] / scope["samples"]
-        assert scope["pfr"] == scope["positive_flips"] / scope["samples"]
+        assert scope.nfr == scope.negative_flips / scope.samples
+        assert scope.pfr == scope.positive_flips / scope.samples
 
 
 def test_btc_bec_accuracies_intrusions(report):
     summary, _ = report
     # BTC = both right / old right = 2/6; BEC = both wrong / old wrong = 2/4
-    assert summary["both_correct"] == 2
-    assert summary["both_wrong"] == 2
-    assert summary["btc"] == pytest.approx(2 / 6)
-    assert summary["bec"] == pytest.approx(0.5)
+    assert summary.both_correct == 2
+    assert summary.both_wrong == 2
+    assert summary.btc == pytest.approx(2 / 6)
+    assert summary.bec == pytest.approx(0.5)
     # Intrusion flips: negative flips predicted as a new class: samples 2 and 8.
-    assert summary["intrusion_flips"] == 2
+    assert summary.intrusion_flips == 2
     # New-class samples 6 and 7: new model right on 6 only.
-    assert summary["new_class_samples"] == 2
-    assert summary["new_class_accuracy"] == pytest.approx(0.5)
-    assert summary["k_old"] == 3 and summary["classes"] == CLASSES
+    assert summary.new_class_samples == 2
+    assert summary.new_class_accuracy == pytest.approx(0.5)
+    assert summary.k_old == 3 and summary.classes == tuple(CLASSES)
 
     top = headline(summary)
     assert top["nfr_old_classes"] == pytest.approx(0.5)
@@ -110,8 +112,8 @@ def test_btc_bec_accuracies_intrusions(report):
 
 def test_per_class_rows(report):
     summary, _ = report
-    rows = {row["name"]: row for row in summary["per_class"]}
-    assert [row["index"] for row in summary["per_class"]] == [0, 1, 2, 3, 4]
+    rows = {row.name: row for row in summary.per_class}
+    assert [row.index for row in summary.per_class] == [0, 1, 2, 3, 4]
     expected = {
         #     samples, old ok, new ok, neg, pos, intrusion, is_new
         "a": (3, 3, 1, 2, 0, 0, False),  # samples 0 1 9
@@ -123,32 +125,29 @@ def test_per_class_rows(report):
     for name, (n, old_ok, new_ok, neg, pos, intr, is_new) in expected.items():
         row = rows[name]
         assert (
-            row["samples"],
-            row["old_correct"],
-            row["new_correct"],
-            row["negative_flips"],
-            row["positive_flips"],
-            row["intrusion_flips"],
-            row["is_new"],
+            row.samples,
+            row.old_correct,
+            row.new_correct,
+            row.negative_flips,
+            row.positive_flips,
+            row.intrusion_flips,
+            row.is_new,
         ) == (n, old_ok, new_ok, neg, pos, intr, is_new), name
-    assert rows["a"]["nfr"] == pytest.approx(2 / 3)
-    assert rows["b"]["nfr"] == pytest.approx(1 / 2)
-    assert rows["c"]["nfr"] == pytest.approx(1 / 3)
-    assert rows["d"]["nfr"] == 0
-    assert rows["a"]["old_accuracy"] == pytest.approx(1.0)
-    assert rows["c"]["new_accuracy"] == pytest.approx(1 / 3)
+    assert rows["a"].nfr == pytest.approx(2 / 3)
+    assert rows["b"].nfr == pytest.approx(1 / 2)
+    assert rows["c"].nfr == pytest.approx(1 / 3)
+    assert rows["d"].nfr == 0
+    assert rows["a"].old_accuracy == pytest.approx(1.0)
+    assert rows["c"].new_accuracy == pytest.approx(1 / 3)
     # The empty class: every rate is undefined.
-    assert rows["e"]["nfr"] is None
-    assert rows["e"]["old_accuracy"] is None
-    assert rows["e"]["new_accuracy"] is None
+    assert rows["e"].nfr is None
+    assert rows["e"].old_accuracy is None
+    assert rows["e"].new_accuracy is None
 
 
 def test_transitions(report):
     summary, _ = report
-    got = {
-        (t["kind"], t["old_prediction"], t["new_prediction"]): (t["count"], t["intrusion"])
-        for t in summary["transitions"]
-    }
+    got = {(t.kind, t.old_prediction, t.new_prediction): (t.count, t.intrusion) for t in summary.transitions}
     assert got == {
         ("negative", 0, 1): (2, False),  # samples 1 and 9
         ("negative", 1, 3): (1, True),  # sample 2
@@ -156,6 +155,32 @@ def test_transitions(report):
         ("positive", 2, 1): (1, False),  # sample 3
         ("positive", 0, 3): (1, False),  # sample 6: positive flips are never intrusions
     }
+
+
+def test_summary_json_round_trip(report):
+    summary, _ = report
+    stored = summary.to_dict()
+    # The shape the CLI writes, the database stores and the API reads: plain JSON already.
+    assert json.loads(json.dumps(stored)) == stored
+    assert list(stored) == [
+        "classes",
+        "k_old",
+        "scopes",
+        "new_class_accuracy",
+        "new_class_samples",
+        "both_correct",
+        "both_wrong",
+        "btc",
+        "bec",
+        "intrusion_flips",
+        "per_class",
+        "transitions",
+    ]
+    assert list(stored["scopes"]) == ["all", "old_classes"]
+    assert stored["transitions"][0]["kind"] == "negative" and type(stored["transitions"][0]["kind"]) is str
+    assert FlipSummary.from_dict(stored) == summary
+    with pytest.raises(TypeError):
+        FlipSummary.from_dict({**stored, "scopes": {**stored["scopes"], "all": {"nfr": 0.1}}})
 
 
 def test_ledger_rows(report):
@@ -187,16 +212,16 @@ def test_no_new_classes():
         classes=["x", "y", "z"],
         k_old=3,
     )
-    assert summary["scopes"]["all"] == summary["scopes"]["old_classes"]
-    scope = summary["scopes"]["all"]
-    assert (scope["samples"], scope["negative_flips"], scope["positive_flips"]) == (4, 1, 1)
+    assert summary.scopes.all == summary.scopes.old_classes
+    scope = summary.scopes.all
+    assert (scope.samples, scope.negative_flips, scope.positive_flips) == (4, 1, 1)
     # NFR = 1/4; ER_old = ER_new = 1/4; relative = 0.25 / (0.75 * 0.25) = 4/3
-    assert scope["nfr"] == pytest.approx(0.25)
-    assert scope["relative_nfr"] == pytest.approx(4 / 3)
-    assert summary["new_class_samples"] == 0
-    assert summary["new_class_accuracy"] is None
-    assert summary["intrusion_flips"] == 0
-    assert all(not row["is_new"] for row in summary["per_class"])
+    assert scope.nfr == pytest.approx(0.25)
+    assert scope.relative_nfr == pytest.approx(4 / 3)
+    assert summary.new_class_samples == 0
+    assert summary.new_class_accuracy is None
+    assert summary.intrusion_flips == 0
+    assert all(not row.is_new for row in summary.per_class)
     assert len(ledger) == 2
 
 
@@ -210,8 +235,8 @@ def test_relative_nfr_is_zero_when_its_denominator_is():
         classes=["p", "q", "r"],
         k_old=3,
     )
-    assert summary["scopes"]["all"]["relative_nfr"] == 0.0
-    assert summary["scopes"]["all"]["nfr"] == 0.0
+    assert summary.scopes.all.relative_nfr == 0.0
+    assert summary.scopes.all.nfr == 0.0
     # Old model always wrong: 1 - ER_old = 0 -> relative NFR 0; BTC undefined, BEC = 2/4.
     summary, _ = flip_report(
         labels=labels,
@@ -220,10 +245,10 @@ def test_relative_nfr_is_zero_when_its_denominator_is():
         classes=["p", "q", "r"],
         k_old=3,
     )
-    scope = summary["scopes"]["all"]
-    assert scope["relative_nfr"] == 0.0 and scope["nfr"] == 0.0 and scope["positive_flips"] == 2
-    assert summary["btc"] is None
-    assert summary["bec"] == pytest.approx(0.5)
+    scope = summary.scopes.all
+    assert scope.relative_nfr == 0.0 and scope.nfr == 0.0 and scope.positive_flips == 2
+    assert summary.btc is None
+    assert summary.bec == pytest.approx(0.5)
 
 
 def test_bec_is_none_when_the_old_model_is_always_right():
@@ -235,8 +260,8 @@ def test_bec_is_none_when_the_old_model_is_always_right():
         classes=["u", "v"],
         k_old=2,
     )
-    assert summary["bec"] is None
-    assert summary["btc"] == pytest.approx(2 / 3)  # both right on samples 0 and 2 of 3
+    assert summary.bec is None
+    assert summary.btc == pytest.approx(2 / 3)  # both right on samples 0 and 2 of 3
 
 
 def test_only_new_class_samples():
@@ -248,10 +273,10 @@ def test_only_new_class_samples():
         classes=["u", "v", "w"],
         k_old=2,
     )
-    old = summary["scopes"]["old_classes"]
-    assert old["samples"] == 0 and old["nfr"] == 0.0 and old["relative_nfr"] == 0.0
-    assert old["old_accuracy"] is None
-    assert summary["new_class_accuracy"] == pytest.approx(0.5)
+    old = summary.scopes.old_classes
+    assert old.samples == 0 and old.nfr == 0.0 and old.relative_nfr == 0.0
+    assert old.old_accuracy is None
+    assert summary.new_class_accuracy == pytest.approx(0.5)
     assert [r["kind"] for r in ledger.rows()] == ["positive"]
     assert ledger.rows()[0]["old_confidence"] == 0.0
 

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
+from contracts.methods import UpdateMethod
 from mpt.losses import (
     METHODS,
     LossInputs,
@@ -60,7 +61,7 @@ def r_kl(student_row: list[float], teacher_row: list[float], tau: float) -> floa
     log_t = r_log_softmax([v / tau for v in teacher_row])
     log_u = r_log_softmax([v / tau for v in student_row])
     total = 0.0
-    for a, b in zip(log_t, log_u):
+    for a, b in zip(log_t, log_u, strict=True):
         total += math.exp(a) * (a - b)
     return total
 
@@ -68,7 +69,7 @@ def r_kl(student_row: list[float], teacher_row: list[float], tau: float) -> floa
 def r_lm(student_row: list[float], teacher_row: list[float]) -> float:
     """(1 / 2C) * sum_c (u_c - t_c)^2."""
     total = 0.0
-    for a, b in zip(student_row, teacher_row):
+    for a, b in zip(student_row, teacher_row, strict=True):
         total += (a - b) ** 2
     return total / (2 * len(student_row))
 
@@ -217,23 +218,11 @@ def scalar(value: float) -> torch.Tensor:
     return torch.tensor(value, dtype=torch.float64)
 
 
-ALL_METHODS = [
-    "independent",
-    "pct-naive",
-    "pct-kl",
-    "pct-lm",
-    "elodi",
-    "elodi-topk",
-    "mpt-kl",
-    "mpt-lm",
-    "mpt-nodistill",
-    "mpt-kl-nobias",
-    "mpt-lm-nobias",
-]
+ALL_METHODS = [method.value for method in UpdateMethod]
 
 
-def test_every_method_is_covered():
-    assert sorted(METHODS) == sorted(ALL_METHODS)
+def test_the_registry_has_exactly_the_contract_methods():
+    assert list(METHODS) == ALL_METHODS
 
 
 @pytest.mark.parametrize("method", ALL_METHODS)
@@ -297,7 +286,7 @@ def test_margin_ce_biases_only_new_class_logits():
         expected = r_mean(
             [
                 r_ce([v + (bias if c >= 3 else 0.0) for c, v in enumerate(row)], y)
-                for row, y in zip(case["z"], case["y"])
+                for row, y in zip(case["z"], case["y"], strict=True)
             ]
         )
         assert_close(margin_ce(inputs.logits, inputs.labels, inputs.new_mask, bias=bias), scalar(expected))
@@ -366,7 +355,7 @@ def test_no_new_classes_makes_l_delta_plain_cross_entropy(bias):
     case = _fixed_case(k_old=4, n_new=0)
     inputs = inputs_of(case)
     assert not inputs.new_mask.any()
-    plain = r_mean([r_ce(row, y) for row, y in zip(case["z"], case["y"])])
+    plain = r_mean([r_ce(row, y) for row, y in zip(case["z"], case["y"], strict=True)])
     got = method_loss("mpt-nodistill", inputs, MethodParams(bias=bias))
     assert_close(got, scalar(plain))
     assert_close(got, method_loss("independent", inputs, MethodParams()))
@@ -497,7 +486,7 @@ def _elodi_case(k_old, n_new, B=4, seed=11):
 def test_elodi_is_plain_ce_before_its_start_epoch(method):
     params = MethodParams()  # start epoch 5 = the 6th epoch
     case = _elodi_case(4, 3)
-    ce = scalar(r_mean([r_ce(row, y) for row, y in zip(case["z"], case["y"])]))
+    ce = scalar(r_mean([r_ce(row, y) for row, y in zip(case["z"], case["y"], strict=True)]))
     for epoch in range(5):
         case["epoch"] = epoch
         assert_close(method_loss(method, inputs_of(case), params), ce)

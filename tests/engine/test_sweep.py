@@ -110,9 +110,7 @@ def test_sweep_trials_equal_lone_updates_and_keep_their_validation_figures():
     assert [t.params.bias for t in outcome.trials] == [0.0, 2.0]
     for trial in outcome.trials:
         assert {"accuracy", "nfr_old_classes", "nfr_all"} <= set(trial.validation)
-        assert trial.validation_report["scopes"]["old_classes"]["samples"] == int(
-            (outcome.data.validation.labels < K_OLD).sum()
-        )
+        assert trial.validation_report.scopes.old_classes.samples == int((outcome.data.validation.labels < K_OLD).sum())
         lone = run_update(
             bundle=bundle,
             base=v1,
@@ -129,7 +127,7 @@ def test_sweep_trials_equal_lone_updates_and_keep_their_validation_figures():
     figures = [{"accuracy": t.val_accuracy, "nfr": t.val_nfr} for t in outcome.trials]
     assert outcome.winner == choose_winner(figures, max_nfr=outcome.policy["bound"])[0]
     assert outcome.policy["bound"] == outcome.reference_validation["nfr_old_classes"]
-    assert outcome.report["k_old"] == K_OLD and outcome.reference_report is not None
+    assert outcome.report.k_old == K_OLD and outcome.reference_report is not None
 
 
 def test_winner_policy():
