@@ -30,11 +30,14 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from contracts.flips import FlipSummary
+from contracts.jobs import Gate, JobRequest, RegisteredModel
 from db.base import make_engine, make_session_factory
 from db.datasets.models import DatasetFormat
 from db.datasets.service import create_dataset, mark_dataset_ready
 from db.model_versions.service import register_uploaded_model
-from db.updates.service import claim_job, complete_job, create_job
+from db.updates.completion import complete_job
+from db.updates.lifecycle import claim_job
+from db.updates.submission import create_job
 from scripts.stack import Stack
 
 CLASSES = [f"class{i}" for i in range(10)]
@@ -141,16 +144,18 @@ def seed(database_url: str, *, ledger_rows: int) -> tuple[int, int]:
             )
             job, _ = create_job(
                 session,
-                base_model_id=base.id,
-                family=None,
-                architecture=None,
-                dataset_id=dataset.id,
-                classes=None,
-                method="mpt-kl",
-                method_params={},
-                recipe={},
-                gate={},
-                seed=0,
+                request=JobRequest(
+                    base_model_id=base.id,
+                    family=None,
+                    architecture=None,
+                    dataset_id=dataset.id,
+                    classes=None,
+                    method="mpt-kl",
+                    method_params={},
+                    recipe={},
+                    gate=Gate(),
+                    seed=0,
+                ),
             )
             claim_job(session, job_id=job.id, worker_id="bench", heartbeat_timeout_s=60)
             summary, ledger = synthetic_report(ledger_rows)
@@ -161,14 +166,14 @@ def seed(database_url: str, *, ledger_rows: int) -> tuple[int, int]:
                 ledger=ledger,
                 report=summary,
                 reference_report=summary,
-                model={
-                    "artifact_uri": "models/v2.safetensors",
-                    "sha256": "0" * 64,
-                    "architecture": "small_cnn",
-                    "classes": CLASSES,
-                    "recipe": {},
-                    "method": "mpt-kl",
-                },
+                model=RegisteredModel(
+                    artifact_uri="models/v2.safetensors",
+                    sha256="0" * 64,
+                    architecture="small_cnn",
+                    classes=tuple(CLASSES),
+                    recipe={},
+                    method="mpt-kl",
+                ),
             )
             return dataset.id, model.id
     finally:

@@ -20,21 +20,16 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.exc import OperationalError
 
+from contracts.jobs import RegisteredModel
 from db.base import make_engine, make_session_factory
 from db.datasets.service import get_dataset, mark_dataset_failed, mark_dataset_ready
 from db.errors import JobNotOwned
 from db.model_versions.service import get_model
 from db.references.service import add_reference, find_reference
 from db.settings import Settings
+from db.updates.completion import complete_job
+from db.updates.lifecycle import cancel_job_finished, claim_job, fail_job, heartbeat, record_event
 from db.updates.models import JobStatus
-from db.updates.service import (
-    cancel_job_finished,
-    claim_job,
-    complete_job,
-    fail_job,
-    heartbeat,
-    record_event,
-)
 from mpt.artifacts import ArtifactError, LoadedModel, load_model, save_model
 from mpt.data import DataError, open_dataset
 from mpt.recipe import MethodParams, Recipe
@@ -278,14 +273,14 @@ def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_
     monitor.stop()
     if monitor.lost:
         raise TrainingCancelled("another worker took the job over")
-    model = {
-        "artifact_uri": model_uri,
-        "sha256": sha256,
-        "architecture": outcome.model.spec.arch,
-        "classes": list(outcome.model.spec.classes),
-        "recipe": recipe.to_dict(),
-        "method": job.method,
-    }
+    model = RegisteredModel(
+        artifact_uri=model_uri,
+        sha256=sha256,
+        architecture=outcome.model.spec.arch,
+        classes=tuple(outcome.model.spec.classes),
+        recipe=recipe.to_dict(),
+        method=job.method,
+    )
     version = with_db_retries(
         lambda s: complete_job(
             s,

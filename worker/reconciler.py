@@ -19,7 +19,7 @@ from celery import Celery
 
 from contracts.tasks import RUN_UPDATE_TASK
 from db.settings import Settings
-from db.updates.service import jobs_needing_dispatch
+from db.updates.lifecycle import jobs_needing_dispatch
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ from contracts.flips import FlipSummary
 from db.errors import NotFound
 from db.flips.models import FlipKind, ReportRole
 from db.flips.service import find_report, list_samples
-from db.model_versions.models import ModelStatus
+from db.model_versions.gate import promotion_blocker
 from db.model_versions.service import get_model, lineage, list_families, list_models
 from db.tokens.models import Scope
 from db.tokens.service import authenticate
 from db.updates.models import ACTIVE_STATUSES, JobStatus
-from db.updates.service import count_jobs_by_status, get_job, list_events, list_jobs
+from db.updates.submission import count_jobs_by_status, get_job, list_events, list_jobs
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -281,8 +281,7 @@ def model_page(model_id: RowId, request: Request, session: SessionDep):
             y_floor=0,
             empty="no version with a report yet",
         ),
-        needs_force=model.status != ModelStatus.CANDIDATE
-        or (model.job_id is not None and not (model.gate_verdict or {}).get("passed")),
+        needs_force=promotion_blocker(model) is not None,
     )
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from api.deps import READ, QueueDep, SessionDep
 from api.errors import error_responses
-from db.updates.service import count_jobs_by_status
+from db.updates.submission import count_jobs_by_status
 
 router = APIRouter(tags=["operations"])
 

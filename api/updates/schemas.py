@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.schemas import OrmModel, RowId
+from contracts.jobs import Gate, JobRequest
 from db.updates.models import JobStatus, UpdateMethod
 
 
@@ -166,6 +167,21 @@ class UpdateCreate(BaseModel):
     recipe: RecipeIn = Field(default_factory=RecipeIn)
     gate: GateIn = Field(default_factory=GateIn)
     seed: int = Field(0, ge=0, le=2**31 - 1, examples=[0])
+
+    def to_job_request(self) -> JobRequest:
+        """The typed request create_job takes; recipe and method fields left out stay out."""
+        return JobRequest(
+            base_model_id=self.base_model_id,
+            family=self.family,
+            architecture=self.architecture,
+            dataset_id=self.dataset_id,
+            classes=tuple(self.classes) if self.classes is not None else None,
+            method=self.method,
+            method_params=self.method_params.model_dump(exclude_none=True),
+            recipe=self.recipe.model_dump(exclude_none=True),
+            gate=Gate(**self.gate.model_dump()),
+            seed=self.seed,
+        )
 
 
 class JobEventOut(OrmModel):

@@ -13,7 +13,7 @@ from api.errors import error_responses
 from api.schemas import Page, RowId
 from api.updates.schemas import UpdateCreate, UpdateDetail, UpdateOut
 from db.updates.models import JobStatus
-from db.updates.service import create_job, get_job, list_events, list_jobs, request_cancel
+from db.updates.submission import create_job, get_job, list_events, list_jobs, request_cancel
 
 router = APIRouter(prefix="/updates", tags=["updates"], responses=error_responses(401, 403))
 
@@ -50,19 +50,7 @@ def submit(
 ):
     """Schedule a compatible retrain of a deployed model (or a first version from scratch)."""
     job, created = create_job(
-        session,
-        base_model_id=body.base_model_id,
-        family=body.family,
-        architecture=body.architecture,
-        dataset_id=body.dataset_id,
-        classes=body.classes,
-        method=body.method,
-        method_params=body.method_params.model_dump(exclude_none=True),
-        recipe=body.recipe.model_dump(exclude_none=True),
-        gate=body.gate.model_dump(),
-        seed=body.seed,
-        idempotency_key=idempotency_key,
-        request_hash=request_hash(body),
+        session, request=body.to_job_request(), idempotency_key=idempotency_key, request_hash=request_hash(body)
     )
     if not created:
         response.status_code = 200

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from db.base import utcnow
 from db.errors import Conflict, InvalidInput, NotFound
+from db.model_versions.gate import promotion_blocker
 from db.model_versions.models import ModelStatus, ModelVersion
 from db.pagination import Page, paginate
 
@@ -137,18 +138,9 @@ def promote_model(session: Session, *, model_id: int, force: bool = False, reaso
         if reason is None:
             raise InvalidInput("a forced promotion needs a reason", loc=("body", "reason"))
     else:
-        if model.status != ModelStatus.CANDIDATE:
-            raise Conflict(
-                f"model {model_id} is {model.status.value}, not a candidate; promote it with force and a reason",
-                loc=("path", "model_id"),
-            )
-        verdict = model.gate_verdict or {}
-        if model.job_id is not None and not verdict.get("passed"):
-            reasons = "; ".join(verdict.get("reasons", [])) or "no gate verdict"
-            raise Conflict(
-                f"model {model_id} did not pass its gate ({reasons}); promote it with force and a reason",
-                loc=("path", "model_id"),
-            )
+        blocker = promotion_blocker(model)
+        if blocker is not None:
+            raise Conflict(f"{blocker}; promote it with force and a reason", loc=("path", "model_id"))
     if reason is None:
         reason = "gate passed" if model.job_id is not None else "uploaded model promoted"
     set_production(session, model=model, reason=reason, forced=force)

@@ -9,10 +9,13 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from contracts.flips import FlipSummary
+from contracts.jobs import Gate, JobRequest, RegisteredModel
 from db.datasets.models import DatasetFormat
 from db.datasets.service import create_dataset, mark_dataset_ready
 from db.settings import Settings
-from db.updates.service import claim_job, complete_job, create_job
+from db.updates.completion import complete_job
+from db.updates.lifecycle import claim_job
+from db.updates.submission import create_job
 
 
 def broker_messages(settings: Settings) -> list[dict]:
@@ -170,16 +173,18 @@ def seed_update(client, session, settings: Settings, tmp_path):
     dataset = ready_dataset(session, classes=CLASSES)
     job, _ = create_job(
         session,
-        base_model_id=base["id"],
-        family=None,
-        architecture=None,
-        dataset_id=dataset.id,
-        classes=None,
-        method="mpt-kl",
-        method_params={},
-        recipe={},
-        gate={"max_nfr": 0.5, "auto_promote": False},
-        seed=0,
+        request=JobRequest(
+            base_model_id=base["id"],
+            family=None,
+            architecture=None,
+            dataset_id=dataset.id,
+            classes=None,
+            method="mpt-kl",
+            method_params={},
+            recipe={},
+            gate=Gate(max_nfr=0.5, auto_promote=False),
+            seed=0,
+        ),
     )
     claim_job(session, job_id=job.id, worker_id="w", heartbeat_timeout_s=60)
     images = settings.artifact_path("reports/flips.npz")  # uris are relative to the store
@@ -193,13 +198,13 @@ def seed_update(client, session, settings: Settings, tmp_path):
         ledger=LEDGER,
         report=summary(2),
         reference_report=summary(5),
-        model={
-            "artifact_uri": "models/v2.safetensors",
-            "sha256": "0" * 64,
-            "architecture": "small_cnn",
-            "classes": CLASSES,
-            "recipe": {},
-            "method": "mpt-kl",
-        },
+        model=RegisteredModel(
+            artifact_uri="models/v2.safetensors",
+            sha256="0" * 64,
+            architecture="small_cnn",
+            classes=tuple(CLASSES),
+            recipe={},
+            method="mpt-kl",
+        ),
     )
     return base, model

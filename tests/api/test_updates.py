@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from contracts.tasks import RUN_UPDATE_TASK, TRAINING_QUEUE
 from db.datasets.models import DatasetFormat
 from db.datasets.service import create_dataset
-from db.updates.service import claim_job
+from db.updates.lifecycle import claim_job
 
 
 @pytest.fixture

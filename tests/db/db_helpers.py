@@ -34,13 +34,15 @@ def uploaded_model(session, *, family="shoes", classes=("a", "b")):
     )
 
 
-def model_result(classes=("a", "b", "c", "d")) -> dict:
-    """The `model` dict a worker passes to complete_job."""
-    return {
-        "artifact_uri": "/artifacts/models/new.safetensors",
-        "sha256": "1" * 64,
-        "architecture": "small_cnn",
-        "classes": list(classes),
-        "recipe": {"epochs": 2},
-        "method": "mpt-kl",
-    }
+def model_result(classes=("a", "b", "c", "d")):
+    """The trained model a worker passes to complete_job."""
+    from contracts.jobs import RegisteredModel
+
+    return RegisteredModel(
+        artifact_uri="/artifacts/models/new.safetensors",
+        sha256="1" * 64,
+        architecture="small_cnn",
+        classes=tuple(classes),
+        recipe={"epochs": 2},
+        method="mpt-kl",
+    )

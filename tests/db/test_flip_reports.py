@@ -7,10 +7,13 @@ from db_helpers import (
     uploaded_model,
 )
 
+from contracts.jobs import Gate, JobRequest
 from db.flips.models import FlipKind, ReportRole
 from db.flips.service import find_report, get_sample, iter_samples, list_samples
 from db.model_versions.models import ModelStatus
-from db.updates.service import claim_job, complete_job, create_job
+from db.updates.completion import complete_job
+from db.updates.lifecycle import claim_job
+from db.updates.submission import create_job
 
 torch = pytest.importorskip("torch")
 flips = pytest.importorskip("mpt.flips")
@@ -32,16 +35,18 @@ def test_complete_job_stores_engine_report_and_ledger(session):
     base = uploaded_model(session)
     job, _ = create_job(
         session,
-        base_model_id=base.id,
-        family=None,
-        architecture=None,
-        dataset_id=dataset.id,
-        classes=None,
-        method="mpt-kl",
-        method_params={},
-        recipe={},
-        seed=0,
-        gate={"max_nfr": 0.5, "min_accuracy": None, "auto_promote": True},
+        request=JobRequest(
+            base_model_id=base.id,
+            family=None,
+            architecture=None,
+            dataset_id=dataset.id,
+            classes=None,
+            method="mpt-kl",
+            method_params={},
+            recipe={},
+            seed=0,
+            gate=Gate(max_nfr=0.5, min_accuracy=None, auto_promote=True),
+        ),
     )
     claim_job(session, job_id=job.id, worker_id="w1", heartbeat_timeout_s=60)
     summary, rows = engine_report()

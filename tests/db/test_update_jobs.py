@@ -12,26 +12,17 @@ from db_helpers import (
 from sqlalchemy import update
 
 from contracts.flips import FlipScopes, FlipSummary, ScopeFigures
+from contracts.jobs import Gate, JobRequest
 from db.base import utcnow
 from db.errors import Conflict, InvalidInput, JobNotOwned
 from db.model_versions.models import ModelStatus
 from db.model_versions.service import get_model, list_models
+from db.updates.completion import complete_job
+from db.updates.lifecycle import cancel_job_finished, claim_job, fail_job, heartbeat, record_event
 from db.updates.models import JobStatus, UpdateJob
-from db.updates.service import (
-    cancel_job_finished,
-    claim_job,
-    complete_job,
-    count_jobs_by_status,
-    create_job,
-    fail_job,
-    get_job,
-    heartbeat,
-    list_events,
-    record_event,
-    request_cancel,
-)
+from db.updates.submission import count_jobs_by_status, create_job, get_job, list_events, request_cancel
 
-GATE = {"max_nfr": 0.1, "min_accuracy": None, "auto_promote": True}
+GATE = Gate(max_nfr=0.1, min_accuracy=None, auto_promote=True)
 
 
 def summary(nfr_old: float, accuracy: float) -> FlipSummary:
@@ -80,7 +71,7 @@ def queue_update(session, *, gate=GATE, key=None, request_hash=None, **overrides
         seed=0,
     )
     fields.update(overrides)
-    job, created = create_job(session, idempotency_key=key, request_hash=request_hash, **fields)
+    job, created = create_job(session, request=JobRequest(**fields), idempotency_key=key, request_hash=request_hash)
     assert created
     return job, base
 
@@ -93,8 +84,8 @@ def test_create_job_takes_family_and_architecture_from_base(session):
 @pytest.mark.parametrize(
     "overrides, field",
     [
-        ({"classes": ["a", "zebra"]}, "classes"),
-        ({"classes": ["c", "d"]}, "classes"),  # drops the base's classes a and b
+        ({"classes": ("a", "zebra")}, "classes"),
+        ({"classes": ("c", "d")}, "classes"),  # drops the base's classes a and b
         ({"family": "other"}, "family"),
         ({"base_model_id": 999}, "base_model_id"),
         ({"dataset_id": 999}, "dataset_id"),
@@ -111,16 +102,18 @@ def test_first_version_needs_independent_method(session):
     with pytest.raises(InvalidInput) as error:
         create_job(
             session,
-            base_model_id=None,
-            family="new",
-            architecture="small_cnn",
-            dataset_id=dataset.id,
-            classes=None,
-            method="mpt-kl",
-            method_params={},
-            recipe={},
-            gate={},
-            seed=0,
+            request=JobRequest(
+                base_model_id=None,
+                family="new",
+                architecture="small_cnn",
+                dataset_id=dataset.id,
+                classes=None,
+                method="mpt-kl",
+                method_params={},
+                recipe={},
+                gate=Gate(),
+                seed=0,
+            ),
         )
     assert error.value.loc == ("body", "method")
 
@@ -129,23 +122,7 @@ def test_idempotency_key_returns_first_job_and_refuses_other_body(session):
     job, base = queue_update(session, key="k1", request_hash="h1")
     again, created = create_job(
         session,
-        base_model_id=base.id,
-        family=None,
-        architecture=None,
-        dataset_id=job.dataset_id,
-        classes=None,
-        method="mpt-kl",
-        method_params={},
-        recipe={},
-        gate={},
-        seed=0,
-        idempotency_key="k1",
-        request_hash="h1",
-    )
-    assert (again.id, created) == (job.id, False)
-    with pytest.raises(Conflict):
-        create_job(
-            session,
+        request=JobRequest(
             base_model_id=base.id,
             family=None,
             architecture=None,
@@ -154,8 +131,28 @@ def test_idempotency_key_returns_first_job_and_refuses_other_body(session):
             method="mpt-kl",
             method_params={},
             recipe={},
-            gate={},
+            gate=Gate(),
             seed=0,
+        ),
+        idempotency_key="k1",
+        request_hash="h1",
+    )
+    assert (again.id, created) == (job.id, False)
+    with pytest.raises(Conflict):
+        create_job(
+            session,
+            request=JobRequest(
+                base_model_id=base.id,
+                family=None,
+                architecture=None,
+                dataset_id=job.dataset_id,
+                classes=None,
+                method="mpt-kl",
+                method_params={},
+                recipe={},
+                gate=Gate(),
+                seed=0,
+            ),
             idempotency_key="k1",
             request_hash="h2",
         )
@@ -304,16 +301,18 @@ def test_first_version_from_scratch(session):
     dataset = ready_dataset(session)
     job, _ = create_job(
         session,
-        base_model_id=None,
-        family="fresh",
-        architecture="small_cnn",
-        dataset_id=dataset.id,
-        classes=["a", "b"],
-        method="independent",
-        method_params={},
-        recipe={},
-        seed=1,
-        gate={"max_nfr": 0.1, "min_accuracy": None, "auto_promote": True},
+        request=JobRequest(
+            base_model_id=None,
+            family="fresh",
+            architecture="small_cnn",
+            dataset_id=dataset.id,
+            classes=("a", "b"),
+            method="independent",
+            method_params={},
+            recipe={},
+            seed=1,
+            gate=Gate(max_nfr=0.1, min_accuracy=None, auto_promote=True),
+        ),
     )
     claim_job(session, job_id=job.id, worker_id="w1", heartbeat_timeout_s=60)
     model = complete_job(
@@ -332,16 +331,18 @@ def test_two_jobs_of_one_family_completing_together_get_distinct_versions(sessio
     job, base = queue_update(session)
     other, _ = create_job(
         session,
-        base_model_id=base.id,
-        family=None,
-        architecture=None,
-        dataset_id=job.dataset_id,
-        classes=None,
-        method="pct-kl",
-        method_params={},
-        recipe={},
-        gate={},
-        seed=1,
+        request=JobRequest(
+            base_model_id=base.id,
+            family=None,
+            architecture=None,
+            dataset_id=job.dataset_id,
+            classes=None,
+            method="pct-kl",
+            method_params={},
+            recipe={},
+            gate=Gate(),
+            seed=1,
+        ),
     )
     for queued in (job, other):
         claim_job(session, job_id=queued.id, worker_id="w1", heartbeat_timeout_s=60)

@@ -1,0 +1,58 @@
+"""An update job's typed shapes at its two ends: the request the API validated (with the gate
+it is judged by), and the model the worker trained, handed to the database to register."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Gate:
+    """When a trained version may replace its family's production version."""
+
+    # Highest NFR on old-class samples that passes; None: not checked.
+    max_nfr: float | None = None
+    # Lowest overall accuracy that passes; None: not checked.
+    min_accuracy: float | None = None
+    # Promote at once when the gate passes.
+    auto_promote: bool = False
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """An update job as submitted: what to train, from which model and data, and its gate.
+
+    `method` is an UpdateMethod value. `method_params` and `recipe` hold only the fields the
+    caller set, named as in mpt.recipe's MethodParams and Recipe; the rest take the engine's
+    defaults.
+    """
+
+    dataset_id: int
+    method: str
+    # The deployed version to update; None trains a first version of `family`.
+    base_model_id: int | None = None
+    # Required without a base model; with one, it must be the base model's (None: take it).
+    family: str | None = None
+    # Required without a base model; with one, None takes the base model's.
+    architecture: str | None = None
+    # Training classes by name; None means every class of the data set.
+    classes: tuple[str, ...] | None = None
+    method_params: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)
+    gate: Gate = field(default_factory=Gate)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """A model a worker trained and saved to the artifact store, for its job's completion to register."""
+
+    artifact_uri: str
+    sha256: str
+    architecture: str
+    classes: tuple[str, ...]
+    # The recipe it was trained with, every field resolved (mpt.recipe.Recipe.to_dict()).
+    recipe: dict[str, Any]
+    # An UpdateMethod value.
+    method: str
