@@ -206,6 +206,18 @@ def test_heartbeat_reports_cancellation_and_progress(session):
     assert list_models(session, family="shoes").total == 1  # nothing registered
 
 
+def test_heartbeat_records_the_data_path_once_chosen(session):
+    job, _ = queue_update(session)
+    claim_job(session, job_id=job.id, worker_id="w1", heartbeat_timeout_s=60)
+    heartbeat(session, job_id=job.id, worker_id="w1", phase="starting", progress=0.0)
+    session.expire_all()
+    assert get_job(session, job_id=job.id).data_path is None
+    heartbeat(session, job_id=job.id, worker_id="w1", phase="training", progress=0.1, data_path="streaming")
+    heartbeat(session, job_id=job.id, worker_id="w1", phase="training", progress=0.2)  # kept
+    session.expire_all()
+    assert get_job(session, job_id=job.id).data_path == "streaming"
+
+
 def test_cancel_queued_is_immediate_and_terminal_is_conflict(session):
     job, _ = queue_update(session)
     assert request_cancel(session, job_id=job.id).status == JobStatus.CANCELLED
