@@ -76,15 +76,10 @@ def choose_data_path(
     return RESIDENT
 
 
-def prepare(
-    samples: ImageSet | ImageFiles | FittedImages, shape: tuple[int, int, int], *, path: str, workers: int
-) -> Prepared:
-    """A set fitted to `shape` for one data path: decoded into memory (resident) or left to
-    be decoded per batch (streaming). Already prepared sets pass through."""
-    if isinstance(samples, FittedImages):
-        if samples.shape != tuple(shape):
-            raise ValueError(f"images prepared at {samples.shape} cannot feed an input of {tuple(shape)}")
-        samples = samples.samples
+def prepare(samples: ImageSet | ImageFiles, shape: tuple[int, int, int], *, path: str, workers: int) -> Prepared:
+    """A set fitted to `shape` for one data path: decoded into memory (resident; a set in
+    memory at that shape already is returned as it is) or left to be decoded per batch
+    (streaming)."""
     if path == STREAMING:
         return FittedImages(samples, shape)
     return decode_all(samples, shape, workers=workers)
