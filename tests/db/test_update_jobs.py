@@ -118,6 +118,31 @@ def test_first_version_needs_independent_method(session):
     assert error.value.loc == ("body", "method")
 
 
+def test_first_version_on_images_of_different_sizes_needs_an_image_size(session):
+    dataset = ready_dataset(session, name="photos", image_shape=None)
+
+    def first_version(recipe: dict):
+        request = JobRequest(
+            base_model_id=None,
+            family="photos",
+            architecture="small_cnn",
+            dataset_id=dataset.id,
+            classes=None,
+            method="independent",
+            method_params={},
+            recipe=recipe,
+            gate=Gate(),
+            seed=0,
+        )
+        return create_job(session, request=request)
+
+    with pytest.raises(InvalidInput, match="differ in size") as error:
+        first_version({})
+    assert error.value.loc == ("body", "recipe", "image_size")
+    job, created = first_version({"image_size": 32})
+    assert created and job.recipe == {"image_size": 32}
+
+
 def test_idempotency_key_returns_first_job_and_refuses_other_body(session):
     job, base = queue_update(session, key="k1", request_hash="h1")
     again, created = create_job(
