@@ -15,14 +15,16 @@ from dataclasses import dataclass
 
 TRAIN_CROPS = ("pad", "random_resized")
 DATA_PATHS = ("auto", "resident", "streaming")
-# Fields that never change the trained weights: left out of Recipe.digest.
-RUNTIME_ONLY = (
+# Left out of Recipe.digest: runtime options that never change the weights, and warm_start,
+# which only the student uses.
+NOT_IN_REFERENCE_DIGEST = (
     "poll_every_steps",
     "compile_on_cuda",
     "data_path",
     "resident_memory_fraction",
     "decode_workers",
     "ledger_thumbnail_side",
+    "warm_start",
 )
 INPUT_FIELDS = ("image_size", "train_crop", "crop_scale", "crop_ratio")
 
@@ -68,6 +70,11 @@ class Recipe:
     # torch.compile the students' forward on CUDA. Off by default: not yet measured (no GPU
     # was lent when it was added), and the first steps pay the compilation.
     compile_on_cuda: bool = False
+    # Start the update's student from the base model's weights (the old classes' head rows
+    # stay in their indices, the new rows come from the seeded initialisation) instead of
+    # random weights (with `independent`, that is plain fine-tuning). Off in the paper's
+    # recipe; the reference models always start from scratch.
+    warm_start: bool = False
     # How images reach the device: "resident" decodes the whole set once and keeps it on the
     # device (fastest when it fits); "streaming" decodes each batch in DataLoader workers;
     # "auto" picks resident when the fitted set needs at most `resident_memory_fraction` of
@@ -100,10 +107,10 @@ class Recipe:
         return _from_dict(cls, values)
 
     def digest(self) -> str:
-        """Hash of the fields that change the trained weights (used to reuse reference models)."""
+        """Hash of the fields that change a reference model's weights (used to reuse references)."""
         values = self.to_dict()
-        for runtime_only in RUNTIME_ONLY:
-            values.pop(runtime_only)
+        for name in NOT_IN_REFERENCE_DIGEST:
+            values.pop(name)
         # Input fields at their defaults are left out, so recipes digested before they existed
         # keep their digests (and their cached references).
         for name in INPUT_FIELDS:

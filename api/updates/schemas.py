@@ -67,6 +67,11 @@ class RecipeIn(BaseModel):
     bf16_on_cuda: bool | None = Field(None, examples=[True])
     channels_last_on_cuda: bool | None = Field(None, examples=[True])
     compile_on_cuda: bool | None = Field(None, examples=[False])
+    warm_start: bool | None = Field(
+        None,
+        examples=[False],
+        description="start the student from the base model's weights (new classes' head rows freshly initialised)",
+    )
     data_path: Literal["auto", "resident", "streaming"] | None = Field(
         None, examples=["auto"], description="auto: resident when the fitted set fits in memory, else streaming"
     )
