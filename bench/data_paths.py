@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from mpt.data import augment_batch, decode_all, load_dataset, open_dataset
+from mpt.data import ImageFiles, ImageSet, augment_batch, decode_all, load_dataset, open_dataset
 from mpt.feed import RESIDENT, STREAMING, BatchFeed, prepare
 from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe
@@ -44,9 +44,11 @@ FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 def photo_folder(root: Path, count: int, sizes: tuple[int, int]) -> Path:
     """`count` Fashion-MNIST training images (test split: a tenth as many) as photos."""
     bundle = load_dataset(FASHION_MNIST_DIR)
+    train, test = bundle.train, bundle.test
+    assert isinstance(train, ImageSet) and isinstance(test, ImageSet)  # load_dataset decodes
     splits = {
-        "train": (bundle.train.images[:count, 0].numpy(), bundle.train.labels[:count].numpy()),
-        "test": (bundle.test.images[: count // 10, 0].numpy(), bundle.test.labels[: count // 10].numpy()),
+        "train": (train.images[:count, 0].numpy(), train.labels[:count].numpy()),
+        "test": (test.images[: count // 10, 0].numpy(), test.labels[: count // 10].numpy()),
     }
     classes = [name.replace("/", "-") for name in bundle.classes]
     return write_photo_folder(root, splits, classes, seed=0, sizes=sizes)
@@ -116,6 +118,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
         files = open_dataset(photo_folder(Path(folder), args.images, tuple(args.sizes))).train
+        assert isinstance(files, ImageFiles)  # an image folder opens lazily
         print(
             f"wrote {len(files)} photos ({args.sizes[0]}..{args.sizes[1]} px) in {time.perf_counter() - started:.1f} s"
         )

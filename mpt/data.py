@@ -329,7 +329,7 @@ def open_dataset(uri: str | Path, data_format: str | None = None) -> DataBundle:
     data_format = data_format or detect_format(path)
     if data_format not in LOADERS:
         raise DataError(f"unknown format {data_format!r}; expected one of {', '.join(DatasetFormat)}")
-    train, test = LOADERS[data_format](path)
+    train, test = LOADERS[DatasetFormat(data_format)](path)
     if train.classes != test.classes:
         raise DataError("the training and evaluation splits name different classes")
     duplicates = sorted({c for c in train.classes if train.classes.count(c) > 1})
