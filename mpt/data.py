@@ -1,5 +1,11 @@
 """Image data sets as uint8 tensors: loaders for four on-disk formats, class subsets by name,
-seeded splits, the class map of an update, and batch augmentation on the training device."""
+seeded splits, the class map of an update, and batch augmentation on the training device.
+
+Every loader works within `DataLimits` (bytes, images, pixels per image, classes): sizes are
+read from headers (npz and idx headers, image dimensions, file sizes) and checked before
+anything that large is allocated or decoded, so a hostile data set is a DataError naming the
+limit, never an allocation that kills the process.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +17,21 @@ import math
 import os
 import pickle
 import struct
+import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import ClassVar, Self
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import torch.utils.data
+from PIL import Image
 
 from contracts.data_formats import DatasetFormat
+from contracts.limits import MAX_CLASS_NAME_CHARS, MAX_CLASSES, duplicates
 from mpt.images import ImageFileError, ImageHeader, fit_tensor, load_fitted, read_header
 from mpt.recipe import Recipe
 
@@ -37,6 +47,19 @@ FASHION_MNIST_CLASSES = [
     "Bag",
     "Ankle boot",
 ]
+# What a damaged file makes the readers (zipfile, numpy, pickle, struct) raise.
+UNREADABLE = (
+    OSError,
+    ValueError,
+    EOFError,
+    KeyError,
+    IndexError,
+    TypeError,
+    RecursionError,
+    zipfile.BadZipFile,
+    struct.error,
+    pickle.UnpicklingError,
+)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 # Images per DataLoader batch when a whole set is decoded into memory.
 DECODE_BATCH = 256
@@ -44,6 +67,53 @@ DECODE_BATCH = 256
 
 class DataError(ValueError):
     """A data set that cannot be read or does not fit the update."""
+
+
+@dataclass(frozen=True)
+class DataLimits:
+    """What a loader may read. The service fills it from its settings and names them in
+    `names` ({field: setting name}) so that an error says which setting to raise."""
+
+    # Decoded bytes of every array of both splits (images, labels, class names); an image
+    # folder opened for streaming holds none, and load_dataset counts the pixels it decodes.
+    max_bytes: int = 4 * 1024**3
+    # Images of both splits together.
+    max_images: int = 2_000_000
+    # Height x width of one image, from its header (Pillow's MAX_IMAGE_PIXELS is set to this).
+    max_image_pixels: int = 4096 * 4096
+    max_classes: int = MAX_CLASSES
+    names: tuple[tuple[str, str], ...] = ()
+
+    def exceeded(self, field: str, what: str) -> DataError:
+        name = dict(self.names).get(field, field)
+        return DataError(f"{what}: more than the limit of {getattr(self, field)} ({name})")
+
+
+class _Budget:
+    """Running totals of one load against its limits."""
+
+    def __init__(self, limits: DataLimits):
+        self.limits = limits
+        self.bytes = 0
+        self.images = 0
+
+    def spend(self, nbytes: int, what: str) -> None:
+        self.bytes += nbytes
+        if self.bytes > self.limits.max_bytes:
+            raise self.limits.exceeded("max_bytes", f"{what} brings the data set to {self.bytes} bytes")
+
+    def count_images(self, count: int, what: str) -> None:
+        self.images += count
+        if self.images > self.limits.max_images:
+            raise self.limits.exceeded("max_images", f"{what} brings the data set to {self.images} images")
+
+    def check_pixels(self, height: int, width: int, what: str) -> None:
+        if height * width > self.limits.max_image_pixels:
+            raise self.limits.exceeded("max_image_pixels", f"{what} is {width}x{height} pixels")
+
+    def check_classes(self, count: int, what: str) -> None:
+        if count > self.limits.max_classes:
+            raise self.limits.exceeded("max_classes", f"{what} names {count} classes")
 
 
 class LabelledSamples:
@@ -66,12 +136,13 @@ class LabelledSamples:
 
     def select_classes(self, names: list[str]) -> Self:
         """Keep the samples of the named classes, relabelled to the order of `names`."""
-        missing = [name for name in names if name not in self.classes]
+        position = {name: index for index, name in enumerate(self.classes)}
+        missing = [name for name in names if name not in position]
         if missing:
             raise DataError(f"classes not in the data set: {', '.join(missing)}")
         lookup = torch.full((len(self.classes),), -1, dtype=torch.long)
         for new_index, name in enumerate(names):
-            lookup[self.classes.index(name)] = new_index
+            lookup[position[name]] = new_index
         relabelled = lookup[self.labels]
         keep = relabelled >= 0
         return self.relabel(keep.nonzero().flatten(), relabelled[keep], list(names))
@@ -272,7 +343,7 @@ def image_summary(parts: list[ImageSet | ImageFiles]) -> dict:
 def content_digest(train: ImageSet, test: ImageSet) -> str:
     digest = hashlib.sha256()
     for part in (train, test):
-        digest.update(part.images.contiguous().numpy().tobytes())
+        digest.update(part.images.contiguous().numpy())  # hashed in place, not copied to bytes
         digest.update(part.labels.numpy().astype("<i8").tobytes())
     digest.update(json.dumps(train.classes).encode())
     return digest.hexdigest()
@@ -307,34 +378,48 @@ def detect_format(path: Path) -> DatasetFormat:
     raise DataError(f"cannot tell the format of {path}; name one of {', '.join(DatasetFormat)}")
 
 
-def _refuse_links_outside(root: Path) -> None:
+def _refuse_links_outside(root: Path, limits: DataLimits) -> None:
     """A data set folder may not reach outside itself through symbolic links: the service
-    checks only the folder against its allowed roots."""
+    checks only the folder against its allowed roots. Walking stops past a bounded number of
+    entries (images, class folders and a few more)."""
     top = root.resolve()
+    budget = limits.max_images + 2 * limits.max_classes + 64
     for folder, subfolders, files in os.walk(root):
+        budget -= len(subfolders) + len(files)
+        if budget < 0:
+            raise limits.exceeded("max_images", f"{root} holds more files and folders than that allows")
         for name in (*subfolders, *files):
             entry = Path(folder, name)
             if entry.is_symlink() and not entry.resolve().is_relative_to(top):
                 raise DataError(f"{entry} links outside the data set folder ({entry.resolve()})")
 
 
-def open_dataset(uri: str | Path, data_format: str | None = None) -> DataBundle:
-    """Open a data set: arrays are read into memory; an image folder's files are listed and
-    their headers read (sizes, modes), their pixels left on disk until a batch needs them."""
+def open_dataset(uri: str | Path, data_format: str | None = None, *, limits: DataLimits | None = None) -> DataBundle:
+    """Open a data set within `limits` (default: DataLimits()): arrays are read into memory;
+    an image folder's files are listed and their headers read (sizes, modes), their pixels
+    left on disk until a batch needs them. Any unreadable input is a DataError."""
+    limits = limits or DataLimits()
     path = Path(uri)
     if not path.exists():
         raise DataError(f"no data set at {path}")
     if path.is_dir():
-        _refuse_links_outside(path)
+        _refuse_links_outside(path, limits)
     data_format = data_format or detect_format(path)
     if data_format not in LOADERS:
         raise DataError(f"unknown format {data_format!r}; expected one of {', '.join(DatasetFormat)}")
-    train, test = LOADERS[DatasetFormat(data_format)](path)
+    try:
+        train, test = LOADERS[DatasetFormat(data_format)](path, _Budget(limits))
+    except DataError:
+        raise
+    except MemoryError:
+        raise DataError(f"{path}: ran out of memory while loading it (lower the data set limits)") from None
+    except UNREADABLE as error:
+        raise DataError(f"{path} is not a readable {data_format} data set ({type(error).__name__}: {error})") from None
     if train.classes != test.classes:
         raise DataError("the training and evaluation splits name different classes")
-    duplicates = sorted({c for c in train.classes if train.classes.count(c) > 1})
-    if duplicates:
-        raise DataError(f"duplicate class names in the data set: {', '.join(duplicates)}")
+    twice = duplicates(train.classes)
+    if twice:
+        raise DataError(f"duplicate class names in the data set: {', '.join(twice)}")
     if isinstance(train, ImageFiles) and isinstance(test, ImageFiles):
         return DataBundle(train, test, files_digest(path, train, test))
     assert isinstance(train, ImageSet) and isinstance(test, ImageSet)  # the array formats
@@ -343,10 +428,13 @@ def open_dataset(uri: str | Path, data_format: str | None = None) -> DataBundle:
     return DataBundle(train, test, content_digest(train, test))
 
 
-def load_dataset(uri: str | Path, data_format: str | None = None) -> DataBundle:
+def load_dataset(uri: str | Path, data_format: str | None = None, *, limits: DataLimits | None = None) -> DataBundle:
     """Read a data set into memory as uint8 tensors at its images' own size (which all its
-    images must share; `open_dataset` and a recipe's image_size take any sizes)."""
-    bundle = open_dataset(uri, data_format)
+    images must share; `open_dataset` and a recipe's image_size take any sizes), within
+    `limits`: an image folder's decoded pixels count against max_bytes."""
+    limits = limits or DataLimits()
+    bundle = open_dataset(uri, data_format, limits=limits)
+    budget = _Budget(limits)
     parts = []
     for name, part in (("train", bundle.train), ("test", bundle.test)):
         if isinstance(part, ImageFiles):
@@ -356,6 +444,7 @@ def load_dataset(uri: str | Path, data_format: str | None = None) -> DataBundle:
                     f"images under {Path(uri) / name} differ in size ({sizes[0]}..{sizes[-1]}, height x width): "
                     "set the recipe's image_size to fit them to one size"
                 )
+            budget.spend(len(part) * math.prod(part.shape), f"decoding {Path(uri) / name}")
             part = decode_all(part, part.shape)
         parts.append(part)
     if parts[0].shape != parts[1].shape:
@@ -363,15 +452,29 @@ def load_dataset(uri: str | Path, data_format: str | None = None) -> DataBundle:
     return DataBundle(parts[0], parts[1], bundle.digest)
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def _read_idx(path: Path, budget: _Budget) -> np.ndarray:
+    """An idx file: its header's shape is checked against the limits before the data is read,
+    and exactly that many bytes are read (a gzip bomb stops there)."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as handle:
-        raw = handle.read()
-    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise DataError(f"{path} is not an unsigned-byte idx file")
-    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+        head = handle.read(4)
+        if len(head) != 4:
+            raise DataError(f"{path} is too short for an idx file")
+        zero, dtype_code, ndim = struct.unpack(">HBB", head)
+        if zero != 0 or dtype_code != 0x08 or not 1 <= ndim <= 4:
+            raise DataError(f"{path} is not an unsigned-byte idx file")
+        dims = handle.read(4 * ndim)
+        if len(dims) != 4 * ndim:
+            raise DataError(f"{path} is too short for its idx header")
+        shape = struct.unpack(f">{ndim}I", dims)
+        budget.spend(math.prod(shape), f"{path.name} declares shape {shape}")
+        if ndim == 3:
+            budget.count_images(shape[0], f"{path.name}")
+            budget.check_pixels(shape[1], shape[2], f"an image of {path.name}")
+        raw = handle.read(math.prod(shape) + 1)
+    if len(raw) != math.prod(shape):
+        raise DataError(f"{path} holds {len(raw)} data bytes where its header declares {math.prod(shape)}")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
 
 
 def _idx_file(root: Path, stem: str) -> Path:
@@ -381,11 +484,13 @@ def _idx_file(root: Path, stem: str) -> Path:
     raise DataError(f"missing {stem}[.gz] in {root}")
 
 
-def _load_fashion_mnist(root: Path) -> tuple[ImageSet, ImageSet]:
+def _load_fashion_mnist(root: Path, budget: _Budget) -> tuple[ImageSet, ImageSet]:
     splits = []
     for prefix in ("train", "t10k"):
-        images = _read_idx(_idx_file(root, f"{prefix}-images-idx3-ubyte"))
-        labels = _read_idx(_idx_file(root, f"{prefix}-labels-idx1-ubyte"))
+        images = _read_idx(_idx_file(root, f"{prefix}-images-idx3-ubyte"), budget)
+        labels = _read_idx(_idx_file(root, f"{prefix}-labels-idx1-ubyte"), budget)
+        if images.ndim != 3 or labels.ndim != 1:
+            raise DataError(f"{root}: {prefix} images must be (N, H, W) and labels (N,)")
         splits.append(
             ImageSet(
                 torch.from_numpy(images.copy()).unsqueeze(1),
@@ -396,23 +501,40 @@ def _load_fashion_mnist(root: Path) -> tuple[ImageSet, ImageSet]:
     return splits[0], splits[1]
 
 
-def _open_imagefolder(root: Path) -> tuple[ImageFiles, ImageFiles]:
+def _read_header(file: Path, budget: _Budget) -> ImageHeader:
+    """One image file's header, its size within the limits; no pixel is decoded."""
+    if not file.is_file():
+        raise DataError(f"{file} is not a regular file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            header = read_header(file)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise budget.limits.exceeded("max_image_pixels", f"{file} ({error})") from None
+    except ImageFileError as error:
+        raise DataError(str(error)) from None
+    budget.check_pixels(header.height, header.width, str(file))
+    return header
+
+
+def _open_imagefolder(root: Path, budget: _Budget) -> tuple[ImageFiles, ImageFiles]:
     split_dirs = [root / "train", root / "test"]
     for split_dir in split_dirs:
         if not split_dir.is_dir():
             raise DataError(f"an imagefolder data set needs {split_dir}/<class>/<image> files")
     classes = sorted(p.name for p in split_dirs[0].iterdir() if p.is_dir())
+    budget.check_classes(len(classes), str(split_dirs[0]))
+    # Pillow refuses (DecompressionBombError) or warns past MAX_IMAGE_PIXELS when it opens a
+    # file; the warning is an error here too (_read_header).
+    Image.MAX_IMAGE_PIXELS = budget.limits.max_image_pixels
     listed = []
     for split_dir in split_dirs:
         files, headers, labels = [], [], []
         for index, name in enumerate(classes):
-            for file in sorted((split_dir / name).glob("*")):
-                if file.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                try:
-                    headers.append(read_header(file))
-                except ImageFileError as error:
-                    raise DataError(str(error)) from None
+            found = [file for file in sorted((split_dir / name).glob("*")) if file.suffix.lower() in IMAGE_SUFFIXES]
+            budget.count_images(len(found), f"{split_dir / name}")
+            for file in found:
+                headers.append(_read_header(file, budget))
                 files.append(str(file))
                 labels.append(index)
         if not files:
@@ -427,17 +549,15 @@ def _open_imagefolder(root: Path) -> tuple[ImageFiles, ImageFiles]:
 class _ArrayUnpickler(pickle.Unpickler):
     """CIFAR's pickles hold dicts of lists, bytes and numpy arrays; nothing else may load."""
 
-    ALLOWED = frozenset(
-        {
-            ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy", "ndarray"),
-            ("numpy", "dtype"),
-            ("numpy.core.multiarray", "scalar"),
-            ("numpy._core.multiarray", "scalar"),
-            ("_codecs", "encode"),
-        }
-    )
+    ALLOWED: ClassVar[set[tuple[str, str]]] = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
@@ -445,34 +565,76 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _read_cifar_pickle(path: Path) -> dict:
+def _read_cifar_pickle(path: Path, budget: _Budget) -> dict:
     if not path.is_file():
         raise DataError(f"missing CIFAR-100 file {path}")
+    # A pickle holds its arrays' bytes: its size bounds what it decodes to.
+    budget.spend(path.stat().st_size, f"{path.name} ({path.stat().st_size} bytes on disk)")
     with open(path, "rb") as handle:
         raw = _ArrayUnpickler(io.BufferedReader(handle), encoding="bytes").load()
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
 
 
-def _load_cifar100(root: Path) -> tuple[ImageSet, ImageSet]:
+def _load_cifar100(root: Path, budget: _Budget) -> tuple[ImageSet, ImageSet]:
     if (root / "cifar-100-python").is_dir():
         root = root / "cifar-100-python"
-    meta = _read_cifar_pickle(root / "meta")
+    meta = _read_cifar_pickle(root / "meta", budget)
     classes = [n.decode() if isinstance(n, bytes) else n for n in meta["fine_label_names"]]
+    budget.check_classes(len(classes), "meta")
     splits = []
     for name in ("train", "test"):
-        part = _read_cifar_pickle(root / name)
+        part = _read_cifar_pickle(root / name, budget)
         data = np.asarray(part["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        budget.count_images(data.shape[0], name)
         labels = np.asarray(part["fine_labels"], dtype=np.int64)
         splits.append(ImageSet(torch.from_numpy(data.copy()), torch.from_numpy(labels), list(classes)))
     return splits[0], splits[1]
 
 
-def _load_npz(path: Path) -> tuple[ImageSet, ImageSet]:
+def _npy_header(archive: np.lib.npyio.NpzFile, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype an array of the archive declares, read from its .npy header only."""
+    names = archive.zip.namelist()
+    member = f"{key}.npy" if f"{key}.npy" in names else key
+    with archive.zip.open(member) as handle:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:
+            raise DataError(f"{key}: unsupported .npy format version {version}")
+    return tuple(shape), dtype
+
+
+def _check_npz_headers(arrays: np.lib.npyio.NpzFile, budget: _Budget) -> None:
+    """Every array's declared size, count and type against the limits, before any is loaded."""
+    headers = {key: _npy_header(arrays, key) for key in ("x_train", "y_train", "x_test", "y_test", "classes")}
+    for key, (shape, dtype) in headers.items():
+        budget.spend(math.prod(shape) * dtype.itemsize, f"{key} declares shape {shape} of {dtype}")
+    shape, dtype = headers["classes"]
+    if dtype.kind not in "US" or len(shape) != 1 or dtype.itemsize > 4 * MAX_CLASS_NAME_CHARS:
+        raise DataError(f"classes must be a 1-D array of short strings, got shape {shape} of {dtype}")
+    budget.check_classes(shape[0], "classes")
+    for x_key, y_key in (("x_train", "y_train"), ("x_test", "y_test")):
+        (x_shape, x_dtype), (y_shape, y_dtype) = headers[x_key], headers[y_key]
+        if x_dtype != np.uint8:
+            raise DataError(f"{x_key} must be uint8, got {x_dtype}")
+        if y_dtype.kind not in "iu" or len(y_shape) != 1:
+            raise DataError(f"{y_key} must be a 1-D integer array, got shape {y_shape} of {y_dtype}")
+        if len(x_shape) not in (3, 4):
+            raise DataError(f"{x_key} must be (N, H, W), (N, H, W, C) or (N, C, H, W)")
+        budget.count_images(x_shape[0], x_key)
+        height, width = x_shape[1:3] if len(x_shape) == 3 or x_shape[1] not in (1, 3) else x_shape[2:4]
+        budget.check_pixels(height, width, f"an image of {x_key}")
+
+
+def _load_npz(path: Path, budget: _Budget) -> tuple[ImageSet, ImageSet]:
     with np.load(path, allow_pickle=False) as arrays:
         required = {"x_train", "y_train", "x_test", "y_test", "classes"}
         missing = sorted(required - set(arrays.files))
         if missing:
             raise DataError(f"{path} lacks arrays: {', '.join(missing)}")
+        _check_npz_headers(arrays, budget)
         classes = [str(c) for c in arrays["classes"].tolist()]
         splits = []
         for x_key, y_key in (("x_train", "y_train"), ("x_test", "y_test")):
@@ -496,7 +658,7 @@ def _load_npz(path: Path) -> tuple[ImageSet, ImageSet]:
 
 
 # One loader per contract format (tests/engine/test_data.py checks that none is missing).
-LOADERS: dict[DatasetFormat, Callable[[Path], tuple[ImageSet, ImageSet] | tuple[ImageFiles, ImageFiles]]] = {
+LOADERS: dict[DatasetFormat, Callable[[Path, _Budget], tuple[ImageSet, ImageSet] | tuple[ImageFiles, ImageFiles]]] = {
     DatasetFormat.FASHION_MNIST: _load_fashion_mnist,
     DatasetFormat.IMAGEFOLDER: _open_imagefolder,
     DatasetFormat.CIFAR: _load_cifar100,
@@ -524,13 +686,15 @@ class ClassMap:
 def build_class_map(old_classes: list[str], data_classes: list[str]) -> ClassMap:
     """Old classes keep their positions (matched by name); the data's other classes follow."""
     for label, names in (("old model", old_classes), ("update data", data_classes)):
-        duplicates = sorted({c for c in names if names.count(c) > 1})
-        if duplicates:
-            raise DataError(f"duplicate class names in the {label}: {', '.join(duplicates)}")
-    missing = [c for c in old_classes if c not in data_classes]
+        twice = duplicates(names)
+        if twice:
+            raise DataError(f"duplicate class names in the {label}: {', '.join(twice)}")
+    # Sets: linear in the number of classes.
+    in_data, in_old = set(data_classes), set(old_classes)
+    missing = [c for c in old_classes if c not in in_data]
     if missing:
         raise DataError(f"the update data lacks old classes: {', '.join(missing)}")
-    new = [c for c in data_classes if c not in old_classes]
+    new = [c for c in data_classes if c not in in_old]
     return ClassMap(tuple(old_classes) + tuple(new), len(old_classes))
 
 

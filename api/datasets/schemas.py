@@ -40,4 +40,7 @@ class DatasetOut(OrmModel):
         examples=[{"channels": 3, "min_size": [20, 31], "max_size": [480, 640], "modes": {"L": 12, "RGB": 880}}],
     )
     digest: str | None = Field(examples=["9f2c41d0a7b3e6f1"])
+    inspect_attempts: int = Field(
+        description="deliveries of the inspection so far (failed past FLIPGUARD_MAX_INSPECT_DELIVERIES)", examples=[1]
+    )
     created_at: datetime

@@ -10,11 +10,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from api.schemas import OrmModel, RowId
+from api.schemas import OrmModel, StrictRowId
+from contracts.architectures import ARCHITECTURES, IN_CHANNELS
 from contracts.jobs import Gate, JobRequest
+from contracts.limits import MAX_CLASS_NAME_CHARS, MAX_CLASSES, duplicates
 from db.updates.models import JobStatus, UpdateMethod
+
+ClassName = Annotated[str, Field(min_length=1, max_length=MAX_CLASS_NAME_CHARS)]
+CropFraction = Annotated[float, Field(strict=True, gt=0, le=1)]
+CropAspect = Annotated[float, Field(strict=True, gt=0, le=100)]
 
 
 class RecipeIn(BaseModel):
@@ -22,13 +28,14 @@ class RecipeIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int | None = Field(None, ge=1, le=1000, examples=[100])
-    batch_size: int | None = Field(None, ge=1, le=8192, examples=[128])
-    lr: float | None = Field(None, gt=0, le=10, examples=[0.1])
-    momentum: float | None = Field(None, ge=0, lt=1, examples=[0.9])
-    weight_decay: float | None = Field(None, ge=0, le=1, examples=[5e-4])
+    epochs: int | None = Field(None, strict=True, ge=1, le=1000, examples=[100])
+    batch_size: int | None = Field(None, strict=True, ge=1, le=8192, examples=[128])
+    lr: float | None = Field(None, strict=True, gt=0, le=10, examples=[0.1])
+    momentum: float | None = Field(None, strict=True, ge=0, lt=1, examples=[0.9])
+    weight_decay: float | None = Field(None, strict=True, ge=0, le=1, examples=[5e-4])
     image_size: int | None = Field(
         None,
+        strict=True,
         ge=8,
         le=1024,
         examples=[224],
@@ -38,46 +45,50 @@ class RecipeIn(BaseModel):
     train_crop: Literal["pad", "random_resized"] | None = Field(
         None, examples=["pad"], description="pad: random crop after zero padding; random_resized: RandomResizedCrop"
     )
-    crop_padding: int | None = Field(None, ge=0, le=64, examples=[4])
-    crop_scale: tuple[Annotated[float, Field(gt=0, le=1)], Annotated[float, Field(gt=0, le=1)]] | None = Field(
+    crop_padding: int | None = Field(None, strict=True, ge=0, le=64, examples=[4])
+    crop_scale: tuple[CropFraction, CropFraction] | None = Field(
         None, examples=[[0.08, 1.0]], description="random_resized: share of the area, (low, high)"
     )
-    crop_ratio: tuple[Annotated[float, Field(gt=0, le=100)], Annotated[float, Field(gt=0, le=100)]] | None = Field(
+    crop_ratio: tuple[CropAspect, CropAspect] | None = Field(
         None, examples=[[0.75, 1.3333]], description="random_resized: aspect ratio, (low, high)"
     )
-    horizontal_flip: bool | None = Field(None, examples=[True])
-    mean: list[float] | None = Field(
+    horizontal_flip: bool | None = Field(None, strict=True, examples=[True])
+    mean: list[Annotated[float, Field(strict=True, ge=0, le=1)]] | None = Field(
         None,
         min_length=1,
-        max_length=4,
+        max_length=3,
         examples=[[0.4914, 0.4822, 0.4465]],
-        description="per-channel normalisation mean; omitted: measured on the training images",
+        description="per-channel normalisation mean (0..1, one per image channel, with std); "
+        "omitted: the base model's, or measured on the training images",
     )
-    std: list[float] | None = Field(
+    std: list[Annotated[float, Field(strict=True, gt=0, le=10)]] | None = Field(
         None,
         min_length=1,
-        max_length=4,
+        max_length=3,
+        validate_default=True,
         examples=[[0.2023, 0.1994, 0.2010]],
-        description="per-channel normalisation std; omitted: measured on the training images",
+        description="per-channel normalisation std (> 0, one per image channel, with mean); "
+        "omitted: the base model's, or measured on the training images",
     )
-    validation_fraction: float | None = Field(None, ge=0, lt=1, examples=[0.1])
-    train_samples_per_class: int | None = Field(None, ge=1, examples=[500])
-    eval_samples_per_class: int | None = Field(None, ge=1, examples=[100])
-    poll_every_steps: int | None = Field(None, ge=1, le=10000, examples=[20])
-    bf16_on_cuda: bool | None = Field(None, examples=[True])
-    channels_last_on_cuda: bool | None = Field(None, examples=[True])
-    compile_on_cuda: bool | None = Field(None, examples=[False])
+    validation_fraction: float | None = Field(None, strict=True, ge=0, lt=1, examples=[0.1])
+    train_samples_per_class: int | None = Field(None, strict=True, ge=1, examples=[500])
+    eval_samples_per_class: int | None = Field(None, strict=True, ge=1, examples=[100])
+    poll_every_steps: int | None = Field(None, strict=True, ge=1, le=10000, examples=[20])
+    bf16_on_cuda: bool | None = Field(None, strict=True, examples=[True])
+    channels_last_on_cuda: bool | None = Field(None, strict=True, examples=[True])
+    compile_on_cuda: bool | None = Field(None, strict=True, examples=[False])
     warm_start: bool | None = Field(
         None,
+        strict=True,
         examples=[False],
         description="start the student from the base model's weights (new classes' head rows freshly initialised)",
     )
     data_path: Literal["auto", "resident", "streaming"] | None = Field(
         None, examples=["auto"], description="auto: resident when the fitted set fits in memory, else streaming"
     )
-    resident_memory_fraction: float | None = Field(None, gt=0, le=1, examples=[0.5])
-    decode_workers: int | None = Field(None, ge=0, le=64, examples=[8])
-    ledger_thumbnail_side: int | None = Field(None, ge=8, le=512, examples=[64])
+    resident_memory_fraction: float | None = Field(None, strict=True, gt=0, le=1, examples=[0.5])
+    decode_workers: int | None = Field(None, strict=True, ge=0, le=64, examples=[8])
+    ledger_thumbnail_side: int | None = Field(None, strict=True, ge=8, le=512, examples=[64])
 
     @model_validator(mode="after")
     def _ranges_ordered(self) -> RecipeIn:
@@ -87,6 +98,18 @@ class RecipeIn(BaseModel):
                 raise ValueError(f"{name} must be (low, high) with low <= high")
         return self
 
+    @field_validator("std")
+    @classmethod
+    def _mean_and_std_together(cls, std: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        mean = info.data.get("mean")
+        if "mean" not in info.data:  # mean itself was refused
+            return std
+        if (mean is None) != (std is None):
+            raise ValueError("give mean and std together (one value per image channel each)")
+        if std is not None and (len(std) != len(mean) or len(std) not in IN_CHANNELS):
+            raise ValueError(f"mean and std need one value per image channel ({' or '.join(map(str, IN_CHANNELS))})")
+        return std
+
 
 class MethodParamsIn(BaseModel):
     """How the update's loss is shaped (docs/METHOD.md); omitted fields take mpt's defaults."""
@@ -94,17 +117,17 @@ class MethodParamsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     bias: float | None = Field(
-        None, ge=0, le=100, examples=[4.0], description="b: added to new-class logits in the training CE"
+        None, strict=True, ge=0, le=100, examples=[4.0], description="b: added to new-class logits in the training CE"
     )
-    alpha: float | None = Field(None, ge=0, le=100, examples=[1.0])
-    beta: float | None = Field(None, ge=0, le=100, examples=[5.0])
-    tau: float | None = Field(None, gt=0, le=100, examples=[5.0])
-    lm_weight: float | None = Field(None, ge=0, le=100, examples=[0.4])
-    elodi_start_epoch: int | None = Field(None, ge=0, le=1000, examples=[5])
-    elodi_old_weight: float | None = Field(None, ge=0, le=100, examples=[0.6])
-    elodi_ensemble_weight: float | None = Field(None, ge=0, le=100, examples=[0.4])
-    elodi_ensemble_size: int | None = Field(None, ge=1, le=16, examples=[2])
-    elodi_topk: int | None = Field(None, ge=1, le=10000, examples=[10])
+    alpha: float | None = Field(None, strict=True, ge=0, le=100, examples=[1.0])
+    beta: float | None = Field(None, strict=True, ge=0, le=100, examples=[5.0])
+    tau: float | None = Field(None, strict=True, gt=0, le=100, examples=[5.0])
+    lm_weight: float | None = Field(None, strict=True, ge=0, le=100, examples=[0.4])
+    elodi_start_epoch: int | None = Field(None, strict=True, ge=0, le=1000, examples=[5])
+    elodi_old_weight: float | None = Field(None, strict=True, ge=0, le=100, examples=[0.6])
+    elodi_ensemble_weight: float | None = Field(None, strict=True, ge=0, le=100, examples=[0.4])
+    elodi_ensemble_size: int | None = Field(None, strict=True, ge=1, le=16, examples=[2])
+    elodi_topk: int | None = Field(None, strict=True, ge=1, le=10000, examples=[10])
 
 
 class GateIn(BaseModel):
@@ -113,12 +136,12 @@ class GateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_nfr: float | None = Field(
-        None, ge=0, le=1, examples=[0.02], description="highest NFR on old-class samples that passes"
+        None, strict=True, ge=0, le=1, examples=[0.02], description="highest NFR on old-class samples that passes"
     )
     min_accuracy: float | None = Field(
-        None, ge=0, le=1, examples=[0.85], description="lowest overall accuracy that passes"
+        None, strict=True, ge=0, le=1, examples=[0.85], description="lowest overall accuracy that passes"
     )
-    auto_promote: bool = Field(False, description="promote at once when the gate passes")
+    auto_promote: bool = Field(False, strict=True, description="promote at once when the gate passes")
 
 
 class UpdateCreate(BaseModel):
@@ -139,7 +162,7 @@ class UpdateCreate(BaseModel):
         },
     )
 
-    base_model_id: RowId | None = Field(
+    base_model_id: StrictRowId | None = Field(
         None,
         description="the deployed version to update; omitted: train a first version",
         examples=[1],
@@ -157,21 +180,37 @@ class UpdateCreate(BaseModel):
         min_length=1,
         max_length=100,
         pattern=r"^[\w.\-]+$",
-        description="default: the base model's",
+        description=f"one of {', '.join(ARCHITECTURES)}; default: the base model's",
         examples=["resnet18"],
     )
-    dataset_id: RowId = Field(description="a data set in status ready", examples=[2])
-    classes: list[str] | None = Field(
+    dataset_id: StrictRowId = Field(description="a data set in status ready", examples=[2])
+    classes: list[ClassName] | None = Field(
         None,
         min_length=1,
-        description="training classes by name; omitted: all of the data set",
+        max_length=MAX_CLASSES,
+        description=f"training classes by name (at most {MAX_CLASSES}, no duplicates); omitted: all of the data set",
         examples=[["sandal", "sneaker", "boot", "slipper"]],
     )
     method: UpdateMethod = Field(UpdateMethod.MPT_KL, examples=["mpt-kl"])
     method_params: MethodParamsIn = Field(default_factory=MethodParamsIn)
     recipe: RecipeIn = Field(default_factory=RecipeIn)
     gate: GateIn = Field(default_factory=GateIn)
-    seed: int = Field(0, ge=0, le=2**31 - 1, examples=[0])
+    seed: int = Field(0, strict=True, ge=0, le=2**31 - 1, examples=[0])
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, architecture: str | None) -> str | None:
+        if architecture is not None and architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+        return architecture
+
+    @field_validator("classes")
+    @classmethod
+    def _classes_once(cls, classes: list[str] | None) -> list[str] | None:
+        twice = duplicates(classes or [])
+        if twice:
+            raise ValueError(f"classes listed twice: {twice[:20]}")
+        return classes
 
     def to_job_request(self) -> JobRequest:
         """The typed request create_job takes; recipe and method fields left out stay out."""
