@@ -19,7 +19,7 @@ import pickle
 import struct
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Self
@@ -32,7 +32,7 @@ from PIL import Image
 
 from contracts.data_formats import DatasetFormat
 from contracts.limits import MAX_CLASS_NAME_CHARS, MAX_CLASSES, duplicates
-from mpt.images import ImageFileError, ImageHeader, fit_tensor, load_fitted, read_header
+from mpt.images import ImageFileError, ImageHeader, fit_tensor, load_fitted, read_header, thumbnail
 from mpt.recipe import Recipe
 
 FASHION_MNIST_CLASSES = [
@@ -196,6 +196,10 @@ class ImageSet(LabelledSamples):
         self._check_labels(self.images.shape[0])
 
     @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
     def shape(self) -> tuple[int, int, int]:
         """(C, H, W) of every image."""
         return tuple(self.images.shape[1:])  # type: ignore[return-value]
@@ -294,6 +298,18 @@ def decode_all(samples: ImageSet | ImageFiles, shape: tuple[int, int, int], *, w
     return ImageSet(images, samples.labels.clone(), list(samples.classes))
 
 
+def thumbnails(
+    samples: ImageSet | ImageFiles | FittedImages, index: Sequence[int], shape: tuple[int, int, int], max_side: int
+) -> torch.Tensor:
+    """The samples at `index` fitted to `shape` (what a model of that input sees), scaled to
+    at most `max_side` pixels a side: uint8 (M, C, h, w), small enough to store per flip."""
+    fitted = FittedImages(samples.samples if isinstance(samples, FittedImages) else samples, shape)
+    pixels = [thumbnail(fitted[i][0], max_side) for i in index]
+    if not pixels:  # an empty stack of the thumbnails' shape
+        return thumbnail(torch.zeros(shape, dtype=torch.uint8), max_side).unsqueeze(0)[:0]
+    return torch.stack(pixels)
+
+
 @dataclass
 class DataBundle:
     """A registered data set: its training and evaluation splits and its content digest."""
@@ -333,7 +349,7 @@ def image_summary(parts: list[ImageSet | ImageFiles]) -> dict:
             for header in part.headers:
                 modes[header.mode] = modes.get(header.mode, 0) + 1
     return {
-        "channels": parts[0].channels if isinstance(parts[0], ImageFiles) else parts[0].shape[0],
+        "channels": parts[0].channels,
         "min_size": list(min(sizes, key=math.prod)) if sizes else None,  # by area
         "max_size": list(max(sizes, key=math.prod)) if sizes else None,
         "modes": dict(sorted(modes.items())),

@@ -85,6 +85,25 @@ def prepare(samples: ImageSet | ImageFiles, shape: tuple[int, int, int], *, path
     return decode_all(samples, shape, workers=workers)
 
 
+def prepare_for_input(
+    split: ImageSet | ImageFiles | FittedImages, shape: tuple[int, int, int], *, recipe: Recipe, device: torch.device
+) -> Prepared:
+    """A split ready to feed an input of `shape`: as it is when already prepared for it, else
+    fitted on the recipe's data path (nothing of it is held on the device)."""
+    if isinstance(split, ImageSet | FittedImages) and split.shape == tuple(shape):
+        return split
+    source = split.samples if isinstance(split, FittedImages) else split
+    path = choose_data_path(
+        recipe.data_path,
+        train=None,
+        others=[source],
+        shape=shape,
+        device=device,
+        memory_fraction=recipe.resident_memory_fraction,
+    )
+    return prepare(source, shape, path=path, workers=decode_workers(recipe))
+
+
 class BatchFeed:
     """uint8 batches of a prepared set on one device, shuffled by a given order or in order.
 

@@ -17,9 +17,8 @@ from torch import nn
 from contracts.flips import FlipSummary
 from mpt.artifacts import LoadedModel, ModelSpec, load_model, save_model
 from mpt.data import ClassMap, DataBundle, DataError, FittedImages, ImageFiles, ImageSet, build_class_map
-from mpt.feed import Prepared, choose_data_path, decode_workers, measure_channel_stats, prepare
+from mpt.feed import Prepared, choose_data_path, decode_workers, measure_channel_stats, prepare, prepare_for_input
 from mpt.flips import FlipLedger, flip_report
-from mpt.images import thumbnail
 from mpt.losses import get_method
 from mpt.nets import build_net, warm_start
 from mpt.recipe import MethodParams, Recipe
@@ -212,26 +211,9 @@ def evaluate(
     device=None,
     recipe: Recipe | None = None,
 ) -> tuple[FlipSummary, FlipLedger]:
-    """The flip report of `model` against `baseline` on a split in `model`'s index space.
-
-    Each model sees the split fitted to its own input (its file's image size and channels);
-    a split not yet prepared for that input is prepared on the recipe's data path.
-    """
+    """The flip report of `model` against `baseline` on a split in `model`'s index space."""
     device = resolve_device() if device is None else device
-    recipe = recipe or Recipe()
-    workers = decode_workers(recipe)
-    fed: dict[tuple[int, int, int], Prepared] = {}
-
-    def logits(of: LoadedModel) -> torch.Tensor:
-        shape = input_shape(of.spec)
-        if shape not in fed:
-            fed[shape] = _prepared_for(evaluation, shape, recipe=recipe, device=device, workers=workers)
-        return predict(
-            of.net.to(device), fed[shape], mean=of.spec.mean, std=of.spec.std, device=device, workers=workers
-        )
-
-    new_logits = logits(model)
-    old_logits = logits(baseline)
+    new_logits, old_logits = model_logits([model, baseline], evaluation, device=device, recipe=recipe or Recipe())
     return flip_report(
         labels=evaluation.labels,
         old_logits=old_logits[:, :k_old],
@@ -294,9 +276,32 @@ def update_setup(
     return arch, data, setup, UpdateInputs(shape, path, evaluation)
 
 
-def input_shape(spec: ModelSpec) -> tuple[int, int, int]:
-    """(C, H, W) a model file's network is fed."""
-    return (spec.in_channels, *spec.image_size)
+def model_logits(
+    models: list[LoadedModel],
+    evaluation: ImageSet | ImageFiles | FittedImages,
+    *,
+    device: torch.device,
+    recipe: Recipe,
+) -> list[torch.Tensor]:
+    """Each model's float32 logits on a split, which each sees fitted to its own input (its
+    file's image size and channels; prepared once per input shape, on the recipe's data path)."""
+    prepared: dict[tuple[int, int, int], Prepared] = {}
+    logits = []
+    for loaded in models:
+        shape = loaded.spec.input_shape
+        if shape not in prepared:
+            prepared[shape] = prepare_for_input(evaluation, shape, recipe=recipe, device=device)
+        logits.append(
+            predict(
+                loaded.net.to(device),
+                prepared[shape],
+                mean=loaded.spec.mean,
+                std=loaded.spec.std,
+                device=device,
+                workers=decode_workers(recipe),
+            )
+        )
+    return logits
 
 
 def model_input(data: UpdateData, base: LoadedModel | None, recipe: Recipe) -> tuple[int, int, int]:
@@ -308,52 +313,13 @@ def model_input(data: UpdateData, base: LoadedModel | None, recipe: Recipe) -> t
                 f"an update keeps its base model's image size {tuple(base.spec.image_size)}; "
                 f"the recipe asks for {recipe.image_size}"
             )
-        return input_shape(base.spec)
-    channels = data.train.channels if isinstance(data.train, ImageFiles) else data.train.shape[0]
+        return base.spec.input_shape
     if recipe.image_size is not None:
-        return (channels, recipe.image_size, recipe.image_size)
+        return (data.train.channels, recipe.image_size, recipe.image_size)
     own = data.train.shape
     if own is None or own != data.evaluation.shape:
         raise DataError("the data set's images differ in size: set the recipe's image_size to fit them to one size")
     return own
-
-
-def _prepared_for(
-    evaluation: ImageSet | ImageFiles | FittedImages,
-    shape: tuple[int, int, int],
-    *,
-    recipe: Recipe,
-    device: torch.device,
-    workers: int,
-) -> Prepared:
-    """A split ready to feed an input of `shape`: as it is when already prepared for it."""
-    if isinstance(evaluation, ImageSet | FittedImages) and evaluation.shape == tuple(shape):
-        return evaluation
-    source = evaluation.samples if isinstance(evaluation, FittedImages) else evaluation
-    path = choose_data_path(
-        recipe.data_path,
-        train=None,
-        others=[source],
-        shape=shape,
-        device=device,
-        memory_fraction=recipe.resident_memory_fraction,
-    )
-    return prepare(source, shape, path=path, workers=workers)
-
-
-def ledger_thumbnails(outcome: UpdateOutcome, max_side: int) -> torch.Tensor:
-    """The flipped evaluation samples as the new model saw them, scaled to at most `max_side`
-    pixels a side: uint8 (M, C, h, w), in the ledger's order."""
-    if outcome.ledger is None:
-        raise ValueError("a first version has no flip ledger")
-    evaluation = outcome.inputs.evaluation
-    thumbs = [
-        thumbnail(evaluation.images[i] if isinstance(evaluation, ImageSet) else evaluation[i][0], max_side)
-        for i in outcome.ledger.sample_index.tolist()
-    ]
-    if not thumbs:  # no flips: an empty stack of the thumbnails' shape
-        return thumbnail(torch.zeros(outcome.inputs.shape, dtype=torch.uint8), max_side).unsqueeze(0)[:0]
-    return torch.stack(thumbs)
 
 
 def run_update(

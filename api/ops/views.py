@@ -30,7 +30,7 @@ router = APIRouter(tags=["operations"])
 HEALTHY_EXAMPLE = {
     "status": "ok",
     "database": "ok",
-    "schema": "0005",
+    "schema": "0006",
     "broker": "ok",
     "training_queue": "ok",
     "queues": {"light": 1, "training": 1},

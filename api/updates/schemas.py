@@ -10,7 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    computed_field,
+    field_validator,
+    model_validator,
+)
 
 from api.schemas import OrmModel, StrictRowId
 from contracts.architectures import ARCHITECTURES, IN_CHANNELS
@@ -264,10 +273,24 @@ class UpdateOut(OrmModel):
         examples=["resident"],
     )
     result_model_id: int | None = Field(examples=[None])
-    reference_model_id: int | None = Field(examples=[None])
+    reference_id: int | None = Field(
+        validation_alias=AliasChoices("reference_id", "reference_model_id"),
+        description="the independent reference this job trained or reused: an entry of the reference cache "
+        "(an independently trained model on the same data, classes, recipe and seed, shared by jobs), "
+        "not a model version id; its weights are at reference_weights_url",
+        examples=[None],
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="download of the independent reference's safetensors weights (null until the job has one)",
+        examples=["/updates/12/reference/weights"],
+    )
+    @property
+    def reference_weights_url(self) -> str | None:
+        return f"/updates/{self.id}/reference/weights" if self.reference_id is not None else None
 
 
 class UpdateDetail(UpdateOut):

@@ -54,6 +54,7 @@ def mark_dataset_ready(
     image_shape: list[int] | None,
     image_summary: dict | None = None,
     digest: str,
+    samples_uri: str | None = None,
 ) -> Dataset:
     """Record what the worker found in the data set and make it usable by update jobs."""
     dataset = get_dataset(session, dataset_id=dataset_id)
@@ -63,6 +64,7 @@ def mark_dataset_ready(
     dataset.image_shape = list(image_shape) if image_shape is not None else None
     dataset.image_summary = image_summary
     dataset.digest = digest
+    dataset.samples_uri = samples_uri
     dataset.status = DatasetStatus.READY
     dataset.error = None
     session.commit()
