@@ -19,14 +19,14 @@ from mpt.data import (
     load_dataset,
     open_dataset,
     random_resized_crop,
+    thumbnails,
 )
 from mpt.feed import RESIDENT, STREAMING, choose_data_path, measure_channel_stats, prepare
-from mpt.flips import FlipLedger
 from mpt.images import decode_image, fit_image, image_to_tensor, read_header, thumbnail
 from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe
 from mpt.train import TrainingSetup, predict, train
-from mpt.update import ledger_thumbnails, run_update
+from mpt.update import run_update
 
 CLASSES = ["a", "b", "c", "d"]
 
@@ -254,13 +254,14 @@ def test_first_version_and_update_at_an_image_size(photos):
     assert update.model.spec.mean == first.model.spec.mean
     everything = update.report.scopes.all
     assert len(update.ledger) == everything.negative_flips + everything.positive_flips
-    assert ledger_thumbnails(update, max_side=16).shape[1:] == (3, 16, 16)
-    # Thumbnails are the fitted evaluation images, in the ledger's order.
-    two = torch.tensor([5, 0])
-    update.ledger = FlipLedger(two, two, two, two, two.float(), two.float(), two > 0)
-    thumbs = ledger_thumbnails(update, max_side=16)
+    # A report's thumbnails are the fitted evaluation images, in the ledger's order.
+    none = thumbnails(update.inputs.evaluation, [], update.inputs.shape, 16)
+    assert none.shape == (0, 3, 16, 16) and none.dtype == torch.uint8
+    thumbs = thumbnails(update.inputs.evaluation, [5, 0], update.inputs.shape, 16)
     assert thumbs.shape == (2, 3, 16, 16) and thumbs.dtype == torch.uint8
     assert torch.equal(thumbs[1], thumbnail(update.inputs.evaluation[0][0], 16))
+    # The raw split gives the same thumbnails: it is fitted on the way.
+    assert torch.equal(thumbnails(update.data.evaluation, [5, 0], update.inputs.shape, 16), thumbs)
     # ... and refuses a recipe that asks for another.
     with pytest.raises(ValueError, match="keeps its base model's image size"):
         run_update(base=first.model, classes=None, arch=None, method="mpt-kl", recipe=Recipe(image_size=32), **common)
