@@ -115,7 +115,7 @@ class RecipeIn(BaseModel):
             return std
         if (mean is None) != (std is None):
             raise ValueError("give mean and std together (one value per image channel each)")
-        if std is not None and (len(std) != len(mean) or len(std) not in IN_CHANNELS):
+        if std is not None and mean is not None and (len(std) != len(mean) or len(std) not in IN_CHANNELS):
             raise ValueError(f"mean and std need one value per image channel ({' or '.join(map(str, IN_CHANNELS))})")
         return std
 
