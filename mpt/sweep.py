@@ -172,15 +172,17 @@ def run_sweep(
     )
 
     k_old = data.class_map.k_old
+    validation = setup.validation  # prepared for the input once: trials are evaluated on it as trained
+    assert validation is not None  # update_setup always holds one out
     trials = []
     for student, candidate, history in zip(students, candidates, histories, strict=True):
         model = LoadedModel(student.net.cpu(), student.spec)
         report, _ = evaluate(
-            model=model, baseline=base, evaluation=setup.validation, k_old=k_old, device=torch_device, recipe=recipe
+            model=model, baseline=base, evaluation=validation, k_old=k_old, device=torch_device, recipe=recipe
         )
         trials.append(Trial(candidate, history, headline(report), report, model))
     reference_val_report, _ = evaluate(
-        model=reference, baseline=base, evaluation=setup.validation, k_old=k_old, device=torch_device, recipe=recipe
+        model=reference, baseline=base, evaluation=validation, k_old=k_old, device=torch_device, recipe=recipe
     )
     reference_validation = headline(reference_val_report)
     bound = reference_validation["nfr_old_classes"] if max_val_nfr is None else max_val_nfr
