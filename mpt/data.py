@@ -19,16 +19,21 @@ import pickle
 import struct
 import warnings
 import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Self
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torch.utils.data
+from PIL import Image
 
 from contracts.data_formats import DatasetFormat
 from contracts.limits import MAX_CLASS_NAME_CHARS, MAX_CLASSES, duplicates
+from mpt.images import ImageFileError, ImageHeader, fit_tensor, load_fitted, read_header, thumbnail
+from mpt.recipe import Recipe
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top",
@@ -56,6 +61,8 @@ UNREADABLE = (
     pickle.UnpicklingError,
 )
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# Images per DataLoader batch when a whole set is decoded into memory.
+DECODE_BATCH = 256
 
 
 class DataError(ValueError):
@@ -67,11 +74,12 @@ class DataLimits:
     """What a loader may read. The service fills it from its settings and names them in
     `names` ({field: setting name}) so that an error says which setting to raise."""
 
-    # Decoded bytes of every array of both splits (images, labels, class names).
+    # Decoded bytes of every array of both splits (images, labels, class names); an image
+    # folder opened for streaming holds none, and load_dataset counts the pixels it decodes.
     max_bytes: int = 4 * 1024**3
     # Images of both splits together.
     max_images: int = 2_000_000
-    # Height x width of one image (Pillow's MAX_IMAGE_PIXELS is set to this while decoding).
+    # Height x width of one image, from its header (Pillow's MAX_IMAGE_PIXELS is set to this).
     max_image_pixels: int = 4096 * 4096
     max_classes: int = MAX_CLASSES
     names: tuple[tuple[str, str], ...] = ()
@@ -108,32 +116,25 @@ class _Budget:
             raise self.limits.exceeded("max_classes", f"{what} names {count} classes")
 
 
-@dataclass
-class ImageSet:
-    """Images (N, C, H, W) uint8, labels (N,) int64 indexing `classes`."""
+class LabelledSamples:
+    """What every kind of image set shares: labels indexing `classes`, and the subsets made
+    from labels alone (class selection, per-class limits, seeded splits)."""
 
-    images: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
-
-    def __post_init__(self):
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise DataError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
-        if self.labels.numel() != self.images.shape[0]:
-            raise DataError(f"{self.images.shape[0]} images but {self.labels.numel()} labels")
-        if self.labels.numel() and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
-            raise DataError(
-                f"labels must lie in 0..{len(self.classes) - 1} for {len(self.classes)} classes, "
-                f"found {int(self.labels.min())}..{int(self.labels.max())}"
-            )
 
     def __len__(self) -> int:
         return int(self.labels.numel())
 
-    def take(self, index: torch.Tensor) -> ImageSet:
-        return ImageSet(self.images[index], self.labels[index], list(self.classes))
+    def take(self, index: torch.Tensor) -> Self:
+        """The samples at `index`, in that order."""
+        return self.relabel(index, self.labels[index], self.classes)
 
-    def select_classes(self, names: list[str]) -> ImageSet:
+    def relabel(self, index: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> Self:
+        """The samples at `index` with new labels over new class names."""
+        raise NotImplementedError
+
+    def select_classes(self, names: list[str]) -> Self:
         """Keep the samples of the named classes, relabelled to the order of `names`."""
         position = {name: index for index, name in enumerate(self.classes)}
         missing = [name for name in names if name not in position]
@@ -144,9 +145,9 @@ class ImageSet:
             lookup[position[name]] = new_index
         relabelled = lookup[self.labels]
         keep = relabelled >= 0
-        return ImageSet(self.images[keep], relabelled[keep], list(names))
+        return self.relabel(keep.nonzero().flatten(), relabelled[keep], list(names))
 
-    def limit_per_class(self, count: int | None, *, seed: int) -> ImageSet:
+    def limit_per_class(self, count: int | None, *, seed: int) -> Self:
         """A seeded subset with at most `count` samples of each class (order kept)."""
         if count is None:
             return self
@@ -159,7 +160,7 @@ class ImageSet:
             rank[order[members]] = torch.arange(members.numel())
         return self.take((rank < count).nonzero().flatten())
 
-    def split(self, fraction: float, *, seed: int) -> tuple[ImageSet, ImageSet]:
+    def split(self, fraction: float, *, seed: int) -> tuple[Self, Self]:
         """A seeded (rest, held-out) split; the held-out part is `fraction` of each class."""
         generator = torch.Generator().manual_seed(seed)
         held = []
@@ -171,13 +172,150 @@ class ImageSet:
         held_out[torch.cat(held)] = True
         return self.take((~held_out).nonzero().flatten()), self.take(held_out.nonzero().flatten())
 
+    def _check_labels(self, count: int) -> None:
+        if self.labels.numel() != count:
+            raise DataError(f"{count} images but {self.labels.numel()} labels")
+        if self.labels.numel() and (self.labels.min() < 0 or self.labels.max() >= len(self.classes)):
+            raise DataError(
+                f"labels must lie in 0..{len(self.classes) - 1} for {len(self.classes)} classes, "
+                f"found {int(self.labels.min())}..{int(self.labels.max())}"
+            )
+
+
+@dataclass
+class ImageSet(LabelledSamples):
+    """Images (N, C, H, W) uint8 in memory, labels (N,) int64 indexing `classes`."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise DataError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
+        self._check_labels(self.images.shape[0])
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of every image."""
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    def relabel(self, index: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> ImageSet:
+        return ImageSet(self.images[index], labels, list(classes))
+
+    def fitted(self, i: int, shape: tuple[int, int, int]) -> torch.Tensor:
+        """Image `i` fitted to `shape` (C, H, W); itself when it has that shape already."""
+        return fit_tensor(self.images[i], shape)
+
+
+@dataclass
+class ImageFiles(LabelledSamples):
+    """Image files of any size and mode, read only when a batch needs them.
+
+    `headers` come from each file's header; `channels` is the data set's (1 when every file
+    of both splits is grey), so that its splits decode alike.
+    """
+
+    files: list[str]
+    headers: list[ImageHeader]
+    labels: torch.Tensor
+    classes: list[str]
+    channels: int
+
+    def __post_init__(self):
+        if len(self.headers) != len(self.files):
+            raise DataError(f"{len(self.files)} files but {len(self.headers)} headers")
+        self._check_labels(len(self.files))
+
+    @property
+    def shape(self) -> tuple[int, int, int] | None:
+        """(C, H, W) when every image has the same size, else None."""
+        sizes = {(h.height, h.width) for h in self.headers}
+        return (self.channels, *sizes.pop()) if len(sizes) == 1 else None
+
+    def relabel(self, index: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> ImageFiles:
+        picked = index.tolist()
+        return ImageFiles(
+            [self.files[i] for i in picked], [self.headers[i] for i in picked], labels, list(classes), self.channels
+        )
+
+    def fitted(self, i: int, shape: tuple[int, int, int]) -> torch.Tensor:
+        """File `i` decoded and fitted to `shape` (C, H, W)."""
+        try:
+            return load_fitted(self.files[i], shape)
+        except ImageFileError as error:
+            raise DataError(str(error)) from None
+
+
+class FittedImages(torch.utils.data.Dataset):
+    """A set's samples fitted to one input shape (C, H, W), one at a time: what the streaming
+    path's DataLoader workers decode, and what the resident path decodes once."""
+
+    def __init__(self, samples: ImageSet | ImageFiles, shape: tuple[int, int, int]):
+        self.samples = samples
+        self.shape: tuple[int, int, int] = (shape[0], shape[1], shape[2])
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.samples.fitted(i, self.shape), int(self.samples.labels[i])
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self.samples.labels
+
+    @property
+    def classes(self) -> list[str]:
+        return self.samples.classes
+
+
+def stack_batch(samples: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A DataLoader's collate: uint8 (B, C, H, W) and int64 labels."""
+    return torch.stack([image for image, _ in samples]), torch.tensor([label for _, label in samples])
+
+
+def decode_all(samples: ImageSet | ImageFiles, shape: tuple[int, int, int], *, workers: int = 0) -> ImageSet:
+    """Every sample fitted to `shape`, in memory (the resident path); a set already in that
+    shape is returned as it is, without a copy."""
+    if isinstance(samples, ImageSet) and samples.shape == tuple(shape):
+        return samples
+    loader = torch.utils.data.DataLoader(
+        FittedImages(samples, shape),
+        batch_size=DECODE_BATCH,
+        num_workers=workers,
+        collate_fn=stack_batch,
+    )
+    images = torch.empty((len(samples), *shape), dtype=torch.uint8)
+    start = 0
+    for batch, _ in loader:
+        images[start : start + batch.shape[0]] = batch
+        start += batch.shape[0]
+    return ImageSet(images, samples.labels.clone(), list(samples.classes))
+
+
+def thumbnails(
+    samples: ImageSet | ImageFiles | FittedImages, index: Sequence[int], shape: tuple[int, int, int], max_side: int
+) -> torch.Tensor:
+    """The samples at `index` fitted to `shape` (what a model of that input sees), scaled to
+    at most `max_side` pixels a side: uint8 (M, C, h, w), small enough to store per flip."""
+    fitted = FittedImages(samples.samples if isinstance(samples, FittedImages) else samples, shape)
+    pixels = [thumbnail(fitted[i][0], max_side) for i in index]
+    if not pixels:  # an empty stack of the thumbnails' shape
+        return thumbnail(torch.zeros(shape, dtype=torch.uint8), max_side).unsqueeze(0)[:0]
+    return torch.stack(pixels)
+
 
 @dataclass
 class DataBundle:
     """A registered data set: its training and evaluation splits and its content digest."""
 
-    train: ImageSet
-    test: ImageSet
+    train: ImageSet | ImageFiles
+    test: ImageSet | ImageFiles
     digest: str
 
     @property
@@ -185,13 +323,37 @@ class DataBundle:
         return self.train.classes
 
     def describe(self) -> dict:
+        """What inspection records: classes, split sizes, the common image shape (None when
+        sizes differ) and a summary of sizes and modes."""
         return {
             "classes": list(self.classes),
             "train_size": len(self.train),
             "test_size": len(self.test),
-            "image_shape": list(self.train.images.shape[1:]),
+            "image_shape": list(shape) if (shape := self.train.shape) and shape == self.test.shape else None,
+            "image_summary": image_summary([self.train, self.test]),
             "digest": self.digest,
         }
+
+
+def image_summary(parts: list[ImageSet | ImageFiles]) -> dict:
+    """Channels, smallest and largest (height, width), and image counts per mode."""
+    sizes: list[tuple[int, int]] = []
+    modes: dict[str, int] = {}
+    for part in parts:
+        if isinstance(part, ImageSet):
+            sizes.append((part.shape[1], part.shape[2]))
+            mode = "L" if part.shape[0] == 1 else "RGB"
+            modes[mode] = modes.get(mode, 0) + len(part)
+        else:
+            sizes.extend((h.height, h.width) for h in part.headers)
+            for header in part.headers:
+                modes[header.mode] = modes.get(header.mode, 0) + 1
+    return {
+        "channels": parts[0].channels,
+        "min_size": list(min(sizes, key=math.prod)) if sizes else None,  # by area
+        "max_size": list(max(sizes, key=math.prod)) if sizes else None,
+        "modes": dict(sorted(modes.items())),
+    }
 
 
 def content_digest(train: ImageSet, test: ImageSet) -> str:
@@ -199,6 +361,20 @@ def content_digest(train: ImageSet, test: ImageSet) -> str:
     for part in (train, test):
         digest.update(part.images.contiguous().numpy())  # hashed in place, not copied to bytes
         digest.update(part.labels.numpy().astype("<i8").tobytes())
+    digest.update(json.dumps(train.classes).encode())
+    return digest.hexdigest()
+
+
+def files_digest(root: Path, train: ImageFiles, test: ImageFiles) -> str:
+    """Hash of every file's bytes, its path under `root` and its label: a change on disk is
+    seen without decoding a pixel."""
+    digest = hashlib.sha256()
+    for part in (train, test):
+        for file, label in zip(part.files, part.labels.tolist(), strict=True):
+            digest.update(json.dumps([str(Path(file).relative_to(root)), label]).encode())
+            with open(file, "rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
     digest.update(json.dumps(train.classes).encode())
     return digest.hexdigest()
 
@@ -234,9 +410,10 @@ def _refuse_links_outside(root: Path, limits: DataLimits) -> None:
                 raise DataError(f"{entry} links outside the data set folder ({entry.resolve()})")
 
 
-def load_dataset(uri: str | Path, data_format: str | None = None, *, limits: DataLimits | None = None) -> DataBundle:
-    """Read a data set from disk into uint8 tensors with its ordered class names, within
-    `limits` (default: DataLimits()); any unreadable input is a DataError."""
+def open_dataset(uri: str | Path, data_format: str | None = None, *, limits: DataLimits | None = None) -> DataBundle:
+    """Open a data set within `limits` (default: DataLimits()): arrays are read into memory;
+    an image folder's files are listed and their headers read (sizes, modes), their pixels
+    left on disk until a batch needs them. Any unreadable input is a DataError."""
     limits = limits or DataLimits()
     path = Path(uri)
     if not path.exists():
@@ -247,7 +424,7 @@ def load_dataset(uri: str | Path, data_format: str | None = None, *, limits: Dat
     if data_format not in LOADERS:
         raise DataError(f"unknown format {data_format!r}; expected one of {', '.join(DatasetFormat)}")
     try:
-        train, test = LOADERS[data_format](path, _Budget(limits))
+        train, test = LOADERS[DatasetFormat(data_format)](path, _Budget(limits))
     except DataError:
         raise
     except MemoryError:
@@ -256,12 +433,39 @@ def load_dataset(uri: str | Path, data_format: str | None = None, *, limits: Dat
         raise DataError(f"{path} is not a readable {data_format} data set ({type(error).__name__}: {error})") from None
     if train.classes != test.classes:
         raise DataError("the training and evaluation splits name different classes")
-    if train.images.shape[1:] != test.images.shape[1:]:
-        raise DataError("the training and evaluation splits have different image shapes")
     twice = duplicates(train.classes)
     if twice:
         raise DataError(f"duplicate class names in the data set: {', '.join(twice)}")
+    if isinstance(train, ImageFiles) and isinstance(test, ImageFiles):
+        return DataBundle(train, test, files_digest(path, train, test))
+    assert isinstance(train, ImageSet) and isinstance(test, ImageSet)  # the array formats
+    if train.shape != test.shape:
+        raise DataError("the training and evaluation splits have different image shapes")
     return DataBundle(train, test, content_digest(train, test))
+
+
+def load_dataset(uri: str | Path, data_format: str | None = None, *, limits: DataLimits | None = None) -> DataBundle:
+    """Read a data set into memory as uint8 tensors at its images' own size (which all its
+    images must share; `open_dataset` and a recipe's image_size take any sizes), within
+    `limits`: an image folder's decoded pixels count against max_bytes."""
+    limits = limits or DataLimits()
+    bundle = open_dataset(uri, data_format, limits=limits)
+    budget = _Budget(limits)
+    parts = []
+    for name, part in (("train", bundle.train), ("test", bundle.test)):
+        if isinstance(part, ImageFiles):
+            if part.shape is None:
+                sizes = sorted({(h.height, h.width) for h in part.headers})
+                raise DataError(
+                    f"images under {Path(uri) / name} differ in size ({sizes[0]}..{sizes[-1]}, height x width): "
+                    "set the recipe's image_size to fit them to one size"
+                )
+            budget.spend(len(part) * math.prod(part.shape), f"decoding {Path(uri) / name}")
+            part = decode_all(part, part.shape)
+        parts.append(part)
+    if parts[0].shape != parts[1].shape:
+        raise DataError("the training and evaluation splits have different image shapes")
+    return DataBundle(parts[0], parts[1], bundle.digest)
 
 
 def _read_idx(path: Path, budget: _Budget) -> np.ndarray:
@@ -313,62 +517,49 @@ def _load_fashion_mnist(root: Path, budget: _Budget) -> tuple[ImageSet, ImageSet
     return splits[0], splits[1]
 
 
-def _read_image(file: Path, budget: _Budget) -> np.ndarray:
-    """One image as (H, W, 3) uint8; its size is checked from its header before it is decoded."""
-    from PIL import Image
-
+def _read_header(file: Path, budget: _Budget) -> ImageHeader:
+    """One image file's header, its size within the limits; no pixel is decoded."""
     if not file.is_file():
         raise DataError(f"{file} is not a regular file")
-    # Pillow refuses (DecompressionBombError) or warns past MAX_IMAGE_PIXELS when it opens a
-    # file; the warning is an error here too.
-    Image.MAX_IMAGE_PIXELS = budget.limits.max_image_pixels
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(file) as image:
-                width, height = image.size
-                budget.check_pixels(height, width, str(file))
-                budget.spend(width * height * 3, str(file))
-                return np.asarray(image.convert("RGB"))
-    except DataError:
-        raise
+            header = read_header(file)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise budget.limits.exceeded("max_image_pixels", f"{file} ({error})") from None
-    except MemoryError:
-        raise DataError(f"{file}: ran out of memory decoding it") from None
-    except Exception as error:  # Pillow raises many kinds for a broken file: each is the file's fault
-        raise DataError(f"{file} is not a readable image ({type(error).__name__}: {error})") from None
+    except ImageFileError as error:
+        raise DataError(str(error)) from None
+    budget.check_pixels(header.height, header.width, str(file))
+    return header
 
 
-def _load_imagefolder(root: Path, budget: _Budget) -> tuple[ImageSet, ImageSet]:
+def _open_imagefolder(root: Path, budget: _Budget) -> tuple[ImageFiles, ImageFiles]:
     split_dirs = [root / "train", root / "test"]
     for split_dir in split_dirs:
         if not split_dir.is_dir():
             raise DataError(f"an imagefolder data set needs {split_dir}/<class>/<image> files")
     classes = sorted(p.name for p in split_dirs[0].iterdir() if p.is_dir())
     budget.check_classes(len(classes), str(split_dirs[0]))
-    splits = []
+    # Pillow refuses (DecompressionBombError) or warns past MAX_IMAGE_PIXELS when it opens a
+    # file; the warning is an error here too (_read_header).
+    Image.MAX_IMAGE_PIXELS = budget.limits.max_image_pixels
+    listed = []
     for split_dir in split_dirs:
-        listing = []
+        files, headers, labels = [], [], []
         for index, name in enumerate(classes):
-            files = [file for file in sorted((split_dir / name).glob("*")) if file.suffix.lower() in IMAGE_SUFFIXES]
-            budget.count_images(len(files), f"{split_dir / name}")
-            listing += [(file, index) for file in files]
-        arrays, labels = [], []
-        for file, index in listing:
-            arrays.append(_read_image(file, budget))
-            labels.append(index)
-        if not arrays:
+            found = [file for file in sorted((split_dir / name).glob("*")) if file.suffix.lower() in IMAGE_SUFFIXES]
+            budget.count_images(len(found), f"{split_dir / name}")
+            for file in found:
+                headers.append(_read_header(file, budget))
+                files.append(str(file))
+                labels.append(index)
+        if not files:
             raise DataError(f"no images under {split_dir}")
-        shapes = {a.shape for a in arrays}
-        if len(shapes) > 1:
-            raise DataError(f"images under {split_dir} differ in size: {sorted(shapes)[:3]}")
-        stacked = np.stack(arrays)
-        images = torch.from_numpy(stacked).permute(0, 3, 1, 2).contiguous()
-        if all(np.array_equal(stacked[..., 0], stacked[..., k]) for k in (1, 2)):
-            images = images[:, :1].contiguous()  # grey images stay one channel
-        splits.append(ImageSet(images, torch.tensor(labels, dtype=torch.long), list(classes)))
-    return splits[0], splits[1]
+        listed.append((files, headers, torch.tensor(labels, dtype=torch.long)))
+    # Grey files stay one channel, unless any file of either split has colour.
+    channels = 1 if all(h.grey for _, headers, _ in listed for h in headers) else 3
+    train, test = (ImageFiles(files, headers, labels, list(classes), channels) for files, headers, labels in listed)
+    return train, test
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -483,9 +674,9 @@ def _load_npz(path: Path, budget: _Budget) -> tuple[ImageSet, ImageSet]:
 
 
 # One loader per contract format (tests/engine/test_data.py checks that none is missing).
-LOADERS = {
+LOADERS: dict[DatasetFormat, Callable[[Path, _Budget], tuple[ImageSet, ImageSet] | tuple[ImageFiles, ImageFiles]]] = {
     DatasetFormat.FASHION_MNIST: _load_fashion_mnist,
-    DatasetFormat.IMAGEFOLDER: _load_imagefolder,
+    DatasetFormat.IMAGEFOLDER: _open_imagefolder,
     DatasetFormat.CIFAR: _load_cifar100,
     DatasetFormat.NPZ: _load_npz,
 }
@@ -556,3 +747,61 @@ def augment(images: torch.Tensor, *, padding: int, flip: bool, generator: torch.
         flipped = torch.rand(batch, device=device, generator=generator) < 0.5
         images = torch.where(flipped[:, None, None, None], images.flip(3), images)
     return images
+
+
+def random_resized_crop(
+    images: torch.Tensor,
+    *,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    flip: bool,
+    generator: torch.Generator,
+    attempts: int = 10,
+) -> torch.Tensor:
+    """torchvision's RandomResizedCrop (+ optional horizontal flip) for a whole batch on its
+    device: float32 (B, C, H, W) on the 0..255 scale.
+
+    Each sample draws `attempts` boxes of a random share of the area in `scale` and a
+    log-uniform aspect in `ratio`, keeps the first that fits (the whole image when none
+    does) and resamples it bilinearly to the input size (a box is never larger than the
+    image, so this only enlarges: no antialiasing is needed).
+    """
+    batch, _, height, width = images.shape
+    device = images.device
+    area = height * width * torch.empty(batch, attempts, device=device).uniform_(*scale, generator=generator)
+    log_ratio = torch.empty(batch, attempts, device=device).uniform_(
+        math.log(ratio[0]), math.log(ratio[1]), generator=generator
+    )
+    aspect = log_ratio.exp()
+    box_w = (area * aspect).sqrt().round()
+    box_h = (area / aspect).sqrt().round()
+    fits = (box_w >= 1) & (box_w <= width) & (box_h >= 1) & (box_h <= height)
+    first = fits.float().argmax(1)  # index of the first fitting attempt (0 when none fits)
+    found = fits.any(1)
+    pick = torch.arange(batch, device=device)
+    box_w = torch.where(found, box_w[pick, first], torch.full_like(box_w[:, 0], width))
+    box_h = torch.where(found, box_h[pick, first], torch.full_like(box_h[:, 0], height))
+    u = torch.rand(batch, 2, device=device, generator=generator)
+    top = (u[:, 0] * (height - box_h + 1)).floor()
+    left = (u[:, 1] * (width - box_w + 1)).floor()
+    # The affine map from output to input in grid_sample's [-1, 1] coordinates (pixel centres).
+    theta = torch.zeros(batch, 2, 3, device=device)
+    theta[:, 0, 0] = box_w / width
+    theta[:, 0, 2] = (2 * left + box_w) / width - 1
+    theta[:, 1, 1] = box_h / height
+    theta[:, 1, 2] = (2 * top + box_h) / height - 1
+    if flip:
+        flipped = torch.rand(batch, device=device, generator=generator) < 0.5
+        theta[:, 0, 0] = torch.where(flipped, -theta[:, 0, 0], theta[:, 0, 0])
+    grid = F.affine_grid(theta, [batch, images.shape[1], height, width], align_corners=False)
+    return F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def augment_batch(images: torch.Tensor, recipe: Recipe, generator: torch.Generator) -> torch.Tensor:
+    """The recipe's training augmentation of a uint8 batch on its device (mpt.recipe.Recipe's
+    train_crop): uint8 for "pad", float on the 0..255 scale for "random_resized"."""
+    if recipe.train_crop == "random_resized":
+        return random_resized_crop(
+            images, scale=recipe.crop_scale, ratio=recipe.crop_ratio, flip=recipe.horizontal_flip, generator=generator
+        )
+    return augment(images, padding=recipe.crop_padding, flip=recipe.horizontal_flip, generator=generator)

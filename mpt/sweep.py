@@ -141,9 +141,11 @@ def run_sweep(
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
     if checkpoint_dir:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    arch, data, setup = update_setup(
+    arch, data, setup, inputs = update_setup(
         bundle=bundle, base=base, classes=classes, arch=arch, recipe=recipe, seed=seed, device=torch_device
     )
+    if progress.on_data_path:
+        progress.on_data_path(inputs.data_path)
     common = dict(data=data, arch=arch, store=store, progress=progress, checkpoint_dir=checkpoint_dir)
     reference = independent_model(setup, phase="reference", **common)
     teachers = Teachers(old=base.net, reference=reference.net)
@@ -155,7 +157,10 @@ def run_sweep(
 
     # Every student starts from the weights a lone run with this seed would start from.
     warm_from = base.net if recipe.warm_start else None
-    students = [untrained_model(arch, data, setup.mean, setup.std, seed=seed, warm_from=warm_from) for _ in candidates]
+    students = [
+        untrained_model(arch, data, inputs.shape, setup.mean, setup.std, seed=seed, warm_from=warm_from)
+        for _ in candidates
+    ]
     sweep_setup = dataclasses.replace(
         setup,
         teachers=teachers,
@@ -167,13 +172,17 @@ def run_sweep(
     )
 
     k_old = data.class_map.k_old
+    validation = setup.validation  # prepared for the input once: trials are evaluated on it as trained
+    assert validation is not None  # update_setup always holds one out
     trials = []
     for student, candidate, history in zip(students, candidates, histories, strict=True):
         model = LoadedModel(student.net.cpu(), student.spec)
-        report, _ = evaluate(model=model, baseline=base, evaluation=data.validation, k_old=k_old, device=torch_device)
+        report, _ = evaluate(
+            model=model, baseline=base, evaluation=validation, k_old=k_old, device=torch_device, recipe=recipe
+        )
         trials.append(Trial(candidate, history, headline(report), report, model))
     reference_val_report, _ = evaluate(
-        model=reference, baseline=base, evaluation=data.validation, k_old=k_old, device=torch_device
+        model=reference, baseline=base, evaluation=validation, k_old=k_old, device=torch_device, recipe=recipe
     )
     reference_validation = headline(reference_val_report)
     bound = reference_validation["nfr_old_classes"] if max_val_nfr is None else max_val_nfr
@@ -188,9 +197,14 @@ def run_sweep(
     outcome = SweepOutcome(trials, winner, policy, data, reference, reference_validation)
     progress.enter("evaluating")
     outcome.report, outcome.ledger = evaluate(
-        model=outcome.best.model, baseline=base, evaluation=data.evaluation, k_old=k_old, device=torch_device
+        model=outcome.best.model,
+        baseline=base,
+        evaluation=inputs.evaluation,
+        k_old=k_old,
+        device=torch_device,
+        recipe=recipe,
     )
     outcome.reference_report, _ = evaluate(
-        model=reference, baseline=base, evaluation=data.evaluation, k_old=k_old, device=torch_device
+        model=reference, baseline=base, evaluation=inputs.evaluation, k_old=k_old, device=torch_device, recipe=recipe
     )
     return outcome
