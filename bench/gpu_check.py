@@ -203,7 +203,8 @@ def equality(report: Report, device: torch.device, data: Path) -> None:
     rate between them), each epoch warm-up, capture, replays and a short last batch."""
     full_batches = WARMUP_STEPS + 4
     train = load_dataset(str(data)).train
-    train_set: ImageSet = train.take(torch.arange(full_batches * 128 + 37))
+    assert isinstance(train, ImageSet)  # load_dataset decodes
+    train_set = train.take(torch.arange(full_batches * 128 + 37))
     mean, std = channel_stats(train_set.images)
     base = Recipe(epochs=2, batch_size=128)
     setup = TrainingSetup(

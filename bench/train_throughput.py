@@ -257,7 +257,7 @@ def compute_only_run(
     in_channels = train_set.images.shape[1]
     memory_format = training_memory_format(device, RECIPE)
     method = get_method("mpt-kl")
-    net = build_net(arch, num_classes=k, in_channels=in_channels, seed=1).to(device, memory_format=memory_format)
+    net = build_net(arch, num_classes=k, in_channels=in_channels, seed=1).to(device).to(memory_format=memory_format)
     optimizer = torch.optim.SGD(
         net.parameters(), lr=RECIPE.lr, momentum=RECIPE.momentum, weight_decay=RECIPE.weight_decay
     )

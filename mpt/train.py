@@ -363,7 +363,7 @@ def _students(
     # (docs/BENCHMARKS.md, "Sweeps").
     if len(nets) > 1 and (recipe.pack_students == "on" or (recipe.pack_students == "auto" and device.type == "cuda")):
         try:
-            packed = pack(nets).to(device, memory_format=memory_format)
+            packed = pack(nets).to(memory_format=memory_format)  # on the nets' device already
         except NotPackable:
             packed = None  # an architecture packing does not know: the students train side by side
     held = [(packed, losses)] if packed is not None else [(net, [loss]) for net, loss in zip(nets, losses, strict=True)]
