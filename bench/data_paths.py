@@ -31,8 +31,10 @@ from pathlib import Path
 
 import torch
 
-from mpt.data import ImageFiles, ImageSet, augment_batch, decode_all, load_dataset, open_dataset
+from mpt.augment import augment_batch
+from mpt.data import ImageFiles, ImageSet, decode_all
 from mpt.feed import RESIDENT, STREAMING, BatchFeed, prepare
+from mpt.formats import load_dataset, open_dataset
 from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe
 from mpt.train import TrainingSetup, epoch_generator, train

@@ -49,7 +49,8 @@ from train_throughput import (
     workload,
 )
 
-from mpt.data import ImageSet, channel_stats, load_dataset
+from mpt.data import ImageSet, channel_stats
+from mpt.formats import load_dataset
 from mpt.graphs import WARMUP_STEPS
 from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe

@@ -53,7 +53,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mpt.data import ImageSet, augment, channel_stats, load_dataset
+from mpt.augment import augment
+from mpt.data import ImageSet, channel_stats
+from mpt.formats import load_dataset
 from mpt.losses import LossInputs, get_method
 from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe

@@ -13,8 +13,9 @@ from mpt import importer
 from mpt.artifacts import LoadedModel, load_model, save_model
 from mpt.cli_args import parse_assignments, parse_classes, recipe_from_args
 from mpt.console import epoch_progress, format_table
-from mpt.data import DataError, open_dataset
+from mpt.data import DataError
 from mpt.flips import headline
+from mpt.formats import open_dataset
 from mpt.losses import METHODS
 from mpt.nets import ARCHITECTURES
 from mpt.recipe import MethodParams

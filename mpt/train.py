@@ -2,7 +2,7 @@
 
 Each step takes a uint8 batch from a mpt.feed.BatchFeed (a gather from the set held on the
 device, or a batch decoded by DataLoader workers: the same batches either way), augments it
-on the device (mpt.data.augment_batch), runs the teachers without gradient on the same
+on the device (mpt.augment.augment_batch), runs the teachers without gradient on the same
 augmented batch and the student with gradient. Nothing waits for the device except at poll points (every
 `recipe.poll_every_steps` steps) and at the end of an epoch.
 
@@ -21,7 +21,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mpt.data import augment_batch, normalize
+from mpt.augment import augment_batch
+from mpt.data import normalize
 from mpt.feed import BatchFeed, Prepared, decode_workers
 from mpt.graphs import CapturedStep
 from mpt.losses import Method, get_method

@@ -19,7 +19,8 @@ from db.errors import ServiceError
 from db.model_versions.service import get_model
 from mpt.artifacts import ArtifactError, load_model
 from mpt.compare import compare
-from mpt.data import DataError, open_dataset, thumbnails
+from mpt.data import DataError, thumbnails
+from mpt.formats import open_dataset
 from mpt.recipe import Recipe
 from mpt.train import resolve_device
 from worker.jobs import artifact_path, session_factory, settings, with_db_retries

@@ -31,7 +31,9 @@ from db.updates.completion import complete_job
 from db.updates.lifecycle import cancel_job_finished, claim_job, fail_job, heartbeat, record_event
 from db.updates.models import JobStatus
 from mpt.artifacts import ArtifactError, LoadedModel, load_model, save_model
-from mpt.data import DataError, DataLimits, ImageFiles, ImageSet, open_dataset, thumbnails
+from mpt.data import DataError, ImageFiles, ImageSet, thumbnails
+from mpt.formats import open_dataset
+from mpt.limits import DataLimits
 from mpt.recipe import MethodParams, Recipe
 from mpt.train import Callbacks, NonFiniteLoss, TrainingCancelled
 from mpt.update import Progress, run_update

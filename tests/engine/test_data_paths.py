@@ -9,19 +9,10 @@ import torch
 from engine_support import PHOTO_KINDS, save_photo, synthetic_images, write_photo_folder
 from PIL import Image, ImageFile, ImageFilter
 
-from mpt.data import (
-    DataError,
-    FittedImages,
-    ImageFiles,
-    ImageSet,
-    channel_stats,
-    decode_all,
-    load_dataset,
-    open_dataset,
-    random_resized_crop,
-    thumbnails,
-)
+from mpt.augment import random_resized_crop
+from mpt.data import DataError, FittedImages, ImageFiles, ImageSet, channel_stats, decode_all, thumbnails
 from mpt.feed import RESIDENT, STREAMING, choose_data_path, measure_channel_stats, prepare
+from mpt.formats import load_dataset, open_dataset
 from mpt.images import decode_image, fit_image, image_to_tensor, read_header, thumbnail
 from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe

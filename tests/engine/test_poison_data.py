@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 ADDRESS_SPACE = 5 * 1024**3
 LOAD = """
 import json, sys
-from mpt.data import DataError, DataLimits, load_dataset
+from mpt.data import DataError
+from mpt.formats import load_dataset
+from mpt.limits import DataLimits
 fields = ("max_bytes", "max_images", "max_image_pixels", "max_classes")
 names = tuple((field, "FLIPGUARD_DATASET_" + field.upper()) for field in fields)
 for path, data_format, limits in json.loads(sys.argv[1]):

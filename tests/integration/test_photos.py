@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from mpt.data import load_dataset, open_dataset
+from mpt.formats import load_dataset, open_dataset
 from mpt.recipe import Recipe
 from mpt.update import evaluate, prepare_data
 from tests.engine.engine_support import write_photo_folder
