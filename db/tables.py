@@ -6,7 +6,7 @@ from db.flips.models import FlipReport, FlipSample
 from db.model_versions.models import ModelVersion
 from db.references.models import ReferenceModel
 from db.tokens.models import ApiToken
-from db.updates.models import JobEvent, UpdateJob
+from db.updates.models import JobEvent, UpdateCandidate, UpdateJob
 
 metadata = Base.metadata
 
@@ -18,6 +18,7 @@ __all__ = [
     "JobEvent",
     "ModelVersion",
     "ReferenceModel",
+    "UpdateCandidate",
     "UpdateJob",
     "metadata",
 ]
