@@ -100,12 +100,12 @@ class Selection:
         if self.policy == Policy.MIN_NFR:
             return (
                 f"min_nfr: the lowest validation NFR among candidates whose validation accuracy is at least "
-                f"the independent retrain's minus {_points(self.max_accuracy_drop)}"
+                f"the independent retrain's minus {_points(self.max_accuracy_drop or 0.0)}"
             )
         bound = (
             f"at most {_pct(self.max_nfr)}"
             if self.max_nfr is not None
-            else f"at most {self.max_nfr_ratio:g} x the independent retrain's"
+            else f"at most {self.max_nfr_ratio or 0.0:g} x the independent retrain's"
         )
         return f"max_accuracy: the highest validation accuracy among candidates whose validation NFR is {bound}"
 
@@ -168,7 +168,8 @@ def candidate_label(params: Mapping[str, Any], swept: Sequence[str]) -> str:
 def choose(
     selection: Selection, candidates: Sequence[Figures], reference: Figures, labels: Sequence[str] | None = None
 ) -> Choice:
-    """Apply a (resolved) selection to the candidates' validation figures."""
+    """Apply a selection (resolved here) to the candidates' validation figures."""
+    selection = selection.resolved()
     if not candidates:
         raise ValueError("a sweep needs at least one candidate")
     labels = list(labels) if labels is not None else [f"candidate {i}" for i in range(len(candidates))]
@@ -179,7 +180,7 @@ def choose(
 
     ref_text = f"the independent retrain: accuracy {_pct(reference.accuracy)}, NFR {_pct(reference.nfr)}"
     if selection.policy == Policy.MIN_NFR:
-        drop = selection.max_accuracy_drop
+        drop = selection.max_accuracy_drop or 0.0
         floor = reference.accuracy - drop
         qualified = [i for i, c in enumerate(candidates) if c.accuracy >= floor - TOLERANCE]
         if qualified:
@@ -200,8 +201,9 @@ def choose(
             ceiling = selection.max_nfr
             bound_text = f"<= {_pct(ceiling)} (max_nfr)"
         else:
-            ceiling = selection.max_nfr_ratio * reference.nfr
-            bound_text = f"<= {_pct(ceiling)} ({selection.max_nfr_ratio:g} x {ref_text})"
+            ratio = selection.max_nfr_ratio if selection.max_nfr_ratio is not None else DEFAULT_MAX_NFR_RATIO
+            ceiling = ratio * reference.nfr
+            bound_text = f"<= {_pct(ceiling)} ({ratio:g} x {ref_text})"
         qualified = [i for i, c in enumerate(candidates) if c.nfr <= ceiling + TOLERANCE]
         if qualified:
             winner = min(qualified, key=lambda i: (-candidates[i].accuracy, candidates[i].nfr, i))
@@ -239,7 +241,8 @@ def check_sweep(
     if not values:
         raise SweepError(("sweep",), "a sweep needs at least one MethodParams field with its values")
     used = PARAMS_USED[UpdateMethod(method)]
-    total, checked = 1, {}
+    total = 1
+    checked: dict[str, list] = {}
     for name, candidates in values.items():
         if name not in METHOD_PARAM_FIELDS:
             raise SweepError(("sweep", name), f"unknown MethodParams field {name!r}")
