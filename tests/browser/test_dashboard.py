@@ -188,6 +188,7 @@ def test_cancel_from_the_job_page(driver, stack, story):
             "base_model_id": story["v1"]["id"],
             "dataset_id": story["dataset"]["id"],
             "method": "mpt-kl",
+            "method_params": {"bias": 4.0},  # one student: its phase reads "training"
             "recipe": long_recipe,
         }
     )
