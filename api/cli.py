@@ -67,6 +67,20 @@ def parse_assignments(pairs: list[str], *, flag: str) -> dict:
     return values
 
 
+def parse_sweep(pairs: list[str]) -> dict[str, list]:
+    """`bias=0,1,2,4` -> {"bias": [0, 1, 2, 4]} (repeatable for a grid)."""
+    grid = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not raw:
+            raise SystemExit(f"--sweep expects KEY=V1,V2,..., got {pair!r}")
+        try:
+            grid[key] = [json.loads(value) for value in raw.split(",")]
+        except json.JSONDecodeError:
+            raise SystemExit(f"--sweep values must be numbers, got {raw!r}") from None
+    return grid
+
+
 def datasets_add(client: httpx.Client, args) -> None:
     dataset = request(client, "POST", "/datasets", json={"name": args.name, "uri": args.uri, "format": args.format})
     print(f"data set {dataset['id']} {dataset['name']}: {dataset['status']} (a worker inspects it)")
@@ -103,8 +117,16 @@ def update_submit(client: httpx.Client, args) -> None:
         "method": args.method,
         "method_params": parse_assignments(args.param, flag="--param"),
         "recipe": parse_assignments(args.recipe, flag="--recipe"),
-        "gate": {"max_nfr": args.max_nfr, "min_accuracy": args.min_accuracy, "auto_promote": args.auto_promote},
+        "gate": {
+            "max_nfr": args.max_nfr,
+            "min_accuracy": args.min_accuracy,
+            "max_accuracy_drop": args.max_accuracy_drop,
+            "max_nfr_ratio": args.max_nfr_ratio,
+            "auto_promote": args.auto_promote,
+        },
         "seed": args.seed,
+        "sweep": parse_sweep(args.sweep) or None,
+        "selection": parse_assignments(args.selection, flag="--selection") or None,
     }
     body = {key: value for key, value in body.items() if value is not None}
     headers = {"Idempotency-Key": args.idempotency_key} if args.idempotency_key else {}
@@ -144,12 +166,58 @@ def watch(client: httpx.Client, job_id: int, *, interval: float) -> None:
         print()
     if job["status"] == "succeeded":
         print(f"registered model {job['result_model_id']}")
+        print_candidates(job)
         return
     raise ApiFailure(f"job {job_id} {job['status']}" + (f": {job['error']}" if job["error"] else ""))
 
 
 def update_watch(client: httpx.Client, args) -> None:
     watch(client, args.job_id, interval=args.interval)
+
+
+def print_candidates(job: dict) -> None:
+    """A sweeping job's candidates on the validation split, the independent retrain and the choice."""
+    candidates = job.get("candidates") or []
+    if not candidates:
+        if job.get("sweep"):
+            print(f"sweep {json.dumps(job['sweep'])}: candidates are listed once the job has succeeded")
+        return
+    choice = job.get("choice") or {}
+    qualified = set(choice.get("qualified") or [])
+    rows = [
+        [
+            ("* " if c["chosen"] else "  ") + c["label"],
+            percent(c["validation"].get("accuracy")),
+            percent(c["validation"].get("nfr_old_classes")),
+            "yes" if c["index"] in qualified else "no",
+        ]
+        for c in candidates
+    ]
+    reference = choice.get("reference_validation") or {}
+    if reference:
+        rows.append(
+            [
+                "  independent retrain",
+                percent(reference.get("accuracy")),
+                percent(reference.get("nfr_old_classes")),
+                "-",
+            ]
+        )
+    print(f"candidates of job {job['id']} (validation split; * = chosen and registered):")
+    print_table(["candidate", "val accuracy", "val NFR (old classes)", "within bound"], rows)
+    if choice:
+        print(f"rule: {choice.get('rule')}")
+        print(f"choice: {choice.get('explanation')}")
+
+
+def update_show(client: httpx.Client, args) -> None:
+    job = request(client, "GET", f"/updates/{args.job_id}")
+    print(progress_line(job))
+    if job["result_model_id"] is not None:
+        print(f"registered model {job['result_model_id']}")
+    if job["error"]:
+        print(f"error: {job['error']}")
+    print_candidates(job)
 
 
 def flips(client: httpx.Client, args) -> None:
@@ -234,8 +302,24 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--recipe", action="append", default=[], metavar="KEY=VALUE", help="recipe field, e.g. epochs=30 (repeatable)"
     )
+    submit.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="train candidates side by side, e.g. bias=0,1,2,4 (repeatable; default for MPT without bias: that one)",
+    )
+    submit.add_argument(
+        "--selection",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="how the winner is chosen, e.g. policy=min_nfr max_accuracy_drop=0.005 (repeatable)",
+    )
     submit.add_argument("--max-nfr", type=float)
     submit.add_argument("--min-accuracy", type=float)
+    submit.add_argument("--max-accuracy-drop", type=float, help="gate: accuracy >= the independent retrain's - this")
+    submit.add_argument("--max-nfr-ratio", type=float, help="gate: NFR <= this x the independent retrain's")
     submit.add_argument("--auto-promote", action="store_true")
     submit.add_argument("--seed", type=int)
     submit.add_argument("--idempotency-key")
@@ -246,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     follow.add_argument("job_id", type=int)
     follow.add_argument("--interval", type=float, default=2.0)
     follow.set_defaults(run=update_watch)
+    show = update.add_parser("show", help="a job's state and, for a sweep, its candidate table")
+    show.add_argument("job_id", type=int)
+    show.set_defaults(run=update_show)
 
     report = commands.add_parser("flips", help="a model's flip figures beside its reference model's")
     report.add_argument("model_id", type=int)

@@ -1,11 +1,13 @@
 """Sweeps through the API: refusals naming the field, the default sweep, the candidates of a
 finished job in GET /updates/{id} and on the dashboard's job and model pages."""
 
+import argparse
 import re
 
 import pytest
 from api_helpers import CLASSES, assert_error, model_file, ready_dataset, summary, upload
 
+from api.cli import parse_sweep, update_show
 from contracts.jobs import Candidate, Gate, JobRequest, RegisteredModel, SweepResult
 from contracts.selection import Figures, Selection, choose
 from db.updates.completion import complete_job
@@ -142,3 +144,24 @@ def test_dashboard_pages_draw_the_candidates(client, session, tmp_path):
         assert "lowest NFR" in page.text and 'id="candidate-table"' in page.text
     model_page = client.get(f"/dashboard/models/{model_id}").text
     assert "max NFR ratio vs retrain" in model_page and "ceiling" in model_page
+
+
+def test_cli_prints_the_candidate_table(client, session, tmp_path, capsys):
+    job_id, model_id = finished_sweep(client, session, tmp_path)
+    update_show(client, argparse.Namespace(job_id=job_id))
+    out = capsys.readouterr().out
+    assert f"registered model {model_id}" in out
+    lines = out.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("candidate "))
+    table = lines[header + 2 : header + 7]
+    assert [line.split()[:2] for line in table[:4]] == [
+        ["bias=0", "81.00%"],
+        ["bias=1", "80.00%"],
+        ["*", "bias=2"],
+        ["bias=4", "78.00%"],
+    ]
+    assert table[2].split()[2:] == ["79.70%", "1.00%", "yes"]
+    assert table[4].split()[:2] == ["independent", "retrain"]
+    assert any(line.startswith("rule: min_nfr") for line in lines)
+    assert any(line.startswith("choice: ") and "bias=2" in line for line in lines)
+    assert parse_sweep(["bias=0,1,2,4", "tau=2,5"]) == {"bias": [0, 1, 2, 4], "tau": [2, 5]}
