@@ -112,6 +112,33 @@ curl -s -X POST $URL/models -H "Authorization: Bearer $TOKEN" -F family=evil -F 
         "Cancelling a finished job is a conflict",
         'curl -s -X POST $URL/updates/2/cancel -H "Authorization: Bearer $TOKEN"',
     ),
+    (
+        "A sweep: b in {0, 1, 2, 4} trained together, the winner chosen on validation, a gate relative to the retrain",
+        f"""curl -s -X POST $URL/updates -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+  -d '{{"base_model_id": 1, "dataset_id": 1, "method": "mpt-kl", "sweep": {{"bias": [0, 1, 2, 4]}},
+       "selection": {{"policy": "min_nfr", "max_accuracy_drop": 0.005}},
+       "gate": {{"max_accuracy_drop": 0.02, "max_nfr_ratio": 1.0}}, "recipe": {RECIPE}}}'""",
+    ),
+    (
+        "A grid past the bound of 8 candidates names the field that passes it",
+        """curl -s -X POST $URL/updates -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+  -d '{"base_model_id": 1, "dataset_id": 1, "method": "mpt-kl", "sweep": {"bias": [0, 1, 2, 4], "tau": [2, 5, 8]}}'""",
+    ),
+    (
+        "The sweep's candidates (validation split) and the choice, in words",
+        'curl -s $URL/updates/3 -H "Authorization: Bearer $TOKEN" | python3 -c \'import json,sys; j=json.load(sys.stdin); '
+        'print(json.dumps({k: j[k] for k in ("status", "sweep", "selection", "choice", "result_model_id")}, indent=2)); '
+        'print(json.dumps([{k: c[k] for k in ("label", "chosen")} | {"val_accuracy": c["validation"]["accuracy"], '
+        '"val_nfr_old_classes": c["validation"]["nfr_old_classes"]} for c in j["candidates"]], indent=2))\'',
+    ),
+    (
+        "The winner's gate verdict, relative to the independent retrain",
+        'curl -s $URL/models/4 -H "Authorization: Bearer $TOKEN" | python3 -c \'import json,sys; print(json.dumps(json.load(sys.stdin)["gate_verdict"], indent=2))\'',
+    ),
+    (
+        "The client CLI's candidate table",
+        "FLIPGUARD_URL=$URL FLIPGUARD_TOKEN=$TOKEN $PYTHON -m api.cli update show 3",
+    ),
 ]
 MAX_LINES = 40
 
@@ -137,7 +164,7 @@ def main() -> None:
         tempfile.TemporaryDirectory() as home,
         running_stack(embedded_env(Path(home)) | {"FLIPGUARD_DEVICE": "cpu"}, log_dir=Path(home) / "logs") as stack,
     ):
-        env = {"URL": stack.url, "TOKEN": stack.token, "PATH": "/usr/bin:/bin"}
+        env = {"URL": stack.url, "TOKEN": stack.token, "PATH": "/usr/bin:/bin", "PYTHON": sys.executable}
         client = httpx.Client(base_url=stack.url, headers=stack.headers, timeout=30)
         for title, command in EXAMPLES:
             # Let the worker finish what the next example reads.
@@ -145,7 +172,7 @@ def main() -> None:
                 Stack.wait_until(
                     lambda: client.get("/datasets/1").json()["status"] != "pending", timeout_s=120, what="data set"
                 )
-            for job_id in (1, 2):
+            for job_id in (1, 2, 3):
                 if f'base_model_id": {job_id}' in command or f"/updates/{job_id}" in command or "/models" in command:
                     if client.get(f"/updates/{job_id}").status_code == 200:
                         Stack.wait_until(
@@ -157,7 +184,12 @@ def main() -> None:
                             what=f"job {job_id}",
                         )
             result = subprocess.run(
-                ["bash", "-c", command], env=env, cwd=home, capture_output=True, text=True, timeout=120
+                ["bash", "-c", command],
+                env=env | ({"PYTHONPATH": str(ROOT)} if "api.cli" in command else {}),
+                cwd=home,
+                capture_output=True,
+                text=True,
+                timeout=120,
             )
             sections.append(
                 f"## {title}\n\n```sh\n{command}\n```\n\n```\n{_pretty(result.stdout + result.stderr)}\n```\n"
