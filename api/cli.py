@@ -107,6 +107,21 @@ def models_list(client: httpx.Client, args) -> None:
     )
 
 
+def models_upload(client: httpx.Client, args) -> None:
+    with args.file as handle:
+        model = request(
+            client,
+            "POST",
+            "/models",
+            data={"family": args.family},
+            files={"file": (os.path.basename(handle.name), handle)},
+        )
+    print(
+        f"model {model['id']}: {model['family']} v{model['version']} {model['status']} "
+        f"({model['architecture']}, {len(model['classes'])} classes)"
+    )
+
+
 def update_submit(client: httpx.Client, args) -> None:
     body = {
         "base_model_id": args.base,
@@ -287,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--status", choices=["candidate", "production", "rejected", "archived"])
     listing.add_argument("--limit", type=int, default=50)
     listing.set_defaults(run=models_list)
+    upload = models.add_parser("upload", help="register a deployed model file (`mpt import` writes one)")
+    upload.add_argument("file", type=argparse.FileType("rb"), help="a flipguard model file (.safetensors)")
+    upload.add_argument("--family", required=True, help="the model family; its first model becomes v1 in production")
+    upload.set_defaults(run=models_upload)
 
     update = commands.add_parser("update").add_subparsers(required=True, dest="action")
     submit = update.add_parser("submit", help="schedule an update job")

@@ -42,7 +42,7 @@ def main() -> None:
         new_logits = predict(new_net, images, mean=(0.5,), std=(0.25,), device=device)
         inference.append(time.perf_counter() - started)
         started = time.perf_counter()
-        summary, ledger = flip_report(
+        _, ledger = flip_report(
             labels=labels,
             old_logits=old_logits,
             new_logits=new_logits,

@@ -1,4 +1,4 @@
-"""The engine's command line: train, reference, update, sweep, evaluate, demo (and reproduce)."""
+"""The engine's command line: train, import, reference, update, sweep, evaluate, demo (and reproduce)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import time
 from pathlib import Path
 
 from contracts.data_formats import DatasetFormat
+from mpt import importer
 from mpt.artifacts import LoadedModel, load_model, save_model
 from mpt.cli_args import parse_assignments, parse_classes, recipe_from_args
 from mpt.console import epoch_progress, format_table
 from mpt.data import DataError, load_dataset
 from mpt.flips import headline
 from mpt.losses import METHODS
+from mpt.nets import ARCHITECTURES
 from mpt.recipe import MethodParams
 from mpt.reproduce.command import add_arguments as add_reproduce_arguments
 from mpt.reproduce.command import cmd_reproduce
@@ -52,6 +54,25 @@ def cmd_train(args) -> dict:
         f"{outcome.history[-1].get('val_accuracy', float('nan')):.4f})"
     )
     return result
+
+
+def cmd_import(args: argparse.Namespace) -> dict:
+    spec, sha = importer.import_model(
+        args.weights,
+        arch=args.arch,
+        classes=importer.parse_class_names(args.classes),
+        image_size=importer.parse_image_size(args.image_size),
+        mean=importer.parse_floats(args.mean, what="--mean"),
+        std=importer.parse_floats(args.std, what="--std"),
+        in_channels=args.in_channels,
+        out=args.out,
+    )
+    height, width = spec.image_size
+    print(
+        f"wrote {args.out} ({spec.arch}, {len(spec.classes)} classes, {spec.in_channels}x{height}x{width} "
+        f"inputs, sha256 {sha})"
+    )
+    return {"model": args.out, "sha256": sha, "classes": list(spec.classes)}
 
 
 def _update(args, method: str, base: LoadedModel, bundle) -> UpdateOutcome:
@@ -266,6 +287,28 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_argument("--arch", default="small_cnn")
     train_cmd.add_argument("--out", required=True)
     train_cmd.set_defaults(handler=cmd_train)
+
+    import_cmd = commands.add_parser(
+        "import",
+        help="turn a deployed model's state_dict (.pt/.pth) or safetensors file into a flipguard model file",
+        description=importer.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    import_cmd.add_argument("weights", help="the state_dict (.pt/.pth) or safetensors file")
+    import_cmd.add_argument("--arch", required=True, choices=list(ARCHITECTURES))
+    import_cmd.add_argument(
+        "--classes", required=True, help="a file with one class name per line, or 'name,name,...' (output order)"
+    )
+    import_cmd.add_argument("--image-size", required=True, help="input height and width: 224, 224x224 or 32,48")
+    import_cmd.add_argument(
+        "--mean", required=True, help="per-channel mean for pixels in [0, 1], e.g. 0.485,0.456,0.406 (ImageNet's)"
+    )
+    import_cmd.add_argument("--std", required=True, help="per-channel std, e.g. 0.229,0.224,0.225 (ImageNet's)")
+    import_cmd.add_argument(
+        "--in-channels", type=int, choices=[1, 3], help="default: read from the first convolution's weights"
+    )
+    import_cmd.add_argument("--out", required=True, help="the flipguard model file to write (.safetensors)")
+    import_cmd.set_defaults(handler=cmd_import)
 
     reference_cmd = commands.add_parser("reference", help="train the independent reference for an update")
     add_common(reference_cmd)

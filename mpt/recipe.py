@@ -43,6 +43,11 @@ class Recipe:
     # torch.compile the students' forward on CUDA. Off by default: not yet measured (no GPU
     # was lent when it was added), and the first steps pay the compilation.
     compile_on_cuda: bool = False
+    # Start the update's student from the base model's weights (the old classes' head rows
+    # stay in their indices, the new rows come from the seeded initialisation) instead of
+    # random weights (with `independent`, that is plain fine-tuning). Off in the paper's
+    # recipe; the reference models always start from scratch.
+    warm_start: bool = False
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -52,10 +57,11 @@ class Recipe:
         return _from_dict(cls, values)
 
     def digest(self) -> str:
-        """Hash of the fields that change the trained weights (used to reuse reference models)."""
+        """Hash of the fields that change a reference model's weights (used to reuse references)."""
         values = self.to_dict()
-        for runtime_only in ("poll_every_steps", "compile_on_cuda"):
-            values.pop(runtime_only)
+        # Runtime-only options, and warm_start, which only the student uses.
+        for not_in_references in ("poll_every_steps", "compile_on_cuda", "warm_start"):
+            values.pop(not_in_references)
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -177,7 +177,8 @@ def run_sweep(
         ]
 
     # Every student starts from the weights a lone run with this seed would start from.
-    students = [untrained_model(arch, data, setup.mean, setup.std, seed=seed) for _ in candidates]
+    warm_from = base.net if recipe.warm_start else None
+    students = [untrained_model(arch, data, setup.mean, setup.std, seed=seed, warm_from=warm_from) for _ in candidates]
     sweep_setup = dataclasses.replace(
         setup,
         teachers=teachers,

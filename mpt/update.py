@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
+from torch import nn
 
 from contracts.flips import FlipSummary
 from mpt.artifacts import LoadedModel, ModelSpec, load_model, save_model
 from mpt.data import ClassMap, DataBundle, ImageSet, build_class_map, channel_stats
 from mpt.flips import FlipLedger, flip_report
 from mpt.losses import get_method
-from mpt.nets import build_net
+from mpt.nets import build_net, warm_start
 from mpt.recipe import MethodParams, Recipe
 from mpt.train import Callbacks, Teachers, TrainingSetup, predict, resolve_device, train
 
@@ -106,9 +107,16 @@ class UpdateOutcome:
 
 
 def untrained_model(
-    arch: str, data: UpdateData, mean: Sequence[float], std: Sequence[float], *, seed: int
+    arch: str,
+    data: UpdateData,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    seed: int,
+    warm_from: nn.Module | None = None,
 ) -> LoadedModel:
-    """A network for the update's images and classes, its initial weights fixed by `seed`."""
+    """A network for the update's images and classes: seeded random weights, or `warm_from`'s
+    weights with the new classes' head rows from that seeded initialisation."""
     images = data.train.images
     spec = ModelSpec(
         arch=arch,
@@ -118,13 +126,22 @@ def untrained_model(
         mean=tuple(mean),
         std=tuple(std),
     )
-    return LoadedModel(build_net(arch, num_classes=len(spec.classes), in_channels=spec.in_channels, seed=seed), spec)
+    net = build_net(arch, num_classes=len(spec.classes), in_channels=spec.in_channels, seed=seed)
+    if warm_from is not None:
+        warm_start(net, warm_from)
+    return LoadedModel(net, spec)
 
 
 def _train_fresh(
-    setup: TrainingSetup, *, arch: str, data: UpdateData, method: str, params: MethodParams
+    setup: TrainingSetup,
+    *,
+    arch: str,
+    data: UpdateData,
+    method: str,
+    params: MethodParams,
+    warm_from: nn.Module | None = None,
 ) -> tuple[LoadedModel, list[dict]]:
-    model = untrained_model(arch, data, setup.mean, setup.std, seed=setup.seed)
+    model = untrained_model(arch, data, setup.mean, setup.std, seed=setup.seed, warm_from=warm_from)
     history = train(setup, net=model.net, method=method, params=params)
     return LoadedModel(model.net.cpu(), model.spec), history
 
@@ -190,6 +207,8 @@ def update_setup(
     arch = arch or (base.spec.arch if base else None)
     if arch is None:
         raise ValueError("a first version needs an architecture")
+    if recipe.warm_start and base is not None and arch != base.spec.arch:
+        raise ValueError(f"warm_start needs the base model's architecture ({base.spec.arch}), not {arch}")
     data = prepare_data(
         bundle, old_classes=list(base.spec.classes) if base else None, classes=classes, recipe=recipe, seed=seed
     )
@@ -261,7 +280,8 @@ def run_update(
             independent_model(replace(setup, seed=seed + member), phase=f"ensemble-{member}", **common).net
             for member in range(1, params.elodi_ensemble_size + 1)
         ]
-    if method == "independent" and reference is not None:
+    warm_from = base.net if recipe.warm_start and base is not None else None
+    if method == "independent" and reference is not None and warm_from is None:
         model, history = reference, []  # the independent retrain *is* the cached reference
     else:
         student_setup = replace(
@@ -270,7 +290,9 @@ def run_update(
             callbacks=progress.enter("training"),
             checkpoint_path=checkpoint_dir / "training.ckpt" if checkpoint_dir else None,
         )
-        model, history = _train_fresh(student_setup, arch=arch, data=data, method=method, params=params)
+        model, history = _train_fresh(
+            student_setup, arch=arch, data=data, method=method, params=params, warm_from=warm_from
+        )
     outcome = UpdateOutcome(model=model, history=history, data=data, reference=reference)
     if base is not None:
         progress.enter("evaluating")

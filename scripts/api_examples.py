@@ -29,7 +29,7 @@ whose `detail[].loc` names the offending field.
 | route | scope | what |
 |---|---|---|
 | `POST /datasets`, `GET /datasets`, `GET /datasets/{id}` | submit / read | register a data set (a worker inspects it: `pending` -> `ready` or `failed`) |
-| `POST /models`, `GET /models`, `GET /models/{id}` | submit / read | register a deployed model (safetensors upload or a uri under a data root) |
+| `POST /models`, `GET /models`, `GET /models/{id}` | submit / read | register a deployed model (a flipguard safetensors file, as `mpt import` writes from a state_dict: upload or a uri under a data root) |
 | `GET /models/{id}/weights`, `GET /models/{id}/lineage` | read | the weights (sha256 checked), the chain of predecessors with accuracy and NFR |
 | `POST /models/{id}/promote` | admin | gated promotion; `force` needs a `reason`, which is recorded |
 | `POST /updates`, `GET /updates`, `GET /updates/{id}`, `POST /updates/{id}/cancel` | submit / read | schedule (202; `Idempotency-Key` honoured), follow, cancel |
@@ -144,12 +144,11 @@ MAX_LINES = 40
 
 
 def _pretty(text: str) -> str:
+    import contextlib
     import json
 
-    try:
+    with contextlib.suppress(ValueError):
         text = json.dumps(json.loads(text), indent=2)
-    except ValueError:
-        pass
     lines = text.rstrip().splitlines()
     return "\n".join(
         lines[:MAX_LINES] + ([f"... ({len(lines) - MAX_LINES} more lines)"] if len(lines) > MAX_LINES else [])
@@ -173,16 +172,15 @@ def main() -> None:
                     lambda: client.get("/datasets/1").json()["status"] != "pending", timeout_s=120, what="data set"
                 )
             for job_id in (1, 2, 3):
-                if f'base_model_id": {job_id}' in command or f"/updates/{job_id}" in command or "/models" in command:
-                    if client.get(f"/updates/{job_id}").status_code == 200:
-                        Stack.wait_until(
-                            lambda: (
-                                client.get(f"/updates/{job_id}").json()["status"]
-                                in ("succeeded", "failed", "cancelled")
-                            ),
-                            timeout_s=600,
-                            what=f"job {job_id}",
-                        )
+                reads_job = f'base_model_id": {job_id}' in command or f"/updates/{job_id}" in command
+                if (reads_job or "/models" in command) and client.get(f"/updates/{job_id}").status_code == 200:
+                    Stack.wait_until(
+                        lambda job_id=job_id: (
+                            client.get(f"/updates/{job_id}").json()["status"] in ("succeeded", "failed", "cancelled")
+                        ),
+                        timeout_s=600,
+                        what=f"job {job_id}",
+                    )
             result = subprocess.run(
                 ["bash", "-c", command],
                 env=env | ({"PYTHONPATH": str(ROOT)} if "api.cli" in command else {}),

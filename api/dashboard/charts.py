@@ -35,7 +35,8 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
     first = math.floor(low / step) * step
-    ticks, value = [], first
+    ticks: list[float] = []
+    value = first
     while value <= high + step * 0.5 and len(ticks) < 20:
         ticks.append(round(value, 12))
         value += step
@@ -92,10 +93,11 @@ def line_chart(
 
     out = [f'<svg class="chart line-chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(label)}">']
     for tick in y_ticks:
-        y = sy(tick)
-        out.append(f'<line class="grid" x1="{PAD_LEFT}" x2="{width - PAD_RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
+        tick_y = sy(tick)
+        out.append(f'<line class="grid" x1="{PAD_LEFT}" x2="{width - PAD_RIGHT}" y1="{tick_y:.1f}" y2="{tick_y:.1f}"/>')
         out.append(
-            f'<text class="tick" x="{PAD_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(y_format(tick))}</text>'
+            f'<text class="tick" x="{PAD_LEFT - 6}" y="{tick_y + 4:.1f}" text-anchor="end">'
+            f"{escape(y_format(tick))}</text>"
         )
     if x_labels:
         x_ticks = sorted(x_labels.items())
@@ -103,9 +105,9 @@ def line_chart(
         x_ticks = [
             (t, f"{t:g}") for t in nice_ticks(x_low, x_high, 6) if x_low <= t <= x_high and float(t).is_integer()
         ]
-    for x, text in x_ticks:
+    for tick_x, text in x_ticks:
         out.append(
-            f'<text class="tick" x="{sx(x):.1f}" y="{height - PAD_BOTTOM + 18}" '
+            f'<text class="tick" x="{sx(tick_x):.1f}" y="{height - PAD_BOTTOM + 18}" '
             f'text-anchor="middle">{escape(text)}</text>'
         )
     out.append(
@@ -128,7 +130,7 @@ def line_chart(
         dash = ' stroke-dasharray="5 4"' if one.dashed else ""
         for run in runs:
             if len(run) > 1:
-                path = " ".join(f"{x:.1f},{y:.1f}" for x, y in run)
+                path = " ".join(f"{px:.1f},{py:.1f}" for px, py in run)
                 out.append(f'<polyline class="line {css}" points="{path}"{dash}/>')
         for x, y in one.points:
             if y is None or not math.isfinite(y):

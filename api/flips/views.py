@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
@@ -125,7 +125,7 @@ def read_report(
     """
     report = _report(session, model_id=model_id, against=against)
     label_index = _label_index(label, report.classes)
-    filters = dict(report_id=report.id, kind=kind, label=label_index, intrusion=intrusion)
+    filters: dict[str, Any] = dict(report_id=report.id, kind=kind, label=label_index, intrusion=intrusion)
     if format == "csv":
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")

@@ -51,6 +51,11 @@ class RecipeIn(BaseModel):
     bf16_on_cuda: bool | None = Field(None, examples=[True])
     channels_last_on_cuda: bool | None = Field(None, examples=[True])
     compile_on_cuda: bool | None = Field(None, examples=[False])
+    warm_start: bool | None = Field(
+        None,
+        examples=[False],
+        description="start the student from the base model's weights (new classes' head rows freshly initialised)",
+    )
 
 
 class MethodParamsIn(BaseModel):

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from contracts.jobs import JobRequest
 from contracts.selection import SweepError, resolve
-from db.base import utcnow
+from db.base import rows_changed, utcnow
 from db.datasets.models import Dataset, DatasetStatus
 from db.datasets.service import get_dataset
 from db.errors import Conflict, InvalidInput, NotFound
@@ -62,7 +62,7 @@ def count_jobs_by_status(session: Session) -> dict[str, int]:
     return {status.value: counts.get(status, 0) for status in JobStatus}
 
 
-def _find_by_idempotency_key(session: Session, *, idempotency_key: str, request_hash: str) -> UpdateJob | None:
+def _find_by_idempotency_key(session: Session, *, idempotency_key: str, request_hash: str | None) -> UpdateJob | None:
     """The job an earlier request with this key created; Conflict if that request differed."""
     job = session.scalar(select(UpdateJob).where(UpdateJob.idempotency_key == idempotency_key))
     if job is not None and job.request_hash != request_hash:
@@ -206,20 +206,22 @@ def create_job(
 
 def request_cancel(session: Session, *, job_id: int) -> UpdateJob:
     """Cancel a job: a queued one at once, a running one by flagging it for its worker."""
-    cancelled = session.execute(
+    cancelled = rows_changed(
+        session,
         update(UpdateJob)
         .where(UpdateJob.id == job_id, UpdateJob.status == JobStatus.QUEUED)
-        .values(status=JobStatus.CANCELLED, cancel_requested=True, finished_at=utcnow())
+        .values(status=JobStatus.CANCELLED, cancel_requested=True, finished_at=utcnow()),
     )
     flagged = cancelled
-    if cancelled.rowcount == 0:
-        flagged = session.execute(
+    if cancelled == 0:
+        flagged = rows_changed(
+            session,
             update(UpdateJob)
             .where(UpdateJob.id == job_id, UpdateJob.status.in_(ACTIVE_STATUSES))
-            .values(cancel_requested=True)
+            .values(cancel_requested=True),
         )
     session.commit()
     job = get_job(session, job_id=job_id)
-    if flagged.rowcount == 0:
+    if flagged == 0:
         raise Conflict(f"update job {job_id} already {job.status.value}", loc=("path", "job_id"))
     return job
