@@ -58,7 +58,7 @@ class Trial:
 
     @property
     def figures(self) -> Figures:
-        return Figures(accuracy=self.val_accuracy, nfr=self.val_nfr)
+        return validation_figures(self.validation)
 
     def summary(self) -> dict:
         return {
@@ -89,7 +89,15 @@ class SweepOutcome:
 
     @property
     def reference_figures(self) -> Figures:
-        return Figures(accuracy=self.reference_validation["accuracy"], nfr=self.reference_validation["nfr_old_classes"])
+        return validation_figures(self.reference_validation)
+
+
+def validation_figures(figures: dict) -> Figures:
+    """What a selection reads of a model's headline figures on the validation split."""
+    accuracy, nfr = figures["accuracy"], figures["nfr_old_classes"]
+    if accuracy is None or nfr is None:
+        raise ValueError("a sweep chooses on the validation split, which is empty: set validation_fraction > 0")
+    return Figures(accuracy=float(accuracy), nfr=float(nfr))
 
 
 def grid(base: MethodParams, values: dict[str, list]) -> list[MethodParams]:
@@ -160,6 +168,8 @@ def run_sweep(
         raise ValueError("a sweep updates a base model; train a first version with `mpt train`")
     if spec.needs_ensemble and len({p.elodi_ensemble_size for p in candidates}) > 1:
         raise ValueError("a sweep shares one ensemble: elodi_ensemble_size cannot vary")
+    if recipe.validation_fraction <= 0:
+        raise ValueError("a sweep chooses on the validation split: validation_fraction must be > 0")
     torch_device = resolve_device(device)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
     if checkpoint_dir:
@@ -208,7 +218,7 @@ def run_sweep(
             else Selection(Policy.MAX_ACCURACY, max_nfr_ratio=1.0)
         )
     selection = selection.resolved()
-    reference_figures = Figures(reference_validation["accuracy"], reference_validation["nfr_old_classes"])
+    reference_figures = validation_figures(reference_validation)
     choice = choose(selection, [t.figures for t in trials], reference_figures, [t.label for t in trials])
     policy = {
         **choice.to_dict(),

@@ -316,7 +316,8 @@ def _sweep_result(job_id: int, outcome: SweepOutcome, *, swept_names: list[str])
     histories: list[dict[int, dict]] = [{} for _ in outcome.trials]
     for event in events:
         for index, metrics in enumerate((event.metrics or {}).get("students", [])[: len(histories)]):
-            histories[index][metrics.get("epoch", event.epoch - 1)] = dict(metrics)
+            epoch = metrics.get("epoch", (event.epoch or 1) - 1)  # metrics count from 0, events from 1
+            histories[index][epoch] = dict(metrics)
     for index, trial in enumerate(outcome.trials):
         histories[index].update({metrics["epoch"]: dict(metrics) for metrics in trial.history})
     return SweepResult(

@@ -199,16 +199,11 @@ def _sweep_panel(session, job: UpdateJob | None) -> dict | None:
     candidates = list_candidates(session, job_id=job.id)
     choice = job.choice or {}
     reference = choice.get("reference_validation") or {}
-    points = [
-        ScatterPoint(
-            name=candidate.label,
-            x=candidate.validation.get("nfr_old_classes"),
-            y=candidate.validation.get("accuracy"),
-            role="winner" if candidate.chosen else "candidate",
-        )
-        for candidate in candidates
-        if candidate.validation.get("nfr_old_classes") is not None and candidate.validation.get("accuracy") is not None
-    ]
+    points = []
+    for candidate in candidates:
+        accuracy, nfr = candidate.validation.get("accuracy"), candidate.validation.get("nfr_old_classes")
+        if accuracy is not None and nfr is not None:
+            points.append(ScatterPoint(candidate.label, nfr, accuracy, "winner" if candidate.chosen else "candidate"))
     if reference.get("accuracy") is not None and reference.get("nfr_old_classes") is not None:
         points.append(
             ScatterPoint("independent retrain", reference["nfr_old_classes"], reference["accuracy"], role="reference")

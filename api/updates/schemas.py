@@ -94,7 +94,7 @@ def _sweep_field(name: str) -> Any:
     )
 
 
-SweepIn = create_model(  # type: ignore[call-overload]
+SweepIn = create_model(
     "SweepIn",
     __config__=ConfigDict(extra="forbid"),
     __doc__=(
@@ -208,7 +208,7 @@ class UpdateCreate(BaseModel):
     recipe: RecipeIn = Field(default_factory=RecipeIn)
     gate: GateIn = Field(default_factory=GateIn)
     seed: int = Field(0, ge=0, le=2**31 - 1, examples=[0])
-    sweep: SweepIn | None = Field(  # type: ignore[valid-type]
+    sweep: SweepIn | None = Field(
         None,
         description="train several candidates together and register the one `selection` picks; omitted "
         "with an MPT method and no method_params.bias: bias in {0, 1, 2, 4}",
@@ -232,7 +232,7 @@ class UpdateCreate(BaseModel):
             recipe=self.recipe.model_dump(exclude_none=True),
             gate=Gate(**self.gate.model_dump()),
             seed=self.seed,
-            sweep=self.sweep.model_dump(exclude_none=True) if self.sweep is not None else None,  # type: ignore[attr-defined]
+            sweep=self.sweep.model_dump(exclude_none=True) if self.sweep is not None else None,
             selection=self.selection.to_selection() if self.selection is not None else None,
         )
 

@@ -167,6 +167,12 @@ def create_job(
         )
     except SweepError as error:
         raise InvalidInput(error.message, loc=("body", *error.field)) from None
+    if sweep is not None and request.recipe.get("validation_fraction") == 0:
+        raise InvalidInput(
+            "a sweep chooses its winner on the validation split: validation_fraction must be > 0 "
+            "(or set method_params.bias to train one model)",
+            loc=("body", "recipe", "validation_fraction"),
+        )
 
     dataset = _ready_dataset(session, dataset_id=request.dataset_id)
     _check_classes(requested=request.classes, dataset_classes=dataset.classes or [], base=base)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+from contracts.flips import FlipSummary
 from mpt.artifacts import LoadedModel
 from mpt.flips import headline
 from mpt.losses import METHODS
@@ -77,7 +78,8 @@ def _run_policy_sweep(study: Study, seed: int, base: LoadedModel, runs: list[dic
     outcome, timing = timed_sweep(study, label=f"policy-s{seed}", base=base, seed=seed)
     trials = outcome.trials
 
-    def row(label: str, report, validation: dict, bias: float | None, **extra) -> dict:
+    def row(label: str, report: FlipSummary | None, validation: dict, bias: float | None, **extra) -> dict:
+        assert report is not None  # evaluate_all: every trial has its evaluation report
         return {
             "kind": "policy",
             "label": label,
@@ -96,6 +98,7 @@ def _run_policy_sweep(study: Study, seed: int, base: LoadedModel, runs: list[dic
     runs.append(row("independent", outcome.reference_report, outcome.reference_validation, None))
     runs.extend(row(f"b={t.params.bias:g}", t.report, t.validation, t.params.bias) for t in trials)
     best = outcome.best
+    assert best.report is not None and outcome.reference_report is not None  # evaluate_all
     runs.append(
         row(
             "policy",

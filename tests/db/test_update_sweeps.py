@@ -47,6 +47,7 @@ def test_an_explicit_sweep_and_selection_are_stored_resolved(session):
         ({"sweep": {"bias": [0, 1]}, "method_params": {"bias": 1.0}}, ("body", "sweep", "bias")),
         ({"selection": Selection()}, ("body", "selection")),  # bias fixed by queue_update
         ({"selection": Selection("min_nfr", max_nfr=0.1), "method_params": {}}, ("body", "selection", "max_nfr")),
+        ({"method_params": {}, "recipe": {"validation_fraction": 0}}, ("body", "recipe", "validation_fraction")),
     ],
 )
 def test_sweep_refusals_name_the_field(session, overrides, loc):
