@@ -289,6 +289,7 @@ def scatter_chart(
         f'<text class="axis-title" x="12" y="{PAD_TOP + plot_h / 2}" text-anchor="middle" '
         f'transform="rotate(-90 12 {PAD_TOP + plot_h / 2})">{escape(y_title)}</text>'
     )
+    placed: list[tuple[float, float]] = []  # label anchors drawn so far
     # The reference first, so candidates drawn at the same spot stay on top of it.
     for point in sorted(points, key=lambda p: p.role != "reference"):
         x, y = sx(point.x), sy(point.y)
@@ -311,9 +312,13 @@ def scatter_chart(
                 f'cx="{x:.1f}" cy="{y:.1f}" r="5">{tip}</circle>'
             )
         anchor = "start" if x < width - PAD_RIGHT - 90 else "end"
-        dx = 9 if anchor == "start" else -9
+        label_x, label_y = x + (9 if anchor == "start" else -9), y - 8
+        # Candidates with (nearly) the same figures: stack their names instead of overprinting.
+        while any(abs(label_x - px) < 70 and abs(label_y - py) < 13 for px, py in placed):
+            label_y += 14
+        placed.append((label_x, label_y))
         out.append(
-            f'<text class="point-label {role}" x="{x + dx:.1f}" y="{y - 8:.1f}" text-anchor="{anchor}">'
+            f'<text class="point-label {role}" x="{label_x:.1f}" y="{label_y:.1f}" text-anchor="{anchor}">'
             f"{escape(point.name)}</text>"
         )
     out.append("</svg>")

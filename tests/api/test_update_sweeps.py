@@ -8,6 +8,7 @@ import pytest
 from api_helpers import CLASSES, assert_error, model_file, ready_dataset, summary, upload
 
 from api.cli import parse_sweep, update_show
+from api.dashboard.charts import ScatterPoint, scatter_chart
 from contracts.jobs import Candidate, Gate, JobRequest, RegisteredModel, SweepResult
 from contracts.selection import Figures, Selection, choose
 from db.updates.completion import complete_job
@@ -165,3 +166,24 @@ def test_cli_prints_the_candidate_table(client, session, tmp_path, capsys):
     assert any(line.startswith("rule: min_nfr") for line in lines)
     assert any(line.startswith("choice: ") and "bias=2" in line for line in lines)
     assert parse_sweep(["bias=0,1,2,4", "tau=2,5"]) == {"bias": [0, 1, 2, 4], "tau": [2, 5]}
+
+
+def test_scatter_chart_marks_and_labels():
+    points = [
+        ScatterPoint("bias=0", 0.13, 0.35, "winner"),
+        ScatterPoint("bias=1", 0.13, 0.35),  # the same figures: its name must not overprint
+        ScatterPoint("bias=4", 0.05, 0.30),
+        ScatterPoint("independent retrain", 0.15, 0.36, "reference"),
+        ScatterPoint("nan", float("nan"), 0.3),
+    ]
+    svg = str(scatter_chart(points, label="candidates", x_title="NFR", y_title="accuracy"))
+    assert svg.count('class="mark ') == 4  # the non-finite point is left out
+    labels = re.findall(r'<text class="point-label [^"]*" x="([\d.]+)" y="([\d.]+)"[^>]*>([^<]*)<', svg)
+    positions = {name: (float(x), float(y)) for x, y, name in labels}
+    assert positions["bias=0"][0] == positions["bias=1"][0] and positions["bias=0"][1] != positions["bias=1"][1]
+    # Higher accuracy is drawn higher (smaller y); lower NFR further left.
+    marks = {
+        name: (float(x), float(y)) for name, x, y in re.findall(r'data-name="([^"]+)" cx="([\d.]+)" cy="([\d.]+)"', svg)
+    }
+    assert marks["bias=0"][1] < marks["bias=4"][1] and marks["bias=4"][0] < marks["bias=0"][0]
+    assert "chart-empty" in str(scatter_chart([], label="x", x_title="a", y_title="b"))
