@@ -269,7 +269,7 @@ def check_sweep(
             sizes = " x ".join(f"{n}: {len(v)}" for n, v in [*checked.items(), (name, candidates)])
             raise SweepError(
                 ("sweep", name),
-                f"the sweep would train {total} candidates ({sizes}); at most {MAX_CANDIDATES} — "
+                f"the sweep would train {total} candidates ({sizes}), at most {MAX_CANDIDATES} are allowed: "
                 f"{name} takes it past the bound",
             )
         checked[name] = candidates
