@@ -311,8 +311,9 @@ def _sweep_result(job_id: int, outcome: SweepOutcome, *, swept_names: list[str])
     A resumed sweep's engine histories start at its checkpoint; the earlier epochs are in the
     job's events (phase `sweep`, one metrics row per student), so the curves come from both.
     """
-    with session_factory()() as session:
-        events = [e for e in list_events(session, job_id=job_id) if e.phase == "sweep" and e.epoch is not None]
+    events = with_db_retries(
+        lambda s: [e for e in list_events(s, job_id=job_id) if e.phase == "sweep" and e.epoch is not None]
+    )
     histories: list[dict[int, dict]] = [{} for _ in outcome.trials]
     for event in events:
         for index, metrics in enumerate((event.metrics or {}).get("students", [])[: len(histories)]):
