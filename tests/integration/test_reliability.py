@@ -54,7 +54,7 @@ def test_worker_killed_mid_epoch_resumes_on_a_new_worker(private_stack):
             "base_model_id": v1["id"],
             "dataset_id": dataset["id"],
             "method": "mpt-kl",
-            "method_params": {"bias": 4.0},  # one student; test_update_sweeps kills a sweep
+            "method_params": {"bias": 4.0},  # one student; test_sweep_flow kills a sweep
             "recipe": LONGER_RECIPE,
         }
     )
@@ -81,7 +81,7 @@ def test_redis_restart_loses_no_job(private_stack):
             "base_model_id": v1["id"],
             "dataset_id": dataset["id"],
             "method": "mpt-kl",
-            "method_params": {"bias": 4.0},  # one student; test_update_sweeps kills a sweep
+            "method_params": {"bias": 4.0},  # one student; test_sweep_flow kills a sweep
             "recipe": LONGER_RECIPE,
         }
     )
@@ -106,7 +106,7 @@ def test_postgres_and_api_restarts_lose_no_result(private_stack):
             "base_model_id": v1["id"],
             "dataset_id": dataset["id"],
             "method": "mpt-kl",
-            "method_params": {"bias": 4.0},  # one student; test_update_sweeps kills a sweep
+            "method_params": {"bias": 4.0},  # one student; test_sweep_flow kills a sweep
             "recipe": LONGER_RECIPE,
         }
     )
