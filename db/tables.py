@@ -7,6 +7,7 @@ from db.model_versions.models import ModelVersion
 from db.references.models import ReferenceModel
 from db.tokens.models import ApiToken
 from db.updates.models import JobEvent, UpdateCandidate, UpdateJob
+from db.workers.models import WorkerHeartbeat
 
 metadata = Base.metadata
 
@@ -20,5 +21,6 @@ __all__ = [
     "ReferenceModel",
     "UpdateCandidate",
     "UpdateJob",
+    "WorkerHeartbeat",
     "metadata",
 ]

@@ -1,5 +1,11 @@
 """Image data sets as uint8 tensors: loaders for four on-disk formats, class subsets by name,
-seeded splits, the class map of an update, and batch augmentation on the training device."""
+seeded splits, the class map of an update, and batch augmentation on the training device.
+
+Every loader works within `DataLimits` (bytes, images, pixels per image, classes): sizes are
+read from headers (npz and idx headers, image dimensions, file sizes) and checked before
+anything that large is allocated or decoded, so a hostile data set is a DataError naming the
+limit, never an allocation that kills the process.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +13,22 @@ import gzip
 import hashlib
 import io
 import json
+import math
 import os
 import pickle
 import struct
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from contracts.data_formats import DatasetFormat
+from contracts.limits import MAX_CLASS_NAME_CHARS, MAX_CLASSES, duplicates
 
 FASHION_MNIST_CLASSES = [
     "T-shirt/top",
@@ -31,11 +42,70 @@ FASHION_MNIST_CLASSES = [
     "Bag",
     "Ankle boot",
 ]
+# What a damaged file makes the readers (zipfile, numpy, pickle, struct) raise.
+UNREADABLE = (
+    OSError,
+    ValueError,
+    EOFError,
+    KeyError,
+    IndexError,
+    TypeError,
+    RecursionError,
+    zipfile.BadZipFile,
+    struct.error,
+    pickle.UnpicklingError,
+)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
 class DataError(ValueError):
     """A data set that cannot be read or does not fit the update."""
+
+
+@dataclass(frozen=True)
+class DataLimits:
+    """What a loader may read. The service fills it from its settings and names them in
+    `names` ({field: setting name}) so that an error says which setting to raise."""
+
+    # Decoded bytes of every array of both splits (images, labels, class names).
+    max_bytes: int = 4 * 1024**3
+    # Images of both splits together.
+    max_images: int = 2_000_000
+    # Height x width of one image (Pillow's MAX_IMAGE_PIXELS is set to this while decoding).
+    max_image_pixels: int = 4096 * 4096
+    max_classes: int = MAX_CLASSES
+    names: tuple[tuple[str, str], ...] = ()
+
+    def exceeded(self, field: str, what: str) -> DataError:
+        name = dict(self.names).get(field, field)
+        return DataError(f"{what}: more than the limit of {getattr(self, field)} ({name})")
+
+
+class _Budget:
+    """Running totals of one load against its limits."""
+
+    def __init__(self, limits: DataLimits):
+        self.limits = limits
+        self.bytes = 0
+        self.images = 0
+
+    def spend(self, nbytes: int, what: str) -> None:
+        self.bytes += nbytes
+        if self.bytes > self.limits.max_bytes:
+            raise self.limits.exceeded("max_bytes", f"{what} brings the data set to {self.bytes} bytes")
+
+    def count_images(self, count: int, what: str) -> None:
+        self.images += count
+        if self.images > self.limits.max_images:
+            raise self.limits.exceeded("max_images", f"{what} brings the data set to {self.images} images")
+
+    def check_pixels(self, height: int, width: int, what: str) -> None:
+        if height * width > self.limits.max_image_pixels:
+            raise self.limits.exceeded("max_image_pixels", f"{what} is {width}x{height} pixels")
+
+    def check_classes(self, count: int, what: str) -> None:
+        if count > self.limits.max_classes:
+            raise self.limits.exceeded("max_classes", f"{what} names {count} classes")
 
 
 @dataclass
@@ -65,12 +135,13 @@ class ImageSet:
 
     def select_classes(self, names: list[str]) -> ImageSet:
         """Keep the samples of the named classes, relabelled to the order of `names`."""
-        missing = [name for name in names if name not in self.classes]
+        position = {name: index for index, name in enumerate(self.classes)}
+        missing = [name for name in names if name not in position]
         if missing:
             raise DataError(f"classes not in the data set: {', '.join(missing)}")
         lookup = torch.full((len(self.classes),), -1, dtype=torch.long)
         for new_index, name in enumerate(names):
-            lookup[self.classes.index(name)] = new_index
+            lookup[position[name]] = new_index
         relabelled = lookup[self.labels]
         keep = relabelled >= 0
         return ImageSet(self.images[keep], relabelled[keep], list(names))
@@ -126,7 +197,7 @@ class DataBundle:
 def content_digest(train: ImageSet, test: ImageSet) -> str:
     digest = hashlib.sha256()
     for part in (train, test):
-        digest.update(part.images.contiguous().numpy().tobytes())
+        digest.update(part.images.contiguous().numpy())  # hashed in place, not copied to bytes
         digest.update(part.labels.numpy().astype("<i8").tobytes())
     digest.update(json.dumps(train.classes).encode())
     return digest.hexdigest()
@@ -147,47 +218,75 @@ def detect_format(path: Path) -> DatasetFormat:
     raise DataError(f"cannot tell the format of {path}; name one of {', '.join(DatasetFormat)}")
 
 
-def _refuse_links_outside(root: Path) -> None:
+def _refuse_links_outside(root: Path, limits: DataLimits) -> None:
     """A data set folder may not reach outside itself through symbolic links: the service
-    checks only the folder against its allowed roots."""
+    checks only the folder against its allowed roots. Walking stops past a bounded number of
+    entries (images, class folders and a few more)."""
     top = root.resolve()
+    budget = limits.max_images + 2 * limits.max_classes + 64
     for folder, subfolders, files in os.walk(root):
+        budget -= len(subfolders) + len(files)
+        if budget < 0:
+            raise limits.exceeded("max_images", f"{root} holds more files and folders than that allows")
         for name in (*subfolders, *files):
             entry = Path(folder, name)
             if entry.is_symlink() and not entry.resolve().is_relative_to(top):
                 raise DataError(f"{entry} links outside the data set folder ({entry.resolve()})")
 
 
-def load_dataset(uri: str | Path, data_format: str | None = None) -> DataBundle:
-    """Read a data set from disk into uint8 tensors with its ordered class names."""
+def load_dataset(uri: str | Path, data_format: str | None = None, *, limits: DataLimits | None = None) -> DataBundle:
+    """Read a data set from disk into uint8 tensors with its ordered class names, within
+    `limits` (default: DataLimits()); any unreadable input is a DataError."""
+    limits = limits or DataLimits()
     path = Path(uri)
     if not path.exists():
         raise DataError(f"no data set at {path}")
     if path.is_dir():
-        _refuse_links_outside(path)
+        _refuse_links_outside(path, limits)
     data_format = data_format or detect_format(path)
     if data_format not in LOADERS:
         raise DataError(f"unknown format {data_format!r}; expected one of {', '.join(DatasetFormat)}")
-    train, test = LOADERS[data_format](path)
+    try:
+        train, test = LOADERS[data_format](path, _Budget(limits))
+    except DataError:
+        raise
+    except MemoryError:
+        raise DataError(f"{path}: ran out of memory while loading it (lower the data set limits)") from None
+    except UNREADABLE as error:
+        raise DataError(f"{path} is not a readable {data_format} data set ({type(error).__name__}: {error})") from None
     if train.classes != test.classes:
         raise DataError("the training and evaluation splits name different classes")
     if train.images.shape[1:] != test.images.shape[1:]:
         raise DataError("the training and evaluation splits have different image shapes")
-    duplicates = sorted({c for c in train.classes if train.classes.count(c) > 1})
-    if duplicates:
-        raise DataError(f"duplicate class names in the data set: {', '.join(duplicates)}")
+    twice = duplicates(train.classes)
+    if twice:
+        raise DataError(f"duplicate class names in the data set: {', '.join(twice)}")
     return DataBundle(train, test, content_digest(train, test))
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def _read_idx(path: Path, budget: _Budget) -> np.ndarray:
+    """An idx file: its header's shape is checked against the limits before the data is read,
+    and exactly that many bytes are read (a gzip bomb stops there)."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as handle:
-        raw = handle.read()
-    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise DataError(f"{path} is not an unsigned-byte idx file")
-    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+        head = handle.read(4)
+        if len(head) != 4:
+            raise DataError(f"{path} is too short for an idx file")
+        zero, dtype_code, ndim = struct.unpack(">HBB", head)
+        if zero != 0 or dtype_code != 0x08 or not 1 <= ndim <= 4:
+            raise DataError(f"{path} is not an unsigned-byte idx file")
+        dims = handle.read(4 * ndim)
+        if len(dims) != 4 * ndim:
+            raise DataError(f"{path} is too short for its idx header")
+        shape = struct.unpack(f">{ndim}I", dims)
+        budget.spend(math.prod(shape), f"{path.name} declares shape {shape}")
+        if ndim == 3:
+            budget.count_images(shape[0], f"{path.name}")
+            budget.check_pixels(shape[1], shape[2], f"an image of {path.name}")
+        raw = handle.read(math.prod(shape) + 1)
+    if len(raw) != math.prod(shape):
+        raise DataError(f"{path} holds {len(raw)} data bytes where its header declares {math.prod(shape)}")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(shape)
 
 
 def _idx_file(root: Path, stem: str) -> Path:
@@ -197,11 +296,13 @@ def _idx_file(root: Path, stem: str) -> Path:
     raise DataError(f"missing {stem}[.gz] in {root}")
 
 
-def _load_fashion_mnist(root: Path) -> tuple[ImageSet, ImageSet]:
+def _load_fashion_mnist(root: Path, budget: _Budget) -> tuple[ImageSet, ImageSet]:
     splits = []
     for prefix in ("train", "t10k"):
-        images = _read_idx(_idx_file(root, f"{prefix}-images-idx3-ubyte"))
-        labels = _read_idx(_idx_file(root, f"{prefix}-labels-idx1-ubyte"))
+        images = _read_idx(_idx_file(root, f"{prefix}-images-idx3-ubyte"), budget)
+        labels = _read_idx(_idx_file(root, f"{prefix}-labels-idx1-ubyte"), budget)
+        if images.ndim != 3 or labels.ndim != 1:
+            raise DataError(f"{root}: {prefix} images must be (N, H, W) and labels (N,)")
         splits.append(
             ImageSet(
                 torch.from_numpy(images.copy()).unsqueeze(1),
@@ -212,24 +313,51 @@ def _load_fashion_mnist(root: Path) -> tuple[ImageSet, ImageSet]:
     return splits[0], splits[1]
 
 
-def _load_imagefolder(root: Path) -> tuple[ImageSet, ImageSet]:
+def _read_image(file: Path, budget: _Budget) -> np.ndarray:
+    """One image as (H, W, 3) uint8; its size is checked from its header before it is decoded."""
     from PIL import Image
 
+    if not file.is_file():
+        raise DataError(f"{file} is not a regular file")
+    # Pillow refuses (DecompressionBombError) or warns past MAX_IMAGE_PIXELS when it opens a
+    # file; the warning is an error here too.
+    Image.MAX_IMAGE_PIXELS = budget.limits.max_image_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as image:
+                width, height = image.size
+                budget.check_pixels(height, width, str(file))
+                budget.spend(width * height * 3, str(file))
+                return np.asarray(image.convert("RGB"))
+    except DataError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise budget.limits.exceeded("max_image_pixels", f"{file} ({error})") from None
+    except MemoryError:
+        raise DataError(f"{file}: ran out of memory decoding it") from None
+    except Exception as error:  # Pillow raises many kinds for a broken file: each is the file's fault
+        raise DataError(f"{file} is not a readable image ({type(error).__name__}: {error})") from None
+
+
+def _load_imagefolder(root: Path, budget: _Budget) -> tuple[ImageSet, ImageSet]:
     split_dirs = [root / "train", root / "test"]
     for split_dir in split_dirs:
         if not split_dir.is_dir():
             raise DataError(f"an imagefolder data set needs {split_dir}/<class>/<image> files")
     classes = sorted(p.name for p in split_dirs[0].iterdir() if p.is_dir())
+    budget.check_classes(len(classes), str(split_dirs[0]))
     splits = []
     for split_dir in split_dirs:
-        arrays, labels = [], []
+        listing = []
         for index, name in enumerate(classes):
-            for file in sorted((split_dir / name).glob("*")):
-                if file.suffix.lower() not in IMAGE_SUFFIXES:
-                    continue
-                with Image.open(file) as image:
-                    arrays.append(np.asarray(image.convert("RGB")))
-                labels.append(index)
+            files = [file for file in sorted((split_dir / name).glob("*")) if file.suffix.lower() in IMAGE_SUFFIXES]
+            budget.count_images(len(files), f"{split_dir / name}")
+            listing += [(file, index) for file in files]
+        arrays, labels = [], []
+        for file, index in listing:
+            arrays.append(_read_image(file, budget))
+            labels.append(index)
         if not arrays:
             raise DataError(f"no images under {split_dir}")
         shapes = {a.shape for a in arrays}
@@ -246,17 +374,15 @@ def _load_imagefolder(root: Path) -> tuple[ImageSet, ImageSet]:
 class _ArrayUnpickler(pickle.Unpickler):
     """CIFAR's pickles hold dicts of lists, bytes and numpy arrays; nothing else may load."""
 
-    ALLOWED = frozenset(
-        {
-            ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy", "ndarray"),
-            ("numpy", "dtype"),
-            ("numpy.core.multiarray", "scalar"),
-            ("numpy._core.multiarray", "scalar"),
-            ("_codecs", "encode"),
-        }
-    )
+    ALLOWED: ClassVar[set[tuple[str, str]]] = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module, name):
         if (module, name) not in self.ALLOWED:
@@ -264,34 +390,76 @@ class _ArrayUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def _read_cifar_pickle(path: Path) -> dict:
+def _read_cifar_pickle(path: Path, budget: _Budget) -> dict:
     if not path.is_file():
         raise DataError(f"missing CIFAR-100 file {path}")
+    # A pickle holds its arrays' bytes: its size bounds what it decodes to.
+    budget.spend(path.stat().st_size, f"{path.name} ({path.stat().st_size} bytes on disk)")
     with open(path, "rb") as handle:
         raw = _ArrayUnpickler(io.BufferedReader(handle), encoding="bytes").load()
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in raw.items()}
 
 
-def _load_cifar100(root: Path) -> tuple[ImageSet, ImageSet]:
+def _load_cifar100(root: Path, budget: _Budget) -> tuple[ImageSet, ImageSet]:
     if (root / "cifar-100-python").is_dir():
         root = root / "cifar-100-python"
-    meta = _read_cifar_pickle(root / "meta")
+    meta = _read_cifar_pickle(root / "meta", budget)
     classes = [n.decode() if isinstance(n, bytes) else n for n in meta["fine_label_names"]]
+    budget.check_classes(len(classes), "meta")
     splits = []
     for name in ("train", "test"):
-        part = _read_cifar_pickle(root / name)
+        part = _read_cifar_pickle(root / name, budget)
         data = np.asarray(part["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        budget.count_images(data.shape[0], name)
         labels = np.asarray(part["fine_labels"], dtype=np.int64)
         splits.append(ImageSet(torch.from_numpy(data.copy()), torch.from_numpy(labels), list(classes)))
     return splits[0], splits[1]
 
 
-def _load_npz(path: Path) -> tuple[ImageSet, ImageSet]:
+def _npy_header(archive: np.lib.npyio.NpzFile, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype an array of the archive declares, read from its .npy header only."""
+    names = archive.zip.namelist()
+    member = f"{key}.npy" if f"{key}.npy" in names else key
+    with archive.zip.open(member) as handle:
+        version = np.lib.format.read_magic(handle)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+        else:
+            raise DataError(f"{key}: unsupported .npy format version {version}")
+    return tuple(shape), dtype
+
+
+def _check_npz_headers(arrays: np.lib.npyio.NpzFile, budget: _Budget) -> None:
+    """Every array's declared size, count and type against the limits, before any is loaded."""
+    headers = {key: _npy_header(arrays, key) for key in ("x_train", "y_train", "x_test", "y_test", "classes")}
+    for key, (shape, dtype) in headers.items():
+        budget.spend(math.prod(shape) * dtype.itemsize, f"{key} declares shape {shape} of {dtype}")
+    shape, dtype = headers["classes"]
+    if dtype.kind not in "US" or len(shape) != 1 or dtype.itemsize > 4 * MAX_CLASS_NAME_CHARS:
+        raise DataError(f"classes must be a 1-D array of short strings, got shape {shape} of {dtype}")
+    budget.check_classes(shape[0], "classes")
+    for x_key, y_key in (("x_train", "y_train"), ("x_test", "y_test")):
+        (x_shape, x_dtype), (y_shape, y_dtype) = headers[x_key], headers[y_key]
+        if x_dtype != np.uint8:
+            raise DataError(f"{x_key} must be uint8, got {x_dtype}")
+        if y_dtype.kind not in "iu" or len(y_shape) != 1:
+            raise DataError(f"{y_key} must be a 1-D integer array, got shape {y_shape} of {y_dtype}")
+        if len(x_shape) not in (3, 4):
+            raise DataError(f"{x_key} must be (N, H, W), (N, H, W, C) or (N, C, H, W)")
+        budget.count_images(x_shape[0], x_key)
+        height, width = x_shape[1:3] if len(x_shape) == 3 or x_shape[1] not in (1, 3) else x_shape[2:4]
+        budget.check_pixels(height, width, f"an image of {x_key}")
+
+
+def _load_npz(path: Path, budget: _Budget) -> tuple[ImageSet, ImageSet]:
     with np.load(path, allow_pickle=False) as arrays:
         required = {"x_train", "y_train", "x_test", "y_test", "classes"}
         missing = sorted(required - set(arrays.files))
         if missing:
             raise DataError(f"{path} lacks arrays: {', '.join(missing)}")
+        _check_npz_headers(arrays, budget)
         classes = [str(c) for c in arrays["classes"].tolist()]
         splits = []
         for x_key, y_key in (("x_train", "y_train"), ("x_test", "y_test")):
@@ -343,13 +511,15 @@ class ClassMap:
 def build_class_map(old_classes: list[str], data_classes: list[str]) -> ClassMap:
     """Old classes keep their positions (matched by name); the data's other classes follow."""
     for label, names in (("old model", old_classes), ("update data", data_classes)):
-        duplicates = sorted({c for c in names if names.count(c) > 1})
-        if duplicates:
-            raise DataError(f"duplicate class names in the {label}: {', '.join(duplicates)}")
-    missing = [c for c in old_classes if c not in data_classes]
+        twice = duplicates(names)
+        if twice:
+            raise DataError(f"duplicate class names in the {label}: {', '.join(twice)}")
+    # Sets: linear in the number of classes.
+    in_data, in_old = set(data_classes), set(old_classes)
+    missing = [c for c in old_classes if c not in in_data]
     if missing:
         raise DataError(f"the update data lacks old classes: {', '.join(missing)}")
-    new = [c for c in data_classes if c not in old_classes]
+    new = [c for c in data_classes if c not in in_old]
     return ClassMap(tuple(old_classes) + tuple(new), len(old_classes))
 
 

@@ -24,7 +24,10 @@ Every route but `/health` needs a bearer token (`Authorization: Bearer <token>`)
 scope: `read` for GETs, `submit` for registering data sets and models and for scheduling or
 cancelling updates, `admin` for promotion. Create tokens with
 `python -m api.tokens create --name NAME --scopes read,submit`. Errors are 4xx with a body
-whose `detail[].loc` names the offending field.
+whose `detail[].loc` names the offending field. Request bodies are bounded (a 413 past
+`FLIPGUARD_MAX_JSON_BODY_BYTES`, 2 MiB, or for a model upload `FLIPGUARD_MAX_UPLOAD_BYTES`)
+and JSON is parsed strictly (no NaN or Infinity). A write authenticated by the dashboard's
+cookie instead of a bearer token must come from the API's own origin (`Origin` header).
 
 | route | scope | what |
 |---|---|---|
@@ -34,7 +37,7 @@ whose `detail[].loc` names the offending field.
 | `POST /models/{id}/promote` | admin | gated promotion; `force` needs a `reason`, which is recorded |
 | `POST /updates`, `GET /updates`, `GET /updates/{id}`, `POST /updates/{id}/cancel` | submit / read | schedule (202; `Idempotency-Key` honoured), follow, cancel |
 | `GET /models/{id}/flips`, `GET /models/{id}/flips/{sample}/image` | read | the regression report against the predecessor (or `?against=`), paginated flips, `?format=csv`; a flipped sample's image |
-| `GET /health`, `GET /metrics` | none / read | liveness of the database and broker; Prometheus metrics |
+| `GET /health`, `GET /metrics` | none / read | database, broker and workers (503 if no training worker); metrics |
 | `/dashboard` | read (cookie from `/dashboard/login`) | the MLOps dashboard |
 
 The examples below were run by `scripts/api_examples.py` against the embedded stack (SQLite,
@@ -42,7 +45,7 @@ filesystem broker) on {date}; `$URL` is the API's address and `$TOKEN` an admin 
 """
 
 EXAMPLES = [
-    ("Liveness", "curl -s $URL/health"),
+    ("Health", "curl -s $URL/health"),
     ("Requests without a token are refused", "curl -s -i $URL/models | head -n 1; curl -s $URL/models"),
     (
         "Register a data set",
@@ -141,6 +144,22 @@ curl -s -X POST $URL/models -H "Authorization: Bearer $TOKEN" -F family=evil -F 
     ),
 ]
 MAX_LINES = 40
+# Prose shown before an example's command.
+NOTES = {
+    "Health": """`GET /health` needs no token. It answers 200 when the service can do its work and 503 when it
+cannot. `database` is a real read, not a ping: the schema's alembic revision (`schema`) must be
+the one the code migrates to, and the rows of its tables are counted (a corrupt SQLite file
+fails here). `broker` is a connection to the broker. `workers` lists every worker that has not
+shut down cleanly, with the queues it consumes, the seconds since its last heartbeat (written
+every `FLIPGUARD_WORKER_HEARTBEAT_INTERVAL_S`, 10 s) and whether it is `live` (heard from within
+`FLIPGUARD_WORKER_STALE_AFTER_S`, 60 s); `queues` counts the live workers of each queue.
+`training_queue` is an error, and the status 503, while no live worker serves the training
+queue. A container health check that should restart only a broken API process (not one
+waiting for workers) runs `python -m api.healthcheck`: it exits 0 when `/health` answers with a
+working database, whatever the workers.
+
+""",
+}
 
 
 def _pretty(text: str) -> str:
@@ -165,6 +184,8 @@ def main() -> None:
     ):
         env = {"URL": stack.url, "TOKEN": stack.token, "PATH": "/usr/bin:/bin", "PYTHON": sys.executable}
         client = httpx.Client(base_url=stack.url, headers=stack.headers, timeout=30)
+        # The first example shows /health with the worker live.
+        Stack.wait_until(lambda: client.get("/health").status_code == 200, timeout_s=120, what="a live worker")
         for title, command in EXAMPLES:
             # Let the worker finish what the next example reads.
             if "/datasets/1" in command:
@@ -190,7 +211,8 @@ def main() -> None:
                 timeout=120,
             )
             sections.append(
-                f"## {title}\n\n```sh\n{command}\n```\n\n```\n{_pretty(result.stdout + result.stderr)}\n```\n"
+                f"## {title}\n\n{NOTES.get(title, '')}```sh\n{command}\n```\n\n"
+                f"```\n{_pretty(result.stdout + result.stderr)}\n```\n"
             )
     (ROOT / "docs" / "API.md").write_text("\n".join(sections))
     print(f"wrote {ROOT / 'docs' / 'API.md'}")

@@ -23,7 +23,7 @@ from sqlalchemy.exc import OperationalError
 from contracts.jobs import Candidate, RegisteredModel, SweepResult
 from contracts.selection import Selection
 from db.base import make_engine, make_session_factory
-from db.datasets.service import get_dataset, mark_dataset_failed, mark_dataset_ready
+from db.datasets.service import claim_inspection, get_dataset, mark_dataset_failed, mark_dataset_ready
 from db.errors import JobNotOwned
 from db.model_versions.service import get_model
 from db.references.service import add_reference, find_reference
@@ -33,7 +33,7 @@ from db.updates.lifecycle import cancel_job_finished, claim_job, fail_job, heart
 from db.updates.models import JobStatus
 from db.updates.submission import list_events
 from mpt.artifacts import ArtifactError, LoadedModel, load_model, save_model
-from mpt.data import DataError, load_dataset
+from mpt.data import DataError, DataLimits, load_dataset
 from mpt.recipe import MethodParams, Recipe
 from mpt.sweep import SweepOutcome, run_sweep
 from mpt.train import Callbacks, NonFiniteLoss, TrainingCancelled
@@ -58,6 +58,16 @@ def session_factory():
 
 def artifact_path(uri: str) -> Path:
     return settings().artifact_path(uri)
+
+
+def data_limits() -> DataLimits:
+    """What a worker may read from a data set, from the settings (named in errors)."""
+    current = settings()
+    fields = ("max_bytes", "max_images", "max_image_pixels", "max_classes")
+    return DataLimits(
+        **{field: getattr(current, f"dataset_{field}") for field in fields},
+        names=tuple((field, f"FLIPGUARD_DATASET_{field.upper()}") for field in fields),
+    )
 
 
 def with_db_retries(write, *, attempts: int = 30, delay_s: float = 2.0):
@@ -176,6 +186,14 @@ def execute_update(*, job_id: int) -> str:
         job = claim_job(session, job_id=job_id, worker_id=WORKER_ID, heartbeat_timeout_s=settings().heartbeat_timeout_s)
         if job is None:
             return "dropped: another live worker holds it, or it has finished"
+        if job.attempts > settings().max_job_attempts:
+            # Every earlier claim ended without a result: its worker died or stopped heartbeating.
+            reason = (
+                f"given up after {job.attempts - 1} runs that each ended without a result (the worker "
+                f"died or stopped heartbeating; FLIPGUARD_MAX_JOB_ATTEMPTS={settings().max_job_attempts})"
+            )
+            with_db_retries(lambda s: fail_job(s, job_id=job_id, error=reason))
+            return f"failed: {reason}"
         dataset = get_dataset(session, dataset_id=job.dataset_id)
         base_row = get_model(session, model_id=job.base_model_id) if job.base_model_id else None
 
@@ -220,7 +238,7 @@ def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_
     recipe = Recipe.from_dict(job.recipe)
     params = MethodParams.from_dict(job.method_params)
     base = load_model(artifact_path(base_row.artifact_uri), sha256=base_row.sha256) if base_row else None
-    bundle = load_dataset(dataset.uri, dataset.format.value)
+    bundle = load_dataset(dataset.uri, dataset.format.value, limits=data_limits())
     if bundle.digest != dataset.digest:
         raise DataError(
             f"data set {dataset.id} changed on disk since it was registered "
@@ -343,15 +361,33 @@ def _remove(paths: list[Path]) -> None:
 
 
 def inspect_dataset(*, dataset_id: int) -> str:
-    """Read a registered data set once: classes, split sizes, image shape, content digest."""
-    with session_factory()() as session:
-        dataset = get_dataset(session, dataset_id=dataset_id)
-    try:
-        bundle = load_dataset(dataset.uri, dataset.format.value)
-    except (DataError, OSError) as error:
-        reason = str(error)
-        with_db_retries(lambda s: mark_dataset_failed(s, dataset_id=dataset_id, error=reason))
-        return f"failed: {reason}"
-    described = bundle.describe()
-    with_db_retries(lambda s: mark_dataset_ready(s, dataset_id=dataset_id, **described))
-    return "ready"
+    """Read a registered data set once: classes, split sizes, image shape, content digest.
+
+    The delivery is counted in the row before anything is read; one past
+    max_inspect_deliveries (the earlier ones killed their workers or hung) fails the data set
+    unread. Reading is bounded by data_limits(), and whatever it raises fails the data set with
+    the reason: the worker survives any data set, and every data set ends ready or failed.
+    """
+    current = settings()
+    dataset = with_db_retries(lambda s: claim_inspection(s, dataset_id=dataset_id, timeout_s=current.inspect_timeout_s))
+    if dataset is None:
+        return "dropped: not pending, or another delivery is inspecting it"
+    if dataset.inspect_attempts > current.max_inspect_deliveries:
+        reason = (
+            f"the inspection did not finish in {current.max_inspect_deliveries} deliveries: each one killed "
+            f"its worker or ran past {current.inspect_timeout_s:g} s (FLIPGUARD_MAX_INSPECT_DELIVERIES, "
+            "FLIPGUARD_INSPECT_TIMEOUT_S)"
+        )
+    else:
+        try:
+            described = load_dataset(dataset.uri, dataset.format.value, limits=data_limits()).describe()
+        except DataError as error:
+            reason = str(error)
+        except Exception as error:
+            log.exception("inspecting data set %s crashed", dataset_id)
+            reason = f"internal error ({type(error).__name__}): {error}"
+        else:
+            with_db_retries(lambda s: mark_dataset_ready(s, dataset_id=dataset_id, **described))
+            return "ready"
+    with_db_retries(lambda s: mark_dataset_failed(s, dataset_id=dataset_id, error=reason))
+    return f"failed: {reason}"

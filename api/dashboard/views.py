@@ -15,10 +15,11 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from api.dashboard.charts import BarGroup, ScatterPoint, Series, bar_chart, line_chart, percent, scatter_chart
-from api.deps import READ, TOKEN_COOKIE, PaginationDep, SessionDep
+from api.deps import READ, TOKEN_COOKIE, PaginationDep, SessionDep, SettingsDep
 from api.errors import Unauthenticated, api_error_response, service_error_response
 from api.model_versions.schemas import GateVerdict
 from api.schemas import RowId
+from api.security import check_same_origin
 from contracts.flips import FlipSummary
 from contracts.selection import candidate_label, candidate_params
 from db.errors import NotFound
@@ -98,10 +99,12 @@ def login_form(request: Request, next: str = Query("/dashboard", max_length=2000
 def login(
     request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     token: str = Form(max_length=200),
     next: str = Form("/dashboard", max_length=2000),
 ):
     """Check the token and keep it in a cookie that scripts cannot read and other sites never send."""
+    check_same_origin(request, settings, required=False)  # no logging a victim in from another site
     row = authenticate(session, token=token.strip())
     if row is None or Scope.READ not in row.scopes:
         return _page(
@@ -119,8 +122,9 @@ def login(
 
 
 @login_router.post("/logout")
-def logout():
+def logout(request: Request, settings: SettingsDep):
     """Forget the token cookie."""
+    check_same_origin(request, settings, required=False)
     response = RedirectResponse("/dashboard/login", status_code=303)
     response.delete_cookie(TOKEN_COOKIE, path="/")
     return response

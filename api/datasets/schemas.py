@@ -34,4 +34,7 @@ class DatasetOut(OrmModel):
     test_size: int | None = Field(examples=[10000])
     image_shape: list[int] | None = Field(description="[C, H, W]", examples=[[1, 28, 28]])
     digest: str | None = Field(examples=["9f2c41d0a7b3e6f1"])
+    inspect_attempts: int = Field(
+        description="deliveries of the inspection so far (failed past FLIPGUARD_MAX_INSPECT_DELIVERIES)", examples=[1]
+    )
     created_at: datetime

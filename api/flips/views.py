@@ -168,12 +168,24 @@ def read_report(
     )
 
 
+def _stored_pixels(path, *, sample_index: int) -> np.ndarray:
+    """The (C, H, W) uint8 pixels of one sample from a report's image file."""
+    with np.load(path, allow_pickle=False) as archive:
+        positions = np.flatnonzero(archive["sample_index"] == sample_index)
+        if positions.size == 0:
+            raise NotFound(f"no image stored for sample {sample_index}", loc=("path", "sample_index"))
+        pixels = np.asarray(archive["images"][positions[0]], dtype=np.uint8)
+    if pixels.ndim != 3 or pixels.shape[0] not in (1, 3):
+        raise ValueError(f"stored images must be (C, H, W) with 1 or 3 channels, got {pixels.shape}")
+    return pixels
+
+
 @router.get(
     "/{sample_index}/image",
     dependencies=[READ],
     name="flip_image",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, **error_responses(404)},
+    responses={200: {"content": {"image/png": {}}}, **error_responses(404, 500)},
 )
 def read_image(
     model_id: RowId,
@@ -196,12 +208,18 @@ def read_image(
             loc=("path", "sample_index"),
             error_type="artifact_missing",
         )
-    with np.load(path, allow_pickle=False) as archive:
-        positions = np.flatnonzero(archive["sample_index"] == sample_index)
-        if positions.size == 0:
-            raise NotFound(f"no image stored for sample {sample_index}", loc=("path", "sample_index"))
-        pixels = np.asarray(archive["images"][positions[0]], dtype=np.uint8)  # (C, H, W)
-    image = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
+    try:
+        pixels = _stored_pixels(path, sample_index=sample_index)
+        image = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
+    except NotFound:
+        raise
+    except Exception as error:  # a damaged file in the store: zip, npy header, shape or pixel errors
+        raise ApiError(
+            500,
+            f"the report's image file is corrupt ({type(error).__name__}: {error})",
+            loc=("path", "sample_index"),
+            error_type="artifact_corrupt",
+        ) from None
     scale = max(1, -(-MIN_IMAGE_SIDE // min(image.size)))
     image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
     png = io.BytesIO()

@@ -76,7 +76,7 @@ class ModelOut(OrmModel):
 class PromoteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    force: bool = Field(False, description="promote although the gate did not pass (needs a reason)")
+    force: bool = Field(False, strict=True, description="promote although the gate did not pass (needs a reason)")
     reason: str | None = Field(None, max_length=2000, examples=["hotfix for the sandal class"])
 
 

@@ -24,8 +24,8 @@ from api.storage import (
     file_sha256,
     read_model_metadata,
     resolve_data_path,
-    store_model_file,
 )
+from api.uploads import receive_model_upload
 from db.flips.service import find_report
 from db.model_versions.models import ModelStatus
 from db.model_versions.service import (
@@ -114,21 +114,27 @@ async def register_model(request: Request, session: SessionDep, settings: Settin
         raise ApiError(
             413, f"request larger than {settings.max_upload_bytes} bytes", loc=("body", "file"), error_type="too_large"
         )
-    content_type = request.headers.get("content-type", "")
+    content_type = request.headers.get("content-type", "").lower()
     if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-        async with request.form(max_files=1, max_fields=10) as form:
-            fields = _validated(ModelRegisterForm, {k: v for k, v in form.items() if k != "file"}, source="body")
-            upload = form.get("file")
-            if upload is None or isinstance(upload, str):
-                raise RequestValidationError(
-                    [{"loc": ("body", "file"), "msg": "a safetensors file is required", "type": "missing"}]
-                )
-            loc = ("body", "file")
-            stored = await run_in_threadpool(store_model_file, upload.file, settings=settings, loc=loc)
-        return await run_in_threadpool(_register_file, session, settings, stored, family=fields.family, loc=loc)
+        # Streamed into the artifact store, stopping at max_upload_bytes (api/uploads.py).
+        fields, stored = (
+            await receive_model_upload(request, settings=settings)
+            if content_type.startswith("multipart/form-data")
+            else (dict(await request.form(max_files=0, max_fields=10)), None)
+        )
+        loc = ("body", "file")
+        try:
+            family = _validated(ModelRegisterForm, fields, source="body").family
+            if stored is None:
+                raise RequestValidationError([{"loc": loc, "msg": "a safetensors file is required", "type": "missing"}])
+        except Exception:
+            if stored is not None:
+                stored.path.unlink(missing_ok=True)
+            raise
+        return await run_in_threadpool(_register_file, session, settings, stored, family=family, loc=loc)
     try:
         payload = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RequestValidationError(
             [{"loc": ("body",), "msg": "send multipart/form-data or a JSON object", "type": "json_invalid"}]
         ) from None

@@ -10,12 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
 
-from api.schemas import OrmModel, RowId
+from api.schemas import OrmModel, StrictRowId
+from contracts.architectures import ARCHITECTURES, IN_CHANNELS
 from contracts.jobs import Gate, JobRequest
+from contracts.limits import MAX_CLASS_NAME_CHARS, MAX_CLASSES, duplicates
 from contracts.selection import MAX_CANDIDATES, Policy, Selection
 from db.updates.models import JobStatus, UpdateMethod
+
+ClassName = Annotated[str, Field(min_length=1, max_length=MAX_CLASS_NAME_CHARS)]
 
 
 class RecipeIn(BaseModel):
@@ -23,39 +27,55 @@ class RecipeIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: int | None = Field(None, ge=1, le=1000, examples=[100])
-    batch_size: int | None = Field(None, ge=1, le=8192, examples=[128])
-    lr: float | None = Field(None, gt=0, le=10, examples=[0.1])
-    momentum: float | None = Field(None, ge=0, lt=1, examples=[0.9])
-    weight_decay: float | None = Field(None, ge=0, le=1, examples=[5e-4])
-    crop_padding: int | None = Field(None, ge=0, le=64, examples=[4])
-    horizontal_flip: bool | None = Field(None, examples=[True])
-    mean: list[float] | None = Field(
+    epochs: int | None = Field(None, strict=True, ge=1, le=1000, examples=[100])
+    batch_size: int | None = Field(None, strict=True, ge=1, le=8192, examples=[128])
+    lr: float | None = Field(None, strict=True, gt=0, le=10, examples=[0.1])
+    momentum: float | None = Field(None, strict=True, ge=0, lt=1, examples=[0.9])
+    weight_decay: float | None = Field(None, strict=True, ge=0, le=1, examples=[5e-4])
+    crop_padding: int | None = Field(None, strict=True, ge=0, le=64, examples=[4])
+    horizontal_flip: bool | None = Field(None, strict=True, examples=[True])
+    mean: list[Annotated[float, Field(strict=True, ge=0, le=1)]] | None = Field(
         None,
         min_length=1,
-        max_length=4,
+        max_length=3,
         examples=[[0.4914, 0.4822, 0.4465]],
-        description="per-channel normalisation mean; omitted: measured on the training images",
+        description="per-channel normalisation mean (0..1, one per image channel, with std); "
+        "omitted: the base model's, or measured on the training images",
     )
-    std: list[float] | None = Field(
+    std: list[Annotated[float, Field(strict=True, gt=0, le=10)]] | None = Field(
         None,
         min_length=1,
-        max_length=4,
+        max_length=3,
+        validate_default=True,
         examples=[[0.2023, 0.1994, 0.2010]],
-        description="per-channel normalisation std; omitted: measured on the training images",
+        description="per-channel normalisation std (> 0, one per image channel, with mean); "
+        "omitted: the base model's, or measured on the training images",
     )
-    validation_fraction: float | None = Field(None, ge=0, lt=1, examples=[0.1])
-    train_samples_per_class: int | None = Field(None, ge=1, examples=[500])
-    eval_samples_per_class: int | None = Field(None, ge=1, examples=[100])
-    poll_every_steps: int | None = Field(None, ge=1, le=10000, examples=[20])
-    bf16_on_cuda: bool | None = Field(None, examples=[True])
-    channels_last_on_cuda: bool | None = Field(None, examples=[True])
-    compile_on_cuda: bool | None = Field(None, examples=[False])
+    validation_fraction: float | None = Field(None, strict=True, ge=0, lt=1, examples=[0.1])
+    train_samples_per_class: int | None = Field(None, strict=True, ge=1, examples=[500])
+    eval_samples_per_class: int | None = Field(None, strict=True, ge=1, examples=[100])
+    poll_every_steps: int | None = Field(None, strict=True, ge=1, le=10000, examples=[20])
+    bf16_on_cuda: bool | None = Field(None, strict=True, examples=[True])
+    channels_last_on_cuda: bool | None = Field(None, strict=True, examples=[True])
+    compile_on_cuda: bool | None = Field(None, strict=True, examples=[False])
     warm_start: bool | None = Field(
         None,
+        strict=True,
         examples=[False],
         description="start the student from the base model's weights (new classes' head rows freshly initialised)",
     )
+
+    @field_validator("std")
+    @classmethod
+    def _mean_and_std_together(cls, std: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        mean = info.data.get("mean")
+        if "mean" not in info.data:  # mean itself was refused
+            return std
+        if (mean is None) != (std is None):
+            raise ValueError("give mean and std together (one value per image channel each)")
+        if std is not None and (len(std) != len(mean) or len(std) not in IN_CHANNELS):
+            raise ValueError(f"mean and std need one value per image channel ({' or '.join(map(str, IN_CHANNELS))})")
+        return std
 
 
 class MethodParamsIn(BaseModel):
@@ -64,17 +84,17 @@ class MethodParamsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     bias: float | None = Field(
-        None, ge=0, le=100, examples=[4.0], description="b: added to new-class logits in the training CE"
+        None, strict=True, ge=0, le=100, examples=[4.0], description="b: added to new-class logits in the training CE"
     )
-    alpha: float | None = Field(None, ge=0, le=100, examples=[1.0])
-    beta: float | None = Field(None, ge=0, le=100, examples=[5.0])
-    tau: float | None = Field(None, gt=0, le=100, examples=[5.0])
-    lm_weight: float | None = Field(None, ge=0, le=100, examples=[0.4])
-    elodi_start_epoch: int | None = Field(None, ge=0, le=1000, examples=[5])
-    elodi_old_weight: float | None = Field(None, ge=0, le=100, examples=[0.6])
-    elodi_ensemble_weight: float | None = Field(None, ge=0, le=100, examples=[0.4])
-    elodi_ensemble_size: int | None = Field(None, ge=1, le=16, examples=[2])
-    elodi_topk: int | None = Field(None, ge=1, le=10000, examples=[10])
+    alpha: float | None = Field(None, strict=True, ge=0, le=100, examples=[1.0])
+    beta: float | None = Field(None, strict=True, ge=0, le=100, examples=[5.0])
+    tau: float | None = Field(None, strict=True, gt=0, le=100, examples=[5.0])
+    lm_weight: float | None = Field(None, strict=True, ge=0, le=100, examples=[0.4])
+    elodi_start_epoch: int | None = Field(None, strict=True, ge=0, le=1000, examples=[5])
+    elodi_old_weight: float | None = Field(None, strict=True, ge=0, le=100, examples=[0.6])
+    elodi_ensemble_weight: float | None = Field(None, strict=True, ge=0, le=100, examples=[0.4])
+    elodi_ensemble_size: int | None = Field(None, strict=True, ge=1, le=16, examples=[2])
+    elodi_topk: int | None = Field(None, strict=True, ge=1, le=10000, examples=[10])
 
 
 def _sweep_field(name: str) -> Any:
@@ -116,13 +136,23 @@ class SelectionIn(BaseModel):
         "max_accuracy: the highest validation accuracy within an NFR bound",
     )
     max_accuracy_drop: float | None = Field(
-        None, ge=0, le=1, examples=[0.005], description="min_nfr: accuracy at least the retrain's minus this (0.005)"
+        None,
+        strict=True,
+        ge=0,
+        le=1,
+        examples=[0.005],
+        description="min_nfr: accuracy at least the retrain's minus this (0.005)",
     )
     max_nfr: float | None = Field(
-        None, ge=0, le=1, examples=[0.02], description="max_accuracy: validation NFR at most this"
+        None, strict=True, ge=0, le=1, examples=[0.02], description="max_accuracy: validation NFR at most this"
     )
     max_nfr_ratio: float | None = Field(
-        None, ge=0, le=100, examples=[1.0], description="max_accuracy: NFR at most this times the retrain's (1)"
+        None,
+        strict=True,
+        ge=0,
+        le=100,
+        examples=[1.0],
+        description="max_accuracy: NFR at most this times the retrain's (1)",
     )
 
     def to_selection(self) -> Selection:
@@ -135,13 +165,14 @@ class GateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_nfr: float | None = Field(
-        None, ge=0, le=1, examples=[0.02], description="highest NFR on old-class samples that passes"
+        None, strict=True, ge=0, le=1, examples=[0.02], description="highest NFR on old-class samples that passes"
     )
     min_accuracy: float | None = Field(
-        None, ge=0, le=1, examples=[0.85], description="lowest overall accuracy that passes"
+        None, strict=True, ge=0, le=1, examples=[0.85], description="lowest overall accuracy that passes"
     )
     max_accuracy_drop: float | None = Field(
         None,
+        strict=True,
         ge=0,
         le=1,
         examples=[0.005],
@@ -149,12 +180,13 @@ class GateIn(BaseModel):
     )
     max_nfr_ratio: float | None = Field(
         None,
+        strict=True,
         ge=0,
         le=100,
         examples=[0.5],
         description="NFR on old-class samples at most this times the independent retrain's",
     )
-    auto_promote: bool = Field(False, description="promote at once when the gate passes")
+    auto_promote: bool = Field(False, strict=True, description="promote at once when the gate passes")
 
 
 class UpdateCreate(BaseModel):
@@ -175,7 +207,7 @@ class UpdateCreate(BaseModel):
         },
     )
 
-    base_model_id: RowId | None = Field(
+    base_model_id: StrictRowId | None = Field(
         None,
         description="the deployed version to update; omitted: train a first version",
         examples=[1],
@@ -193,21 +225,22 @@ class UpdateCreate(BaseModel):
         min_length=1,
         max_length=100,
         pattern=r"^[\w.\-]+$",
-        description="default: the base model's",
+        description=f"one of {', '.join(ARCHITECTURES)}; default: the base model's",
         examples=["resnet18"],
     )
-    dataset_id: RowId = Field(description="a data set in status ready", examples=[2])
-    classes: list[str] | None = Field(
+    dataset_id: StrictRowId = Field(description="a data set in status ready", examples=[2])
+    classes: list[ClassName] | None = Field(
         None,
         min_length=1,
-        description="training classes by name; omitted: all of the data set",
+        max_length=MAX_CLASSES,
+        description=f"training classes by name (at most {MAX_CLASSES}, no duplicates); omitted: all of the data set",
         examples=[["sandal", "sneaker", "boot", "slipper"]],
     )
     method: UpdateMethod = Field(UpdateMethod.MPT_KL, examples=["mpt-kl"])
     method_params: MethodParamsIn = Field(default_factory=MethodParamsIn)
     recipe: RecipeIn = Field(default_factory=RecipeIn)
     gate: GateIn = Field(default_factory=GateIn)
-    seed: int = Field(0, ge=0, le=2**31 - 1, examples=[0])
+    seed: int = Field(0, strict=True, ge=0, le=2**31 - 1, examples=[0])
     sweep: SweepIn | None = Field(
         None,
         description="train several candidates together and register the one `selection` picks; omitted "
@@ -218,6 +251,21 @@ class UpdateCreate(BaseModel):
         None,
         description="how the sweep's winner is chosen (default: min_nfr within max_accuracy_drop 0.005)",
     )
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, architecture: str | None) -> str | None:
+        if architecture is not None and architecture not in ARCHITECTURES:
+            raise ValueError(f"unknown architecture {architecture!r}; known: {', '.join(ARCHITECTURES)}")
+        return architecture
+
+    @field_validator("classes")
+    @classmethod
+    def _classes_once(cls, classes: list[str] | None) -> list[str] | None:
+        twice = duplicates(classes or [])
+        if twice:
+            raise ValueError(f"classes listed twice: {twice[:20]}")
+        return classes
 
     def to_job_request(self) -> JobRequest:
         """The typed request create_job takes; recipe and method fields left out stay out."""

@@ -7,11 +7,15 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
+from sqlalchemy.orm import Session
 
 from api.deps import READ, SUBMIT, PaginationDep, QueueDep, SessionDep
 from api.errors import error_responses
 from api.schemas import Page, RowId
 from api.updates.schemas import UpdateCreate, UpdateDetail, UpdateOut
+from db.datasets.models import Dataset
+from db.errors import InvalidInput
+from db.tokens.models import ApiToken
 from db.updates.models import JobStatus
 from db.updates.submission import create_job, get_job, list_candidates, list_events, list_jobs, request_cancel
 
@@ -24,9 +28,31 @@ def request_hash(body: UpdateCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def scoped_idempotency_key(token: ApiToken | None, key: str | None) -> str | None:
+    """The stored key: the client's key under its token's id, so that two tokens never share
+    a key (with authentication off, all requests share one scope)."""
+    if key is None:
+        return None
+    return f"{token.id if token is not None else '-'}:{key}"
+
+
+def check_normalisation_fits(session: Session, body: UpdateCreate) -> None:
+    """A recipe's mean and std must have one value per channel of the data set's images."""
+    mean = body.recipe.mean
+    dataset = session.get(Dataset, body.dataset_id)
+    if mean is None or dataset is None or not dataset.image_shape:
+        return  # create_job names a missing or unready data set
+    channels = dataset.image_shape[0]
+    if len(mean) != channels:
+        raise InvalidInput(
+            f"recipe.mean and recipe.std have {len(mean)} values "
+            f"but data set {dataset.id} has {channels}-channel images",
+            loc=("body", "recipe", "mean"),
+        )
+
+
 @router.post(
     "",
-    dependencies=[SUBMIT],
     status_code=202,
     response_model=UpdateOut,
     responses={
@@ -39,18 +65,24 @@ def submit(
     response: Response,
     session: SessionDep,
     queue: QueueDep,
+    token: Annotated[ApiToken | None, SUBMIT],
     idempotency_key: Annotated[
         str | None,
         Header(
             max_length=200,
             description="repeat a request safely: the same key and body "
-            "return the same job (200); the same key with another body is a 409",
+            "return the same job (200); the same key with another body is a 409. Keys are "
+            "scoped to the API token: another token's key never matches",
         ),
     ] = None,
 ):
     """Schedule a compatible retrain of a deployed model (or a first version from scratch)."""
+    check_normalisation_fits(session, body)
     job, created = create_job(
-        session, request=body.to_job_request(), idempotency_key=idempotency_key, request_hash=request_hash(body)
+        session,
+        request=body.to_job_request(),
+        idempotency_key=scoped_idempotency_key(token, idempotency_key),
+        request_hash=request_hash(body),
     )
     if not created:
         response.status_code = 200

@@ -35,4 +35,9 @@ class Dataset(Base):
     test_size: Mapped[int | None]
     image_shape: Mapped[list[int] | None] = mapped_column(JSONType)  # [C, H, W]
     digest: Mapped[str | None] = mapped_column(String(128))
+    # Deliveries of the inspection task, counted before each starts reading (a data set that
+    # kills the worker reading it is failed after FLIPGUARD_MAX_INSPECT_DELIVERIES), and when
+    # the last one began (a delivery older than FLIPGUARD_INSPECT_TIMEOUT_S is presumed dead).
+    inspect_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
+    inspect_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

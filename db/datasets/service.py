@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import timedelta
+
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from db.base import utcnow
 from db.datasets.models import Dataset, DatasetFormat, DatasetStatus
 from db.errors import Conflict, NotFound
 from db.pagination import Page, paginate
@@ -71,3 +74,43 @@ def mark_dataset_failed(session: Session, *, dataset_id: int, error: str) -> Dat
     dataset.error = error
     session.commit()
     return dataset
+
+
+def _inspection_due(*, now, timeout_s: float):
+    """Pending, and no delivery started within the timeout (none yet, or one presumed dead)."""
+    return and_(
+        Dataset.status == DatasetStatus.PENDING,
+        or_(
+            Dataset.inspect_started_at.is_(None),
+            Dataset.inspect_started_at < now - timedelta(seconds=timeout_s),
+        ),
+    )
+
+
+def claim_inspection(session: Session, *, dataset_id: int, timeout_s: float) -> Dataset | None:
+    """Count one delivery of the inspection task before it starts reading; None if the data set
+    is no longer pending or another delivery started less than `timeout_s` ago.
+
+    One conditional UPDATE, so two deliveries cannot both claim it.
+    """
+    now = utcnow()
+    result = session.execute(
+        update(Dataset)
+        .where(Dataset.id == dataset_id, _inspection_due(now=now, timeout_s=timeout_s))
+        .values(inspect_attempts=Dataset.inspect_attempts + 1, inspect_started_at=now)
+    )
+    session.commit()
+    if result.rowcount != 1:
+        return None
+    return session.get(Dataset, dataset_id, populate_existing=True)
+
+
+def datasets_needing_inspection(session: Session, *, timeout_s: float, grace_s: float) -> list[int]:
+    """Pending data sets no live delivery holds: never claimed for `grace_s` (a lost message),
+    or claimed more than `timeout_s` ago (its worker died or hangs)."""
+    now = utcnow()
+    statement = select(Dataset.id).where(
+        _inspection_due(now=now, timeout_s=timeout_s),
+        or_(Dataset.inspect_started_at.is_not(None), Dataset.created_at < now - timedelta(seconds=grace_s)),
+    )
+    return list(session.scalars(statement.order_by(Dataset.id)))

@@ -60,7 +60,8 @@ class UpdateJob(Base):
     error: Mapped[str | None] = mapped_column(Text)
     result_model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
     reference_model_id: Mapped[int | None] = mapped_column(ForeignKey("reference_models.id"))
-    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    # "<token id>:<Idempotency-Key>": keys are scoped to the token that sent them.
+    idempotency_key: Mapped[str | None] = mapped_column(String(240), unique=True)
     # Hash of the request body sent with the idempotency key: a replay must match it.
     request_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
