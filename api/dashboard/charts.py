@@ -254,11 +254,12 @@ def scatter_chart(
     x_low, x_high = padded([p.x for p in points])
     y_low, y_high = padded([p.y for p in points])
     x_low = max(x_low, 0.0) if min(p.x for p in points) >= 0 else x_low
-    plot_w = width - PAD_LEFT - PAD_RIGHT
+    pad_left = PAD_LEFT + 18  # room for the rotated y-axis title beside the tick labels
+    plot_w = width - pad_left - PAD_RIGHT
     plot_h = height - PAD_TOP - PAD_BOTTOM
 
     def sx(x: float) -> float:
-        return PAD_LEFT + (x - x_low) / (x_high - x_low) * plot_w
+        return pad_left + (x - x_low) / (x_high - x_low) * plot_w
 
     def sy(y: float) -> float:
         return PAD_TOP + (1 - (y - y_low) / (y_high - y_low)) * plot_h
@@ -266,9 +267,9 @@ def scatter_chart(
     out = [f'<svg class="chart scatter-chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(label)}">']
     for tick in (t for t in nice_ticks(y_low, y_high) if y_low <= t <= y_high):
         y = sy(tick)
-        out.append(f'<line class="grid" x1="{PAD_LEFT}" x2="{width - PAD_RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
+        out.append(f'<line class="grid" x1="{pad_left}" x2="{width - PAD_RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
         out.append(
-            f'<text class="tick" x="{PAD_LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(y_format(tick))}</text>'
+            f'<text class="tick" x="{pad_left - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(y_format(tick))}</text>'
         )
     for tick in (t for t in nice_ticks(x_low, x_high, 6) if x_low <= t <= x_high):
         x = sx(tick)
@@ -278,11 +279,11 @@ def scatter_chart(
             f'text-anchor="middle">{escape(x_format(tick))}</text>'
         )
     out.append(
-        f'<line class="axis" x1="{PAD_LEFT}" x2="{width - PAD_RIGHT}" '
+        f'<line class="axis" x1="{pad_left}" x2="{width - PAD_RIGHT}" '
         f'y1="{height - PAD_BOTTOM}" y2="{height - PAD_BOTTOM}"/>'
     )
     out.append(
-        f'<text class="axis-title" x="{PAD_LEFT + plot_w / 2}" y="{height - 4}" text-anchor="middle">'
+        f'<text class="axis-title" x="{pad_left + plot_w / 2}" y="{height - 4}" text-anchor="middle">'
         f"{escape(x_title)}</text>"
     )
     out.append(
