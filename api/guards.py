@@ -134,7 +134,7 @@ class BodyGuard:
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        downstream = counted
+        downstream: Receive = counted
         if scope["method"] not in ("GET", "HEAD", "OPTIONS") and not content_type.startswith(FORM_TYPES):
             try:
                 body = await self._read_all(counted)

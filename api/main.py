@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
+from api.comparisons.views import router as comparisons_router
 from api.dashboard.views import install_dashboard
 from api.datasets.views import router as datasets_router
 from api.errors import install_error_handlers
@@ -52,7 +53,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_body_guard(app, settings)
     install_metrics(app)
-    for router in (datasets_router, models_router, flips_router, updates_router, ops_router):
+    for router in (datasets_router, models_router, flips_router, comparisons_router, updates_router, ops_router):
         app.include_router(router)
     install_dashboard(app)
     install_docs(app)

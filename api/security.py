@@ -104,7 +104,7 @@ class SecurityHeaders:
 def _with_nonce(page: HTMLResponse, *, extra_sources: str) -> HTMLResponse:
     """FastAPI's docs page with its inline script nonce'd and a policy that names its CDN."""
     nonce = secrets.token_urlsafe(16)
-    html = page.body.decode().replace("<script>", f'<script nonce="{nonce}">')
+    html = bytes(page.body).decode().replace("<script>", f'<script nonce="{nonce}">')
     policy = (
         f"default-src 'self'; script-src 'self' https://cdn.jsdelivr.net 'nonce-{nonce}'; "
         f"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
@@ -119,10 +119,10 @@ def install_docs(app: FastAPI) -> None:
 
     @app.get("/docs", include_in_schema=False)
     def swagger_ui() -> HTMLResponse:
-        page = get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title} - Swagger UI")
+        page = get_swagger_ui_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - Swagger UI")
         return _with_nonce(page, extra_sources="https://fastapi.tiangolo.com")
 
     @app.get("/redoc", include_in_schema=False)
     def redoc() -> HTMLResponse:
-        page = get_redoc_html(openapi_url=app.openapi_url, title=f"{app.title} - ReDoc")
+        page = get_redoc_html(openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} - ReDoc")
         return _with_nonce(page, extra_sources="https://fastapi.tiangolo.com https://cdn.redoc.ly")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -38,7 +39,11 @@ def resolve_data_path(uri: str, *, settings: Settings, loc: tuple) -> Path:
     roots = [Path(os.path.realpath(root)) for root in settings.data_roots]
     if not any(real == root or root in real.parents for root in roots):
         allowed = ", ".join(str(root) for root in settings.data_roots)
-        raise InvalidInput(f"{uri} is not inside an allowed data root ({allowed})", loc=loc)
+        raise InvalidInput(
+            f"{uri} is not inside an allowed data root ({allowed}); to allow its folder, add it to the "
+            "server's FLIPGUARD_DATA_ROOTS setting (a JSON list of folders) and restart the API and workers",
+            loc=loc,
+        )
     if not real.exists():
         raise InvalidInput(f"{uri} does not exist", loc=loc)
     return real
@@ -183,3 +188,18 @@ def copy_data_file(path: Path, *, settings: Settings, loc: tuple) -> StoredFile:
         )
     with open(path, "rb") as source:
         return store_model_file(source, settings=settings, loc=loc)
+
+
+def png_bytes(pixels, *, min_side: int) -> bytes:
+    """A (C, H, W) uint8 image as PNG bytes, upscaled (nearest neighbour) until its short side
+    reaches `min_side` pixels so that small images stay visible."""
+    import numpy as np  # imported here: the client CLI imports this module for its choices
+    from PIL import Image
+
+    pixels = np.asarray(pixels, dtype=np.uint8)
+    image = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
+    scale = max(1, -(-min_side // min(image.size)))
+    image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

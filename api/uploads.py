@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 from fastapi import Request
@@ -17,6 +18,9 @@ from api.errors import ApiError
 from api.partials import PARTIAL_SUFFIX, locked_partial
 from api.storage import StoredFile
 from db.settings import Settings
+
+if TYPE_CHECKING:  # the library defines its callback type for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 FILE_FIELD = "file"
 MAX_FIELDS = 10
@@ -92,11 +96,11 @@ class _Events:
             raise UploadInvalid(f"form field larger than {MAX_FIELD_BYTES} bytes", loc=("body", self.part.name))
 
     def on_part_end(self) -> None:
-        if not self.part.is_file:
+        if not self.part.is_file and self.part.name is not None:
             self.fields[self.part.name] = self.part.data.decode("utf-8", "replace")
 
-    def callbacks(self) -> dict:
-        return {
+    def callbacks(self) -> MultipartCallbacks:
+        return {  # type: ignore[return-value]  # a TypedDict built by name
             name: getattr(self, name)
             for name in (
                 "on_part_begin",

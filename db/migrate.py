@@ -33,4 +33,6 @@ def head_revision() -> str:
     """The revision the code's migrations end at (what a migrated database reports)."""
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    assert head is not None, "the migration history has one head"
+    return head

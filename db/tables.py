@@ -1,6 +1,7 @@
 """Every table of the schema, imported together so that `Base.metadata` is complete."""
 
 from db.base import Base
+from db.comparisons.models import Comparison
 from db.datasets.models import Dataset
 from db.flips.models import FlipReport, FlipSample
 from db.model_versions.models import ModelVersion
@@ -13,6 +14,7 @@ metadata = Base.metadata
 
 __all__ = [
     "ApiToken",
+    "Comparison",
     "Dataset",
     "FlipReport",
     "FlipSample",

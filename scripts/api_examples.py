@@ -27,18 +27,41 @@ cancelling updates, `admin` for promotion. Create tokens with
 whose `detail[].loc` names the offending field. Request bodies are bounded (a 413 past
 `FLIPGUARD_MAX_JSON_BODY_BYTES`, 2 MiB, or for a model upload `FLIPGUARD_MAX_UPLOAD_BYTES`)
 and JSON is parsed strictly (no NaN or Infinity). A write authenticated by the dashboard's
-cookie instead of a bearer token must come from the API's own origin (`Origin` header).
+cookie instead of a bearer token must come from the API's own origin (`Origin` header). The
+client CLI, `python -m api.cli`, covers every route below (see the README).
 
 | route | scope | what |
 |---|---|---|
-| `POST /datasets`, `GET /datasets`, `GET /datasets/{id}` | submit / read | register a data set (a worker inspects it: `pending` -> `ready` or `failed`) |
+| `POST /datasets`, `GET /datasets`, `GET /datasets/{id}` | submit / read | register a data set (a worker inspects it: `pending` -> `ready` or `failed`); the uri must be a file for `npz`, a folder for the other formats |
+| `GET /datasets/{id}/samples`, `GET /datasets/{id}/samples/{n}/image` | read | a few test images per class, stored by the worker at inspection |
 | `POST /models`, `GET /models`, `GET /models/{id}` | submit / read | register a deployed model (a flipguard safetensors file, as `mpt import` writes from a state_dict: upload or a uri under a data root) |
-| `GET /models/{id}/weights`, `GET /models/{id}/lineage` | read | the weights (sha256 checked), the chain of predecessors with accuracy and NFR |
+| `GET /models/{id}/weights`, `GET /models/{id}/lineage` | read | the weights (sha256 checked), the chain of predecessors with accuracy (and what it was measured on), NFR and class counts |
 | `POST /models/{id}/promote` | admin | gated promotion; `force` needs a `reason`, which is recorded |
 | `POST /updates`, `GET /updates`, `GET /updates/{id}`, `POST /updates/{id}/cancel` | submit / read | schedule (202; `Idempotency-Key` honoured), follow, cancel |
-| `GET /models/{id}/flips`, `GET /models/{id}/flips/{sample}/image` | read | the regression report against the predecessor (or `?against=`), paginated flips, `?format=csv`; a flipped sample's image |
+| `GET /updates/{id}/reference/weights` | read | the independent reference the job trained or reused (`reference_id`: an entry of the reference cache, not a model id) |
+| `GET /models/{id}/flips`, `GET /models/{id}/flips/{sample}/image` | read | the regression report against the predecessor or `?against=` any other version (a pair no job evaluated: 202 while a worker computes it), paginated flips, `?format=csv`; a flipped sample's image |
+| `POST /comparisons`, `GET /comparisons/{id}` | submit / read | the report of any two versions, computed once by a light worker (POST also retries a failed one) |
 | `GET /health`, `GET /metrics` | none / read | database, broker and workers (503 if no training worker); metrics |
 | `/dashboard` | read (cookie from `/dashboard/login`) | the MLOps dashboard |
+
+**Comparing any two versions.** An update job stores the report of its version against its
+base. `GET /models/{id}/flips?against=OTHER` for any other pair queues a light worker (task
+`flipguard.compare_models`, `light` queue): it evaluates both versions on the evaluation split
+of the newer version's update job (the older one's when the newer was uploaded) and stores the
+report, its ledger and the flipped samples' images. Until then the answer is `202 Accepted` with
+the comparison and `Location: /comparisons/{id}`. One row per ordered pair: the report is
+computed once and every later request reads it. Both versions' classes must lie within that
+split's classes (two versions of one family do whenever one's classes include the other's, as an
+update keeps every class of its base); another pair is refused at once with a 422. A failed
+computation reads as a 409 with its reason; `POST /comparisons` queues it again.
+
+**The independent reference of a job.** `reference_id` (called `reference_model_id` before) is
+the id of an entry of the reference cache, not a model version: the model trained independently
+on the same data, classes, architecture, recipe and seed, which the flip report sets beside the
+update (`reference` figures) and which later jobs reuse. Its weights are a download,
+`reference_weights_url` (`GET /updates/{id}/reference/weights`, sha256 in `X-Checksum-Sha256`).
+It is not registered as a model version: it was never a candidate for production, and one cache
+entry serves several jobs.
 
 The examples below were run by `scripts/api_examples.py` against the embedded stack (SQLite,
 filesystem broker) on {date}; `$URL` is the API's address and `$TOKEN` an admin token.
@@ -57,7 +80,16 @@ EXAMPLES = [
         """curl -s -X POST $URL/datasets -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
   -d '{"name": "etc", "uri": "/usr/share/datasets/../../../etc", "format": "imagefolder"}'""",
     ),
+    (
+        "A uri of the wrong kind for its format is refused at once",
+        """curl -s -X POST $URL/datasets -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+  -d '{"name": "folder", "uri": "/usr/share/datasets/fashion-mnist", "format": "npz"}'""",
+    ),
     ("The inspected data set", 'curl -s $URL/datasets/1 -H "Authorization: Bearer $TOKEN"'),
+    (
+        "A few sample images of each class, stored at inspection",
+        'curl -s $URL/datasets/1/samples -H "Authorization: Bearer $TOKEN" | head -n 16',
+    ),
     (
         "Train a first version (no base model)",
         f"""curl -s -X POST $URL/updates -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
@@ -97,6 +129,22 @@ EXAMPLES = [
         'curl -s -o flip.png -w \'%{http_code} %{content_type}\\n\' "$URL/models/2/flips/$(curl -s "$URL/models/2/flips?page_size=1" -H "Authorization: Bearer $TOKEN" | python3 -c \'import json,sys; print(json.load(sys.stdin)["samples"]["items"][0]["sample_index"])\')/image" -H "Authorization: Bearer $TOKEN"',
     ),
     ("Lineage", 'curl -s $URL/models/2/lineage -H "Authorization: Bearer $TOKEN"'),
+    (
+        "The independent reference the update trained, as a download",
+        "curl -s -o reference.safetensors -w '%{http_code} %{size_download} bytes\\n' $URL/updates/2/reference/weights -H \"Authorization: Bearer $TOKEN\"",
+    ),
+    (
+        "v1 against v2: a pair no update job evaluated is computed on demand (202)",
+        'curl -s -i "$URL/models/1/flips?against=2&page_size=1" -H "Authorization: Bearer $TOKEN" | grep -iE "^(HTTP|location)"; curl -s "$URL/models/1/flips?against=2" -H "Authorization: Bearer $TOKEN"',
+    ),
+    (
+        "The comparison once the light worker stored its report",
+        'curl -s $URL/comparisons/1 -H "Authorization: Bearer $TOKEN"',
+    ),
+    (
+        "The report of v1 against v2, read like any other",
+        'curl -s "$URL/models/1/flips?against=2&page_size=1" -H "Authorization: Bearer $TOKEN" | python3 -c \'import json,sys; r=json.load(sys.stdin); print(json.dumps({k: r[k] for k in ("model_id", "baseline_model_id", "k_old", "classes")} | {"nfr_old_classes": r["figures"]["scopes"]["old_classes"]["nfr"]}, indent=2))\'',
+    ),
     (
         "Forced promotion needs a reason",
         """curl -s -X POST $URL/models/1/promote -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{"force": true}'""",
@@ -202,6 +250,12 @@ def main() -> None:
                         timeout_s=600,
                         what=f"job {job_id}",
                     )
+            if "/comparisons/1" in command:
+                Stack.wait_until(
+                    lambda: client.get("/comparisons/1").json()["status"] in ("succeeded", "failed"),
+                    timeout_s=300,
+                    what="comparison 1",
+                )
             result = subprocess.run(
                 ["bash", "-c", command],
                 env=env | ({"PYTHONPATH": str(ROOT)} if "api.cli" in command else {}),

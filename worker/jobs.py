@@ -131,7 +131,10 @@ class JobMonitor:
         return self.cancel_requested or self.lost
 
     def enter_phase(self, phase: str) -> None:
-        self.phase, self.progress, self.epoch = phase, 0.0, None
+        # A training phase starts in its first epoch (the row must not keep the previous
+        # phase's last epoch); evaluating has none, and readers show none for it.
+        training = phase not in ("evaluating", "starting")
+        self.phase, self.progress, self.epoch = phase, 0.0, 1 if training else None
         if phase == "evaluating":
             self.status = JobStatus.EVALUATING
         self.beat()
@@ -145,8 +148,10 @@ class JobMonitor:
         with_db_retries(
             lambda s: record_event(s, job_id=self.job_id, phase=self.phase, epoch=epoch + 1, metrics=metrics)
         )
-        # A short epoch can end between two heartbeats: write the finished epoch now.
+        # A short epoch can end between two heartbeats (and before the loop's next progress
+        # poll): write the finished epoch and its share of the phase now.
         self.epoch = epoch + 1
+        self.progress = max(self.progress, min((epoch + 1) / max(self.epochs, 1), 1.0))
         self.beat()
 
 
@@ -380,14 +385,45 @@ def inspect_dataset(*, dataset_id: int) -> str:
         )
     else:
         try:
-            described = load_dataset(dataset.uri, dataset.format.value, limits=data_limits()).describe()
+            bundle = load_dataset(dataset.uri, dataset.format.value, limits=data_limits())
+            described = bundle.describe()
+            samples_uri = _store_dataset_samples(dataset_id, bundle.test)
         except DataError as error:
             reason = str(error)
         except Exception as error:
             log.exception("inspecting data set %s crashed", dataset_id)
             reason = f"internal error ({type(error).__name__}): {error}"
         else:
-            with_db_retries(lambda s: mark_dataset_ready(s, dataset_id=dataset_id, **described))
+            with_db_retries(
+                lambda s: mark_dataset_ready(s, dataset_id=dataset_id, samples_uri=samples_uri, **described)
+            )
             return "ready"
     with_db_retries(lambda s: mark_dataset_failed(s, dataset_id=dataset_id, error=reason))
     return f"failed: {reason}"
+
+
+# Sample images kept per data set for the dashboard: a few per class, at most this many in all.
+SAMPLES_PER_CLASS = 4
+MAX_SAMPLES = 64
+
+
+def _store_dataset_samples(dataset_id: int, test) -> str | None:
+    """Write the first few test images of each class to the artifact store (an .npz the API
+    serves without torch); None when the split is empty."""
+    per_class = max(1, min(SAMPLES_PER_CLASS, MAX_SAMPLES // max(len(test.classes), 1)))
+    picked: list[int] = []
+    for label in range(len(test.classes)):
+        members = (test.labels == label).nonzero().flatten()[:per_class].tolist()
+        picked.extend(members[: MAX_SAMPLES - len(picked)])
+    if not picked:
+        return None
+    uri = f"datasets/dataset-{dataset_id}-{uuid.uuid4().hex[:8]}.npz"
+    path = artifact_path(uri)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, labels=test.labels[picked].numpy(), images=test.images[picked].numpy())
+    except OSError:  # the pictures are a convenience: a full store must not fail the data set
+        log.exception("could not store sample images of data set %s", dataset_id)
+        path.unlink(missing_ok=True)
+        return None
+    return uri

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from celery.signals import worker_ready, worker_shutdown
 
-from contracts.tasks import INSPECT_DATASET_TASK, RUN_UPDATE_TASK, TRAINING_QUEUE
-from worker import jobs
+from contracts.tasks import COMPARE_MODELS_TASK, INSPECT_DATASET_TASK, RUN_UPDATE_TASK, TRAINING_QUEUE
+from worker import comparisons, jobs
 from worker.app import app
 from worker.liveness import Liveness
 from worker.reconciler import start_reconciler
@@ -21,6 +21,11 @@ def run_update(job_id: int) -> str:
 @app.task(name=INSPECT_DATASET_TASK)
 def inspect_dataset(dataset_id: int) -> str:
     return jobs.inspect_dataset(dataset_id=dataset_id)
+
+
+@app.task(name=COMPARE_MODELS_TASK)
+def compare_models(comparison_id: int) -> str:
+    return comparisons.execute_comparison(comparison_id=comparison_id)
 
 
 @worker_ready.connect

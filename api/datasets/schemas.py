@@ -38,3 +38,18 @@ class DatasetOut(OrmModel):
         description="deliveries of the inspection so far (failed past FLIPGUARD_MAX_INSPECT_DELIVERIES)", examples=[1]
     )
     created_at: datetime
+
+
+class DatasetSample(BaseModel):
+    position: int = Field(description="index among the stored samples", examples=[0])
+    label: int = Field(examples=[3])
+    label_name: str = Field(examples=["Dress"])
+    image_url: str = Field(examples=["/datasets/1/samples/0/image"])
+
+
+class DatasetSamples(BaseModel):
+    """A few test images per class, stored when the worker inspected the data set (none for a
+    data set inspected before sample images were kept, or one that failed)."""
+
+    dataset_id: int = Field(examples=[1])
+    items: list[DatasetSample]

@@ -7,6 +7,8 @@ included, nothing else); /metrics needs the `read` scope.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -27,10 +29,10 @@ from db.workers.service import is_live, list_workers
 router = APIRouter(tags=["operations"])
 
 
-HEALTHY_EXAMPLE = {
+HEALTHY_EXAMPLE: dict[str, Any] = {
     "status": "ok",
     "database": "ok",
-    "schema": "0005",
+    "schema": "0006",
     "broker": "ok",
     "training_queue": "ok",
     "queues": {"light": 1, "training": 1},
@@ -104,7 +106,7 @@ def _workers(session: Session, settings: Settings, *, database_ok: bool) -> dict
         for row in list_workers(session)
     ]
     queues = {
-        name: sum(1 for worker in workers if worker["live"] and name in worker["queues"])
+        name: sum(1 for worker in workers if worker["live"] and name in cast(list[str], worker["queues"]))
         for name in (LIGHT_QUEUE, TRAINING_QUEUE)
     }
     training = "ok" if queues[TRAINING_QUEUE] else "error: no live worker serves the training queue"

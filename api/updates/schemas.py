@@ -10,7 +10,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, create_model, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    computed_field,
+    create_model,
+    field_validator,
+)
 
 from api.schemas import OrmModel, StrictRowId
 from contracts.architectures import ARCHITECTURES, IN_CHANNELS
@@ -73,7 +82,7 @@ class RecipeIn(BaseModel):
             return std
         if (mean is None) != (std is None):
             raise ValueError("give mean and std together (one value per image channel each)")
-        if std is not None and (len(std) != len(mean) or len(std) not in IN_CHANNELS):
+        if std is not None and mean is not None and (len(std) != len(mean) or len(std) not in IN_CHANNELS):
             raise ValueError(f"mean and std need one value per image channel ({' or '.join(map(str, IN_CHANNELS))})")
         return std
 
@@ -325,10 +334,24 @@ class UpdateOut(OrmModel):
     cancel_requested: bool
     error: str | None
     result_model_id: int | None = Field(examples=[None])
-    reference_model_id: int | None = Field(examples=[None])
+    reference_id: int | None = Field(
+        validation_alias=AliasChoices("reference_id", "reference_model_id"),
+        description="the independent reference this job trained or reused: an entry of the reference cache "
+        "(an independently trained model on the same data, classes, recipe and seed, shared by jobs), "
+        "not a model version id; its weights are at reference_weights_url",
+        examples=[None],
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+
+    @computed_field(  # type: ignore[prop-decorator]
+        description="download of the independent reference's safetensors weights (null until the job has one)",
+        examples=["/updates/12/reference/weights"],
+    )
+    @property
+    def reference_weights_url(self) -> str | None:
+        return f"/updates/{self.id}/reference/weights" if self.reference_id is not None else None
 
 
 class CandidateOut(OrmModel):

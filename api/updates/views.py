@@ -7,16 +7,20 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
-from api.deps import READ, SUBMIT, PaginationDep, QueueDep, SessionDep
-from api.errors import error_responses
+from api.deps import READ, SUBMIT, PaginationDep, QueueDep, SessionDep, SettingsDep
+from api.errors import ApiError, error_responses
+from api.queue import TaskQueue
 from api.schemas import Page, RowId
+from api.storage import file_sha256
 from api.updates.schemas import UpdateCreate, UpdateDetail, UpdateOut
 from db.datasets.models import Dataset
 from db.errors import InvalidInput
+from db.references.models import ReferenceModel
 from db.tokens.models import ApiToken
-from db.updates.models import JobStatus
+from db.updates.models import JobStatus, UpdateJob
 from db.updates.submission import create_job, get_job, list_candidates, list_events, list_jobs, request_cancel
 
 router = APIRouter(prefix="/updates", tags=["updates"], responses=error_responses(401, 403))
@@ -77,6 +81,21 @@ def submit(
     ] = None,
 ):
     """Schedule a compatible retrain of a deployed model (or a first version from scratch)."""
+    job, created = submit_update(session, queue, body, token=token, idempotency_key=idempotency_key)
+    if not created:
+        response.status_code = 200
+    return job
+
+
+def submit_update(
+    session: Session,
+    queue: TaskQueue,
+    body: UpdateCreate,
+    *,
+    token: ApiToken | None,
+    idempotency_key: str | None = None,
+) -> tuple[UpdateJob, bool]:
+    """Validate and queue an update (the REST route and the dashboard's form both call this)."""
     check_normalisation_fits(session, body)
     job, created = create_job(
         session,
@@ -84,13 +103,11 @@ def submit(
         idempotency_key=scoped_idempotency_key(token, idempotency_key),
         request_hash=request_hash(body),
     )
-    if not created:
-        response.status_code = 200
     # Sent after the commit, so the worker finds the row. A replay of a still queued job
     # sends again in case the first send failed: claiming is atomic, extra deliveries are dropped.
     if created or job.status == JobStatus.QUEUED:
         queue.run_update(job.id)
-    return job
+    return job, created
 
 
 @router.get("", dependencies=[READ], response_model=Page[UpdateOut])
@@ -113,6 +130,47 @@ def read(job_id: RowId, session: SessionDep):
             "events": list_events(session, job_id=job_id),
             "candidates": list_candidates(session, job_id=job_id),
         }
+    )
+
+
+@router.get(
+    "/{job_id}/reference/weights",
+    dependencies=[READ],
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, **error_responses(404, 500)},
+)
+def download_reference(job_id: RowId, session: SessionDep, settings: SettingsDep):
+    """The safetensors weights of the independent reference the job trained (or reused from the
+    cache): the model its flip report compares the update with, sha256 checked."""
+    job = get_job(session, job_id=job_id)
+    reference = session.get(ReferenceModel, job.reference_model_id) if job.reference_model_id is not None else None
+    if reference is None:
+        raise ApiError(
+            404,
+            f"update job {job_id} has no independent reference (a first version, or not trained yet)",
+            loc=("path", "job_id"),
+            error_type="not_found",
+        )
+    path = settings.artifact_path(reference.artifact_uri)
+    if not path.is_file():
+        raise ApiError(
+            404,
+            f"the reference weights of update job {job_id} are missing from the artifact store",
+            loc=("path", "job_id"),
+            error_type="artifact_missing",
+        )
+    if file_sha256(path) != reference.sha256:
+        raise ApiError(
+            500,
+            f"the reference weights of update job {job_id} do not match their sha256",
+            loc=("path", "job_id"),
+            error_type="artifact_corrupt",
+        )
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        filename=f"{job.family}-job{job_id}-reference.safetensors",
+        headers={"X-Checksum-Sha256": reference.sha256},
     )
 
 

@@ -40,4 +40,7 @@ class Dataset(Base):
     # the last one began (a delivery older than FLIPGUARD_INSPECT_TIMEOUT_S is presumed dead).
     inspect_attempts: Mapped[int] = mapped_column(default=0, server_default="0")
     inspect_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # An .npz in the artifact store written at inspection: `labels` (M,) and uint8 `images`
+    # (M, C, H, W), a few test images per class for the dashboard (the API reads it without torch).
+    samples_uri: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

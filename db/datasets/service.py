@@ -8,7 +8,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.base import utcnow
+from db.base import rows_changed, utcnow
 from db.datasets.models import Dataset, DatasetFormat, DatasetStatus
 from db.errors import Conflict, NotFound
 from db.pagination import Page, paginate
@@ -53,6 +53,7 @@ def mark_dataset_ready(
     test_size: int,
     image_shape: list[int],
     digest: str,
+    samples_uri: str | None = None,
 ) -> Dataset:
     """Record what the worker found in the data set and make it usable by update jobs."""
     dataset = get_dataset(session, dataset_id=dataset_id)
@@ -61,6 +62,7 @@ def mark_dataset_ready(
     dataset.test_size = test_size
     dataset.image_shape = list(image_shape)
     dataset.digest = digest
+    dataset.samples_uri = samples_uri
     dataset.status = DatasetStatus.READY
     dataset.error = None
     session.commit()
@@ -94,13 +96,14 @@ def claim_inspection(session: Session, *, dataset_id: int, timeout_s: float) -> 
     One conditional UPDATE, so two deliveries cannot both claim it.
     """
     now = utcnow()
-    result = session.execute(
+    claimed = rows_changed(
+        session,
         update(Dataset)
         .where(Dataset.id == dataset_id, _inspection_due(now=now, timeout_s=timeout_s))
-        .values(inspect_attempts=Dataset.inspect_attempts + 1, inspect_started_at=now)
+        .values(inspect_attempts=Dataset.inspect_attempts + 1, inspect_started_at=now),
     )
     session.commit()
-    if result.rowcount != 1:
+    if claimed != 1:
         return None
     return session.get(Dataset, dataset_id, populate_existing=True)
 

@@ -8,7 +8,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from db.base import utcnow
+from db.base import rows_changed, utcnow
 from db.workers.models import WorkerHeartbeat
 
 
@@ -16,8 +16,7 @@ def record_heartbeat(session: Session, *, name: str, queues: list[str], started_
     """Refresh the worker's row (created on its first beat)."""
     now = utcnow()
     values = {"queues": sorted(queues), "beat_at": now, "started_at": started_at or now}
-    result = session.execute(update(WorkerHeartbeat).where(WorkerHeartbeat.name == name).values(**values))
-    if result.rowcount == 0:
+    if rows_changed(session, update(WorkerHeartbeat).where(WorkerHeartbeat.name == name).values(**values)) == 0:
         session.add(WorkerHeartbeat(name=name, **values))
     try:
         session.commit()

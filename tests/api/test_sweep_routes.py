@@ -1,13 +1,14 @@
 """Sweeps through the API: refusals naming the field, the default sweep, the candidates of a
 finished job in GET /updates/{id} and on the dashboard's job and model pages."""
 
-import argparse
+import io
 import re
 
 import pytest
 from api_helpers import CLASSES, assert_error, model_file, ready_dataset, summary, upload
+from rich.console import Console
 
-from api.cli import parse_sweep, update_show
+from api import cli
 from api.dashboard.charts import ScatterPoint, scatter_chart
 from contracts.jobs import Candidate, Gate, JobRequest, RegisteredModel, SweepResult
 from contracts.selection import Figures, Selection, choose
@@ -147,25 +148,22 @@ def test_dashboard_pages_draw_the_candidates(client, session, tmp_path):
     assert "max NFR ratio vs retrain" in model_page and "ceiling" in model_page
 
 
-def test_cli_prints_the_candidate_table(client, session, tmp_path, capsys):
-    job_id, model_id = finished_sweep(client, session, tmp_path)
-    update_show(client, argparse.Namespace(job_id=job_id))
-    out = capsys.readouterr().out
-    assert f"registered model {model_id}" in out
-    lines = out.splitlines()
-    header = next(i for i, line in enumerate(lines) if line.startswith("candidate "))
-    table = lines[header + 2 : header + 7]
-    assert [line.split()[:2] for line in table[:4]] == [
-        ["bias=0", "81.00%"],
-        ["bias=1", "80.00%"],
-        ["*", "bias=2"],
-        ["bias=4", "78.00%"],
-    ]
-    assert table[2].split()[2:] == ["79.70%", "1.00%", "yes"]
-    assert table[4].split()[:2] == ["independent", "retrain"]
+def test_cli_prints_the_candidate_table(client, session, tmp_path, monkeypatch):
+    job_id, _ = finished_sweep(client, session, tmp_path)
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "out", Console(file=screen, width=200, soft_wrap=False, highlight=False))
+    cli.print_candidates(client.get(f"/updates/{job_id}").json())
+    lines = screen.getvalue().splitlines()
+    rows = {
+        line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]] for line in lines if "│" in line
+    }
+    assert rows["bias=0"] == ["81.00%", "5.00%", "yes", ""]
+    assert rows["bias=2"] == ["79.70%", "1.00%", "yes", "* registered"]
+    assert rows["bias=4"] == ["78.00%", "0.50%", "no", ""]
+    assert rows["independent retrain"] == ["80.00%", "4.00%", "-", ""]
     assert any(line.startswith("rule: min_nfr") for line in lines)
     assert any(line.startswith("choice: ") and "bias=2" in line for line in lines)
-    assert parse_sweep(["bias=0,1,2,4", "tau=2,5"]) == {"bias": [0, 1, 2, 4], "tau": [2, 5]}
+    assert cli.parse_sweep(["bias=0,1,2,4", "tau=2,5"]) == {"bias": [0, 1, 2, 4], "tau": [2, 5]}
 
 
 def test_scatter_chart_marks_and_labels():

@@ -71,6 +71,18 @@ def _full_story(api: Api, tmp_path: Path, family: str) -> None:
         assert figures["scopes"][scope]["nfr"] == pytest.approx(expected["scopes"][scope]["nfr"])
     assert flips["reference"] is not None, "the independent retrain's figures stand beside MPT's"
     assert flips["samples"]["total"] == len(ledger)
+    # The reference is a download of its own, and its weights give the reference figures.
+    response = api.http.get(job["reference_weights_url"])
+    assert response.status_code == 200, response.text
+    (tmp_path / "reference.safetensors").write_bytes(response.content)
+    reference, _ = evaluate(
+        model=load_model(tmp_path / "reference.safetensors", sha256=response.headers["x-checksum-sha256"]),
+        baseline=old_model,
+        evaluation=data.evaluation,
+        k_old=5,
+        device=__import__("torch").device("cpu"),
+    )
+    assert flips["reference"]["scopes"]["all"]["negative_flips"] == reference.scopes.all.negative_flips
 
     negative = api.ok(api.http.get(f"/models/{v2['id']}/flips", params={"kind": "negative", "page_size": 5}))
     assert all(row["kind"] == "negative" for row in negative["samples"]["items"])
@@ -94,7 +106,7 @@ def _full_story(api: Api, tmp_path: Path, family: str) -> None:
         )["id"]
     )
     assert again["status"] == "succeeded", again
-    assert again["reference_model_id"] == job["reference_model_id"] is not None
+    assert again["reference_id"] == job["reference_id"] is not None
     assert not any(event["phase"] == "reference" for event in again["events"])
 
 
