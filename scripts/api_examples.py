@@ -184,11 +184,11 @@ curl -s -X POST $URL/models -H "Authorization: Bearer $TOKEN" -F family=evil -F 
     ),
     (
         "The winner's gate verdict, relative to the independent retrain",
-        'curl -s $URL/models/4 -H "Authorization: Bearer $TOKEN" | python3 -c \'import json,sys; print(json.dumps(json.load(sys.stdin)["gate_verdict"], indent=2))\'',
+        'curl -s $URL/models/$(curl -s $URL/updates/3 -H "Authorization: Bearer $TOKEN" | python3 -c \'import json,sys; print(json.load(sys.stdin)["result_model_id"])\') -H "Authorization: Bearer $TOKEN" | python3 -c \'import json,sys; print(json.dumps(json.load(sys.stdin)["gate_verdict"], indent=2))\'',
     ),
     (
         "The client CLI's candidate table",
-        "FLIPGUARD_URL=$URL FLIPGUARD_TOKEN=$TOKEN $PYTHON -m api.cli update show 3",
+        "FLIPGUARD_URL=$URL FLIPGUARD_TOKEN=$TOKEN $PYTHON -m api.cli updates show 3",
     ),
 ]
 MAX_LINES = 40
