@@ -37,7 +37,7 @@ client CLI, `python -m api.cli`, covers every route below (see the README).
 | `POST /models`, `GET /models`, `GET /models/{id}` | submit / read | register a deployed model (a flipguard safetensors file, as `mpt import` writes from a state_dict: upload or a uri under a data root) |
 | `GET /models/{id}/weights`, `GET /models/{id}/lineage` | read | the weights (sha256 checked), the chain of predecessors with accuracy (and what it was measured on), NFR and class counts |
 | `POST /models/{id}/promote` | admin | gated promotion; `force` needs a `reason`, which is recorded |
-| `POST /updates`, `GET /updates`, `GET /updates/{id}`, `POST /updates/{id}/cancel` | submit / read | schedule (202; `Idempotency-Key` honoured), follow, cancel |
+| `POST /updates`, `GET /updates`, `GET /updates/{id}`, `POST /updates/{id}/cancel` | submit / read | schedule (202; `Idempotency-Key` honoured; `sweep` and `selection` train candidates side by side and register one, by default b in {0, 1, 2, 4} for an MPT method without `method_params.bias`), follow (a sweep's candidates and choice), cancel |
 | `GET /updates/{id}/reference/weights` | read | the independent reference the job trained or reused (`reference_id`: an entry of the reference cache, not a model id) |
 | `GET /models/{id}/flips`, `GET /models/{id}/flips/{sample}/image` | read | the regression report against the predecessor or `?against=` any other version (a pair no job evaluated: 202 while a worker computes it), paginated flips, `?format=csv`; a flipped sample's image |
 | `POST /comparisons`, `GET /comparisons/{id}` | submit / read | the report of any two versions, computed once by a light worker (POST also retries a failed one) |
