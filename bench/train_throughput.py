@@ -36,7 +36,8 @@ import time
 import numpy as np
 import torch
 
-from mpt.data import ImageSet, channel_stats, load_dataset
+from mpt.data import ImageSet, channel_stats
+from mpt.formats import load_dataset
 from mpt.losses import LossInputs, get_method
 from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe
@@ -190,7 +191,7 @@ def compute_only_run(
 ) -> float:
     """images/s of the engine's own step functions on one fixed, already augmented batch: the
     model arithmetic alone, with no data work at all; no loop with this maths can beat it."""
-    from mpt.data import augment
+    from mpt.augment import augment
     from mpt.train import _memory_format, _prepare_teachers, _Student, _student_step, _teacher_logits
 
     in_channels = train_set.images.shape[1]

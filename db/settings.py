@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     # An update job claimed this many times (each claim after a worker died or stalled) is
     # failed instead of being run again.
     max_job_attempts: int = 5
-    # What a worker reads from a data set (mpt.data.DataLimits): decoded bytes of all arrays,
+    # What a worker reads from a data set (mpt.limits.DataLimits): decoded bytes of all arrays,
     # images, height x width of one image (also Pillow's MAX_IMAGE_PIXELS), classes.
     dataset_max_bytes: int = 4 * 1024**3
     dataset_max_images: int = 2_000_000

@@ -30,6 +30,11 @@ class ModelSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) the network is fed."""
+        return (self.in_channels, self.image_size[0], self.image_size[1])
+
     def to_metadata(self) -> dict[str, str]:
         values = {
             MetadataKey.ARCH: self.arch,

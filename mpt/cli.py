@@ -13,8 +13,9 @@ from mpt import importer
 from mpt.artifacts import LoadedModel, load_model, save_model
 from mpt.cli_args import parse_assignments, parse_classes, recipe_from_args
 from mpt.console import epoch_progress, format_table
-from mpt.data import DataError, load_dataset
+from mpt.data import DataError
 from mpt.flips import headline
+from mpt.formats import open_dataset
 from mpt.losses import METHODS
 from mpt.nets import ARCHITECTURES
 from mpt.recipe import MethodParams
@@ -33,7 +34,7 @@ def _write_json(path: str | None, payload: dict) -> None:
 
 
 def cmd_train(args) -> dict:
-    bundle = load_dataset(args.data, args.format)
+    bundle = open_dataset(args.data, args.format)
     outcome = run_update(
         bundle=bundle,
         base=None,
@@ -94,7 +95,7 @@ def _update(args, method: str, base: LoadedModel, bundle) -> UpdateOutcome:
 
 
 def cmd_update(args) -> dict:
-    bundle = load_dataset(args.data, args.format)
+    bundle = open_dataset(args.data, args.format)
     base = load_model(args.base)
     outcome = _update(args, args.method, base, bundle)
     sha = save_model(args.out, outcome.model.net, outcome.model.spec)
@@ -125,7 +126,7 @@ def parse_sweep(pairs: list[str]) -> dict[str, list]:
 
 
 def cmd_sweep(args) -> dict:
-    bundle = load_dataset(args.data, args.format)
+    bundle = open_dataset(args.data, args.format)
     base = load_model(args.base)
     values = parse_sweep(args.sweep)
     progress = (
@@ -182,7 +183,7 @@ def cmd_sweep(args) -> dict:
 
 
 def cmd_reference(args) -> dict:
-    bundle = load_dataset(args.data, args.format)
+    bundle = open_dataset(args.data, args.format)
     base = load_model(args.base)
     outcome = _update(args, "independent", base, bundle)
     sha = save_model(args.out, outcome.model.net, outcome.model.spec)
@@ -191,7 +192,7 @@ def cmd_reference(args) -> dict:
 
 
 def cmd_evaluate(args) -> dict:
-    bundle = load_dataset(args.data, args.format)
+    bundle = open_dataset(args.data, args.format)
     old, new = load_model(args.old), load_model(args.new)
     k_old = len(old.spec.classes)
     if tuple(new.spec.classes[:k_old]) != tuple(old.spec.classes):
@@ -203,7 +204,9 @@ def cmd_evaluate(args) -> dict:
         recipe=recipe_from_args(args),
         seed=args.seed,
     )
-    report, ledger = evaluate(model=new, baseline=old, evaluation=data.evaluation, k_old=k_old)
+    report, ledger = evaluate(
+        model=new, baseline=old, evaluation=data.evaluation, k_old=k_old, recipe=recipe_from_args(args)
+    )
     print(format_table({Path(args.new).stem: headline(report)}))
     result = {"report": report.to_dict(), "ledger": ledger.rows()}
     _write_json(args.json, result)
@@ -214,7 +217,7 @@ def cmd_demo(args) -> dict:
     """Class-incremental Fashion-MNIST: v1 on classes 0-4, then independent vs MPT-KL on 0-9."""
     started = time.perf_counter()
     work = Path(args.workdir)
-    bundle = load_dataset(args.data, args.format)
+    bundle = open_dataset(args.data, args.format)
     recipe = recipe_from_args(args)
     print(f"data: {args.data} ({len(bundle.train)} train / {len(bundle.test)} test images)")
     first = run_update(
@@ -266,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--lr", type=float)
         sub.add_argument("--train-samples-per-class", type=int)
         sub.add_argument("--eval-samples-per-class", type=int)
+        sub.add_argument("--image-size", type=int, help="fit images of any size to this side (default: their own)")
+        sub.add_argument("--data-path", choices=["auto", "resident", "streaming"], help="default: auto")
         sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any Recipe field")
         sub.add_argument("--json", help="write the full result as JSON here")
         sub.add_argument("--quiet", action="store_true", help="no per-epoch lines")

@@ -14,9 +14,11 @@ import torch
 
 from contracts.flips import FlipSummary
 from mpt.artifacts import LoadedModel
-from mpt.data import ImageSet
+from mpt.data import FittedImages, ImageFiles, ImageSet
 from mpt.flips import FlipLedger, flip_report
-from mpt.train import predict, resolve_device
+from mpt.recipe import Recipe
+from mpt.train import resolve_device
+from mpt.update import model_logits
 
 
 def report_classes(*, baseline_classes: list[str], split_classes: list[str]) -> list[str]:
@@ -25,12 +27,18 @@ def report_classes(*, baseline_classes: list[str], split_classes: list[str]) -> 
 
 
 def compare(
-    *, model: LoadedModel, baseline: LoadedModel, evaluation: ImageSet, device=None
+    *,
+    model: LoadedModel,
+    baseline: LoadedModel,
+    evaluation: ImageSet | ImageFiles | FittedImages,
+    device=None,
+    recipe: Recipe | None = None,
 ) -> tuple[FlipSummary, FlipLedger]:
     """The report of `model` against `baseline` on `evaluation` (labels index its classes).
 
     Every class of both models must be a class of the split; a class the model does not know
-    gets no probability from it (as a new class gets none from an old model).
+    gets no probability from it (as a new class gets none from an old model). Each model sees
+    the split fitted to its own input, on the recipe's data path (mpt.update.model_logits).
     """
     device = resolve_device() if device is None else device
     split_classes = list(evaluation.classes)
@@ -41,15 +49,10 @@ def compare(
     classes = report_classes(baseline_classes=list(baseline.spec.classes), split_classes=split_classes)
     position = {name: index for index, name in enumerate(classes)}
     labels = torch.tensor([position[name] for name in split_classes], dtype=torch.long)[evaluation.labels]
-    model_logits = predict(
-        model.net.to(device), evaluation.images, mean=model.spec.mean, std=model.spec.std, device=device
-    )
+    own_logits, old_logits = model_logits([model, baseline], evaluation, device=device, recipe=recipe or Recipe())
     new_logits = torch.full((len(evaluation), len(classes)), float("-inf"))
     columns = torch.tensor([position[name] for name in model.spec.classes], dtype=torch.long)
-    new_logits[:, columns] = model_logits
-    old_logits = predict(
-        baseline.net.to(device), evaluation.images, mean=baseline.spec.mean, std=baseline.spec.std, device=device
-    )
+    new_logits[:, columns] = own_logits
     return flip_report(
         labels=labels, old_logits=old_logits, new_logits=new_logits, classes=classes, k_old=len(baseline.spec.classes)
     )

@@ -28,6 +28,7 @@ from mpt.update import (
     Progress,
     ReferenceStore,
     UpdateData,
+    UpdateInputs,
     evaluate,
     independent_model,
     untrained_model,
@@ -82,6 +83,7 @@ class SweepOutcome:
     reference_report: FlipSummary | None = None
     choice: Choice | None = None
     selection: Selection | None = None
+    inputs: UpdateInputs | None = None  # the splits as the networks read them (the ledger's thumbnails)
 
     @property
     def best(self) -> Trial:
@@ -174,9 +176,11 @@ def run_sweep(
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
     if checkpoint_dir:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    arch, data, setup = update_setup(
+    arch, data, setup, inputs = update_setup(
         bundle=bundle, base=base, classes=classes, arch=arch, recipe=recipe, seed=seed, device=torch_device
     )
+    if progress.on_data_path:
+        progress.on_data_path(inputs.data_path)
     common = dict(data=data, arch=arch, store=store, progress=progress, checkpoint_dir=checkpoint_dir)
     reference = independent_model(setup, phase="reference", **common)
     teachers = Teachers(old=base.net, reference=reference.net)
@@ -188,7 +192,10 @@ def run_sweep(
 
     # Every student starts from the weights a lone run with this seed would start from.
     warm_from = base.net if recipe.warm_start else None
-    students = [untrained_model(arch, data, setup.mean, setup.std, seed=seed, warm_from=warm_from) for _ in candidates]
+    students = [
+        untrained_model(arch, data, inputs.shape, setup.mean, setup.std, seed=seed, warm_from=warm_from)
+        for _ in candidates
+    ]
     sweep_setup = dataclasses.replace(
         setup,
         teachers=teachers,
@@ -201,14 +208,18 @@ def run_sweep(
 
     k_old = data.class_map.k_old
     swept = list(values) if values is not None else ["bias"]
+    validation = setup.validation  # prepared for the input once: trials are evaluated on it as trained
+    assert validation is not None  # update_setup always holds one out
     trials = []
     for student, candidate, history in zip(students, candidates, histories, strict=True):
         model = LoadedModel(student.net.cpu(), student.spec)
-        report, _ = evaluate(model=model, baseline=base, evaluation=data.validation, k_old=k_old, device=torch_device)
+        report, _ = evaluate(
+            model=model, baseline=base, evaluation=validation, k_old=k_old, device=torch_device, recipe=recipe
+        )
         label = candidate_label(candidate.to_dict(), swept)
         trials.append(Trial(candidate, history, headline(report), report, model, label=label))
     reference_val_report, _ = evaluate(
-        model=reference, baseline=base, evaluation=data.validation, k_old=k_old, device=torch_device
+        model=reference, baseline=base, evaluation=validation, k_old=k_old, device=torch_device, recipe=recipe
     )
     reference_validation = headline(reference_val_report)
     if selection is None:
@@ -235,18 +246,31 @@ def run_sweep(
         "split": "validation",
     }
     outcome = SweepOutcome(
-        trials, choice.winner, policy, data, reference, reference_validation, choice=choice, selection=selection
+        trials,
+        choice.winner,
+        policy,
+        data,
+        reference,
+        reference_validation,
+        choice=choice,
+        selection=selection,
+        inputs=inputs,
     )
     progress.enter("evaluating")
     for index, trial in enumerate(trials):
         if index == choice.winner or evaluate_all:
             report, ledger = evaluate(
-                model=trial.model, baseline=base, evaluation=data.evaluation, k_old=k_old, device=torch_device
+                model=trial.model,
+                baseline=base,
+                evaluation=inputs.evaluation,
+                k_old=k_old,
+                device=torch_device,
+                recipe=recipe,
             )
             trial.report = report
             if index == choice.winner:
                 outcome.report, outcome.ledger = report, ledger
     outcome.reference_report, _ = evaluate(
-        model=reference, baseline=base, evaluation=data.evaluation, k_old=k_old, device=torch_device
+        model=reference, baseline=base, evaluation=inputs.evaluation, k_old=k_old, device=torch_device, recipe=recipe
     )
     return outcome

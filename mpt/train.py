@@ -1,8 +1,9 @@
 """One training loop for every method of docs/METHOD.md.
 
-The data set lives on the training device as uint8; each step gathers a batch, augments it
-there (mpt.data.augment), runs the teachers without gradient on the same augmented batch and
-the student with gradient. Nothing waits for the device except at poll points (every
+Each step takes a uint8 batch from a mpt.feed.BatchFeed (a gather from the set held on the
+device, or a batch decoded by DataLoader workers: the same batches either way), augments it
+on the device (mpt.augment.augment_batch), runs the teachers without gradient on the same
+augmented batch and the student with gradient. Nothing waits for the device except at poll points (every
 `recipe.poll_every_steps` steps) and at the end of an epoch.
 
 `train_students` trains several students on the same batches (a sweep: one data pass and one
@@ -20,7 +21,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mpt.data import ImageSet, augment, normalize
+from mpt.augment import augment_batch
+from mpt.data import normalize
+from mpt.feed import BatchFeed, Prepared, decode_workers
 from mpt.losses import LossInputs, Method, get_method
 from mpt.recipe import MethodParams, Recipe
 
@@ -55,14 +58,14 @@ class Teachers:
 class TrainingSetup:
     """What every student of one run shares: data, class map, normalisation, recipe, teachers, hooks."""
 
-    train_set: ImageSet
+    train_set: Prepared  # resident ImageSet or streaming FittedImages (mpt.feed)
     new_mask: torch.Tensor  # (K,) bool: the classes the update adds
     mean: Sequence[float]
     std: Sequence[float]
     recipe: Recipe
     seed: int  # data order and augmentation, not the students' initial weights
     teachers: Teachers = field(default_factory=Teachers)
-    validation: ImageSet | None = None
+    validation: Prepared | None = None
     device: torch.device | None = None  # None: CUDA when available
     callbacks: Callbacks = field(default_factory=Callbacks)
     # Written after every epoch; a run that finds it resumes from it.
@@ -88,14 +91,22 @@ def epoch_generator(seed: int, epoch: int, device: torch.device) -> torch.Genera
 
 @torch.no_grad()
 def predict(
-    net: nn.Module, images: torch.Tensor, *, mean, std, device: torch.device, batch_size: int = 1024
+    net: nn.Module,
+    images: Prepared,
+    *,
+    mean,
+    std,
+    device: torch.device,
+    batch_size: int = 1024,
+    workers: int = 0,
 ) -> torch.Tensor:
-    """Float32 logits of a whole image set, in evaluation mode, returned on the CPU."""
+    """Float32 logits of a whole image set, in evaluation mode, returned on the CPU; a
+    streaming set is decoded batch by batch (by `workers` processes), never held whole."""
     was_training = net.training
     net.eval()
     outputs = []
-    for start in range(0, images.shape[0], batch_size):
-        batch = normalize(images[start : start + batch_size].to(device, non_blocking=True), mean, std)
+    for pixels in BatchFeed(images, device, workers=workers, on_device=False).in_order(batch_size):
+        batch = normalize(pixels, mean, std)
         with _autocast(device, enabled=device.type == "cuda"):
             outputs.append(net(batch).float().cpu())
     net.train(was_training)
@@ -272,20 +283,20 @@ def train_students(
     if checkpoint is not None and checkpoint.exists():
         start_epoch = _load_checkpoint(checkpoint, students, device)
 
-    images = setup.train_set.images.to(device)
-    labels = setup.train_set.labels.to(device)
+    workers = decode_workers(recipe)
+    feed = BatchFeed(setup.train_set, device, workers=workers, on_device=True)
     new_mask = setup.new_mask.to(device)
     # Normalisation constants made once on the device: no host-to-device copy inside the loop.
     mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
-    n = labels.numel()
+    n = len(feed)
     batches_per_epoch = max(1, math.ceil(n / recipe.batch_size))
     total_steps = recipe.epochs * batches_per_epoch
     histories: list[list[dict]] = [[] for _ in students]
     # The old model is frozen: which validation samples it gets right is fixed for the run.
     old_correct_on_validation = None
     if validation is not None and len(validation) and teachers.old is not None:
-        old_logits = predict(teachers.old, validation.images, mean=mean, std=std, device=device)
+        old_logits = predict(teachers.old, validation, mean=mean, std=std, device=device, workers=workers)
         old_correct_on_validation = (old_logits.argmax(1) == validation.labels, old_logits.shape[1])
 
     for epoch in range(start_epoch, recipe.epochs):
@@ -296,16 +307,10 @@ def train_students(
             student.steps = 0
         generator = epoch_generator(setup.seed, epoch, device)
         order = torch.randperm(n, device=device, generator=generator)
-        for step, start in enumerate(range(0, n, recipe.batch_size)):
-            index = order[start : start + recipe.batch_size]
-            if index.numel() < 2:
-                continue  # BatchNorm cannot train on a single sample
-            batch = augment(
-                images[index], padding=recipe.crop_padding, flip=recipe.horizontal_flip, generator=generator
-            )
+        for step, images, y in feed.shuffled(order, recipe.batch_size):
+            batch = augment_batch(images, recipe, generator)
             # Same arithmetic as mpt.data.normalize, with the constants already on the device.
             x = ((batch.float() / 255 - mean_t) / std_t).contiguous(memory_format=memory_format)
-            y = labels[index]
             teacher_logits = _teacher_logits(frozen, x, device, bf16)
             for student in students:
                 _student_step(student, x, y, new_mask, teacher_logits, epoch, device, bf16)
@@ -321,7 +326,15 @@ def train_students(
             }
             if validation is not None and len(validation):
                 metrics.update(
-                    _validate(student.net, validation, old_correct_on_validation, mean=mean, std=std, device=device)
+                    _validate(
+                        student.net,
+                        validation,
+                        old_correct_on_validation,
+                        mean=mean,
+                        std=std,
+                        device=device,
+                        workers=workers,
+                    )
                 )
             all_metrics.append(metrics)
         if checkpoint is not None:
@@ -375,9 +388,9 @@ def _maybe_compile(net: nn.Module, recipe: Recipe, device: torch.device) -> nn.M
     return net
 
 
-def _validate(net, validation: ImageSet, old_correct, *, mean, std, device) -> dict:
+def _validate(net, validation: Prepared, old_correct, *, mean, std, device, workers: int) -> dict:
     """Validation accuracy, and the negative flip rate against the old model on its classes."""
-    logits = predict(net, validation.images, mean=mean, std=std, device=device)
+    logits = predict(net, validation, mean=mean, std=std, device=device, workers=workers)
     correct = logits.argmax(1) == validation.labels
     metrics = {"val_accuracy": float(correct.float().mean())}
     if old_correct is not None:

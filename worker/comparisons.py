@@ -19,7 +19,8 @@ from db.errors import ServiceError
 from db.model_versions.service import get_model
 from mpt.artifacts import ArtifactError, load_model
 from mpt.compare import compare
-from mpt.data import DataError, load_dataset
+from mpt.data import DataError, thumbnails
+from mpt.formats import open_dataset
 from mpt.recipe import Recipe
 from mpt.train import resolve_device
 from worker.jobs import artifact_path, session_factory, settings, with_db_retries
@@ -49,7 +50,7 @@ def execute_comparison(*, comparison_id: int) -> str:
     try:
         model = load_model(artifact_path(model_row.artifact_uri), sha256=model_row.sha256)
         baseline = load_model(artifact_path(baseline_row.artifact_uri), sha256=baseline_row.sha256)
-        bundle = load_dataset(dataset.uri, dataset.format.value)
+        bundle = open_dataset(dataset.uri, dataset.format.value)
         if bundle.digest != dataset.digest:
             raise DataError(
                 f"data set {dataset.id} changed on disk since it was registered "
@@ -60,12 +61,20 @@ def execute_comparison(*, comparison_id: int) -> str:
             recipe.eval_samples_per_class, seed=job.seed
         )
         summary, ledger = compare(
-            model=model, baseline=baseline, evaluation=evaluation, device=resolve_device(settings().device)
+            model=model,
+            baseline=baseline,
+            evaluation=evaluation,
+            device=resolve_device(settings().device),
+            recipe=recipe,
         )
         images_uri = f"reports/comparison-{comparison_id}-{uuid.uuid4().hex[:8]}.npz"
         path = artifact_path(images_uri)
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, sample_index=ledger.sample_index.numpy(), images=evaluation.images[ledger.sample_index].numpy())
+        # Thumbnails of what the model saw, as an update's report stores them.
+        images = thumbnails(
+            evaluation, ledger.sample_index.tolist(), model.spec.input_shape, recipe.ledger_thumbnail_side
+        )
+        np.savez_compressed(path, sample_index=ledger.sample_index.numpy(), images=images.numpy())
         rows = ledger.rows()
         report = with_db_retries(
             lambda s: complete_comparison(

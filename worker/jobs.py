@@ -33,7 +33,9 @@ from db.updates.lifecycle import cancel_job_finished, claim_job, fail_job, heart
 from db.updates.models import JobStatus
 from db.updates.submission import list_events
 from mpt.artifacts import ArtifactError, LoadedModel, load_model, save_model
-from mpt.data import DataError, DataLimits, load_dataset
+from mpt.data import DataError, ImageFiles, ImageSet, thumbnails
+from mpt.formats import open_dataset
+from mpt.limits import DataLimits
 from mpt.recipe import MethodParams, Recipe
 from mpt.sweep import SweepOutcome, run_sweep
 from mpt.train import Callbacks, NonFiniteLoss, TrainingCancelled
@@ -94,6 +96,7 @@ class JobMonitor:
     progress: float = 0.0
     epoch: int | None = None
     status: JobStatus = JobStatus.RUNNING
+    data_path: str | None = None
     cancel_requested: bool = False
     lost: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -117,6 +120,7 @@ class JobMonitor:
                     progress=self.progress,
                     epoch=self.epoch,
                     status=self.status,
+                    data_path=self.data_path,
                 )
         except JobNotOwned:
             self.lost = True
@@ -137,6 +141,10 @@ class JobMonitor:
         self.phase, self.progress, self.epoch = phase, 0.0, 1 if training else None
         if phase == "evaluating":
             self.status = JobStatus.EVALUATING
+        self.beat()
+
+    def on_data_path(self, data_path: str) -> None:
+        self.data_path = data_path
         self.beat()
 
     def on_progress(self, fraction: float) -> None:
@@ -243,7 +251,7 @@ def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_
     recipe = Recipe.from_dict(job.recipe)
     params = MethodParams.from_dict(job.method_params)
     base = load_model(artifact_path(base_row.artifact_uri), sha256=base_row.sha256) if base_row else None
-    bundle = load_dataset(dataset.uri, dataset.format.value, limits=data_limits())
+    bundle = open_dataset(dataset.uri, dataset.format.value, limits=data_limits())
     if bundle.digest != dataset.digest:
         raise DataError(
             f"data set {dataset.id} changed on disk since it was registered "
@@ -252,6 +260,7 @@ def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_
     store = DatabaseReferenceStore()
     progress = Progress(
         on_phase=monitor.enter_phase,
+        on_data_path=monitor.on_data_path,
         callbacks=Callbacks(
             on_epoch_end=monitor.on_epoch_end,
             on_progress=monitor.on_progress,
@@ -293,13 +302,21 @@ def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_
     sha256 = save_model(written[-1], model_out.net, model_out.spec)
     images_uri = None
     if outcome.ledger is not None:
+        assert outcome.inputs is not None  # both pipelines return the splits they evaluated on
         images_uri = f"reports/{stem}.npz"
         written.append(artifact_path(images_uri))
         written[-1].parent.mkdir(parents=True, exist_ok=True)
-        np.savez(
+        # Thumbnails of what the new model saw, not full-resolution inputs: thousands of
+        # flips at 224 px stay a few megabytes.
+        np.savez_compressed(
             written[-1],
             sample_index=outcome.ledger.sample_index.numpy(),
-            images=outcome.data.evaluation.images[outcome.ledger.sample_index].numpy(),
+            images=thumbnails(
+                outcome.inputs.evaluation,
+                outcome.ledger.sample_index.tolist(),
+                outcome.inputs.shape,
+                recipe.ledger_thumbnail_side,
+            ).numpy(),
         )
     monitor.stop()
     if monitor.lost:
@@ -366,7 +383,8 @@ def _remove(paths: list[Path]) -> None:
 
 
 def inspect_dataset(*, dataset_id: int) -> str:
-    """Read a registered data set once: classes, split sizes, image shape, content digest.
+    """Read a registered data set once: classes, split sizes, image sizes and modes (an image
+    folder's from its files' headers, no pixels decoded), content digest.
 
     The delivery is counted in the row before anything is read; one past
     max_inspect_deliveries (the earlier ones killed their workers or hung) fails the data set
@@ -385,7 +403,7 @@ def inspect_dataset(*, dataset_id: int) -> str:
         )
     else:
         try:
-            bundle = load_dataset(dataset.uri, dataset.format.value, limits=data_limits())
+            bundle = open_dataset(dataset.uri, dataset.format.value, limits=data_limits())
             described = bundle.describe()
             samples_uri = _store_dataset_samples(dataset_id, bundle.test)
         except DataError as error:
@@ -407,9 +425,10 @@ SAMPLES_PER_CLASS = 4
 MAX_SAMPLES = 64
 
 
-def _store_dataset_samples(dataset_id: int, test) -> str | None:
+def _store_dataset_samples(dataset_id: int, test: ImageSet | ImageFiles) -> str | None:
     """Write the first few test images of each class to the artifact store (an .npz the API
-    serves without torch); None when the split is empty."""
+    serves without torch) as thumbnails: images of mixed sizes are fitted to one square, and
+    only these few files are decoded; None when the split is empty."""
     per_class = max(1, min(SAMPLES_PER_CLASS, MAX_SAMPLES // max(len(test.classes), 1)))
     picked: list[int] = []
     for label in range(len(test.classes)):
@@ -421,7 +440,10 @@ def _store_dataset_samples(dataset_id: int, test) -> str | None:
     path = artifact_path(uri)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, labels=test.labels[picked].numpy(), images=test.images[picked].numpy())
+        side = Recipe().ledger_thumbnail_side
+        shape = test.shape or (test.channels, side, side)  # mixed sizes: fitted to a square
+        images = thumbnails(test, picked, shape, side)
+        np.savez(path, labels=test.labels[picked].numpy(), images=images.numpy())
     except OSError:  # the pictures are a convenience: a full store must not fail the data set
         log.exception("could not store sample images of data set %s", dataset_id)
         path.unlink(missing_ok=True)

@@ -8,7 +8,7 @@ default, so the defaults live in one place (mpt/recipe.py).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -19,6 +19,7 @@ from pydantic import (
     computed_field,
     create_model,
     field_validator,
+    model_validator,
 )
 
 from api.schemas import OrmModel, StrictRowId
@@ -29,6 +30,8 @@ from contracts.selection import MAX_CANDIDATES, Policy, Selection
 from db.updates.models import JobStatus, UpdateMethod
 
 ClassName = Annotated[str, Field(min_length=1, max_length=MAX_CLASS_NAME_CHARS)]
+CropFraction = Annotated[float, Field(strict=True, gt=0, le=1)]
+CropAspect = Annotated[float, Field(strict=True, gt=0, le=100)]
 
 
 class RecipeIn(BaseModel):
@@ -41,7 +44,25 @@ class RecipeIn(BaseModel):
     lr: float | None = Field(None, strict=True, gt=0, le=10, examples=[0.1])
     momentum: float | None = Field(None, strict=True, ge=0, lt=1, examples=[0.9])
     weight_decay: float | None = Field(None, strict=True, ge=0, le=1, examples=[5e-4])
+    image_size: int | None = Field(
+        None,
+        strict=True,
+        ge=8,
+        le=1024,
+        examples=[224],
+        description="input side in pixels: images are resized to cover it and centre-cropped; "
+        "omitted: the data's own size (an update keeps its base model's)",
+    )
+    train_crop: Literal["pad", "random_resized"] | None = Field(
+        None, examples=["pad"], description="pad: random crop after zero padding; random_resized: RandomResizedCrop"
+    )
     crop_padding: int | None = Field(None, strict=True, ge=0, le=64, examples=[4])
+    crop_scale: tuple[CropFraction, CropFraction] | None = Field(
+        None, examples=[[0.08, 1.0]], description="random_resized: share of the area, (low, high)"
+    )
+    crop_ratio: tuple[CropAspect, CropAspect] | None = Field(
+        None, examples=[[0.75, 1.3333]], description="random_resized: aspect ratio, (low, high)"
+    )
     horizontal_flip: bool | None = Field(None, strict=True, examples=[True])
     mean: list[Annotated[float, Field(strict=True, ge=0, le=1)]] | None = Field(
         None,
@@ -73,6 +94,20 @@ class RecipeIn(BaseModel):
         examples=[False],
         description="start the student from the base model's weights (new classes' head rows freshly initialised)",
     )
+    data_path: Literal["auto", "resident", "streaming"] | None = Field(
+        None, examples=["auto"], description="auto: resident when the fitted set fits in memory, else streaming"
+    )
+    resident_memory_fraction: float | None = Field(None, strict=True, gt=0, le=1, examples=[0.5])
+    decode_workers: int | None = Field(None, strict=True, ge=0, le=64, examples=[8])
+    ledger_thumbnail_side: int | None = Field(None, strict=True, ge=8, le=512, examples=[64])
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> RecipeIn:
+        for name in ("crop_scale", "crop_ratio"):
+            value = getattr(self, name)
+            if value is not None and value[0] > value[1]:
+                raise ValueError(f"{name} must be (low, high) with low <= high")
+        return self
 
     @field_validator("std")
     @classmethod
@@ -333,6 +368,11 @@ class UpdateOut(OrmModel):
     heartbeat_at: datetime | None
     cancel_requested: bool
     error: str | None
+    data_path: str | None = Field(
+        description="how the worker fed the images: resident (held on the device) or streaming "
+        "(decoded per batch); null until chosen",
+        examples=["resident"],
+    )
     result_model_id: int | None = Field(examples=[None])
     reference_id: int | None = Field(
         validation_alias=AliasChoices("reference_id", "reference_model_id"),

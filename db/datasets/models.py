@@ -33,7 +33,10 @@ class Dataset(Base):
     classes: Mapped[list[str] | None] = mapped_column(JSONType)
     train_size: Mapped[int | None]
     test_size: Mapped[int | None]
-    image_shape: Mapped[list[int] | None] = mapped_column(JSONType)  # [C, H, W]
+    # [C, H, W] when every image has one size, else null (fitted to a recipe's image_size).
+    image_shape: Mapped[list[int] | None] = mapped_column(JSONType)
+    # From the files' headers: {"channels", "min_size": [H, W], "max_size": [H, W], "modes": {mode: count}}.
+    image_summary: Mapped[dict | None] = mapped_column(JSONType)
     digest: Mapped[str | None] = mapped_column(String(128))
     # Deliveries of the inspection task, counted before each starts reading (a data set that
     # kills the worker reading it is failed after FLIPGUARD_MAX_INSPECT_DELIVERIES), and when

@@ -51,7 +51,8 @@ def mark_dataset_ready(
     classes: list[str],
     train_size: int,
     test_size: int,
-    image_shape: list[int],
+    image_shape: list[int] | None,
+    image_summary: dict | None = None,
     digest: str,
     samples_uri: str | None = None,
 ) -> Dataset:
@@ -60,7 +61,8 @@ def mark_dataset_ready(
     dataset.classes = list(classes)
     dataset.train_size = train_size
     dataset.test_size = test_size
-    dataset.image_shape = list(image_shape)
+    dataset.image_shape = list(image_shape) if image_shape is not None else None
+    dataset.image_summary = image_summary
     dataset.digest = digest
     dataset.samples_uri = samples_uri
     dataset.status = DatasetStatus.READY

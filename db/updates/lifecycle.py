@@ -86,6 +86,7 @@ def heartbeat(
     epoch: int | None = None,
     epochs: int | None = None,
     status: JobStatus | None = None,
+    data_path: str | None = None,
 ) -> bool:
     """Refresh the job's heartbeat and progress; returns whether cancellation was requested.
 
@@ -105,6 +106,8 @@ def heartbeat(
         values["epochs"] = epochs
     if status is not None:
         values["status"] = JobStatus(status)
+    if data_path is not None:
+        values["data_path"] = data_path
     changed = rows_changed(
         session,
         update(UpdateJob)

@@ -58,6 +58,9 @@ class UpdateJob(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
     error: Mapped[str | None] = mapped_column(Text)
+    # How the worker fed the images: "resident" (held on the device) or "streaming" (decoded
+    # per batch); null until it has chosen (mpt.recipe.Recipe.data_path).
+    data_path: Mapped[str | None] = mapped_column(String(20))
     result_model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id"))
     reference_model_id: Mapped[int | None] = mapped_column(ForeignKey("reference_models.id"))
     # "<token id>:<Idempotency-Key>": keys are scoped to the token that sent them.

@@ -180,6 +180,12 @@ def create_job(
 
     dataset = _ready_dataset(session, dataset_id=request.dataset_id)
     _check_classes(requested=request.classes, dataset_classes=dataset.classes or [], base=base)
+    if base is None and dataset.image_shape is None and request.recipe.get("image_size") is None:
+        # A first version takes the data's own size only when its images share one.
+        raise InvalidInput(
+            f"the images of data set {dataset.id} differ in size: set recipe.image_size to fit them to one size",
+            loc=("body", "recipe", "image_size"),
+        )
 
     job = UpdateJob(
         base_model_id=request.base_model_id,

@@ -9,7 +9,7 @@ from pathlib import Path
 from contracts.selection import Selection
 from mpt.cli_args import parse_assignments, parse_classes, recipe_from_args
 from mpt.console import format_table
-from mpt.data import detect_format, load_dataset
+from mpt.formats import detect_format, load_dataset
 from mpt.losses import METHODS
 from mpt.recipe import MethodParams
 from mpt.reproduce.protocol import run_study

@@ -13,16 +13,9 @@ import torch.nn.functional as F
 from engine_support import FASHION_MNIST_DIR, synthetic_images, write_fashion_mnist_dir
 
 from contracts.data_formats import DatasetFormat
-from mpt.data import (
-    FASHION_MNIST_CLASSES,
-    LOADERS,
-    DataError,
-    ImageSet,
-    augment,
-    build_class_map,
-    detect_format,
-    load_dataset,
-)
+from mpt.augment import augment
+from mpt.data import DataError, ImageSet, build_class_map
+from mpt.formats import FASHION_MNIST_CLASSES, LOADERS, detect_format, load_dataset
 
 # ---------------------------------------------------------------------------------------------
 # Class map

@@ -98,7 +98,7 @@ KILLING_SITECUSTOMIZE = textwrap.dedent(
         def die(*args, **kwargs):
             os.kill(os.getpid(), signal.SIGKILL)
 
-        worker.jobs.load_dataset = die
+        worker.jobs.open_dataset = die
     """
 )
 

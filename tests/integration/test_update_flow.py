@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mpt.artifacts import load_model
-from mpt.data import load_dataset
+from mpt.formats import load_dataset
 from mpt.recipe import Recipe
 from mpt.update import evaluate, prepare_data
 from tests.integration.conftest import FASHION_MNIST, SMALL_RECIPE, Api
