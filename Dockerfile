@@ -18,7 +18,7 @@ RUN pip install ".[service]"
 USER flipguard
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --retries=5 \
-    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4)"
+    CMD ["python", "-m", "api.healthcheck"]
 CMD ["uvicorn", "--factory", "api.main:create_app", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM base AS worker

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from api.errors import ApiError, Unauthenticated
 from api.queue import TaskQueue
 from api.schemas import DB_INT_MAX
+from api.security import check_same_origin
 from db.settings import Settings
 from db.tokens.models import ApiToken, Scope
 from db.tokens.service import authenticate
@@ -56,6 +57,9 @@ def require_scope(scope: Scope) -> Callable:
         if not settings.auth_enabled:
             return None
         token = credentials.credentials if credentials else request.cookies.get(TOKEN_COOKIE)
+        if not credentials and token:
+            # The cookie is sent by the browser on its own: a write must come from our own pages.
+            check_same_origin(request, settings)
         if not token:
             raise Unauthenticated("this route needs an API token: Authorization: Bearer <token>")
         row = authenticate(session, token=token)

@@ -99,6 +99,13 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=503,
         )
 
+    @app.exception_handler(Exception)
+    async def internal_error(_request: Request, error: Exception) -> JSONResponse:
+        # Anything unforeseen is still the common JSON body (the server logs the traceback).
+        return JSONResponse(
+            error_body(f"internal error ({type(error).__name__})", error_type="internal_error"), status_code=500
+        )
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, error: StarletteHTTPException) -> JSONResponse:
         return JSONResponse(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Celery
 
-from contracts.tasks import INSPECT_DATASET_TASK, RUN_UPDATE_TASK, TASK_QUEUES
+from contracts.tasks import COMPARE_MODELS_TASK, INSPECT_DATASET_TASK, RUN_UPDATE_TASK, TASK_QUEUES
 from db.settings import Settings
 
 
@@ -30,6 +30,10 @@ class TaskQueue:
     def run_update(self, job_id: int) -> None:
         """Ask a training worker to run an update job (a duplicate delivery is harmless)."""
         self.celery.send_task(RUN_UPDATE_TASK, args=[job_id], queue=TASK_QUEUES[RUN_UPDATE_TASK])
+
+    def compare_models(self, comparison_id: int) -> None:
+        """Ask a light worker to compute the flip report of an on-demand comparison."""
+        self.celery.send_task(COMPARE_MODELS_TASK, args=[comparison_id], queue=TASK_QUEUES[COMPARE_MODELS_TASK])
 
     def ping(self) -> None:
         """Raise if the broker cannot be reached."""

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import math
 import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from safetensors import SafetensorError, safe_open
-
 from api.errors import ApiError
-from contracts.model_file import HEAD_WEIGHT_KEYS, MetadataKey
+from api.model_files import check_state_dict, read_safetensors_header
+from api.partials import locked_partial
+from contracts.limits import MAX_CLASS_NAME_CHARS, MAX_CLASSES, duplicates
+from contracts.model_file import MetadataKey
 from db.errors import InvalidInput
 from db.settings import Settings
 
 CHUNK_BYTES = 1 << 20
 # A safetensors file starts with the header's length (u64, little-endian) and then its JSON.
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+MAX_HEADER_BYTES = 16 * 1024 * 1024
 
 
 def resolve_data_path(uri: str, *, settings: Settings, loc: tuple) -> Path:
@@ -36,7 +39,11 @@ def resolve_data_path(uri: str, *, settings: Settings, loc: tuple) -> Path:
     roots = [Path(os.path.realpath(root)) for root in settings.data_roots]
     if not any(real == root or root in real.parents for root in roots):
         allowed = ", ".join(str(root) for root in settings.data_roots)
-        raise InvalidInput(f"{uri} is not inside an allowed data root ({allowed})", loc=loc)
+        raise InvalidInput(
+            f"{uri} is not inside an allowed data root ({allowed}); to allow its folder, add it to the "
+            "server's FLIPGUARD_DATA_ROOTS setting (a JSON list of folders) and restart the API and workers",
+            loc=loc,
+        )
     if not real.exists():
         raise InvalidInput(f"{uri} does not exist", loc=loc)
     return real
@@ -68,7 +75,7 @@ def store_model_file(source: BinaryIO, *, settings: Settings, loc: tuple) -> Sto
     digest = hashlib.sha256()
     size = 0
     try:
-        with open(partial, "wb") as out:
+        with locked_partial(partial) as out:
             for chunk in iter(lambda: source.read(CHUNK_BYTES), b""):
                 size += len(chunk)
                 if size > settings.max_upload_bytes:
@@ -116,17 +123,12 @@ def check_safetensors_framing(path: Path, *, loc: tuple) -> None:
 
 
 def read_model_metadata(path: Path, *, loc: tuple) -> ModelFileMetadata:
-    """Validate a safetensors model file's header, flipguard metadata and classifier shape
-    (header only: no tensor data is read, no torch)."""
+    """Validate a safetensors model file's header, flipguard metadata and tensors: the file
+    must hold exactly its architecture's state dict (header only: no tensor data, no torch)."""
     check_safetensors_framing(path, loc=loc)
-    try:
-        with safe_open(str(path), framework="numpy") as handle:
-            metadata = handle.metadata() or {}
-            # safe_open has keys() but cannot be iterated.
-            shapes = {name: handle.get_slice(name).get_shape() for name in handle.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as error:
-        raise InvalidInput(f"corrupt safetensors file: {error}", loc=loc) from None
-    if not shapes:
+    header = read_safetensors_header(path, loc=loc)
+    metadata = header.metadata
+    if not header.tensors:
         raise InvalidInput("the safetensors file holds no tensors", loc=loc)
     missing = [key for key in MetadataKey if key not in metadata]
     if missing:
@@ -138,15 +140,22 @@ def read_model_metadata(path: Path, *, loc: tuple) -> ModelFileMetadata:
         mean, std = (
             [float(value) for value in json.loads(metadata[key])] for key in (MetadataKey.MEAN, MetadataKey.STD)
         )
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, RecursionError) as error:
         raise InvalidInput(f"malformed flipguard metadata: {error}", loc=loc) from None
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
         raise InvalidInput(f"{MetadataKey.CLASSES} must be a non-empty list of class names", loc=loc)
-    duplicates = sorted({name for name in classes if classes.count(name) > 1})
-    if duplicates:
-        raise InvalidInput(f"{MetadataKey.CLASSES} lists these classes twice: {duplicates}", loc=loc)
+    if len(classes) > MAX_CLASSES or any(len(name) > MAX_CLASS_NAME_CHARS for name in classes):
+        raise InvalidInput(
+            f"{MetadataKey.CLASSES} may name at most {MAX_CLASSES} classes "
+            f"of at most {MAX_CLASS_NAME_CHARS} characters",
+            loc=loc,
+        )
+    twice = duplicates(classes)
+    if twice:
+        raise InvalidInput(f"{MetadataKey.CLASSES} lists these classes twice: {twice}", loc=loc)
+    check_normalisation(in_channels=in_channels, image_size=image_size, mean=mean, std=std, loc=loc)
     architecture = metadata[MetadataKey.ARCH]
-    check_head_shape(architecture, classes=classes, shapes=shapes, loc=loc)
+    check_state_dict(architecture, num_classes=len(classes), in_channels=in_channels, tensors=header.tensors, loc=loc)
     return ModelFileMetadata(
         architecture=architecture,
         classes=classes,
@@ -157,21 +166,16 @@ def read_model_metadata(path: Path, *, loc: tuple) -> ModelFileMetadata:
     )
 
 
-def check_head_shape(architecture: str, *, classes: list[str], shapes: dict[str, list[int]], loc: tuple) -> None:
-    """The architecture must be one the engine builds, and its classifier must have one output
-    per class of the metadata."""
-    if architecture not in HEAD_WEIGHT_KEYS:
+def check_normalisation(*, in_channels: int, image_size: list[int], mean: list[float], std: list[float], loc) -> None:
+    """Two positive image sides, and a finite mean and a positive finite std per input channel."""
+    if len(image_size) != 2 or not all(0 < side <= 65536 for side in image_size):
+        raise InvalidInput(f"{MetadataKey.IMAGE_SIZE} must be [height, width], got {image_size}", loc=loc)
+    if len(mean) != in_channels or len(std) != in_channels:
         raise InvalidInput(
-            f"unknown {MetadataKey.ARCH} {architecture!r}; known: {', '.join(HEAD_WEIGHT_KEYS)}", loc=loc
+            f"{MetadataKey.MEAN} and {MetadataKey.STD} need one value per channel ({in_channels})", loc=loc
         )
-    key = HEAD_WEIGHT_KEYS[architecture]
-    shape = shapes.get(key)
-    if shape is None or len(shape) != 2:
-        raise InvalidInput(f"{architecture} weights need a 2-D {key} tensor (the classifier); found {shape}", loc=loc)
-    if shape[0] != len(classes):
-        raise InvalidInput(
-            f"{key} has {shape[0]} outputs but {MetadataKey.CLASSES} names {len(classes)} classes", loc=loc
-        )
+    if not all(math.isfinite(m) for m in mean) or not all(math.isfinite(s) and s > 0 for s in std):
+        raise InvalidInput(f"{MetadataKey.MEAN} must be finite and {MetadataKey.STD} finite and positive", loc=loc)
 
 
 def copy_data_file(path: Path, *, settings: Settings, loc: tuple) -> StoredFile:
@@ -184,3 +188,18 @@ def copy_data_file(path: Path, *, settings: Settings, loc: tuple) -> StoredFile:
         )
     with open(path, "rb") as source:
         return store_model_file(source, settings=settings, loc=loc)
+
+
+def png_bytes(pixels, *, min_side: int) -> bytes:
+    """A (C, H, W) uint8 image as PNG bytes, upscaled (nearest neighbour) until its short side
+    reaches `min_side` pixels so that small images stay visible."""
+    import numpy as np  # imported here: the client CLI imports this module for its choices
+    from PIL import Image
+
+    pixels = np.asarray(pixels, dtype=np.uint8)
+    image = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
+    scale = max(1, -(-min_side // min(image.size)))
+    image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()

@@ -66,7 +66,7 @@ def scope_figures(rows: list[dict], samples: int) -> dict:
 def synthetic_report(ledger_rows: int) -> tuple[FlipSummary, list[dict]]:
     """A flip report summary as mpt.flips makes it and its ledger, with `ledger_rows` flips."""
     samples = ledger_rows * 4
-    ledger = []
+    ledger: list[dict] = []
     for index in range(ledger_rows):
         label = index % len(CLASSES)
         negative = index % 3 != 0

@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from mpt.data import ImageSet
 from mpt.flips import flip_report
 from mpt.nets import build_net
 from mpt.train import predict
@@ -31,6 +32,7 @@ def main() -> None:
     k, k_old = 10, 5
     images = torch.randint(0, 256, (args.samples, 1, 28, 28), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, k, (args.samples,), generator=generator)
+    evaluation = ImageSet(images, labels, [f"c{i}" for i in range(k)])
     old_net = build_net(args.arch, num_classes=k_old, in_channels=1, seed=0).eval()
     new_net = build_net(args.arch, num_classes=k, in_channels=1, seed=1).eval()
     device = torch.device("cpu")
@@ -38,11 +40,11 @@ def main() -> None:
     inference, report, ledger_rows = [], [], []
     for _ in range(args.repeats):
         started = time.perf_counter()
-        old_logits = predict(old_net, images, mean=(0.5,), std=(0.25,), device=device)
-        new_logits = predict(new_net, images, mean=(0.5,), std=(0.25,), device=device)
+        old_logits = predict(old_net, evaluation, mean=(0.5,), std=(0.25,), device=device)
+        new_logits = predict(new_net, evaluation, mean=(0.5,), std=(0.25,), device=device)
         inference.append(time.perf_counter() - started)
         started = time.perf_counter()
-        summary, ledger = flip_report(
+        _, ledger = flip_report(
             labels=labels,
             old_logits=old_logits,
             new_logits=new_logits,

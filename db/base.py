@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import cast
 
-from sqlalchemy import JSON, DateTime, Engine, Enum, MetaData, create_engine, event
+from sqlalchemy import JSON, CursorResult, DateTime, Engine, Enum, Executable, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -84,3 +85,8 @@ def enum_type(enum_class, name: str) -> Enum:
         values_callable=lambda members: [member.value for member in members],
         validate_strings=True,
     )
+
+
+def rows_changed(session: Session, statement: Executable) -> int:
+    """Execute an UPDATE or DELETE and return how many rows it changed."""
+    return cast(CursorResult, session.execute(statement)).rowcount

@@ -27,3 +27,12 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 def downgrade(database_url: str, revision: str = "base") -> None:
     """Migrate the database down to `revision`."""
     command.downgrade(alembic_config(database_url), revision)
+
+
+def head_revision() -> str:
+    """The revision the code's migrations end at (what a migrated database reports)."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    assert head is not None, "the migration history has one head"
+    return head

@@ -25,8 +25,33 @@ class Settings(BaseSettings):
     # How often each worker looks for jobs that no broker message carries any more (a lost
     # Redis, a killed worker) and sends them again; claims make a duplicate harmless.
     reconcile_interval_s: float = 30.0
+    # An update job claimed this many times (each claim after a worker died or stalled) is
+    # failed instead of being run again.
+    max_job_attempts: int = 5
+    # What a worker reads from a data set (mpt.limits.DataLimits): decoded bytes of all arrays,
+    # images, height x width of one image (also Pillow's MAX_IMAGE_PIXELS), classes.
+    dataset_max_bytes: int = 4 * 1024**3
+    dataset_max_images: int = 2_000_000
+    dataset_max_image_pixels: int = 4096 * 4096
+    dataset_max_classes: int = 10_000
+    # An inspection that has not finished this long after it began is presumed dead (its worker
+    # was killed or hangs) and is delivered again, at most max_inspect_deliveries times in all;
+    # past that the data set is failed.
+    inspect_timeout_s: float = 900.0
+    max_inspect_deliveries: int = 3
+    # Each worker records a heartbeat this often; /health counts a worker as live while its
+    # last one is younger than worker_stale_after_s, and answers 503 when no live worker
+    # serves the training queue.
+    worker_heartbeat_interval_s: float = 10.0
+    worker_stale_after_s: float = 60.0
+    # Request bodies: a model upload (POST /models) may be this large; every other body (JSON,
+    # forms) at most max_json_body_bytes. Larger ones are a 413 before or while they are read.
     max_upload_bytes: int = 512 * 1024 * 1024
+    max_json_body_bytes: int = 2 * 1024 * 1024
     device: str = "auto"
+    # The URL browsers reach the API at (scheme://host[:port]), when a proxy in front of it
+    # changes the scheme or host: cookie-authenticated writes must come from this origin.
+    public_url: str | None = None
     # Every route but /health and the dashboard's login page needs a bearer token with the
     # route's scope (tokens: `python -m api.tokens create`). Off only for local experiments.
     auth_enabled: bool = True

@@ -30,6 +30,11 @@ class ModelSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) the network is fed."""
+        return (self.in_channels, self.image_size[0], self.image_size[1])
+
     def to_metadata(self) -> dict[str, str]:
         values = {
             MetadataKey.ARCH: self.arch,
@@ -84,6 +89,32 @@ def save_model(path: str | Path, net: torch.nn.Module, spec: ModelSpec) -> str:
     return file_sha256(path)
 
 
+def _named(keys: list[str], shown: int = 5) -> str:
+    more = f" and {len(keys) - shown} more" if len(keys) > shown else ""
+    return ", ".join(keys[:shown]) + more
+
+
+def load_state_strictly(net: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str, target: str) -> None:
+    """Load `state` into `net`, refusing mis-shaped, missing, unexpected and non-finite tensors by name."""
+    expected = net.state_dict()
+    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    problems = []
+    if wrong:
+        shapes = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in wrong]
+        problems.append(f"{len(wrong)} tensor(s) of the wrong shape: {_named(shapes)}")
+    if missing:
+        problems.append(f"missing {_named(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {_named(unexpected)}")
+    if problems:
+        raise ArtifactError(f"{source} does not fit {target}: {'; '.join(problems)}")
+    if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
+        raise ArtifactError(f"{source} holds non-finite weights")
+    net.load_state_dict(state)
+
+
 def load_model(path: str | Path, *, sha256: str | None = None) -> LoadedModel:
     """Rebuild a network from its file, checking the digest and every tensor's shape."""
     path = Path(path)
@@ -103,27 +134,6 @@ def load_model(path: str | Path, *, sha256: str | None = None) -> LoadedModel:
         net = build_net(spec.arch, num_classes=len(spec.classes), in_channels=spec.in_channels)
     except ValueError as error:
         raise ArtifactError(str(error)) from None
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        details = []
-        if wrong:
-            k = wrong[0]
-            details.append(
-                f"{len(wrong)} tensor(s) of the wrong shape, "
-                f"e.g. {k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}"
-            )
-        if missing:
-            details.append(f"missing {', '.join(missing[:3])}")
-        if unexpected:
-            details.append(f"unexpected {', '.join(unexpected[:3])}")
-        raise ArtifactError(
-            f"{path.name} does not fit {spec.arch} with {len(spec.classes)} classes: {'; '.join(details)}"
-        )
-    if not all(torch.isfinite(t).all() for t in state.values() if t.is_floating_point()):
-        raise ArtifactError(f"{path.name} holds non-finite weights")
-    net.load_state_dict(state)
+    load_state_strictly(net, state, source=path.name, target=f"{spec.arch} with {len(spec.classes)} classes")
     net.eval()
     return LoadedModel(net, spec)

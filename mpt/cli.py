@@ -1,4 +1,4 @@
-"""The engine's command line: train, reference, update, sweep, evaluate, demo (and reproduce)."""
+"""The engine's command line: train, import, reference, update, sweep, evaluate, demo (and reproduce)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import time
 from pathlib import Path
 
 from contracts.data_formats import DatasetFormat
+from mpt import importer
 from mpt.artifacts import LoadedModel, load_model, save_model
 from mpt.cli_args import parse_assignments, parse_classes, recipe_from_args
 from mpt.console import epoch_progress, format_table
-from mpt.data import DataError, load_dataset
+from mpt.data import DataError
 from mpt.flips import headline
+from mpt.formats import open_dataset
 from mpt.losses import METHODS
+from mpt.nets import ARCHITECTURES
 from mpt.recipe import MethodParams
 from mpt.reproduce.command import add_arguments as add_reproduce_arguments
 from mpt.reproduce.command import cmd_reproduce
@@ -31,7 +34,7 @@ def _write_json(path: str | None, payload: dict) -> None:
 
 
 def cmd_train(args) -> dict:
-    bundle = load_dataset(args.data, args.format)
+    bundle = open_dataset(args.data, args.format)
     outcome = run_update(
         bundle=bundle,
         base=None,
@@ -54,6 +57,25 @@ def cmd_train(args) -> dict:
     return result
 
 
+def cmd_import(args: argparse.Namespace) -> dict:
+    spec, sha = importer.import_model(
+        args.weights,
+        arch=args.arch,
+        classes=importer.parse_class_names(args.classes),
+        image_size=importer.parse_image_size(args.image_size),
+        mean=importer.parse_floats(args.mean, what="--mean"),
+        std=importer.parse_floats(args.std, what="--std"),
+        in_channels=args.in_channels,
+        out=args.out,
+    )
+    height, width = spec.image_size
+    print(
+        f"wrote {args.out} ({spec.arch}, {len(spec.classes)} classes, {spec.in_channels}x{height}x{width} "
+        f"inputs, sha256 {sha})"
+    )
+    return {"model": args.out, "sha256": sha, "classes": list(spec.classes)}
+
+
 def _update(args, method: str, base: LoadedModel, bundle) -> UpdateOutcome:
     """Run one update from the command line's options (shared by update, reference, demo)."""
     return run_update(
@@ -73,7 +95,7 @@ def _update(args, method: str, base: LoadedModel, bundle) -> UpdateOutcome:
 
 
 def cmd_update(args) -> dict:
-    bundle = load_dataset(args.data, args.format)
+    bundle = open_dataset(args.data, args.format)
     base = load_model(args.base)
     outcome = _update(args, args.method, base, bundle)
     sha = save_model(args.out, outcome.model.net, outcome.model.spec)
@@ -104,7 +126,7 @@ def parse_sweep(pairs: list[str]) -> dict[str, list]:
 
 
 def cmd_sweep(args) -> dict:
-    bundle = load_dataset(args.data, args.format)
+    bundle = open_dataset(args.data, args.format)
     base = load_model(args.base)
     values = parse_sweep(args.sweep)
     progress = (
@@ -161,7 +183,7 @@ def cmd_sweep(args) -> dict:
 
 
 def cmd_reference(args) -> dict:
-    bundle = load_dataset(args.data, args.format)
+    bundle = open_dataset(args.data, args.format)
     base = load_model(args.base)
     outcome = _update(args, "independent", base, bundle)
     sha = save_model(args.out, outcome.model.net, outcome.model.spec)
@@ -170,7 +192,7 @@ def cmd_reference(args) -> dict:
 
 
 def cmd_evaluate(args) -> dict:
-    bundle = load_dataset(args.data, args.format)
+    bundle = open_dataset(args.data, args.format)
     old, new = load_model(args.old), load_model(args.new)
     k_old = len(old.spec.classes)
     if tuple(new.spec.classes[:k_old]) != tuple(old.spec.classes):
@@ -182,7 +204,9 @@ def cmd_evaluate(args) -> dict:
         recipe=recipe_from_args(args),
         seed=args.seed,
     )
-    report, ledger = evaluate(model=new, baseline=old, evaluation=data.evaluation, k_old=k_old)
+    report, ledger = evaluate(
+        model=new, baseline=old, evaluation=data.evaluation, k_old=k_old, recipe=recipe_from_args(args)
+    )
     print(format_table({Path(args.new).stem: headline(report)}))
     result = {"report": report.to_dict(), "ledger": ledger.rows()}
     _write_json(args.json, result)
@@ -193,7 +217,7 @@ def cmd_demo(args) -> dict:
     """Class-incremental Fashion-MNIST: v1 on classes 0-4, then independent vs MPT-KL on 0-9."""
     started = time.perf_counter()
     work = Path(args.workdir)
-    bundle = load_dataset(args.data, args.format)
+    bundle = open_dataset(args.data, args.format)
     recipe = recipe_from_args(args)
     print(f"data: {args.data} ({len(bundle.train)} train / {len(bundle.test)} test images)")
     first = run_update(
@@ -245,6 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--lr", type=float)
         sub.add_argument("--train-samples-per-class", type=int)
         sub.add_argument("--eval-samples-per-class", type=int)
+        sub.add_argument("--image-size", type=int, help="fit images of any size to this side (default: their own)")
+        sub.add_argument("--data-path", choices=["auto", "resident", "streaming"], help="default: auto")
         sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any Recipe field")
         sub.add_argument("--json", help="write the full result as JSON here")
         sub.add_argument("--quiet", action="store_true", help="no per-epoch lines")
@@ -266,6 +292,28 @@ def build_parser() -> argparse.ArgumentParser:
     train_cmd.add_argument("--arch", default="small_cnn")
     train_cmd.add_argument("--out", required=True)
     train_cmd.set_defaults(handler=cmd_train)
+
+    import_cmd = commands.add_parser(
+        "import",
+        help="turn a deployed model's state_dict (.pt/.pth) or safetensors file into a flipguard model file",
+        description=importer.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    import_cmd.add_argument("weights", help="the state_dict (.pt/.pth) or safetensors file")
+    import_cmd.add_argument("--arch", required=True, choices=list(ARCHITECTURES))
+    import_cmd.add_argument(
+        "--classes", required=True, help="a file with one class name per line, or 'name,name,...' (output order)"
+    )
+    import_cmd.add_argument("--image-size", required=True, help="input height and width: 224, 224x224 or 32,48")
+    import_cmd.add_argument(
+        "--mean", required=True, help="per-channel mean for pixels in [0, 1], e.g. 0.485,0.456,0.406 (ImageNet's)"
+    )
+    import_cmd.add_argument("--std", required=True, help="per-channel std, e.g. 0.229,0.224,0.225 (ImageNet's)")
+    import_cmd.add_argument(
+        "--in-channels", type=int, choices=[1, 3], help="default: read from the first convolution's weights"
+    )
+    import_cmd.add_argument("--out", required=True, help="the flipguard model file to write (.safetensors)")
+    import_cmd.set_defaults(handler=cmd_import)
 
     reference_cmd = commands.add_parser("reference", help="train the independent reference for an update")
     add_common(reference_cmd)

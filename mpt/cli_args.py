@@ -45,7 +45,15 @@ def parse_assignments(pairs: list[str]) -> dict:
 def recipe_from_args(args: argparse.Namespace) -> Recipe:
     """The Recipe of `--set KEY=VALUE` pairs, overridden by the explicit options."""
     values = parse_assignments(args.set)
-    for name in ("epochs", "batch_size", "lr", "train_samples_per_class", "eval_samples_per_class"):
+    for name in (
+        "epochs",
+        "batch_size",
+        "lr",
+        "train_samples_per_class",
+        "eval_samples_per_class",
+        "image_size",
+        "data_path",
+    ):
         if getattr(args, name) is not None:
             values[name] = getattr(args, name)
     return Recipe.from_dict(values)

@@ -7,6 +7,7 @@ old classes occupy 0..K_old-1.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -106,6 +107,10 @@ def _elodi(inputs: LossInputs, params: MethodParams, *, topk: bool) -> torch.Ten
     return loss + params.elodi_old_weight * old_term + params.elodi_ensemble_weight * ensemble_term
 
 
+def _elodi_phase(params: MethodParams, epoch: int) -> int:
+    return int(epoch >= params.elodi_start_epoch)
+
+
 def _mpt(inputs: LossInputs, params: MethodParams, *, distill: str | None, bias: bool) -> torch.Tensor:
     loss = margin_ce(inputs.logits, inputs.labels, inputs.new_mask, bias=params.bias if bias else 0.0)
     if distill is None:
@@ -131,7 +136,10 @@ class Method:
     needs_old: bool
     needs_reference: bool
     needs_ensemble: bool
-    loss: object  # callable(LossInputs, MethodParams) -> scalar tensor
+    loss: Callable[[LossInputs, MethodParams], torch.Tensor]  # a scalar tensor
+    # Which Python branch of `loss` an epoch takes (ELODI distils from elodi_start_epoch on):
+    # a captured CUDA graph (mpt.graphs) holds one branch and is captured again when it changes.
+    phase: Callable[[MethodParams, int], int] = lambda params, epoch: 0
 
 
 # One entry per contract name (tests/engine/test_losses.py checks that none is missing), keyed
@@ -143,8 +151,8 @@ METHODS: dict[str, Method] = {
         Method(UpdateMethod.PCT_NAIVE, True, False, False, _pct_naive),
         Method(UpdateMethod.PCT_KL, True, False, False, _pct_kl),
         Method(UpdateMethod.PCT_LM, True, False, False, _pct_lm),
-        Method(UpdateMethod.ELODI, True, False, True, lambda i, p: _elodi(i, p, topk=False)),
-        Method(UpdateMethod.ELODI_TOPK, True, False, True, lambda i, p: _elodi(i, p, topk=True)),
+        Method(UpdateMethod.ELODI, True, False, True, lambda i, p: _elodi(i, p, topk=False), _elodi_phase),
+        Method(UpdateMethod.ELODI_TOPK, True, False, True, lambda i, p: _elodi(i, p, topk=True), _elodi_phase),
         Method(UpdateMethod.MPT_KL, True, True, False, lambda i, p: _mpt(i, p, distill="kl", bias=True)),
         Method(UpdateMethod.MPT_LM, True, True, False, lambda i, p: _mpt(i, p, distill="lm", bias=True)),
         Method(UpdateMethod.MPT_NODISTILL, False, False, False, lambda i, p: _mpt(i, p, distill=None, bias=True)),

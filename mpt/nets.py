@@ -63,3 +63,18 @@ def build_net(arch: str, *, num_classes: int, in_channels: int, seed: int | None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return ARCHITECTURES[arch](num_classes, in_channels)
+
+
+def warm_start(net: nn.Module, base: nn.Module) -> None:
+    """Copy `base`'s weights into `net` of the same architecture; where `net` has more outputs
+    (the head of an update with new classes), the extra rows keep `net`'s initialisation."""
+    target, source = net.state_dict(), base.state_dict()
+    with torch.no_grad():
+        for key, value in target.items():
+            old = source[key]
+            if old.shape == value.shape:
+                value.copy_(old)
+            elif old.shape[1:] == value.shape[1:] and old.shape[0] < value.shape[0]:
+                value[: old.shape[0]].copy_(old)
+            else:
+                raise ValueError(f"cannot warm-start {key} {tuple(value.shape)} from {tuple(old.shape)}")

@@ -12,26 +12,39 @@ from pathlib import Path
 from typing import Protocol
 
 import torch
+from torch import nn
 
 from contracts.flips import FlipSummary
 from mpt.artifacts import LoadedModel, ModelSpec, load_model, save_model
-from mpt.data import ClassMap, DataBundle, ImageSet, build_class_map, channel_stats
+from mpt.data import ClassMap, DataBundle, DataError, FittedImages, ImageFiles, ImageSet, build_class_map
+from mpt.feed import Prepared, choose_data_path, decode_workers, measure_channel_stats, prepare, prepare_for_input
 from mpt.flips import FlipLedger, flip_report
 from mpt.losses import get_method
-from mpt.nets import build_net
+from mpt.nets import build_net, warm_start
 from mpt.recipe import MethodParams, Recipe
 from mpt.train import Callbacks, Teachers, TrainingSetup, predict, resolve_device, train
 
 
 @dataclass
 class UpdateData:
-    """Splits of one update, relabelled to its class map."""
+    """Splits of one update, relabelled to its class map (as the data set holds them)."""
 
     class_map: ClassMap
-    train: ImageSet
-    validation: ImageSet
-    evaluation: ImageSet
+    train: ImageSet | ImageFiles
+    validation: ImageSet | ImageFiles
+    evaluation: ImageSet | ImageFiles
     digest: str
+
+
+@dataclass
+class UpdateInputs:
+    """How the networks are fed: the input shape (C, H, W) every split is fitted to, the data
+    path (mpt.feed), and the evaluation split so prepared (the training setup holds the
+    training and validation splits)."""
+
+    shape: tuple[int, int, int]
+    data_path: str
+    evaluation: Prepared
 
 
 def prepare_data(
@@ -46,9 +59,11 @@ def prepare_data(
     return UpdateData(class_map, train_set, validation, evaluation, bundle.digest)
 
 
-def reference_key(*, data: UpdateData, arch: str, recipe: Recipe, seed: int, mean, std) -> str:
+def reference_key(
+    *, data: UpdateData, shape: tuple[int, int, int], arch: str, recipe: Recipe, seed: int, mean, std
+) -> str:
     """What makes two independent references interchangeable."""
-    identity = {
+    identity: dict = {
         "data": data.digest,
         "classes": list(data.class_map.classes),
         "arch": arch,
@@ -56,6 +71,8 @@ def reference_key(*, data: UpdateData, arch: str, recipe: Recipe, seed: int, mea
         "seed": seed,
         "normalisation": [list(mean), list(std)],
     }
+    if data.train.shape != tuple(shape):  # fitted inputs; keys of unfitted data stay as they were
+        identity["input_shape"] = list(shape)
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
@@ -87,6 +104,7 @@ class Progress:
 
     on_phase: Callable[[str], None] | None = None
     callbacks: Callbacks = field(default_factory=Callbacks)
+    on_data_path: Callable[[str], None] | None = None  # "resident" or "streaming", once chosen
 
     def enter(self, phase: str) -> Callbacks:
         if self.on_phase:
@@ -99,6 +117,7 @@ class UpdateOutcome:
     model: LoadedModel
     history: list[dict]
     data: UpdateData
+    inputs: UpdateInputs
     reference: LoadedModel | None = None
     report: FlipSummary | None = None
     ledger: FlipLedger | None = None
@@ -106,25 +125,44 @@ class UpdateOutcome:
 
 
 def untrained_model(
-    arch: str, data: UpdateData, mean: Sequence[float], std: Sequence[float], *, seed: int
+    arch: str,
+    data: UpdateData,
+    shape: tuple[int, int, int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    seed: int,
+    warm_from: nn.Module | None = None,
 ) -> LoadedModel:
-    """A network for the update's images and classes, its initial weights fixed by `seed`."""
-    images = data.train.images
+    """A network for the update's classes and inputs of `shape` (C, H, W): seeded random
+    weights, or `warm_from`'s weights with the new classes' head rows from that seeded
+    initialisation."""
     spec = ModelSpec(
         arch=arch,
         classes=tuple(data.class_map.classes),
-        in_channels=images.shape[1],
-        image_size=(images.shape[2], images.shape[3]),
+        in_channels=shape[0],
+        image_size=(shape[1], shape[2]),
         mean=tuple(mean),
         std=tuple(std),
     )
-    return LoadedModel(build_net(arch, num_classes=len(spec.classes), in_channels=spec.in_channels, seed=seed), spec)
+    net = build_net(arch, num_classes=len(spec.classes), in_channels=spec.in_channels, seed=seed)
+    if warm_from is not None:
+        warm_start(net, warm_from)
+    return LoadedModel(net, spec)
 
 
 def _train_fresh(
-    setup: TrainingSetup, *, arch: str, data: UpdateData, method: str, params: MethodParams
+    setup: TrainingSetup,
+    *,
+    arch: str,
+    data: UpdateData,
+    method: str,
+    params: MethodParams,
+    warm_from: nn.Module | None = None,
 ) -> tuple[LoadedModel, list[dict]]:
-    model = untrained_model(arch, data, setup.mean, setup.std, seed=setup.seed)
+    model = untrained_model(
+        arch, data, setup.train_set.shape, setup.mean, setup.std, seed=setup.seed, warm_from=warm_from
+    )
     history = train(setup, net=model.net, method=method, params=params)
     return LoadedModel(model.net.cpu(), model.spec), history
 
@@ -140,7 +178,15 @@ def independent_model(
     checkpoint_dir: Path | None,
 ) -> LoadedModel:
     """An independently trained model on the update's classes with `setup`'s seed, reused from `store` when cached."""
-    key = reference_key(data=data, arch=arch, recipe=setup.recipe, seed=setup.seed, mean=setup.mean, std=setup.std)
+    key = reference_key(
+        data=data,
+        shape=setup.train_set.shape,
+        arch=arch,
+        recipe=setup.recipe,
+        seed=setup.seed,
+        mean=setup.mean,
+        std=setup.std,
+    )
     cached = store.load(key) if store else None
     if cached is not None:
         return cached
@@ -157,16 +203,17 @@ def independent_model(
 
 
 def evaluate(
-    *, model: LoadedModel, baseline: LoadedModel, evaluation: ImageSet, k_old: int, device=None
+    *,
+    model: LoadedModel,
+    baseline: LoadedModel,
+    evaluation: ImageSet | ImageFiles | FittedImages,
+    k_old: int,
+    device=None,
+    recipe: Recipe | None = None,
 ) -> tuple[FlipSummary, FlipLedger]:
     """The flip report of `model` against `baseline` on a split in `model`'s index space."""
     device = resolve_device() if device is None else device
-    new_logits = predict(
-        model.net.to(device), evaluation.images, mean=model.spec.mean, std=model.spec.std, device=device
-    )
-    old_logits = predict(
-        baseline.net.to(device), evaluation.images, mean=baseline.spec.mean, std=baseline.spec.std, device=device
-    )
+    new_logits, old_logits = model_logits([model, baseline], evaluation, device=device, recipe=recipe or Recipe())
     return flip_report(
         labels=evaluation.labels,
         old_logits=old_logits[:, :k_old],
@@ -185,37 +232,94 @@ def update_setup(
     recipe: Recipe,
     seed: int,
     device: torch.device,
-) -> tuple[str, UpdateData, TrainingSetup]:
-    """The architecture, the prepared data and the training setup (no teachers yet) of an update or first version."""
+) -> tuple[str, UpdateData, TrainingSetup, UpdateInputs]:
+    """The architecture, the data, the training setup (no teachers yet) and the networks'
+    inputs of an update or first version."""
     arch = arch or (base.spec.arch if base else None)
     if arch is None:
         raise ValueError("a first version needs an architecture")
+    if recipe.warm_start and base is not None and arch != base.spec.arch:
+        raise ValueError(f"warm_start needs the base model's architecture ({base.spec.arch}), not {arch}")
     data = prepare_data(
         bundle, old_classes=list(base.spec.classes) if base else None, classes=classes, recipe=recipe, seed=seed
     )
-    if base is not None:
-        shape = tuple(data.train.images.shape[1:])
-        expected = (base.spec.in_channels, *base.spec.image_size)
-        if shape != expected:
-            raise ValueError(f"the data's images are {shape} but the base model expects {expected}")
+    shape = model_input(data, base, recipe)
+    path = choose_data_path(
+        recipe.data_path,
+        train=data.train,
+        others=[data.validation, data.evaluation],
+        shape=shape,
+        device=device,
+        memory_fraction=recipe.resident_memory_fraction,
+    )
+    workers = decode_workers(recipe)
+    train_set, validation, evaluation = (
+        prepare(part, shape, path=path, workers=workers) for part in (data.train, data.validation, data.evaluation)
+    )
     # An update keeps the family's normalisation so the old model sees the inputs it knows.
     if recipe.mean is not None:
         mean, std = recipe.mean, recipe.std
     elif base is not None:
         mean, std = base.spec.mean, base.spec.std
     else:
-        mean, std = channel_stats(data.train.images)
+        mean, std = measure_channel_stats(train_set, workers=workers)
     setup = TrainingSetup(
-        train_set=data.train,
+        train_set=train_set,
         new_mask=data.class_map.new_mask(),
         mean=mean,
         std=std,
         recipe=recipe,
         seed=seed,
-        validation=data.validation,
+        validation=validation,
         device=device,
     )
-    return arch, data, setup
+    return arch, data, setup, UpdateInputs(shape, path, evaluation)
+
+
+def model_logits(
+    models: list[LoadedModel],
+    evaluation: ImageSet | ImageFiles | FittedImages,
+    *,
+    device: torch.device,
+    recipe: Recipe,
+) -> list[torch.Tensor]:
+    """Each model's float32 logits on a split, which each sees fitted to its own input (its
+    file's image size and channels; prepared once per input shape, on the recipe's data path)."""
+    prepared: dict[tuple[int, int, int], Prepared] = {}
+    logits = []
+    for loaded in models:
+        shape = loaded.spec.input_shape
+        if shape not in prepared:
+            prepared[shape] = prepare_for_input(evaluation, shape, recipe=recipe, device=device)
+        logits.append(
+            predict(
+                loaded.net.to(device),
+                prepared[shape],
+                mean=loaded.spec.mean,
+                std=loaded.spec.std,
+                device=device,
+                workers=decode_workers(recipe),
+            )
+        )
+    return logits
+
+
+def model_input(data: UpdateData, base: LoadedModel | None, recipe: Recipe) -> tuple[int, int, int]:
+    """(C, H, W) of the update's network: the base model's (an update keeps its family's
+    input), else the data's channels at the recipe's image_size or at the images' own size."""
+    if base is not None:
+        if recipe.image_size is not None and (recipe.image_size, recipe.image_size) != tuple(base.spec.image_size):
+            raise ValueError(
+                f"an update keeps its base model's image size {tuple(base.spec.image_size)}; "
+                f"the recipe asks for {recipe.image_size}"
+            )
+        return base.spec.input_shape
+    if recipe.image_size is not None:
+        return (data.train.channels, recipe.image_size, recipe.image_size)
+    own = data.train.shape
+    if own is None or own != data.evaluation.shape:
+        raise DataError("the data set's images differ in size: set the recipe's image_size to fit them to one size")
+    return own
 
 
 def run_update(
@@ -246,9 +350,11 @@ def run_update(
     method_spec = get_method(method)
     if base is None and method != "independent":
         raise ValueError(f"a first version (no base model) trains with 'independent', not {method!r}")
-    arch, data, setup = update_setup(
+    arch, data, setup, inputs = update_setup(
         bundle=bundle, base=base, classes=classes, arch=arch, recipe=recipe, seed=seed, device=torch_device
     )
+    if progress.on_data_path:
+        progress.on_data_path(inputs.data_path)
     common = dict(data=data, arch=arch, store=store, progress=progress, checkpoint_dir=checkpoint_dir)
     teachers = Teachers(old=base.net if base else None)
     reference = None
@@ -261,7 +367,8 @@ def run_update(
             independent_model(replace(setup, seed=seed + member), phase=f"ensemble-{member}", **common).net
             for member in range(1, params.elodi_ensemble_size + 1)
         ]
-    if method == "independent" and reference is not None:
+    warm_from = base.net if recipe.warm_start and base is not None else None
+    if method == "independent" and reference is not None and warm_from is None:
         model, history = reference, []  # the independent retrain *is* the cached reference
     else:
         student_setup = replace(
@@ -270,15 +377,22 @@ def run_update(
             callbacks=progress.enter("training"),
             checkpoint_path=checkpoint_dir / "training.ckpt" if checkpoint_dir else None,
         )
-        model, history = _train_fresh(student_setup, arch=arch, data=data, method=method, params=params)
-    outcome = UpdateOutcome(model=model, history=history, data=data, reference=reference)
+        model, history = _train_fresh(
+            student_setup, arch=arch, data=data, method=method, params=params, warm_from=warm_from
+        )
+    outcome = UpdateOutcome(model=model, history=history, data=data, inputs=inputs, reference=reference)
     if base is not None:
         progress.enter("evaluating")
         k_old = data.class_map.k_old
         outcome.report, outcome.ledger = evaluate(
-            model=model, baseline=base, evaluation=data.evaluation, k_old=k_old, device=torch_device
+            model=model, baseline=base, evaluation=inputs.evaluation, k_old=k_old, device=torch_device, recipe=recipe
         )
         outcome.reference_report, _ = evaluate(
-            model=reference, baseline=base, evaluation=data.evaluation, k_old=k_old, device=torch_device
+            model=reference,
+            baseline=base,
+            evaluation=inputs.evaluation,
+            k_old=k_old,
+            device=torch_device,
+            recipe=recipe,
         )
     return outcome

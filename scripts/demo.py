@@ -17,10 +17,27 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.cli import flips, request, watch
+from api.cli import ExitCode
+from api.cli import main as client_cli
 from scripts.stack import Stack, embedded_env, running_stack
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+
+
+def request(client: httpx.Client, method: str, path: str, **kwargs) -> dict:
+    """Call the API and return its JSON; stop the demo with the API's message otherwise."""
+    response = client.request(method, path, **kwargs)
+    if response.is_error:
+        raise SystemExit(f"{method} {path}: HTTP {response.status_code}: {response.text}")
+    return response.json()
+
+
+def cli(stack: Stack, *args: str, allowed=(ExitCode.OK,)) -> int:
+    """Run a command of the client CLI (`python -m api.cli`) against the stack."""
+    code = client_cli(["--url", stack.url, "--token", stack.token or "", *args])
+    if code not in allowed:
+        raise SystemExit(f"python -m api.cli {' '.join(args)} exited {code}")
+    return code
 
 
 def main() -> None:
@@ -68,7 +85,7 @@ def main() -> None:
                     "seed": 0,
                 },
             )
-            watch(client, job["id"], interval=1.0)
+            cli(stack, "updates", "watch", str(job["id"]), "--interval", "1")
             v1 = request(client, "GET", f"/updates/{job['id']}")["result_model_id"]
 
             print("\n2. update v1 to all ten classes with mpt-kl (the independent reference trains first)")
@@ -85,11 +102,20 @@ def main() -> None:
                     "gate": {"max_nfr": 0.10, "auto_promote": True},
                 },
             )
-            watch(client, job["id"], interval=1.0)
+            # Exit code 3: the gate rejected v2 (the demo goes on and shows why).
+            cli(
+                stack,
+                "updates",
+                "watch",
+                str(job["id"]),
+                "--interval",
+                "1",
+                allowed=(ExitCode.OK, ExitCode.GATE_REJECTED),
+            )
             v2 = request(client, "GET", f"/updates/{job['id']}")["result_model_id"]
 
             print("\n3. the flip report (model = MPT-KL, reference = the independent retrain)")
-            flips(client, argparse.Namespace(model_id=v2, against=None))
+            cli(stack, "flips", str(v2))
             model = request(client, "GET", f"/models/{v2}")
             print(f"\ngate: {'passed' if model['gate_verdict']['passed'] else 'failed'} -> v2 is {model['status']}")
         print("stopping the stack")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -61,7 +62,14 @@ class Stack:
         self.workers: list[subprocess.Popen] = []
         self.token: str | None = None
 
-    def _spawn(self, name: str, args: list[str], extra_env: dict | None = None) -> subprocess.Popen:
+    def _spawn(
+        self, name: str, args: list[str], extra_env: dict | None = None, address_space_bytes: int | None = None
+    ) -> subprocess.Popen:
+        def before_exec() -> None:
+            _die_with_parent()
+            if address_space_bytes is not None:  # a memory bomb then fails in the child alone
+                resource.setrlimit(resource.RLIMIT_AS, (address_space_bytes, address_space_bytes))
+
         # The child keeps its own copy of the log's descriptor; this process needs none.
         with open(self.log_dir / f"{name}.log", "ab") as log:
             return subprocess.Popen(
@@ -71,7 +79,7 @@ class Stack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # signals to the test runner do not reach the children
-                preexec_fn=_die_with_parent,
+                preexec_fn=before_exec,
             )
 
     def migrate(self) -> None:
@@ -121,8 +129,14 @@ class Stack:
         self.wait_until(lambda: self._healthy(), timeout_s=60, what="the API to answer /health")
 
     def start_worker(
-        self, name: str = "worker", queues: str = f"{TRAINING_QUEUE},{LIGHT_QUEUE}", extra_env: dict | None = None
+        self,
+        name: str = "worker",
+        queues: str = f"{TRAINING_QUEUE},{LIGHT_QUEUE}",
+        extra_env: dict | None = None,
+        *,
+        address_space_bytes: int | None = None,
     ) -> subprocess.Popen:
+        """A Celery worker process; `address_space_bytes` caps its virtual memory (RLIMIT_AS)."""
         worker = self._spawn(
             name,
             [
@@ -143,6 +157,7 @@ class Stack:
                 "--without-mingle",
             ],
             extra_env,
+            address_space_bytes,
         )
         self.workers.append(worker)
         return worker
@@ -151,9 +166,12 @@ class Stack:
         if self.api is not None and self.api.poll() is not None:
             raise RuntimeError(f"the API exited with {self.api.returncode}; see {self.log_dir / 'api.log'}")
         try:
-            return httpx.get(f"{self.url}/health", timeout=2).status_code == 200
+            response = httpx.get(f"{self.url}/health", timeout=5)
         except httpx.HTTPError:
             return False
+        # The API is up once it answers with a working database; /health stays 503 until a
+        # worker serves the training queue, and workers are started after the API.
+        return response.status_code == 200 or (response.status_code == 503 and response.json().get("database") == "ok")
 
     @staticmethod
     def wait_until(condition, *, timeout_s: float, what: str, interval_s: float = 0.3):

@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.exc import OperationalError
 
-from contracts.jobs import RegisteredModel
+from contracts.jobs import Candidate, RegisteredModel, SweepResult
+from contracts.selection import Selection
 from db.base import make_engine, make_session_factory
-from db.datasets.service import get_dataset, mark_dataset_failed, mark_dataset_ready
+from db.datasets.service import claim_inspection, get_dataset, mark_dataset_failed, mark_dataset_ready
 from db.errors import JobNotOwned
 from db.model_versions.service import get_model
 from db.references.service import add_reference, find_reference
@@ -30,11 +31,15 @@ from db.settings import Settings
 from db.updates.completion import complete_job
 from db.updates.lifecycle import cancel_job_finished, claim_job, fail_job, heartbeat, record_event
 from db.updates.models import JobStatus
+from db.updates.submission import list_events
 from mpt.artifacts import ArtifactError, LoadedModel, load_model, save_model
-from mpt.data import DataError, load_dataset
+from mpt.data import DataError, ImageFiles, ImageSet, thumbnails
+from mpt.formats import open_dataset
+from mpt.limits import DataLimits
 from mpt.recipe import MethodParams, Recipe
+from mpt.sweep import SweepOutcome, run_sweep
 from mpt.train import Callbacks, NonFiniteLoss, TrainingCancelled
-from mpt.update import Progress, run_update
+from mpt.update import Progress, UpdateOutcome, run_update
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +60,16 @@ def session_factory():
 
 def artifact_path(uri: str) -> Path:
     return settings().artifact_path(uri)
+
+
+def data_limits() -> DataLimits:
+    """What a worker may read from a data set, from the settings (named in errors)."""
+    current = settings()
+    fields = ("max_bytes", "max_images", "max_image_pixels", "max_classes")
+    return DataLimits(
+        **{field: getattr(current, f"dataset_{field}") for field in fields},
+        names=tuple((field, f"FLIPGUARD_DATASET_{field.upper()}") for field in fields),
+    )
 
 
 def with_db_retries(write, *, attempts: int = 30, delay_s: float = 2.0):
@@ -81,6 +96,7 @@ class JobMonitor:
     progress: float = 0.0
     epoch: int | None = None
     status: JobStatus = JobStatus.RUNNING
+    data_path: str | None = None
     cancel_requested: bool = False
     lost: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -104,6 +120,7 @@ class JobMonitor:
                     progress=self.progress,
                     epoch=self.epoch,
                     status=self.status,
+                    data_path=self.data_path,
                 )
         except JobNotOwned:
             self.lost = True
@@ -118,9 +135,16 @@ class JobMonitor:
         return self.cancel_requested or self.lost
 
     def enter_phase(self, phase: str) -> None:
-        self.phase, self.progress, self.epoch = phase, 0.0, None
+        # A training phase starts in its first epoch (the row must not keep the previous
+        # phase's last epoch); evaluating has none, and readers show none for it.
+        training = phase not in ("evaluating", "starting")
+        self.phase, self.progress, self.epoch = phase, 0.0, 1 if training else None
         if phase == "evaluating":
             self.status = JobStatus.EVALUATING
+        self.beat()
+
+    def on_data_path(self, data_path: str) -> None:
+        self.data_path = data_path
         self.beat()
 
     def on_progress(self, fraction: float) -> None:
@@ -132,8 +156,10 @@ class JobMonitor:
         with_db_retries(
             lambda s: record_event(s, job_id=self.job_id, phase=self.phase, epoch=epoch + 1, metrics=metrics)
         )
-        # A short epoch can end between two heartbeats: write the finished epoch now.
+        # A short epoch can end between two heartbeats (and before the loop's next progress
+        # poll): write the finished epoch and its share of the phase now.
         self.epoch = epoch + 1
+        self.progress = max(self.progress, min((epoch + 1) / max(self.epochs, 1), 1.0))
         self.beat()
 
 
@@ -173,6 +199,14 @@ def execute_update(*, job_id: int) -> str:
         job = claim_job(session, job_id=job_id, worker_id=WORKER_ID, heartbeat_timeout_s=settings().heartbeat_timeout_s)
         if job is None:
             return "dropped: another live worker holds it, or it has finished"
+        if job.attempts > settings().max_job_attempts:
+            # Every earlier claim ended without a result: its worker died or stopped heartbeating.
+            reason = (
+                f"given up after {job.attempts - 1} runs that each ended without a result (the worker "
+                f"died or stopped heartbeating; FLIPGUARD_MAX_JOB_ATTEMPTS={settings().max_job_attempts})"
+            )
+            with_db_retries(lambda s: fail_job(s, job_id=job_id, error=reason))
+            return f"failed: {reason}"
         dataset = get_dataset(session, dataset_id=job.dataset_id)
         base_row = get_model(session, model_id=job.base_model_id) if job.base_model_id else None
 
@@ -217,14 +251,23 @@ def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_
     recipe = Recipe.from_dict(job.recipe)
     params = MethodParams.from_dict(job.method_params)
     base = load_model(artifact_path(base_row.artifact_uri), sha256=base_row.sha256) if base_row else None
-    bundle = load_dataset(dataset.uri, dataset.format.value)
+    bundle = open_dataset(dataset.uri, dataset.format.value, limits=data_limits())
     if bundle.digest != dataset.digest:
         raise DataError(
             f"data set {dataset.id} changed on disk since it was registered "
             f"(digest {bundle.digest[:12]} != {dataset.digest[:12]}); register it again"
         )
     store = DatabaseReferenceStore()
-    outcome = run_update(
+    progress = Progress(
+        on_phase=monitor.enter_phase,
+        on_data_path=monitor.on_data_path,
+        callbacks=Callbacks(
+            on_epoch_end=monitor.on_epoch_end,
+            on_progress=monitor.on_progress,
+            should_cancel=monitor.should_stop,
+        ),
+    )
+    common = dict(
         bundle=bundle,
         base=base,
         classes=job.classes,
@@ -236,30 +279,44 @@ def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_
         store=store,
         device=settings().device,
         checkpoint_dir=checkpoint_dir,
-        progress=Progress(
-            on_phase=monitor.enter_phase,
-            callbacks=Callbacks(
-                on_epoch_end=monitor.on_epoch_end,
-                on_progress=monitor.on_progress,
-                should_cancel=monitor.should_stop,
-            ),
-        ),
+        progress=progress,
     )
+    sweep = None
+    outcome: SweepOutcome | UpdateOutcome
+    if job.sweep:
+        # Every candidate trains together (checkpointed together each epoch); only the
+        # winner, chosen on the validation split, goes on to be registered.
+        swept = run_sweep(values=job.sweep, selection=Selection.from_dict(job.selection), **common)
+        outcome = swept
+        model_out = swept.best.model
+        sweep = _sweep_result(job.id, swept, swept_names=list(job.sweep))
+    else:
+        single = run_update(**common)
+        outcome = single
+        model_out = single.model
     if monitor.should_stop():
         raise TrainingCancelled("cancelled during evaluation")
     stem = f"job-{job.id}-{uuid.uuid4().hex[:8]}"
     model_uri = f"models/{stem}.safetensors"
     written.append(artifact_path(model_uri))
-    sha256 = save_model(written[-1], outcome.model.net, outcome.model.spec)
+    sha256 = save_model(written[-1], model_out.net, model_out.spec)
     images_uri = None
     if outcome.ledger is not None:
+        assert outcome.inputs is not None  # both pipelines return the splits they evaluated on
         images_uri = f"reports/{stem}.npz"
         written.append(artifact_path(images_uri))
         written[-1].parent.mkdir(parents=True, exist_ok=True)
-        np.savez(
+        # Thumbnails of what the new model saw, not full-resolution inputs: thousands of
+        # flips at 224 px stay a few megabytes.
+        np.savez_compressed(
             written[-1],
             sample_index=outcome.ledger.sample_index.numpy(),
-            images=outcome.data.evaluation.images[outcome.ledger.sample_index].numpy(),
+            images=thumbnails(
+                outcome.inputs.evaluation,
+                outcome.ledger.sample_index.tolist(),
+                outcome.inputs.shape,
+                recipe.ledger_thumbnail_side,
+            ).numpy(),
         )
     monitor.stop()
     if monitor.lost:
@@ -267,8 +324,8 @@ def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_
     model = RegisteredModel(
         artifact_uri=model_uri,
         sha256=sha256,
-        architecture=outcome.model.spec.arch,
-        classes=tuple(outcome.model.spec.classes),
+        architecture=model_out.spec.arch,
+        classes=tuple(model_out.spec.classes),
         recipe=recipe.to_dict(),
         method=job.method,
     )
@@ -282,9 +339,42 @@ def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_
             images_uri=images_uri,
             reference_report=outcome.reference_report,
             reference_model_id=store.last_id,
+            sweep=sweep,
         )
     )
     return version, model_uri
+
+
+def _sweep_result(job_id: int, outcome: SweepOutcome, *, swept_names: list[str]) -> SweepResult:
+    """Every candidate's figures and curves, for complete_job.
+
+    A resumed sweep's engine histories start at its checkpoint; the earlier epochs are in the
+    job's events (phase `sweep`, one metrics row per student), so the curves come from both.
+    """
+    events = with_db_retries(
+        lambda s: [e for e in list_events(s, job_id=job_id) if e.phase == "sweep" and e.epoch is not None]
+    )
+    histories: list[dict[int, dict]] = [{} for _ in outcome.trials]
+    for event in events:
+        for index, metrics in enumerate((event.metrics or {}).get("students", [])[: len(histories)]):
+            epoch = metrics.get("epoch", (event.epoch or 1) - 1)  # metrics count from 0, events from 1
+            histories[index][epoch] = dict(metrics)
+    for index, trial in enumerate(outcome.trials):
+        histories[index].update({metrics["epoch"]: dict(metrics) for metrics in trial.history})
+    return SweepResult(
+        candidates=tuple(
+            Candidate(
+                index=index,
+                label=trial.label,
+                params={name: getattr(trial.params, name) for name in swept_names},
+                validation=dict(trial.validation),
+                history=[histories[index][epoch] for epoch in sorted(histories[index])],
+            )
+            for index, trial in enumerate(outcome.trials)
+        ),
+        choice=outcome.choice.to_dict() if outcome.choice else {"winner": outcome.winner},
+        reference_validation=dict(outcome.reference_validation),
+    )
 
 
 def _remove(paths: list[Path]) -> None:
@@ -293,15 +383,69 @@ def _remove(paths: list[Path]) -> None:
 
 
 def inspect_dataset(*, dataset_id: int) -> str:
-    """Read a registered data set once: classes, split sizes, image shape, content digest."""
-    with session_factory()() as session:
-        dataset = get_dataset(session, dataset_id=dataset_id)
+    """Read a registered data set once: classes, split sizes, image sizes and modes (an image
+    folder's from its files' headers, no pixels decoded), content digest.
+
+    The delivery is counted in the row before anything is read; one past
+    max_inspect_deliveries (the earlier ones killed their workers or hung) fails the data set
+    unread. Reading is bounded by data_limits(), and whatever it raises fails the data set with
+    the reason: the worker survives any data set, and every data set ends ready or failed.
+    """
+    current = settings()
+    dataset = with_db_retries(lambda s: claim_inspection(s, dataset_id=dataset_id, timeout_s=current.inspect_timeout_s))
+    if dataset is None:
+        return "dropped: not pending, or another delivery is inspecting it"
+    if dataset.inspect_attempts > current.max_inspect_deliveries:
+        reason = (
+            f"the inspection did not finish in {current.max_inspect_deliveries} deliveries: each one killed "
+            f"its worker or ran past {current.inspect_timeout_s:g} s (FLIPGUARD_MAX_INSPECT_DELIVERIES, "
+            "FLIPGUARD_INSPECT_TIMEOUT_S)"
+        )
+    else:
+        try:
+            bundle = open_dataset(dataset.uri, dataset.format.value, limits=data_limits())
+            described = bundle.describe()
+            samples_uri = _store_dataset_samples(dataset_id, bundle.test)
+        except DataError as error:
+            reason = str(error)
+        except Exception as error:
+            log.exception("inspecting data set %s crashed", dataset_id)
+            reason = f"internal error ({type(error).__name__}): {error}"
+        else:
+            with_db_retries(
+                lambda s: mark_dataset_ready(s, dataset_id=dataset_id, samples_uri=samples_uri, **described)
+            )
+            return "ready"
+    with_db_retries(lambda s: mark_dataset_failed(s, dataset_id=dataset_id, error=reason))
+    return f"failed: {reason}"
+
+
+# Sample images kept per data set for the dashboard: a few per class, at most this many in all.
+SAMPLES_PER_CLASS = 4
+MAX_SAMPLES = 64
+
+
+def _store_dataset_samples(dataset_id: int, test: ImageSet | ImageFiles) -> str | None:
+    """Write the first few test images of each class to the artifact store (an .npz the API
+    serves without torch) as thumbnails: images of mixed sizes are fitted to one square, and
+    only these few files are decoded; None when the split is empty."""
+    per_class = max(1, min(SAMPLES_PER_CLASS, MAX_SAMPLES // max(len(test.classes), 1)))
+    picked: list[int] = []
+    for label in range(len(test.classes)):
+        members = (test.labels == label).nonzero().flatten()[:per_class].tolist()
+        picked.extend(members[: MAX_SAMPLES - len(picked)])
+    if not picked:
+        return None
+    uri = f"datasets/dataset-{dataset_id}-{uuid.uuid4().hex[:8]}.npz"
+    path = artifact_path(uri)
     try:
-        bundle = load_dataset(dataset.uri, dataset.format.value)
-    except (DataError, OSError) as error:
-        reason = str(error)
-        with_db_retries(lambda s: mark_dataset_failed(s, dataset_id=dataset_id, error=reason))
-        return f"failed: {reason}"
-    described = bundle.describe()
-    with_db_retries(lambda s: mark_dataset_ready(s, dataset_id=dataset_id, **described))
-    return "ready"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        side = Recipe().ledger_thumbnail_side
+        shape = test.shape or (test.channels, side, side)  # mixed sizes: fitted to a square
+        images = thumbnails(test, picked, shape, side)
+        np.savez(path, labels=test.labels[picked].numpy(), images=images.numpy())
+    except OSError:  # the pictures are a convenience: a full store must not fail the data set
+        log.exception("could not store sample images of data set %s", dataset_id)
+        path.unlink(missing_ok=True)
+        return None
+    return uri

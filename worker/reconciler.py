@@ -5,6 +5,11 @@ message a killed worker had taken, and Redis returns a dead worker's unacknowled
 only after the (long) visibility timeout. The database knows better: a job that is queued,
 or active with a stale heartbeat, and not waiting in the training queue is sent again.
 Duplicates are harmless: `claim_job` lets exactly one delivery run the job.
+
+Data sets likewise: one still pending whose inspection was never claimed, or was claimed longer
+than FLIPGUARD_INSPECT_TIMEOUT_S ago (its worker was killed, say by a data set that exhausts its
+memory), and that has no message waiting in the light queue is sent again; `claim_inspection`
+counts every delivery and fails the data set past FLIPGUARD_MAX_INSPECT_DELIVERIES.
 """
 
 from __future__ import annotations
@@ -17,18 +22,19 @@ from pathlib import Path
 
 from celery import Celery
 
-from contracts.tasks import RUN_UPDATE_TASK
+from contracts.tasks import INSPECT_DATASET_TASK, LIGHT_QUEUE, RUN_UPDATE_TASK
+from db.datasets.service import datasets_needing_inspection
 from db.settings import Settings
 from db.updates.lifecycle import jobs_needing_dispatch
 
 log = logging.getLogger(__name__)
 
 
-def _job_id(raw: bytes | str) -> int | None:
-    """The job id of a serialised Celery run_update message, None for any other message."""
+def _job_id(raw: bytes | str, task: str = RUN_UPDATE_TASK) -> int | None:
+    """The row id argument of a serialised Celery message of `task`, None for any other message."""
     try:
         payload = json.loads(raw)
-        if payload.get("headers", {}).get("task") != RUN_UPDATE_TASK:
+        if payload.get("headers", {}).get("task") != task:
             return None
         args = json.loads(base64.b64decode(payload["body"]))[0]
         return int(args[0])
@@ -36,8 +42,8 @@ def _job_id(raw: bytes | str) -> int | None:
         return None
 
 
-def waiting_job_ids(app: Celery, settings: Settings, queue: str) -> set[int]:
-    """Ids of the jobs whose messages wait in `queue` (not yet taken by any worker)."""
+def waiting_job_ids(app: Celery, settings: Settings, queue: str, task: str = RUN_UPDATE_TASK) -> set[int]:
+    """Ids of the rows whose `task` messages wait in `queue` (not yet taken by any worker)."""
     broker_url, options = settings.broker_connection()
     if broker_url.startswith("filesystem"):
         folder = Path(options["data_folder_out"])
@@ -51,7 +57,7 @@ def waiting_job_ids(app: Celery, settings: Settings, queue: str) -> set[int]:
                 if client.type(key) == b"list"
                 for raw in client.lrange(key, 0, -1)
             ]
-    return {job_id for job_id in map(_job_id, raws) if job_id is not None}
+    return {row_id for row_id in (_job_id(raw, task) for raw in raws) if row_id is not None}
 
 
 def reconcile(*, app: Celery, settings: Settings, session_factory, queue: str) -> list[int]:
@@ -71,6 +77,24 @@ def reconcile(*, app: Celery, settings: Settings, session_factory, queue: str) -
     return resent
 
 
+def reconcile_datasets(*, app: Celery, settings: Settings, session_factory) -> list[int]:
+    """Send the inspection of every pending data set that no live delivery holds and no
+    message carries again; returns their ids."""
+    with session_factory() as session:
+        candidates = datasets_needing_inspection(
+            session, timeout_s=settings.inspect_timeout_s, grace_s=settings.reconcile_interval_s
+        )
+    if not candidates:
+        return []
+    waiting = waiting_job_ids(app, settings, LIGHT_QUEUE, INSPECT_DATASET_TASK)
+    resent = [dataset_id for dataset_id in candidates if dataset_id not in waiting]
+    for dataset_id in resent:
+        app.send_task(INSPECT_DATASET_TASK, args=[dataset_id])
+    if resent:
+        log.warning("re-dispatched data set inspections that no worker holds: %s", resent)
+    return resent
+
+
 def start_reconciler(*, app: Celery, settings: Settings, session_factory, queue: str) -> threading.Event:
     """Run `reconcile` every `settings.reconcile_interval_s` in a daemon thread; set the event to stop."""
     stop = threading.Event()
@@ -79,6 +103,7 @@ def start_reconciler(*, app: Celery, settings: Settings, session_factory, queue:
         while not stop.wait(settings.reconcile_interval_s):
             try:
                 reconcile(app=app, settings=settings, session_factory=session_factory, queue=queue)
+                reconcile_datasets(app=app, settings=settings, session_factory=session_factory)
             except Exception:  # a broker or database outage: try again next round
                 log.exception("reconciliation failed")
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from celery.signals import worker_ready
+from celery.signals import worker_ready, worker_shutdown
 
-from contracts.tasks import INSPECT_DATASET_TASK, RUN_UPDATE_TASK, TRAINING_QUEUE
-from worker import jobs
+from contracts.tasks import COMPARE_MODELS_TASK, INSPECT_DATASET_TASK, RUN_UPDATE_TASK, TRAINING_QUEUE
+from worker import comparisons, jobs
 from worker.app import app
+from worker.liveness import Liveness
 from worker.reconciler import start_reconciler
+
+_liveness: list[Liveness] = []
 
 
 @app.task(name=RUN_UPDATE_TASK)
@@ -20,7 +23,29 @@ def inspect_dataset(dataset_id: int) -> str:
     return jobs.inspect_dataset(dataset_id=dataset_id)
 
 
+@app.task(name=COMPARE_MODELS_TASK)
+def compare_models(comparison_id: int) -> str:
+    return comparisons.execute_comparison(comparison_id=comparison_id)
+
+
 @worker_ready.connect
 def _start_reconciler(sender, **_):
     # Every worker reconciles: one lost message is then found even if only one worker lives.
     start_reconciler(app=app, settings=jobs.settings(), session_factory=jobs.session_factory(), queue=TRAINING_QUEUE)
+
+
+@worker_ready.connect
+def _start_liveness(sender, **_):
+    # The node name (-n) and the queues this worker consumes (-Q), for /health.
+    queues = list(sender.app.amqp.queues.consume_from)
+    _liveness.append(
+        Liveness(
+            name=sender.hostname, queues=queues, settings=jobs.settings(), session_factory=jobs.session_factory()
+        ).start()
+    )
+
+
+@worker_shutdown.connect
+def _stop_liveness(**_):
+    for liveness in _liveness:
+        liveness.stop()

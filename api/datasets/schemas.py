@@ -32,6 +32,30 @@ class DatasetOut(OrmModel):
     classes: list[str] | None = Field(examples=[["T-shirt/top", "Trouser", "Pullover"]])
     train_size: int | None = Field(examples=[60000])
     test_size: int | None = Field(examples=[10000])
-    image_shape: list[int] | None = Field(description="[C, H, W]", examples=[[1, 28, 28]])
+    image_shape: list[int] | None = Field(
+        description="[C, H, W] when every image has one size; null when sizes differ", examples=[[1, 28, 28]]
+    )
+    image_summary: dict | None = Field(
+        description="from the files' headers: channels, smallest and largest [H, W], images per mode",
+        examples=[{"channels": 3, "min_size": [20, 31], "max_size": [480, 640], "modes": {"L": 12, "RGB": 880}}],
+    )
     digest: str | None = Field(examples=["9f2c41d0a7b3e6f1"])
+    inspect_attempts: int = Field(
+        description="deliveries of the inspection so far (failed past FLIPGUARD_MAX_INSPECT_DELIVERIES)", examples=[1]
+    )
     created_at: datetime
+
+
+class DatasetSample(BaseModel):
+    position: int = Field(description="index among the stored samples", examples=[0])
+    label: int = Field(examples=[3])
+    label_name: str = Field(examples=["Dress"])
+    image_url: str = Field(examples=["/datasets/1/samples/0/image"])
+
+
+class DatasetSamples(BaseModel):
+    """A few test images per class, stored when the worker inspected the data set (none for a
+    data set inspected before sample images were kept, or one that failed)."""
+
+    dataset_id: int = Field(examples=[1])
+    items: list[DatasetSample]

@@ -1,25 +1,29 @@
 """/models/{id}/flips: a version's regression report against a baseline, its ledger and images.
 
-Reports are computed by the worker when an update job evaluates its model (against the base
-model, on the evaluation split); this router only reads what was stored.
+An update job stores the report of its version against its base. The report against any
+other version is computed on demand (api/comparisons): a request for a pair with no stored
+report answers 202 with the comparison to follow, and the report once a light worker stored it.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Query, Request, Response
-from PIL import Image
 from sqlalchemy.orm import Session
 
-from api.deps import READ, PaginationDep, SessionDep, SettingsDep
+from api.comparisons.schemas import ComparisonOut
+from api.comparisons.views import pending_response, start_comparison
+from api.deps import READ, PaginationDep, QueueDep, SessionDep, SettingsDep
 from api.errors import ApiError, error_responses
 from api.flips.schemas import FlipFigures, FlipReportOut, FlipSampleOut
 from api.schemas import Page, RowId
-from db.errors import InvalidInput, NotFound
+from api.storage import png_bytes
+from db.comparisons.models import ComparisonStatus
+from db.errors import Conflict, InvalidInput, NotFound
 from db.flips.models import FlipKind, FlipReport, FlipSample, ReportRole
 from db.flips.service import find_report, get_sample, iter_samples, list_samples
 from db.model_versions.service import get_model
@@ -28,8 +32,9 @@ router = APIRouter(prefix="/models/{model_id}/flips", tags=["flips"], responses=
 
 AGAINST = Query(
     None,
-    description="the baseline model id; default: the model's predecessor. Only reports the "
-    "worker computed at update time exist (404 otherwise).",
+    description="the baseline model id; default: the model's predecessor. A pair with no stored "
+    "report is computed on demand: 202 with the comparison (Location: /comparisons/{id}) until "
+    "a light worker has stored it.",
     examples=[1],
 )
 # Images are upscaled (nearest neighbour) until their short side reaches this many pixels.
@@ -49,17 +54,25 @@ CSV_COLUMNS = (
 )
 
 
-def _report(session: Session, *, model_id: int, against: int | None) -> FlipReport:
-    """The stored report of the model against `against` or its predecessor."""
+def _baseline_id(session: Session, *, model_id: int, against: int | None) -> int:
+    """The baseline of a request: `against`, else the model's predecessor."""
     model = get_model(session, model_id=model_id)
     baseline = against if against is not None else model.parent_id
     if baseline is None:
-        raise NotFound(f"model {model_id} has no predecessor; pass ?against=<model id>", loc=("query", "against"))
+        raise NotFound(
+            f"model {model_id} is a first version with no predecessor: name the model to compare it against",
+            loc=("query", "against"),
+        )
+    return baseline
+
+
+def _report(session: Session, *, model_id: int, against: int | None) -> FlipReport:
+    """The stored report of the model against `against` or its predecessor (404 if none)."""
+    baseline = _baseline_id(session, model_id=model_id, against=against)
     report = find_report(session, model_id=model_id, baseline_model_id=baseline)
     if report is None:
         raise NotFound(
-            f"no stored flip report of model {model_id} against model {baseline} "
-            "(reports are computed by the worker at update time)",
+            f"no stored flip report of model {model_id} against model {baseline} yet",
             loc=("query", "against") if against is not None else ("path", "model_id"),
         )
     return report
@@ -104,12 +117,17 @@ def _image_url(request: Request, *, model_id: int, sample_index: int, against: i
     "",
     dependencies=[READ],
     response_model=FlipReportOut,
-    responses={200: {"content": {"text/csv": {}}}, **error_responses(404, 422)},
+    responses={
+        200: {"content": {"text/csv": {}}},
+        202: {"description": "no stored report yet: computing it (follow Location)", "model": ComparisonOut},
+        **error_responses(404, 409, 422),
+    },
 )
 def read_report(
     model_id: RowId,
     request: Request,
     session: SessionDep,
+    queue: QueueDep,
     pagination: PaginationDep,
     against: RowId | None = AGAINST,
     kind: FlipKind | None = Query(None, description="only negative or positive flips"),
@@ -121,11 +139,30 @@ def read_report(
 
     Both NFR scopes with their raw counts, relative NFR, PFR, BTC, BEC, accuracy overall / on
     old classes / on new classes, per-class rows and prediction transitions; the reference
-    model's figures beside them under `reference`.
+    model's figures beside them under `reference`. A pair no update job evaluated is computed
+    on demand: 202 with the comparison (follow `Location`) until the report is stored; 409 with
+    the reason if computing it failed (POST /comparisons tries again).
     """
-    report = _report(session, model_id=model_id, against=against)
+    baseline_id = _baseline_id(session, model_id=model_id, against=against)
+    report = find_report(session, model_id=model_id, baseline_model_id=baseline_id)
+    if report is None:
+        comparison = start_comparison(
+            session, queue, model_id=model_id, baseline_model_id=baseline_id, retry_failed=False
+        )
+        if comparison.status == ComparisonStatus.FAILED:
+            raise Conflict(
+                f"computing the report of model {model_id} against model {baseline_id} failed: "
+                f"{comparison.error} (POST /comparisons tries again)",
+                loc=("query", "against"),
+            )
+        if comparison.status != ComparisonStatus.SUCCEEDED or comparison.report_id is None:
+            return pending_response(comparison)
+        stored = session.get(FlipReport, comparison.report_id)
+        if stored is None:  # removed since: compute it again
+            raise NotFound(f"the report of comparison {comparison.id} is gone", loc=("query", "against"))
+        report = stored
     label_index = _label_index(label, report.classes)
-    filters = dict(report_id=report.id, kind=kind, label=label_index, intrusion=intrusion)
+    filters: dict[str, Any] = dict(report_id=report.id, kind=kind, label=label_index, intrusion=intrusion)
     if format == "csv":
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, extrasaction="ignore")
@@ -168,12 +205,24 @@ def read_report(
     )
 
 
+def _stored_pixels(path, *, sample_index: int) -> np.ndarray:
+    """The (C, H, W) uint8 pixels of one sample from a report's image file."""
+    with np.load(path, allow_pickle=False) as archive:
+        positions = np.flatnonzero(archive["sample_index"] == sample_index)
+        if positions.size == 0:
+            raise NotFound(f"no image stored for sample {sample_index}", loc=("path", "sample_index"))
+        pixels = np.asarray(archive["images"][positions[0]], dtype=np.uint8)
+    if pixels.ndim != 3 or pixels.shape[0] not in (1, 3):
+        raise ValueError(f"stored images must be (C, H, W) with 1 or 3 channels, got {pixels.shape}")
+    return pixels
+
+
 @router.get(
     "/{sample_index}/image",
     dependencies=[READ],
     name="flip_image",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, **error_responses(404)},
+    responses={200: {"content": {"image/png": {}}}, **error_responses(404, 500)},
 )
 def read_image(
     model_id: RowId,
@@ -196,14 +245,15 @@ def read_image(
             loc=("path", "sample_index"),
             error_type="artifact_missing",
         )
-    with np.load(path, allow_pickle=False) as archive:
-        positions = np.flatnonzero(archive["sample_index"] == sample_index)
-        if positions.size == 0:
-            raise NotFound(f"no image stored for sample {sample_index}", loc=("path", "sample_index"))
-        pixels = np.asarray(archive["images"][positions[0]], dtype=np.uint8)  # (C, H, W)
-    image = Image.fromarray(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
-    scale = max(1, -(-MIN_IMAGE_SIDE // min(image.size)))
-    image = image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
-    png = io.BytesIO()
-    image.save(png, format="PNG")
-    return Response(png.getvalue(), media_type="image/png")
+    try:
+        png = png_bytes(_stored_pixels(path, sample_index=sample_index), min_side=MIN_IMAGE_SIDE)
+    except NotFound:
+        raise
+    except Exception as error:  # a damaged file in the store: zip, npy header, shape or pixel errors
+        raise ApiError(
+            500,
+            f"the report's image file is corrupt ({type(error).__name__}: {error})",
+            loc=("path", "sample_index"),
+            error_type="artifact_corrupt",
+        ) from None
+    return Response(png, media_type="image/png")

@@ -42,6 +42,36 @@ class GateVerdict(BaseModel):
     accuracy: float | None = Field(None, examples=[0.91])
     max_nfr: float | None = Field(None, examples=[0.02])
     min_accuracy: float | None = Field(None, examples=[0.85])
+    max_accuracy_drop: float | None = Field(None, examples=[0.005])
+    max_nfr_ratio: float | None = Field(None, examples=[0.5])
+    reference_accuracy: float | None = Field(None, description="the independent retrain's", examples=[0.915])
+    reference_nfr_old_classes: float | None = Field(None, description="the independent retrain's", examples=[0.04])
+    accuracy_floor: float | None = Field(None, description="reference_accuracy - max_accuracy_drop", examples=[0.91])
+    nfr_ceiling: float | None = Field(None, description="max_nfr_ratio x reference_nfr_old_classes", examples=[0.02])
+
+
+class VersionFiguresOut(BaseModel):
+    """A version's headline figures and what they were measured on."""
+
+    accuracy: float | None = Field(
+        description="overall accuracy on the samples described by measured_on", examples=[0.91]
+    )
+    measured_on: str = Field(
+        description="the samples and report the figures come from",
+        examples=["500 test samples of 10 classes, against model 1"],
+    )
+    measured_as: str = Field(
+        description="`model`: the version's own report against its predecessor; `baseline`: a version "
+        "without one (first or uploaded), measured as the baseline of its successor's report (no NFR then)",
+        examples=["model"],
+    )
+    report_model_id: int = Field(description="the model whose report holds these figures", examples=[3])
+    baseline_model_id: int = Field(description="the baseline of that report", examples=[1])
+    samples: int = Field(examples=[500])
+    classes: int = Field(description="how many classes the accuracy is over", examples=[10])
+    nfr_old_classes: float | None = Field(None, examples=[0.012])
+    nfr_all: float | None = Field(None, examples=[0.006])
+    relative_nfr_old_classes: float | None = Field(None, examples=[0.14])
 
 
 class ModelOut(OrmModel):
@@ -65,12 +95,17 @@ class ModelOut(OrmModel):
     promoted_at: datetime | None
     promotion_reason: str | None = Field(examples=["gate passed (auto_promote)"])
     forced: bool = Field(examples=[False])
+    figures: VersionFiguresOut | None = Field(
+        None,
+        description="accuracy and NFR against the predecessor (GET /models and GET /models/{id}); "
+        "null when nothing has evaluated the version yet",
+    )
 
 
 class PromoteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    force: bool = Field(False, description="promote although the gate did not pass (needs a reason)")
+    force: bool = Field(False, strict=True, description="promote although the gate did not pass (needs a reason)")
     reason: str | None = Field(None, max_length=2000, examples=["hotfix for the sandal class"])
 
 
@@ -83,7 +118,15 @@ class LineageEntry(BaseModel):
     architecture: str = Field(examples=["resnet18"])
     method: str | None = Field(examples=["mpt-kl"])
     created_at: datetime
-    accuracy: float | None = Field(description="overall accuracy on the evaluation split", examples=[0.91])
+    classes: int = Field(description="how many classes the version knows", examples=[10])
+    accuracy: float | None = Field(
+        description="overall accuracy on the evaluation split (see accuracy_measured_on)", examples=[0.91]
+    )
+    accuracy_measured_on: str | None = Field(
+        description="the samples the accuracy was measured on; a first or uploaded version is measured as the "
+        "baseline of its successor's report, on the samples of its own classes",
+        examples=["500 test samples of 10 classes, against model 1"],
+    )
     nfr_old_classes: float | None = Field(examples=[0.012])
     nfr_all: float | None = Field(examples=[0.006])
     relative_nfr_old_classes: float | None = Field(examples=[0.14])

@@ -17,6 +17,7 @@ from api.model_versions.schemas import (
     ModelRegisterByUri,
     ModelRegisterForm,
     PromoteRequest,
+    VersionFiguresOut,
 )
 from api.schemas import Page, RowId
 from api.storage import (
@@ -24,9 +25,9 @@ from api.storage import (
     file_sha256,
     read_model_metadata,
     resolve_data_path,
-    store_model_file,
 )
-from db.flips.service import find_report
+from api.uploads import receive_model_upload
+from db.flips.service import VersionFigures, version_figures
 from db.model_versions.models import ModelStatus
 from db.model_versions.service import (
     get_model,
@@ -114,21 +115,27 @@ async def register_model(request: Request, session: SessionDep, settings: Settin
         raise ApiError(
             413, f"request larger than {settings.max_upload_bytes} bytes", loc=("body", "file"), error_type="too_large"
         )
-    content_type = request.headers.get("content-type", "")
+    content_type = request.headers.get("content-type", "").lower()
     if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-        async with request.form(max_files=1, max_fields=10) as form:
-            fields = _validated(ModelRegisterForm, {k: v for k, v in form.items() if k != "file"}, source="body")
-            upload = form.get("file")
-            if upload is None or isinstance(upload, str):
-                raise RequestValidationError(
-                    [{"loc": ("body", "file"), "msg": "a safetensors file is required", "type": "missing"}]
-                )
-            loc = ("body", "file")
-            stored = await run_in_threadpool(store_model_file, upload.file, settings=settings, loc=loc)
-        return await run_in_threadpool(_register_file, session, settings, stored, family=fields.family, loc=loc)
+        # Streamed into the artifact store, stopping at max_upload_bytes (api/uploads.py).
+        fields, stored = (
+            await receive_model_upload(request, settings=settings)
+            if content_type.startswith("multipart/form-data")
+            else (dict(await request.form(max_files=0, max_fields=10)), None)
+        )
+        loc = ("body", "file")
+        try:
+            family = _validated(ModelRegisterForm, fields, source="body").family
+            if stored is None:
+                raise RequestValidationError([{"loc": loc, "msg": "a safetensors file is required", "type": "missing"}])
+        except Exception:
+            if stored is not None:
+                stored.path.unlink(missing_ok=True)
+            raise
+        return await run_in_threadpool(_register_file, session, settings, stored, family=family, loc=loc)
     try:
         payload = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         raise RequestValidationError(
             [{"loc": ("body",), "msg": "send multipart/form-data or a JSON object", "type": "json_invalid"}]
         ) from None
@@ -141,6 +148,34 @@ async def register_model(request: Request, session: SessionDep, settings: Settin
     return await run_in_threadpool(_register_file, session, settings, stored, family=body.family, loc=loc)
 
 
+def figures_out(figures: VersionFigures | None, model_id: int) -> VersionFiguresOut | None:
+    """The API shape of a version's figures."""
+    if figures is None:
+        return None
+    report_model = model_id if figures.measured_as == "model" else figures.other_model_id
+    return VersionFiguresOut(
+        accuracy=figures.accuracy,
+        measured_on=figures.describe(),
+        measured_as=figures.measured_as,
+        report_model_id=report_model,
+        baseline_model_id=figures.other_model_id if figures.measured_as == "model" else model_id,
+        samples=figures.samples,
+        classes=figures.classes,
+        nfr_old_classes=figures.nfr_old_classes,
+        nfr_all=figures.nfr_all,
+        relative_nfr_old_classes=figures.relative_nfr_old_classes,
+    )
+
+
+def with_figures(session: Session, models: list) -> list[ModelOut]:
+    """Versions with their headline figures (two queries for the whole list)."""
+    figures = version_figures(session, models)
+    return [
+        ModelOut.model_validate(model).model_copy(update={"figures": figures_out(figures.get(model.id), model.id)})
+        for model in models
+    ]
+
+
 @router.get("", dependencies=[READ], response_model=Page[ModelOut])
 def list_all(
     session: SessionDep,
@@ -148,14 +183,17 @@ def list_all(
     family: str | None = Query(None, examples=["shoe-classifier"]),
     status: ModelStatus | None = Query(None),
 ):
-    """Model versions, newest first, filtered by family and status."""
-    return list_models(session, family=family, status=status, page=pagination.page, page_size=pagination.page_size)
+    """Model versions, newest first, filtered by family and status, each with its figures."""
+    page = list_models(session, family=family, status=status, page=pagination.page, page_size=pagination.page_size)
+    return Page[ModelOut](
+        items=with_figures(session, page.items), total=page.total, page=page.page, page_size=page.page_size
+    )
 
 
 @router.get("/{model_id}", dependencies=[READ], response_model=ModelOut, responses=error_responses(404))
 def read(model_id: RowId, session: SessionDep):
-    """One model version."""
-    return get_model(session, model_id=model_id)
+    """One model version, with its accuracy and NFR and what they were measured on."""
+    return with_figures(session, [get_model(session, model_id=model_id)])[0]
 
 
 @router.get(
@@ -195,13 +233,11 @@ def download_weights(model_id: RowId, session: SessionDep, settings: SettingsDep
 )
 def read_lineage(model_id: RowId, session: SessionDep):
     """The version and its predecessors, newest first, each with its figures against its parent."""
+    chain = lineage(session, model_id=model_id)
+    figures = version_figures(session, chain)
     entries = []
-    for model in lineage(session, model_id=model_id):
-        report = (
-            find_report(session, model_id=model.id, baseline_model_id=model.parent_id)
-            if model.parent_id is not None
-            else None
-        )
+    for model in chain:
+        measured = figures.get(model.id)
         entries.append(
             LineageEntry(
                 id=model.id,
@@ -210,10 +246,12 @@ def read_lineage(model_id: RowId, session: SessionDep):
                 architecture=model.architecture,
                 method=model.method,
                 created_at=model.created_at,
-                accuracy=report.accuracy if report else None,
-                nfr_old_classes=report.nfr_old_classes if report else None,
-                nfr_all=report.nfr_all if report else None,
-                relative_nfr_old_classes=report.relative_nfr_old_classes if report else None,
+                classes=len(model.classes),
+                accuracy=measured.accuracy if measured else None,
+                accuracy_measured_on=measured.describe() if measured else None,
+                nfr_old_classes=measured.nfr_old_classes if measured else None,
+                nfr_all=measured.nfr_all if measured else None,
+                relative_nfr_old_classes=measured.relative_nfr_old_classes if measured else None,
             )
         )
     return entries

@@ -7,13 +7,21 @@ import json
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import FileResponse
+from sqlalchemy.orm import Session
 
-from api.deps import READ, SUBMIT, PaginationDep, QueueDep, SessionDep
-from api.errors import error_responses
+from api.deps import READ, SUBMIT, PaginationDep, QueueDep, SessionDep, SettingsDep
+from api.errors import ApiError, error_responses
+from api.queue import TaskQueue
 from api.schemas import Page, RowId
+from api.storage import file_sha256
 from api.updates.schemas import UpdateCreate, UpdateDetail, UpdateOut
-from db.updates.models import JobStatus
-from db.updates.submission import create_job, get_job, list_events, list_jobs, request_cancel
+from db.datasets.models import Dataset
+from db.errors import InvalidInput
+from db.references.models import ReferenceModel
+from db.tokens.models import ApiToken
+from db.updates.models import JobStatus, UpdateJob
+from db.updates.submission import create_job, get_job, list_candidates, list_events, list_jobs, request_cancel
 
 router = APIRouter(prefix="/updates", tags=["updates"], responses=error_responses(401, 403))
 
@@ -24,9 +32,31 @@ def request_hash(body: UpdateCreate) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def scoped_idempotency_key(token: ApiToken | None, key: str | None) -> str | None:
+    """The stored key: the client's key under its token's id, so that two tokens never share
+    a key (with authentication off, all requests share one scope)."""
+    if key is None:
+        return None
+    return f"{token.id if token is not None else '-'}:{key}"
+
+
+def check_normalisation_fits(session: Session, body: UpdateCreate) -> None:
+    """A recipe's mean and std must have one value per channel of the data set's images."""
+    mean = body.recipe.mean
+    dataset = session.get(Dataset, body.dataset_id)
+    if mean is None or dataset is None or not dataset.image_shape:
+        return  # create_job names a missing or unready data set
+    channels = dataset.image_shape[0]
+    if len(mean) != channels:
+        raise InvalidInput(
+            f"recipe.mean and recipe.std have {len(mean)} values "
+            f"but data set {dataset.id} has {channels}-channel images",
+            loc=("body", "recipe", "mean"),
+        )
+
+
 @router.post(
     "",
-    dependencies=[SUBMIT],
     status_code=202,
     response_model=UpdateOut,
     responses={
@@ -39,26 +69,45 @@ def submit(
     response: Response,
     session: SessionDep,
     queue: QueueDep,
+    token: Annotated[ApiToken | None, SUBMIT],
     idempotency_key: Annotated[
         str | None,
         Header(
             max_length=200,
             description="repeat a request safely: the same key and body "
-            "return the same job (200); the same key with another body is a 409",
+            "return the same job (200); the same key with another body is a 409. Keys are "
+            "scoped to the API token: another token's key never matches",
         ),
     ] = None,
 ):
     """Schedule a compatible retrain of a deployed model (or a first version from scratch)."""
-    job, created = create_job(
-        session, request=body.to_job_request(), idempotency_key=idempotency_key, request_hash=request_hash(body)
-    )
+    job, created = submit_update(session, queue, body, token=token, idempotency_key=idempotency_key)
     if not created:
         response.status_code = 200
+    return job
+
+
+def submit_update(
+    session: Session,
+    queue: TaskQueue,
+    body: UpdateCreate,
+    *,
+    token: ApiToken | None,
+    idempotency_key: str | None = None,
+) -> tuple[UpdateJob, bool]:
+    """Validate and queue an update (the REST route and the dashboard's form both call this)."""
+    check_normalisation_fits(session, body)
+    job, created = create_job(
+        session,
+        request=body.to_job_request(),
+        idempotency_key=scoped_idempotency_key(token, idempotency_key),
+        request_hash=request_hash(body),
+    )
     # Sent after the commit, so the worker finds the row. A replay of a still queued job
     # sends again in case the first send failed: claiming is atomic, extra deliveries are dropped.
     if created or job.status == JobStatus.QUEUED:
         queue.run_update(job.id)
-    return job
+    return job, created
 
 
 @router.get("", dependencies=[READ], response_model=Page[UpdateOut])
@@ -73,10 +122,55 @@ def list_all(
 
 @router.get("/{job_id}", dependencies=[READ], response_model=UpdateDetail, responses=error_responses(404))
 def read(job_id: RowId, session: SessionDep):
-    """One job with its progress and per-epoch events."""
+    """One job with its progress, per-epoch events and, for a sweep, its candidates."""
     job = get_job(session, job_id=job_id)
     return UpdateDetail.model_validate(
-        {**UpdateOut.model_validate(job).model_dump(), "events": list_events(session, job_id=job_id)}
+        {
+            **UpdateOut.model_validate(job).model_dump(),
+            "events": list_events(session, job_id=job_id),
+            "candidates": list_candidates(session, job_id=job_id),
+        }
+    )
+
+
+@router.get(
+    "/{job_id}/reference/weights",
+    dependencies=[READ],
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}, **error_responses(404, 500)},
+)
+def download_reference(job_id: RowId, session: SessionDep, settings: SettingsDep):
+    """The safetensors weights of the independent reference the job trained (or reused from the
+    cache): the model its flip report compares the update with, sha256 checked."""
+    job = get_job(session, job_id=job_id)
+    reference = session.get(ReferenceModel, job.reference_model_id) if job.reference_model_id is not None else None
+    if reference is None:
+        raise ApiError(
+            404,
+            f"update job {job_id} has no independent reference (a first version, or not trained yet)",
+            loc=("path", "job_id"),
+            error_type="not_found",
+        )
+    path = settings.artifact_path(reference.artifact_uri)
+    if not path.is_file():
+        raise ApiError(
+            404,
+            f"the reference weights of update job {job_id} are missing from the artifact store",
+            loc=("path", "job_id"),
+            error_type="artifact_missing",
+        )
+    if file_sha256(path) != reference.sha256:
+        raise ApiError(
+            500,
+            f"the reference weights of update job {job_id} do not match their sha256",
+            loc=("path", "job_id"),
+            error_type="artifact_corrupt",
+        )
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        filename=f"{job.family}-job{job_id}-reference.safetensors",
+        headers={"X-Checksum-Sha256": reference.sha256},
     )
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import timedelta
+
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from db.base import rows_changed, utcnow
 from db.datasets.models import Dataset, DatasetFormat, DatasetStatus
 from db.errors import Conflict, NotFound
 from db.pagination import Page, paginate
@@ -48,16 +51,20 @@ def mark_dataset_ready(
     classes: list[str],
     train_size: int,
     test_size: int,
-    image_shape: list[int],
+    image_shape: list[int] | None,
+    image_summary: dict | None = None,
     digest: str,
+    samples_uri: str | None = None,
 ) -> Dataset:
     """Record what the worker found in the data set and make it usable by update jobs."""
     dataset = get_dataset(session, dataset_id=dataset_id)
     dataset.classes = list(classes)
     dataset.train_size = train_size
     dataset.test_size = test_size
-    dataset.image_shape = list(image_shape)
+    dataset.image_shape = list(image_shape) if image_shape is not None else None
+    dataset.image_summary = image_summary
     dataset.digest = digest
+    dataset.samples_uri = samples_uri
     dataset.status = DatasetStatus.READY
     dataset.error = None
     session.commit()
@@ -71,3 +78,44 @@ def mark_dataset_failed(session: Session, *, dataset_id: int, error: str) -> Dat
     dataset.error = error
     session.commit()
     return dataset
+
+
+def _inspection_due(*, now, timeout_s: float):
+    """Pending, and no delivery started within the timeout (none yet, or one presumed dead)."""
+    return and_(
+        Dataset.status == DatasetStatus.PENDING,
+        or_(
+            Dataset.inspect_started_at.is_(None),
+            Dataset.inspect_started_at < now - timedelta(seconds=timeout_s),
+        ),
+    )
+
+
+def claim_inspection(session: Session, *, dataset_id: int, timeout_s: float) -> Dataset | None:
+    """Count one delivery of the inspection task before it starts reading; None if the data set
+    is no longer pending or another delivery started less than `timeout_s` ago.
+
+    One conditional UPDATE, so two deliveries cannot both claim it.
+    """
+    now = utcnow()
+    claimed = rows_changed(
+        session,
+        update(Dataset)
+        .where(Dataset.id == dataset_id, _inspection_due(now=now, timeout_s=timeout_s))
+        .values(inspect_attempts=Dataset.inspect_attempts + 1, inspect_started_at=now),
+    )
+    session.commit()
+    if claimed != 1:
+        return None
+    return session.get(Dataset, dataset_id, populate_existing=True)
+
+
+def datasets_needing_inspection(session: Session, *, timeout_s: float, grace_s: float) -> list[int]:
+    """Pending data sets no live delivery holds: never claimed for `grace_s` (a lost message),
+    or claimed more than `timeout_s` ago (its worker died or hangs)."""
+    now = utcnow()
+    statement = select(Dataset.id).where(
+        _inspection_due(now=now, timeout_s=timeout_s),
+        or_(Dataset.inspect_started_at.is_not(None), Dataset.created_at < now - timedelta(seconds=grace_s)),
+    )
+    return list(session.scalars(statement.order_by(Dataset.id)))

@@ -54,7 +54,8 @@ class FlipReport(Base):
     accuracy_new_classes: Mapped[float | None] = mapped_column(Float)
     negative_flips: Mapped[int]
     samples: Mapped[int]
-    # An .npz in the artifact store: `sample_index` (M,) and uint8 `images` (M, C, H, W).
+    # An .npz in the artifact store: `sample_index` (M,) and uint8 `images` (M, C, h, w), each
+    # the model's input scaled to at most Recipe.ledger_thumbnail_side pixels a side.
     images_uri: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from sqlalchemy import Select, insert, select
 from sqlalchemy.orm import Session
@@ -145,3 +146,88 @@ def get_sample(session: Session, *, report_id: int, sample_index: int) -> FlipSa
     return session.scalar(
         select(FlipSample).where(FlipSample.report_id == report_id, FlipSample.sample_index == sample_index).limit(1)
     )
+
+
+@dataclass
+class VersionFigures:
+    """A version's headline figures and what they were measured on.
+
+    `measured_as` is `model` when they come from the version's own report against its
+    predecessor (its update job's evaluation split, every class of the version), and
+    `baseline` for a version without one (a first or uploaded version): then the accuracy is
+    the one its successor's report measured for it, on the samples of its own classes, and
+    it has no NFR of its own.
+    """
+
+    report_id: int
+    measured_as: str
+    other_model_id: int
+    accuracy: float | None
+    samples: int
+    classes: int
+    split: str
+    nfr_old_classes: float | None = None
+    nfr_all: float | None = None
+    relative_nfr_old_classes: float | None = None
+
+    def describe(self) -> str:
+        """Where the figures come from, in words."""
+        if self.measured_as == "model":
+            return f"{self.samples} {self.split} samples of {self.classes} classes, against model {self.other_model_id}"
+        return (
+            f"{self.samples} {self.split} samples of its {self.classes} classes, "
+            f"as the baseline of model {self.other_model_id}'s report"
+        )
+
+
+def version_figures(session: Session, models: list) -> dict[int, VersionFigures]:
+    """Headline figures of each of these versions (two queries whatever their number)."""
+    if not models:
+        return {}
+    ids = [model.id for model in models]
+    own = session.scalars(
+        select(FlipReport)
+        .where(FlipReport.model_id.in_(ids), FlipReport.role == ReportRole.MODEL)
+        .order_by(FlipReport.id.desc())
+    ).all()
+    by_pair: dict[tuple[int, int], FlipReport] = {}
+    for report in own:
+        by_pair.setdefault((report.model_id, report.baseline_model_id), report)
+    as_baseline: dict[int, FlipReport] = {}
+    for report in session.scalars(
+        select(FlipReport)
+        .where(FlipReport.baseline_model_id.in_(ids), FlipReport.role == ReportRole.MODEL)
+        .order_by(FlipReport.id)
+    ):
+        as_baseline.setdefault(report.baseline_model_id, report)
+    figures = {}
+    for model in models:
+        own_report = by_pair.get((model.id, model.parent_id)) if model.parent_id is not None else None
+        if own_report is not None:
+            report = own_report
+            figures[model.id] = VersionFigures(
+                report_id=report.id,
+                measured_as="model",
+                other_model_id=report.baseline_model_id,
+                accuracy=report.accuracy,
+                samples=report.samples,
+                classes=len(report.classes),
+                split=report.split,
+                nfr_old_classes=report.nfr_old_classes,
+                nfr_all=report.nfr_all,
+                relative_nfr_old_classes=report.relative_nfr_old_classes,
+            )
+            continue
+        successor = as_baseline.get(model.id)
+        if successor is not None:
+            old_scope = successor.summary.scopes.old_classes
+            figures[model.id] = VersionFigures(
+                report_id=successor.id,
+                measured_as="baseline",
+                other_model_id=successor.model_id,
+                accuracy=old_scope.old_accuracy,
+                samples=old_scope.samples,
+                classes=successor.k_old,
+                split=successor.split,
+            )
+    return figures

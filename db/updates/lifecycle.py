@@ -12,7 +12,7 @@ from datetime import timedelta
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from db.base import utcnow
+from db.base import rows_changed, utcnow
 from db.errors import JobNotOwned
 from db.updates.models import ACTIVE_STATUSES, TERMINAL_STATUSES, JobEvent, JobStatus, UpdateJob
 
@@ -37,7 +37,8 @@ def claim_job(session: Session, *, job_id: int, worker_id: str, heartbeat_timeou
             ),
         ),
     )
-    result = session.execute(
+    changed = rows_changed(
+        session,
         update(UpdateJob)
         .where(UpdateJob.id == job_id, claimable)
         .values(
@@ -46,10 +47,10 @@ def claim_job(session: Session, *, job_id: int, worker_id: str, heartbeat_timeou
             worker_id=worker_id,
             heartbeat_at=now,
             started_at=func.coalesce(UpdateJob.started_at, now),
-        )
+        ),
     )
     session.commit()
-    if result.rowcount != 1:
+    if changed != 1:
         return None
     return session.get(UpdateJob, job_id, populate_existing=True)
 
@@ -85,6 +86,7 @@ def heartbeat(
     epoch: int | None = None,
     epochs: int | None = None,
     status: JobStatus | None = None,
+    data_path: str | None = None,
 ) -> bool:
     """Refresh the job's heartbeat and progress; returns whether cancellation was requested.
 
@@ -104,18 +106,21 @@ def heartbeat(
         values["epochs"] = epochs
     if status is not None:
         values["status"] = JobStatus(status)
-    result = session.execute(
+    if data_path is not None:
+        values["data_path"] = data_path
+    changed = rows_changed(
+        session,
         update(UpdateJob)
         .where(
             UpdateJob.id == job_id,
             UpdateJob.worker_id == worker_id,
             UpdateJob.status.in_(ACTIVE_STATUSES),
         )
-        .values(**values)
+        .values(**values),
     )
     cancel_requested = session.scalar(select(UpdateJob.cancel_requested).where(UpdateJob.id == job_id))
     session.commit()
-    if result.rowcount != 1:
+    if changed != 1:
         raise JobNotOwned(f"worker {worker_id} no longer holds update job {job_id}")
     return bool(cancel_requested)
 
@@ -130,13 +135,14 @@ def record_event(session: Session, *, job_id: int, phase: str, epoch: int | None
 
 def _finish(session: Session, *, job_id: int, **values) -> bool:
     """Move a job that is not yet finished to a terminal state; False if it already was."""
-    result = session.execute(
+    changed = rows_changed(
+        session,
         update(UpdateJob)
         .where(UpdateJob.id == job_id, UpdateJob.status.not_in(TERMINAL_STATUSES))
-        .values(finished_at=utcnow(), **values)
+        .values(finished_at=utcnow(), **values),
     )
     session.commit()
-    return result.rowcount == 1
+    return changed == 1
 
 
 def fail_job(session: Session, *, job_id: int, error: str) -> bool:

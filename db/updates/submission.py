@@ -13,13 +13,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from contracts.jobs import JobRequest
-from db.base import utcnow
+from contracts.limits import duplicates
+from contracts.selection import SweepError, resolve
+from db.base import rows_changed, utcnow
 from db.datasets.models import Dataset, DatasetStatus
 from db.datasets.service import get_dataset
 from db.errors import Conflict, InvalidInput, NotFound
 from db.model_versions.models import ModelVersion
 from db.pagination import Page, paginate
-from db.updates.models import ACTIVE_STATUSES, JobEvent, JobStatus, UpdateJob, UpdateMethod
+from db.updates.models import ACTIVE_STATUSES, JobEvent, JobStatus, UpdateCandidate, UpdateJob, UpdateMethod
 
 # The only method that needs no predecessor: every other one distils from the base model.
 FROM_SCRATCH_METHOD = UpdateMethod.INDEPENDENT
@@ -48,13 +50,20 @@ def list_events(session: Session, *, job_id: int) -> list[JobEvent]:
     return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
 
 
+def list_candidates(session: Session, *, job_id: int) -> list[UpdateCandidate]:
+    """A sweeping job's candidates in grid order (none before the job succeeds, or without a sweep)."""
+    return list(
+        session.scalars(select(UpdateCandidate).where(UpdateCandidate.job_id == job_id).order_by(UpdateCandidate.index))
+    )
+
+
 def count_jobs_by_status(session: Session) -> dict[str, int]:
     """How many jobs are in each status (every status present, zeros included)."""
     counts = dict(session.execute(select(UpdateJob.status, func.count()).group_by(UpdateJob.status)).all())
     return {status.value: counts.get(status, 0) for status in JobStatus}
 
 
-def _find_by_idempotency_key(session: Session, *, idempotency_key: str, request_hash: str) -> UpdateJob | None:
+def _find_by_idempotency_key(session: Session, *, idempotency_key: str, request_hash: str | None) -> UpdateJob | None:
     """The job an earlier request with this key created; Conflict if that request differed."""
     job = session.scalar(select(UpdateJob).where(UpdateJob.idempotency_key == idempotency_key))
     if job is not None and job.request_hash != request_hash:
@@ -67,23 +76,26 @@ def _find_by_idempotency_key(session: Session, *, idempotency_key: str, request_
 
 def _check_classes(*, requested: tuple[str, ...] | None, dataset_classes: list[str], base: ModelVersion | None) -> None:
     """Training classes must exist in the data set and keep every class of the base model."""
+    # Sets and a Counter: linear in the number of classes (lists may hold 10,000 names).
+    known = set(dataset_classes)
     if requested is not None:
-        duplicates = sorted({name for name in requested if requested.count(name) > 1})
-        if duplicates:
-            raise InvalidInput(f"classes listed twice: {duplicates}", loc=("body", "classes"))
-        unknown = [name for name in requested if name not in dataset_classes]
+        twice = duplicates(requested)
+        if twice:
+            raise InvalidInput(f"classes listed twice: {twice}", loc=("body", "classes"))
+        unknown = [name for name in requested if name not in known]
         if unknown:
             raise InvalidInput(f"classes not in the data set: {unknown}", loc=("body", "classes"))
     if base is None:
         return
-    missing = [name for name in base.classes if name not in dataset_classes]
+    missing = [name for name in base.classes if name not in known]
     if missing:
         raise InvalidInput(
             f"the data set lacks classes of base model {base.id}: {missing}",
             loc=("body", "dataset_id"),
         )
     if requested is not None:
-        dropped = [name for name in base.classes if name not in requested]
+        chosen = set(requested)
+        dropped = [name for name in base.classes if name not in chosen]
         if dropped:
             raise InvalidInput(
                 f"classes must include every class of base model {base.id}; missing: {dropped}",
@@ -149,8 +161,31 @@ def create_job(
                 loc=("body", "method"),
             )
 
+    try:
+        sweep, selection = resolve(
+            method=request.method,
+            fixed_params=request.method_params,
+            sweep=request.sweep,
+            selection=request.selection,
+            has_base=base is not None,
+        )
+    except SweepError as error:
+        raise InvalidInput(error.message, loc=("body", *error.field)) from None
+    if sweep is not None and request.recipe.get("validation_fraction") == 0:
+        raise InvalidInput(
+            "a sweep chooses its winner on the validation split: validation_fraction must be > 0 "
+            "(or set method_params.bias to train one model)",
+            loc=("body", "recipe", "validation_fraction"),
+        )
+
     dataset = _ready_dataset(session, dataset_id=request.dataset_id)
     _check_classes(requested=request.classes, dataset_classes=dataset.classes or [], base=base)
+    if base is None and dataset.image_shape is None and request.recipe.get("image_size") is None:
+        # A first version takes the data's own size only when its images share one.
+        raise InvalidInput(
+            f"the images of data set {dataset.id} differ in size: set recipe.image_size to fit them to one size",
+            loc=("body", "recipe", "image_size"),
+        )
 
     job = UpdateJob(
         base_model_id=request.base_model_id,
@@ -162,6 +197,8 @@ def create_job(
         method_params=request.method_params,
         recipe=request.recipe,
         gate=asdict(request.gate),
+        sweep=sweep,
+        selection=selection.to_dict() if selection is not None else None,
         seed=request.seed,
         status=JobStatus.QUEUED,
         progress=0.0,
@@ -185,20 +222,22 @@ def create_job(
 
 def request_cancel(session: Session, *, job_id: int) -> UpdateJob:
     """Cancel a job: a queued one at once, a running one by flagging it for its worker."""
-    cancelled = session.execute(
+    cancelled = rows_changed(
+        session,
         update(UpdateJob)
         .where(UpdateJob.id == job_id, UpdateJob.status == JobStatus.QUEUED)
-        .values(status=JobStatus.CANCELLED, cancel_requested=True, finished_at=utcnow())
+        .values(status=JobStatus.CANCELLED, cancel_requested=True, finished_at=utcnow()),
     )
     flagged = cancelled
-    if cancelled.rowcount == 0:
-        flagged = session.execute(
+    if cancelled == 0:
+        flagged = rows_changed(
+            session,
             update(UpdateJob)
             .where(UpdateJob.id == job_id, UpdateJob.status.in_(ACTIVE_STATUSES))
-            .values(cancel_requested=True)
+            .values(cancel_requested=True),
         )
     session.commit()
     job = get_job(session, job_id=job_id)
-    if flagged.rowcount == 0:
+    if flagged == 0:
         raise Conflict(f"update job {job_id} already {job.status.value}", loc=("path", "job_id"))
     return job

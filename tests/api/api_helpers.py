@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save_file
 
+from contracts.architectures import expected_tensors
 from contracts.flips import FlipSummary
 from contracts.jobs import Gate, JobRequest, RegisteredModel
 from db.datasets.models import DatasetFormat
@@ -24,9 +25,14 @@ def broker_messages(settings: Settings) -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(Path(folder).glob("*.msg"))]
 
 
-def model_file(path, *, classes=("sandal", "sneaker", "boot"), metadata=None, outputs=None) -> str:
-    """A small safetensors model file in our artifact format, written with numpy: its
-    classifier `fc.weight` has `outputs` rows (default: one per class)."""
+NUMPY_DTYPES = {"F32": np.float32, "I64": np.int64}
+
+
+def model_file(path, *, classes=("sandal", "sneaker", "boot"), metadata=None, outputs=None, tensors=None) -> str:
+    """A small safetensors model file in our artifact format, written with numpy: the full
+    state dict of a one-channel small_cnn (contracts.architectures) whose classifier has
+    `outputs` rows (default: one per class); `tensors` replaces (an array) or drops (None)
+    tensors by name."""
     values = {
         "flipguard.arch": "small_cnn",
         "flipguard.classes": json.dumps(list(classes)),
@@ -38,7 +44,14 @@ def model_file(path, *, classes=("sandal", "sneaker", "boot"), metadata=None, ou
     values.update(metadata or {})
     values = {key: value for key, value in values.items() if value is not None}
     rows = len(classes) if outputs is None else outputs
-    save_file({"fc.weight": np.ones((rows, 8), dtype=np.float32)}, str(path), metadata=values)
+    table = expected_tensors("small_cnn", num_classes=rows, in_channels=1)
+    arrays = {name: np.ones(shape, dtype=NUMPY_DTYPES[dtype]) for name, (shape, dtype) in table.items()}
+    for name, array in (tensors or {}).items():
+        if array is None:
+            arrays.pop(name)
+        else:
+            arrays[name] = array
+    save_file(arrays, str(path), metadata=values)
     return str(path)
 
 

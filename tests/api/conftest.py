@@ -22,7 +22,7 @@ def settings(tmp_path) -> Settings:
         broker_url=f"filesystem://{tmp_path / 'broker'}",
         artifact_root=tmp_path / "artifacts",
         data_roots=[tmp_path / "data"],
-        max_upload_bytes=64 * 1024,
+        max_upload_bytes=1024 * 1024,  # a small_cnn file is about 370 KB
     )
     upgrade(settings.database_url)
     return settings

@@ -29,11 +29,22 @@ def test_flip_report_with_reference_and_filters(client, updated):
     assert_error(client.get(f"/models/{model.id}/flips", params={"page_size": 501}), 422, ["query", "page_size"])
     assert_error(client.get(f"/models/{model.id}/flips", params={"label": "cat"}), 422, ["query", "label"])
     assert_error(client.get(f"/models/{model.id}/flips", params={"kind": "sideways"}), 422, ["query", "kind"])
-    assert_error(client.get(f"/models/{model.id}/flips", params={"against": model.id}), 404, ["query", "against"])
-    assert_error(client.get(f"/models/{base['id']}/flips"), 404, ["query", "against"])
+    assert_error(
+        client.get(f"/models/{model.id}/flips", params={"against": model.id}), 422, ["query", "against"], "itself"
+    )
+    assert_error(client.get(f"/models/{base['id']}/flips"), 404, ["query", "against"], "first version")
 
     lineage = client.get(f"/models/{model.id}/lineage").json()
-    assert lineage[0]["nfr_old_classes"] == pytest.approx(2 / 30) and lineage[1]["accuracy"] is None
+    assert lineage[0]["nfr_old_classes"] == pytest.approx(2 / 30) and lineage[0]["classes"] == 4
+    # The uploaded v1 has no report of its own: its accuracy is the one v2's report measured for it.
+    assert lineage[1]["accuracy"] == pytest.approx(25 / 30) and lineage[1]["nfr_old_classes"] is None
+    assert (
+        lineage[1]["accuracy_measured_on"]
+        == f"30 test samples of its 3 classes, as the baseline of model {model.id}'s report"
+    )
+    listed = {m["id"]: m for m in client.get("/models").json()["items"]}
+    assert listed[model.id]["figures"]["nfr_old_classes"] == pytest.approx(2 / 30)
+    assert listed[base["id"]]["figures"]["measured_as"] == "baseline"
 
 
 def test_flip_ledger_as_csv(client, updated):
@@ -54,9 +65,13 @@ def test_flip_image_is_an_enlarged_png(client, updated):
     assert_error(client.get(f"/models/{model.id}/flips/5/image"), 404, ["path", "sample_index"])
 
 
-def test_health_metrics_and_openapi(client, updated):
+def test_health_metrics_and_openapi(client, session, updated):
+    from db.workers.service import record_heartbeat
+
+    record_heartbeat(session, name="gpu0@host", queues=["training"])
     health = client.get("/health")
-    assert health.status_code == 200 and health.json() == {"status": "ok", "database": "ok", "broker": "ok"}
+    assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+    assert (health.json()["database"], health.json()["broker"]) == ("ok", "ok")
     client.get("/models/999")
     metrics = client.get("/metrics").text
     assert 'flipguard_update_jobs{status="succeeded"} 1.0' in metrics
@@ -77,18 +92,22 @@ def test_api_never_imports_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_cli_prints_flip_table_and_watches_a_finished_job(client, updated, capsys):
+def test_cli_prints_flip_table_and_watches_a_finished_job(client, updated, monkeypatch):
+    """The client CLI in process against the test app (tests/integration/test_cli.py runs it as a
+    subprocess against a real stack)."""
+    from typer.testing import CliRunner
+
     from api import cli
 
     _, model = updated
-    parser = cli.build_parser()
-    args = parser.parse_args(["flips", str(model.id)])
-    args.run(client, args)
-    table = capsys.readouterr().out
-    assert "NFR (old classes)" in table and "6.67% (2/30)" in table and "16.67% (5/30)" in table
-    args = parser.parse_args(["update", "watch", str(model.job_id), "--interval", "0"])
-    args.run(client, args)
-    assert "100.0% succeeded" in capsys.readouterr().out
-    args = parser.parse_args(["models", "list", "--family", "shoes"])
-    args.run(client, args)
-    assert "candidate" in capsys.readouterr().out
+    monkeypatch.setattr(cli, "make_client", lambda url, token: client)
+    runner = CliRunner()
+    result = runner.invoke(cli.app, ["flips", str(model.id)])
+    assert result.exit_code == 0, result.output
+    assert "NFR, old classes" in result.output and "6.67% (2/30)" in result.output and "16.67% (5/30)" in result.output
+    # The job's gate (max_nfr 0.5) passed: exit 0 and the registered version.
+    result = runner.invoke(cli.app, ["updates", "watch", str(model.job_id), "--interval", "0"])
+    assert result.exit_code == 0, result.output
+    assert "succeeded" in result.output and f"registered model {model.id}" in result.output
+    result = runner.invoke(cli.app, ["models", "list", "--family", "shoes"])
+    assert result.exit_code == 0 and "candidate" in result.output and "6.67%" in result.output

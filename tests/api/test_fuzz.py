@@ -1,7 +1,7 @@
 """Property-based fuzz of the OpenAPI schema (schemathesis): generated valid and invalid requests
 to every operation, with an admin token, on an app whose database holds a model, its update,
-flip report, ledger and images. No response may be a 5xx or disagree with the schema (status
-codes, media types, bodies)."""
+flip report, ledger and images, and a live training worker's heartbeat. No response may be a
+5xx or disagree with the schema (status codes, media types, bodies)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from db.base import make_engine, make_session_factory
 from db.migrate import upgrade
 from db.settings import Settings
 from db.tokens.service import create_token
+from db.workers.service import record_heartbeat
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 # Per operation: the 14 operations take about a minute on two cores.
@@ -38,7 +39,9 @@ SETTINGS = Settings(
     broker_url=f"filesystem://{HOME / 'broker'}",
     artifact_root=HOME / "artifacts",
     data_roots=[HOME / "data"],
-    max_upload_bytes=64 * 1024,
+    max_upload_bytes=1024 * 1024,  # a small_cnn file is about 370 KB
+    # The seeded worker heartbeat (a live training worker) stays live for the whole run.
+    worker_stale_after_s=24 * 3600,
 )
 APP = create_app(SETTINGS)
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP)
@@ -55,6 +58,7 @@ def admin_headers():
             token = create_token(session, name="fuzz", scopes=["read", "submit", "admin"])[1]
             client.headers["Authorization"] = f"Bearer {token}"
             seed_update(client, session, SETTINGS, HOME)
+            record_heartbeat(session, name="fuzz@host", queues=["light", "training"])
         yield {"Authorization": f"Bearer {token}"}
     finally:
         engine.dispose()

@@ -11,8 +11,11 @@ import pickle
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from api_helpers import assert_error, model_file, upload
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
 
 def store_snapshot(settings) -> dict[str, str]:
@@ -90,13 +93,13 @@ def test_hostile_model_files_change_nothing_stored(client, settings, tmp_path, o
         assert "only safetensors" in response.json()["detail"][0]["msg"] or expected == "corrupt safetensors"
 
     wrong_head = model_file(tmp_path / "w.safetensors", classes=("sandal", "sneaker", "boot"), outputs=5)
-    assert_error(upload(client, wrong_head), 422, ["body", "file"], "fc.weight has 5 outputs but")
+    assert_error(upload(client, wrong_head), 422, ["body", "file"], "fc.weight [5, 128] F32 (expected [3, 128] F32)")
     (tmp_path / "data" / "w.safetensors").write_bytes(Path(wrong_head).read_bytes())
     assert_error(
         client.post("/models", json={"family": "shoes", "uri": str(tmp_path / "data" / "w.safetensors")}),
         422,
         ["body", "uri"],
-        "fc.weight has 5 outputs",
+        "fc.weight [5, 128] F32 (expected [3, 128] F32)",
     )
     unknown_arch = model_file(tmp_path / "u.safetensors", metadata={"flipguard.arch": "alexnet"})
     assert_error(upload(client, unknown_arch), 422, ["body", "file"], "unknown flipguard.arch")
@@ -119,3 +122,34 @@ def test_head_keys_mirror_the_engine_architectures():
         state = build_net(arch, num_classes=7, in_channels=1).state_dict()
         assert state[key].shape[0] == 7, arch
         assert list(state)[-2:] == [key, key.replace("weight", "bias")], arch
+
+
+def test_model_files_must_hold_the_whole_state_dict_of_their_architecture(client, settings, tmp_path):
+    """A file with only the classifier (the right rows for its classes), a tensor missing, an
+    extra one, or one of the wrong dtype is refused before anything is stored."""
+    head_only = tmp_path / "head.safetensors"
+    model_file(head_only)
+    tensors = {"fc.weight": np.ones((3, 128), np.float32)}
+    with safe_open(str(head_only), framework="numpy") as handle:
+        save_file(tensors, str(head_only), metadata=handle.metadata())
+    response = upload(client, head_only)
+    assert_error(response, 422, ["body", "file"], "missing tensor(s): features.0.0.weight, features.0.1.weight")
+    assert "with 3 classes and 1 input channel(s)" in response.json()["detail"][0]["msg"]
+    cases = {
+        "missing": ({"features.4.1.running_var": None}, "1 missing tensor(s): features.4.1.running_var"),
+        "unexpected": ({"head.extra": np.ones(2, np.float32)}, "1 unexpected tensor(s): head.extra"),
+        "wrong dtype": (
+            {"fc.bias": np.ones(3, np.float16)},
+            "1 mis-shaped tensor(s): fc.bias [3] F16 (expected [3] F32)",
+        ),
+        "wrong shape": (
+            {"features.0.0.weight": np.ones((32, 3, 3, 3), np.float32)},
+            "features.0.0.weight [32, 3, 3, 3] F32 (expected [32, 1, 3, 3] F32)",
+        ),
+    }
+    for name, (tensors, message) in cases.items():
+        response = upload(client, model_file(tmp_path / f"{name}.safetensors", tensors=tensors))
+        assert_error(response, 422, ["body", "file"], message)
+    assert store_snapshot(settings) == {}
+    assert client.get("/models").json()["total"] == 0
+    assert upload(client, model_file(tmp_path / "whole.safetensors")).status_code == 201

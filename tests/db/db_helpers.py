@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 
-def ready_dataset(session, *, name="fmnist", classes=("a", "b", "c", "d")):
-    """A data set the worker has inspected."""
+def ready_dataset(session, *, name="fmnist", classes=("a", "b", "c", "d"), image_shape=(1, 28, 28)):
+    """A data set the worker has inspected (image_shape None: images of different sizes)."""
     from db.datasets.models import DatasetFormat
     from db.datasets.service import create_dataset, mark_dataset_ready
 
@@ -15,7 +15,7 @@ def ready_dataset(session, *, name="fmnist", classes=("a", "b", "c", "d")):
         classes=list(classes),
         train_size=100,
         test_size=20,
-        image_shape=[1, 28, 28],
+        image_shape=list(image_shape) if image_shape else None,
         digest="d" * 16,
     )
 

@@ -118,6 +118,31 @@ def test_first_version_needs_independent_method(session):
     assert error.value.loc == ("body", "method")
 
 
+def test_first_version_on_images_of_different_sizes_needs_an_image_size(session):
+    dataset = ready_dataset(session, name="photos", image_shape=None)
+
+    def first_version(recipe: dict):
+        request = JobRequest(
+            base_model_id=None,
+            family="photos",
+            architecture="small_cnn",
+            dataset_id=dataset.id,
+            classes=None,
+            method="independent",
+            method_params={},
+            recipe=recipe,
+            gate=Gate(),
+            seed=0,
+        )
+        return create_job(session, request=request)
+
+    with pytest.raises(InvalidInput, match="differ in size") as error:
+        first_version({})
+    assert error.value.loc == ("body", "recipe", "image_size")
+    job, created = first_version({"image_size": 32})
+    assert created and job.recipe == {"image_size": 32}
+
+
 def test_idempotency_key_returns_first_job_and_refuses_other_body(session):
     job, base = queue_update(session, key="k1", request_hash="h1")
     again, created = create_job(
@@ -204,6 +229,18 @@ def test_heartbeat_reports_cancellation_and_progress(session):
     assert cancel_job_finished(session, job_id=job.id)
     assert get_job(session, job_id=job.id).status == JobStatus.CANCELLED
     assert list_models(session, family="shoes").total == 1  # nothing registered
+
+
+def test_heartbeat_records_the_data_path_once_chosen(session):
+    job, _ = queue_update(session)
+    claim_job(session, job_id=job.id, worker_id="w1", heartbeat_timeout_s=60)
+    heartbeat(session, job_id=job.id, worker_id="w1", phase="starting", progress=0.0)
+    session.expire_all()
+    assert get_job(session, job_id=job.id).data_path is None
+    heartbeat(session, job_id=job.id, worker_id="w1", phase="training", progress=0.1, data_path="streaming")
+    heartbeat(session, job_id=job.id, worker_id="w1", phase="training", progress=0.2)  # kept
+    session.expire_all()
+    assert get_job(session, job_id=job.id).data_path == "streaming"
 
 
 def test_cancel_queued_is_immediate_and_terminal_is_conflict(session):

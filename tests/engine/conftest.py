@@ -26,7 +26,7 @@ def small_fashion_mnist(tmp_path_factory) -> Path:
     installed, else synthetic images of the same shape and classes."""
     root = tmp_path_factory.mktemp("fmnist-small")
     if FASHION_MNIST_DIR.is_dir():
-        from mpt.data import load_dataset
+        from mpt.formats import load_dataset
 
         bundle = load_dataset(FASHION_MNIST_DIR)
         parts = []

@@ -46,7 +46,7 @@ def test_round_trip_gives_identical_logits(saved):
 
 
 def test_sha256_mismatch(saved):
-    path, digest, _ = saved
+    path, _, _ = saved
     with pytest.raises(ArtifactError, match="sha256 does not match"):
         load_model(path, sha256="0" * 64)
 
@@ -69,7 +69,7 @@ def test_missing_and_unexpected_tensors(tmp_path):
     state["extra.weight"] = torch.zeros(2)
     path = tmp_path / "partial.safetensors"
     save_file(state, str(path), metadata=spec().to_metadata())
-    with pytest.raises(ArtifactError, match="missing fc.bias.*unexpected extra.weight"):
+    with pytest.raises(ArtifactError, match=r"missing fc\.bias.*unexpected extra\.weight"):
         load_model(path)
 
 

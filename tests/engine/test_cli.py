@@ -11,7 +11,8 @@ import pytest
 
 from mpt.cli import main
 from mpt.cli_args import parse_classes
-from mpt.data import FASHION_MNIST_CLASSES, DataError
+from mpt.data import DataError
+from mpt.formats import FASHION_MNIST_CLASSES
 
 COMMON = [
     "--epochs",

@@ -13,16 +13,9 @@ import torch.nn.functional as F
 from engine_support import FASHION_MNIST_DIR, synthetic_images, write_fashion_mnist_dir
 
 from contracts.data_formats import DatasetFormat
-from mpt.data import (
-    FASHION_MNIST_CLASSES,
-    LOADERS,
-    DataError,
-    ImageSet,
-    augment,
-    build_class_map,
-    detect_format,
-    load_dataset,
-)
+from mpt.augment import augment
+from mpt.data import DataError, ImageSet, build_class_map
+from mpt.formats import FASHION_MNIST_CLASSES, LOADERS, detect_format, load_dataset
 
 # ---------------------------------------------------------------------------------------------
 # Class map
@@ -436,3 +429,28 @@ def test_real_fashion_mnist():  # scripts/setup.sh installs Debian's dataset-fas
     assert bundle.train.images.shape == (60000, 1, 28, 28)
     assert torch.bincount(bundle.train.labels).tolist() == [6000] * 10
     assert torch.bincount(bundle.test.labels).tolist() == [1000] * 10
+
+
+class CountingName(str):
+    """A class name that counts how often it is compared for equality."""
+
+    comparisons = 0
+
+    def __eq__(self, other):
+        CountingName.comparisons += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def test_class_map_and_subsets_take_linear_time():
+    """Thousands of classes: each name is compared a bounded number of times (list.count and
+    `in list` in a loop compare every pair)."""
+    old = [CountingName(f"old-{i}") for i in range(2000)]
+    data = [CountingName(name) for name in old] + [CountingName(f"new-{i}") for i in range(2000)]
+    CountingName.comparisons = 0
+    class_map = build_class_map(old, data)
+    assert class_map.k_old == 2000 and len(class_map.classes) == 4000
+    images = ImageSet(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 1, 2, 3]), list(data))
+    images.select_classes(list(reversed(old)))
+    assert CountingName.comparisons <= 4 * len(data)

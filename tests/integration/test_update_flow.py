@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mpt.artifacts import load_model
-from mpt.data import load_dataset
+from mpt.formats import load_dataset
 from mpt.recipe import Recipe
 from mpt.update import evaluate, prepare_data
 from tests.integration.conftest import FASHION_MNIST, SMALL_RECIPE, Api
@@ -33,7 +33,14 @@ def _full_story(api: Api, tmp_path: Path, family: str) -> None:
     assert v1["version"] == 1 and v1["classes"] == OLD
 
     job = api.submit(
-        {"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": SMALL_RECIPE, "seed": 0}
+        {
+            "base_model_id": v1["id"],
+            "dataset_id": dataset["id"],
+            "method": "mpt-kl",
+            "method_params": {"bias": 4.0},  # one student (no sweep): this story is about the report
+            "recipe": SMALL_RECIPE,
+            "seed": 0,
+        }
     )
     assert job["status"] == "queued"
     job = api.wait_job(job["id"])
@@ -64,6 +71,18 @@ def _full_story(api: Api, tmp_path: Path, family: str) -> None:
         assert figures["scopes"][scope]["nfr"] == pytest.approx(expected["scopes"][scope]["nfr"])
     assert flips["reference"] is not None, "the independent retrain's figures stand beside MPT's"
     assert flips["samples"]["total"] == len(ledger)
+    # The reference is a download of its own, and its weights give the reference figures.
+    response = api.http.get(job["reference_weights_url"])
+    assert response.status_code == 200, response.text
+    (tmp_path / "reference.safetensors").write_bytes(response.content)
+    reference, _ = evaluate(
+        model=load_model(tmp_path / "reference.safetensors", sha256=response.headers["x-checksum-sha256"]),
+        baseline=old_model,
+        evaluation=data.evaluation,
+        k_old=5,
+        device=__import__("torch").device("cpu"),
+    )
+    assert flips["reference"]["scopes"]["all"]["negative_flips"] == reference.scopes.all.negative_flips
 
     negative = api.ok(api.http.get(f"/models/{v2['id']}/flips", params={"kind": "negative", "page_size": 5}))
     # The update flipped some samples (fixed seeds): the filter has rows to check, and they
@@ -92,7 +111,7 @@ def _full_story(api: Api, tmp_path: Path, family: str) -> None:
         )["id"]
     )
     assert again["status"] == "succeeded", again
-    assert again["reference_model_id"] == job["reference_model_id"] is not None
+    assert again["reference_id"] == job["reference_id"] is not None
     assert not any(event["phase"] == "reference" for event in again["events"])
 
 
@@ -111,7 +130,13 @@ def test_cancel_running_job_registers_nothing(pg_stack):
     models_before = api.ok(api.http.get("/models", params={"family": "cancel"}))["total"]
     long_recipe = SMALL_RECIPE | {"epochs": 200, "train_samples_per_class": 300}
     job = api.submit(
-        {"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": long_recipe}
+        {
+            "base_model_id": v1["id"],
+            "dataset_id": dataset["id"],
+            "method": "mpt-kl",
+            "method_params": {"bias": 4.0},
+            "recipe": long_recipe,
+        }
     )
     api.wait_job(job["id"], statuses=("running", "evaluating"), timeout_s=120)
     api.ok(api.http.post(f"/updates/{job['id']}/cancel"), 200, 202)
@@ -133,7 +158,13 @@ def test_failed_job_has_readable_reason_and_registers_nothing(pg_stack, tmp_path
     weights.write_bytes(original[:-100] + b"\0" * 100)
     try:
         job = api.submit(
-            {"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": SMALL_RECIPE}
+            {
+                "base_model_id": v1["id"],
+                "dataset_id": dataset["id"],
+                "method": "mpt-kl",
+                "method_params": {"bias": 4.0},
+                "recipe": SMALL_RECIPE,
+            }
         )
         job = api.wait_job(job["id"])
     finally:
@@ -180,7 +211,7 @@ def test_non_finite_loss_fails_the_job_and_registers_nothing(pg_stack):
                 "base_model_id": v1["id"],
                 "dataset_id": dataset["id"],
                 "method": "mpt-kl",
-                "method_params": {"tau": 1e-300},
+                "method_params": {"tau": 1e-300, "bias": 4.0},
                 "recipe": SMALL_RECIPE,
             }
         )["id"]

@@ -53,13 +53,14 @@
   }
 
   // ---- model page: promotion -------------------------------------------------------------
+  // The form only opens the confirmation page (a GET): nothing is promoted from here. The
+  // script shows the reason field when forcing and asks for a reason before leaving the page.
   function setUpPromote() {
     var form = document.getElementById("promote-form");
     if (!form) return;
     var force = document.getElementById("promote-force");
     var field = document.getElementById("reason-field");
     var reason = document.getElementById("promote-reason");
-    var button = document.getElementById("promote-button");
     var error = document.getElementById("promote-error");
     function sync() {
       field.hidden = !force.checked;
@@ -67,27 +68,18 @@
     }
     force.addEventListener("change", sync);
     sync();
+    window.addEventListener("pageshow", function () { reason.disabled = false; sync(); });
     form.addEventListener("submit", function (event) {
-      event.preventDefault();
-      var text = reason.value.trim();
       reason.classList.remove("invalid");
-      if (force.checked && !text) {
+      if (force.checked && !reason.value.trim()) {
+        event.preventDefault();
         reason.classList.add("invalid");
         reason.focus();
         showError(error, "A forced promotion needs a reason: it is recorded with the promotion.");
         return;
       }
+      if (!force.checked) reason.disabled = true; // no empty reason in the confirmation's URL
       showError(error, "");
-      button.disabled = true;
-      api("/models/" + form.dataset.modelId + "/promote", {
-        method: "POST",
-        body: JSON.stringify({ force: force.checked, reason: force.checked ? text : (text || null) }),
-      }).then(function () {
-        window.location.reload();
-      }, function (failure) {
-        showError(error, "Refused: " + failure.message);
-        button.disabled = false;
-      });
     });
   }
 
