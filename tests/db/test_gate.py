@@ -23,6 +23,14 @@ from db.updates.submission import create_job
 
 MAX_NFR = 0.125
 MIN_ACCURACY = 0.75
+NO_RELATIVE_RULE = {
+    "max_accuracy_drop": None,
+    "max_nfr_ratio": None,
+    "reference_nfr_old_classes": None,
+    "reference_accuracy": None,
+    "accuracy_floor": None,
+    "nfr_ceiling": None,
+}
 
 
 def summary(*, nfr_old: float, accuracy: float) -> FlipSummary:
@@ -89,6 +97,7 @@ def test_max_nfr_passes_up_to_and_including_its_bound(nfr, passed):
         "accuracy": 0.5,
         "max_nfr": MAX_NFR,
         "min_accuracy": None,
+        **NO_RELATIVE_RULE,
     }
 
 
@@ -106,6 +115,7 @@ def test_min_accuracy_passes_from_its_bound_up(accuracy, passed):
         "accuracy": accuracy,
         "max_nfr": None,
         "min_accuracy": MIN_ACCURACY,
+        **NO_RELATIVE_RULE,
     }
 
 
@@ -143,7 +153,97 @@ def test_a_gate_without_rules_passes_anything_and_keeps_the_figures():
         "accuracy": 0.0,
         "max_nfr": None,
         "min_accuracy": None,
+        **NO_RELATIVE_RULE,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The relative rules: against the independent retrain's report on the same split
+# ---------------------------------------------------------------------------------------------
+
+# The retrain: overall accuracy 0.75, old-classes NFR 0.125 (its other scope differs, as above).
+REFERENCE = summary(nfr_old=0.125, accuracy=0.75)
+
+
+@pytest.mark.parametrize(
+    "accuracy, passed",
+    [(0.5, False), (0.625, True), (0.875, True)],
+    ids=["below", "at-the-bound", "above"],
+)
+def test_max_accuracy_drop_passes_down_to_the_retrains_accuracy_minus_the_drop(accuracy, passed):
+    verdict = evaluate_gate(Gate(max_accuracy_drop=0.125), summary(nfr_old=0.5, accuracy=accuracy), REFERENCE)
+    assert verdict == {
+        "passed": passed,
+        "reasons": []
+        if passed
+        else [f"accuracy {accuracy:.4f} < 0.6250: the independent retrain's 0.7500 minus max_accuracy_drop 0.125"],
+        "nfr_old_classes": 0.5,
+        "accuracy": accuracy,
+        "max_nfr": None,
+        "min_accuracy": None,
+        **NO_RELATIVE_RULE,
+        "max_accuracy_drop": 0.125,
+        "reference_nfr_old_classes": 0.125,
+        "reference_accuracy": 0.75,
+        "accuracy_floor": 0.625,
+    }
+
+
+@pytest.mark.parametrize(
+    "nfr, passed",
+    [(0.125, True), (0.25, True), (0.375, False)],
+    ids=["below", "at-the-bound", "above"],
+)
+def test_max_nfr_ratio_passes_up_to_the_ratio_times_the_retrains_nfr(nfr, passed):
+    verdict = evaluate_gate(Gate(max_nfr_ratio=2.0), summary(nfr_old=nfr, accuracy=0.5), REFERENCE)
+    assert verdict == {
+        "passed": passed,
+        "reasons": []
+        if passed
+        else [f"nfr_old_classes {nfr:.4f} > 0.2500: max_nfr_ratio 2.0 x the independent retrain's 0.1250"],
+        "nfr_old_classes": nfr,
+        "accuracy": 0.5,
+        "max_nfr": None,
+        "min_accuracy": None,
+        **NO_RELATIVE_RULE,
+        "max_nfr_ratio": 2.0,
+        "reference_nfr_old_classes": 0.125,
+        "reference_accuracy": 0.75,
+        "nfr_ceiling": 0.25,
+    }
+
+
+def test_the_relative_bounds_allow_float_rounding_and_nothing_more():
+    # 0.1 * 3 is 0.30000000000000004 in floating point: a figure of 0.3 meets a ceiling of
+    # 3 x 0.1, and one a millionth above it does not.
+    reference = summary(nfr_old=0.1, accuracy=0.7)
+    gate = Gate(max_nfr_ratio=3.0, max_accuracy_drop=0.1)
+    assert evaluate_gate(gate, summary(nfr_old=0.3, accuracy=0.6), reference)["passed"] is True
+    assert evaluate_gate(gate, summary(nfr_old=0.300001, accuracy=0.6), reference)["passed"] is False
+    assert evaluate_gate(gate, summary(nfr_old=0.3, accuracy=0.599999), reference)["passed"] is False
+
+
+@pytest.mark.parametrize("report", [summary(nfr_old=0.5, accuracy=0.5), None], ids=["no-retrain", "no-report"])
+def test_the_relative_rules_without_a_retrain_are_noted_as_not_checked(report):
+    verdict = evaluate_gate(Gate(max_accuracy_drop=0.0, max_nfr_ratio=0.0), report, None)
+    assert verdict["passed"] is True
+    assert verdict["reasons"] == [
+        "max_accuracy_drop not checked: no independent retrain to compare with",
+        "max_nfr_ratio not checked: no independent retrain to compare with",
+    ]
+    assert (verdict["accuracy_floor"], verdict["nfr_ceiling"]) == (None, None)
+
+
+def test_every_rule_at_once_names_each_failure():
+    gate = Gate(max_nfr=MAX_NFR, min_accuracy=MIN_ACCURACY, max_accuracy_drop=0.0, max_nfr_ratio=1.0)
+    verdict = evaluate_gate(gate, summary(nfr_old=0.25, accuracy=0.5), REFERENCE)
+    assert verdict["passed"] is False
+    assert verdict["reasons"] == [
+        "nfr_old_classes 0.2500 > max_nfr 0.125",
+        "accuracy 0.5000 < min_accuracy 0.75",
+        "accuracy 0.5000 < 0.7500: the independent retrain's 0.7500 minus max_accuracy_drop 0.0",
+        "nfr_old_classes 0.2500 > 0.1250: max_nfr_ratio 1.0 x the independent retrain's 0.1250",
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,6 +273,7 @@ def test_without_a_report_every_rule_is_noted_as_not_checked_and_the_gate_passes
         "accuracy": None,
         "max_nfr": gate.max_nfr,
         "min_accuracy": gate.min_accuracy,
+        **NO_RELATIVE_RULE,
     }
 
 
@@ -224,7 +325,7 @@ def test_only_candidates_are_promoted_without_force(status, job_id):
 # ---------------------------------------------------------------------------------------------
 
 
-def completed(session, *, gate: Gate, report: FlipSummary | None):
+def completed(session, *, gate: Gate, report: FlipSummary | None, reference: FlipSummary | None = None):
     """An update of an uploaded base model, completed with `report`; (version, base)."""
     dataset = ready_dataset(session)
     base = uploaded_model(session)
@@ -240,7 +341,7 @@ def completed(session, *, gate: Gate, report: FlipSummary | None):
         report=report,
         ledger=[],
         images_uri=None,
-        reference_report=None,
+        reference_report=reference,
     )
     return model, base
 
@@ -269,6 +370,23 @@ def test_completion_applies_the_gate_and_stores_its_verdict(session_factory, nfr
             assert (stored.promotion_reason, stored.forced) == ("gate passed (auto_promote)", False)
         else:
             assert stored.promoted_at is None and stored.promotion_reason is None
+
+
+@pytest.mark.parametrize(
+    "nfr, accuracy, status",
+    [(0.25, 0.625, ModelStatus.PRODUCTION), (0.375, 0.625, ModelStatus.REJECTED), (0.25, 0.5, ModelStatus.REJECTED)],
+    ids=["at-both-bounds", "nfr-above", "accuracy-below"],
+)
+def test_completion_judges_the_relative_rules_against_the_jobs_retrain(session_factory, nfr, accuracy, status):
+    gate = Gate(max_accuracy_drop=0.125, max_nfr_ratio=2.0, auto_promote=True)
+    report = summary(nfr_old=nfr, accuracy=accuracy)
+    with session_factory() as session:
+        model, _ = completed(session, gate=gate, report=report, reference=REFERENCE)
+    with session_factory() as fresh:
+        stored = get_model(fresh, model_id=model.id)
+        assert stored.status == status
+        assert stored.gate_verdict == evaluate_gate(gate, report, REFERENCE)
+        assert (stored.gate_verdict["accuracy_floor"], stored.gate_verdict["nfr_ceiling"]) == (0.625, 0.25)
 
 
 def test_a_passing_gate_without_auto_promote_leaves_a_candidate_that_promotes_without_force(session):

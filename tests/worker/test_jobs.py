@@ -84,12 +84,13 @@ class Service:
         with self.session() as session:
             return session.scalar(select(func.count()).select_from(ModelVersion).where(ModelVersion.job_id == job_id))
 
-    def training_epochs(self, job_id: int) -> list[int]:
+    def training_epochs(self, job_id: int, phase: str = "training") -> list[int]:
+        """The epochs the job's student (or, in a sweep, its students) finished, in order."""
         with self.session() as session:
             return list(
                 session.scalars(
                     select(JobEvent.epoch)
-                    .where(JobEvent.job_id == job_id, JobEvent.phase == "training")
+                    .where(JobEvent.job_id == job_id, JobEvent.phase == phase)
                     .order_by(JobEvent.id)
                 )
             )
@@ -149,14 +150,32 @@ def v1(service):
     return service.job(job_id).result_model_id, dataset_id
 
 
-def test_a_worker_whose_job_was_taken_over_stops_and_leaves_the_checkpoints_to_the_new_owner(service, v1):
+# A job that names b trains one student (phase "training"); one that does not sweeps b
+# (phase "sweep", every candidate checkpointed together): both paths stop and cancel alike.
+RUNS = pytest.mark.parametrize(
+    "method_params, phase", [({"bias": 4.0}, "training"), ({}, "sweep")], ids=["single", "sweep"]
+)
+SEEDS = {"training": 1, "sweep": 21}
+
+
+@RUNS
+def test_a_worker_whose_job_was_taken_over_stops_and_leaves_the_checkpoints_to_the_new_owner(
+    service, v1, method_params, phase
+):
     base_id, dataset_id = v1
-    job_id = service.submit(base_model_id=base_id, dataset_id=dataset_id, method="mpt-kl", seed=1)
+    job_id = service.submit(
+        # A seed of its own: its reference is trained here, not taken from another test's cache.
+        base_model_id=base_id,
+        dataset_id=dataset_id,
+        method="mpt-kl",
+        method_params=method_params,
+        seed=SEEDS[phase],
+    )
     # Another worker claims the job the moment this one records its second training epoch
     # (the claim_job UPDATE: a new worker id and one more attempt).
     service.execute(
         f"""CREATE TRIGGER takeover AFTER INSERT ON job_events
-        WHEN NEW.job_id = {job_id} AND NEW.phase = 'training' AND NEW.epoch = 2
+        WHEN NEW.job_id = {job_id} AND NEW.phase = '{phase}' AND NEW.epoch = 2
         BEGIN UPDATE update_jobs SET worker_id = 'other-host:7', attempts = attempts + 1 WHERE id = NEW.job_id; END"""
     )
     try:
@@ -169,15 +188,15 @@ def test_a_worker_whose_job_was_taken_over_stops_and_leaves_the_checkpoints_to_t
     # The first worker wrote nothing after losing the job: the row is the new owner's.
     assert (job.status, job.worker_id, job.attempts) == (JobStatus.RUNNING, "other-host:7", 2)
     assert (job.error, job.result_model_id, job.finished_at, job.cancel_requested) == (None, None, None, False)
-    assert service.training_epochs(job_id) == [1, 2]
+    assert sorted(set(service.training_epochs(job_id, phase))) == [1, 2]
     assert service.job_files(job_id) == []
     assert service.versions(job_id=job_id) == 0
     # The checkpoints stay for the new owner: the reference's and the student's after epoch 2.
     checkpoints = service.checkpoints(job_id)
-    assert sorted(path.name for path in checkpoints.iterdir()) == ["reference.ckpt", "training.ckpt"]
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["reference.ckpt", f"{phase}.ckpt"]
     from safetensors import safe_open
 
-    with safe_open(str(checkpoints / "training.ckpt"), framework="pt") as handle:
+    with safe_open(str(checkpoints / f"{phase}.ckpt"), framework="pt") as handle:
         assert handle.metadata()["epochs_done"] == "2"
 
     # The new owner dies too; a worker claims the stale job and resumes from epoch 3.
@@ -190,14 +209,24 @@ def test_a_worker_whose_job_was_taken_over_stops_and_leaves_the_checkpoints_to_t
     assert outcome.startswith("succeeded"), outcome
     job = service.job(job_id)
     assert (job.status, job.attempts, job.worker_id) == (JobStatus.SUCCEEDED, 3, jobs.WORKER_ID)
-    assert service.training_epochs(job_id) == [1, 2, 3, 4]  # epochs 1 and 2 were not trained again
+    # Epochs 1 and 2 were not trained again.
+    assert sorted(set(service.training_epochs(job_id, phase))) == [1, 2, 3, 4]
+    epochs = service.training_epochs(job_id, phase)
+    assert epochs == sorted(epochs) and epochs.count(1) == epochs.count(4)
     assert not checkpoints.exists()
     assert service.versions(job_id=job_id) == 1
 
 
-def test_a_cancel_arriving_as_evaluation_starts_registers_nothing(service, v1):
+@RUNS
+def test_a_cancel_arriving_as_evaluation_starts_registers_nothing(service, v1, method_params, phase):
     base_id, dataset_id = v1
-    job_id = service.submit(base_model_id=base_id, dataset_id=dataset_id, method="mpt-kl", seed=2)
+    job_id = service.submit(
+        base_model_id=base_id,
+        dataset_id=dataset_id,
+        method="mpt-kl",
+        method_params=method_params,
+        seed=SEEDS[phase] + 1,
+    )
     # The user cancels when the job turns to evaluating: after the training loop's last poll.
     service.execute(
         f"""CREATE TRIGGER cancel_in_evaluation AFTER UPDATE OF status ON update_jobs
@@ -212,7 +241,7 @@ def test_a_cancel_arriving_as_evaluation_starts_registers_nothing(service, v1):
     assert outcome == "cancelled"
     job = service.job(job_id)
     assert (job.status, job.phase, job.result_model_id) == (JobStatus.CANCELLED, "cancelled", None)
-    assert service.training_epochs(job_id) == [1, 2, 3, 4]  # it was trained to the end
+    assert sorted(set(service.training_epochs(job_id, phase))) == [1, 2, 3, 4]  # trained to the end
     assert service.versions(job_id=job_id) == 0
     assert service.job_files(job_id) == []
     assert not service.checkpoints(job_id).exists()
