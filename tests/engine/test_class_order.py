@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from mpt.data import load_dataset
+from mpt.formats import load_dataset
 from mpt.recipe import MethodParams, Recipe
 from mpt.update import run_update
 from tests.by_name import assert_summary_matches, evaluate_by_name, predicted_names, striped_by_name

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mpt.artifacts import load_model
-from mpt.data import load_dataset
+from mpt.formats import load_dataset
 from tests.by_name import assert_summary_matches, evaluate_by_name, predicted_names, striped_by_name
 from tests.integration.conftest import Api
 
