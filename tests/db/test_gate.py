@@ -12,6 +12,7 @@ from db_helpers import model_result, ready_dataset, uploaded_model
 
 from contracts.flips import FlipScopes, FlipSummary, ScopeFigures
 from contracts.jobs import Gate, JobRequest
+from contracts.selection import TOLERANCE
 from db.base import utcnow
 from db.errors import Conflict, InvalidInput
 from db.model_versions.gate import evaluate_gate, promotion_blocker
@@ -221,6 +222,11 @@ def test_the_relative_bounds_allow_float_rounding_and_nothing_more():
     assert evaluate_gate(gate, summary(nfr_old=0.3, accuracy=0.6), reference)["passed"] is True
     assert evaluate_gate(gate, summary(nfr_old=0.300001, accuracy=0.6), reference)["passed"] is False
     assert evaluate_gate(gate, summary(nfr_old=0.3, accuracy=0.599999), reference)["passed"] is False
+    # Exactly at the edge of the slack (TOLERANCE = 1e-9) still passes.
+    exact = summary(nfr_old=0.25, accuracy=0.75)
+    edge = Gate(max_nfr_ratio=2.0, max_accuracy_drop=0.125)
+    at_edge = summary(nfr_old=0.5 + TOLERANCE, accuracy=0.625 - TOLERANCE)
+    assert evaluate_gate(edge, at_edge, exact)["reasons"] == []
 
 
 @pytest.mark.parametrize("report", [summary(nfr_old=0.5, accuracy=0.5), None], ids=["no-retrain", "no-report"])

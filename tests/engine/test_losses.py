@@ -553,6 +553,23 @@ def test_elodi_topk_with_fewer_than_k_classes_is_full_lm():
     assert_close(method_loss("elodi-topk", inputs_of(case), params), method_loss("elodi", inputs_of(case), params))
 
 
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_a_methods_phase_changes_exactly_where_its_loss_changes_branch(method):
+    # The phase tells a captured CUDA graph (mpt.graphs) when to capture again: ELODI's moves
+    # from 0 to 1 at elodi_start_epoch, where its loss starts distilling; the others have one.
+    params = MethodParams(elodi_start_epoch=3)
+    phases = [METHODS[method].phase(params, epoch) for epoch in range(6)]
+    case = _elodi_case(3, 2)
+    ce = method_loss("independent", inputs_of(case), params)
+    if method.startswith("elodi"):
+        assert phases == [0, 0, 0, 1, 1, 1]
+        for epoch, phase in enumerate(phases):
+            loss = method_loss(method, inputs_of({**case, "epoch": epoch}), params)
+            assert bool(torch.equal(loss, ce)) is (phase == 0), epoch
+    else:
+        assert phases == [0] * 6
+
+
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="unknown method") as refused:
         method_loss("mpt-xx", inputs_of(_fixed_case()), MethodParams())
