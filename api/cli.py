@@ -657,6 +657,10 @@ SUBMIT_NAMES = {
     ("body", "recipe"): "--recipe",
     ("body", "gate", "max_nfr"): "--max-nfr",
     ("body", "gate", "min_accuracy"): "--min-accuracy",
+    ("body", "gate", "max_accuracy_drop"): "--max-accuracy-drop",
+    ("body", "gate", "max_nfr_ratio"): "--max-nfr-ratio",
+    ("body", "sweep"): "--sweep",
+    ("body", "selection"): "--selection",
     ("body", "seed"): "--seed",
     ("header", "Idempotency-Key"): "--idempotency-key",
 }
@@ -750,9 +754,67 @@ def watch_job(api: Session, job_id: int, *, interval: float) -> dict:
             time.sleep(interval)
 
 
+def parse_sweep(pairs: list[str]) -> dict[str, list]:
+    """`bias=0,1,2,4` -> {"bias": [0, 1, 2, 4]}; repeat the option for a grid over several fields."""
+    grid = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip() or not raw.strip():
+            raise typer.BadParameter(f"expects KEY=V1,V2,..., got {pair!r}", param_hint="--sweep")
+        try:
+            grid[key.strip()] = [json.loads(value) for value in raw.split(",")]
+        except json.JSONDecodeError:
+            raise typer.BadParameter(f"values must be numbers, got {raw!r}", param_hint="--sweep") from None
+    return grid
+
+
+def print_candidates(job: dict) -> None:
+    """A sweeping job's candidates on the validation split beside the independent retrain, and the
+    rule's choice in words (nothing for a job without a sweep)."""
+    candidates = job.get("candidates") or []
+    if not candidates:
+        if job.get("sweep") and job["status"] not in TERMINAL_JOB_STATUSES:
+            out.print(f"sweep {json.dumps(job['sweep'])}: the candidates are listed once the job has succeeded")
+        return
+    choice = job.get("choice") or {}
+    qualified = set(choice.get("qualified") or [])
+    grid = table(
+        "candidate",
+        "accuracy (val)",
+        "NFR old classes (val)",
+        "within bound",
+        "chosen",
+        title=f"candidates of job {job['id']} (validation split)",
+    )
+    for candidate in candidates:
+        figures = candidate["validation"]
+        grid.add_row(
+            candidate["label"],
+            percent(figures.get("accuracy")),
+            percent(figures.get("nfr_old_classes")),
+            "yes" if candidate["index"] in qualified else "no",
+            "* registered" if candidate["chosen"] else "",
+            style="bold" if candidate["chosen"] else None,
+        )
+    reference = choice.get("reference_validation") or {}
+    if reference:
+        grid.add_row(
+            "independent retrain",
+            percent(reference.get("accuracy")),
+            percent(reference.get("nfr_old_classes")),
+            "-",
+            "",
+        )
+    out.print(grid)
+    if choice:
+        out.print(f"rule: {choice.get('rule')}", highlight=False)
+        out.print(f"choice: {choice.get('explanation')}", highlight=False)
+
+
 def finish_job(api: Session, job: dict) -> None:
     """Report a finished job and exit with its code: 0 registered (and not rejected), 1 failed,
     3 gate-rejected, 4 cancelled."""
+    print_candidates(job)
     if job["status"] == "failed":
         fail(f"job {job['id']} failed: {job['error']}")
     if job["status"] == "cancelled":
@@ -802,6 +864,30 @@ def updates_submit(
     min_accuracy: Annotated[
         float | None, typer.Option(help="gate: lowest overall accuracy that passes", show_default=False)
     ] = None,
+    max_accuracy_drop: Annotated[
+        float | None,
+        typer.Option(help="gate: accuracy at least the independent retrain's minus this", show_default=False),
+    ] = None,
+    max_nfr_ratio: Annotated[
+        float | None,
+        typer.Option(help="gate: NFR on old classes at most this times the independent retrain's", show_default=False),
+    ] = None,
+    sweep: Annotated[
+        list[str],
+        typer.Option(
+            metavar="KEY=V1,V2,...",
+            help="train candidates side by side and register the one --selection picks, e.g. bias=0,1,2,4 "
+            "(repeatable for a grid, at most 8 candidates); an MPT method without --param bias sweeps that by default",
+        ),
+    ] = [],  # noqa: B006
+    selection: Annotated[
+        list[str],
+        typer.Option(
+            metavar="KEY=VALUE",
+            help="how the sweep's winner is chosen: policy=min_nfr (with max_accuracy_drop, default 0.005) or "
+            "policy=max_accuracy (with max_nfr or max_nfr_ratio); repeatable",
+        ),
+    ] = [],  # noqa: B006
     auto_promote: Annotated[bool, typer.Option(help="promote at once when the gate passes")] = False,
     seed: Annotated[int | None, typer.Option(help="random seed", show_default="0")] = None,
     idempotency_key: Annotated[
@@ -818,6 +904,8 @@ def updates_submit(
     names = split_classes(classes)
     params = parse_assignments(param, flag="--param")
     recipe_values = parse_assignments(recipe, flag="--recipe")
+    grid = parse_sweep(sweep)
+    policy = parse_assignments(selection, flag="--selection")
 
     def act():
         api = session()
@@ -831,8 +919,16 @@ def updates_submit(
             "method": chosen,
             "method_params": params,
             "recipe": recipe_values,
-            "gate": {"max_nfr": max_nfr, "min_accuracy": min_accuracy, "auto_promote": auto_promote},
+            "gate": {
+                "max_nfr": max_nfr,
+                "min_accuracy": min_accuracy,
+                "max_accuracy_drop": max_accuracy_drop,
+                "max_nfr_ratio": max_nfr_ratio,
+                "auto_promote": auto_promote,
+            },
             "seed": seed,
+            "sweep": grid or None,
+            "selection": policy or None,
         }
         body = {key: value for key, value in body.items() if value is not None}
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
@@ -902,7 +998,10 @@ def updates_show(job_id: Annotated[int, typer.Argument(help="update job id", min
                 ("architecture", job["architecture"]),
                 ("recipe", json.dumps(job["recipe"])),
                 ("gate", f"max NFR {gate.get('max_nfr')}, min accuracy {gate.get('min_accuracy')}, "
-                 f"auto-promote {gate.get('auto_promote')}"),
+                 f"max accuracy drop vs retrain {gate.get('max_accuracy_drop')}, "
+                 f"max NFR ratio vs retrain {gate.get('max_nfr_ratio')}, auto-promote {gate.get('auto_promote')}"),
+                ("sweep", f"{json.dumps(job['sweep'])}, selection {json.dumps(job.get('selection'))}"
+                 if job.get("sweep") else None),
                 ("status", job_line(job)),
                 ("attempts", job["attempts"]),
                 ("worker", job["worker_id"]),
@@ -929,6 +1028,7 @@ def updates_show(job_id: Annotated[int, typer.Argument(help="update job id", min
                     f"{row['lr']:.4g}" if row.get("lr") is not None else "-",
                 )
             out.print(grid)
+        print_candidates(job)
 
     run(act, JOB_ID)
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from contracts.selection import Selection
+
 
 @dataclass(frozen=True)
 class Gate:
@@ -15,6 +17,11 @@ class Gate:
     max_nfr: float | None = None
     # Lowest overall accuracy that passes; None: not checked.
     min_accuracy: float | None = None
+    # Relative to the independent retrain of the same job, on the evaluation split:
+    # accuracy at least the retrain's minus this; None: not checked.
+    max_accuracy_drop: float | None = None
+    # NFR on old-class samples at most this times the retrain's; None: not checked.
+    max_nfr_ratio: float | None = None
     # Promote at once when the gate passes.
     auto_promote: bool = False
 
@@ -42,6 +49,11 @@ class JobRequest:
     recipe: dict[str, Any] = field(default_factory=dict)
     gate: Gate = field(default_factory=Gate)
     seed: int = 0
+    # A grid over MethodParams fields ({"bias": [0, 1, 2, 4]}); None: one model, or the
+    # service's default sweep for an MPT method that names no b (contracts.selection.resolve).
+    sweep: dict[str, list[Any]] | None = None
+    # How the sweep's winner is chosen; None: the default (min_nfr within 0.005).
+    selection: Selection | None = None
 
 
 @dataclass(frozen=True)
@@ -56,3 +68,23 @@ class RegisteredModel:
     recipe: dict[str, Any]
     # An UpdateMethod value.
     method: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One trained candidate of a sweep, as its job stores it."""
+
+    index: int
+    label: str  # its swept values, "bias=1"
+    params: dict[str, Any]  # the swept fields' values
+    validation: dict[str, Any]  # headline figures against the base model on the validation split
+    history: list[dict[str, Any]]  # per-epoch metrics
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Every candidate of a sweep and the choice among them, registered with the winner."""
+
+    candidates: tuple[Candidate, ...]
+    choice: dict[str, Any]  # contracts.selection.Choice.to_dict()
+    reference_validation: dict[str, Any]  # the independent retrain's headline figures on the validation split

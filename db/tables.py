@@ -7,7 +7,7 @@ from db.flips.models import FlipReport, FlipSample
 from db.model_versions.models import ModelVersion
 from db.references.models import ReferenceModel
 from db.tokens.models import ApiToken
-from db.updates.models import JobEvent, UpdateJob
+from db.updates.models import JobEvent, UpdateCandidate, UpdateJob
 from db.workers.models import WorkerHeartbeat
 
 metadata = Base.metadata
@@ -21,6 +21,7 @@ __all__ = [
     "JobEvent",
     "ModelVersion",
     "ReferenceModel",
+    "UpdateCandidate",
     "UpdateJob",
     "WorkerHeartbeat",
     "metadata",

@@ -14,8 +14,11 @@ def epoch_progress(label: str, quiet: bool) -> Progress:
         return Progress()
 
     def on_epoch_end(epoch, metrics):
-        shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k not in ("epoch", "lr"))
-        print(f"  [{state['phase']}] epoch {epoch + 1}: {shown}", file=sys.stderr, flush=True)
+        # A sweep's epoch carries {"epoch", "students": [metrics, ...]}: one line per student.
+        for index, student in enumerate(metrics.get("students", [metrics])):
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in student.items() if k not in ("epoch", "lr"))
+            who = f" student {index}" if "students" in metrics else ""
+            print(f"  [{state['phase']}]{who} epoch {epoch + 1}: {shown}", file=sys.stderr, flush=True)
 
     state = {"phase": label}
     return Progress(on_phase=lambda phase: state.update(phase=phase), callbacks=Callbacks(on_epoch_end=on_epoch_end))

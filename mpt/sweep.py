@@ -4,17 +4,20 @@ One independent reference serves every trial; the students are trained together 
 `mpt.train.train_students` (one data pass, one augmentation and one teacher forward per
 batch, shared), each starting from the same initial weights a lone `run_update` would use.
 The winner is chosen on the validation split held out of the training data (never on the
-evaluation split), and every trial's validation figures are kept.
+evaluation split) by a `contracts.selection.Selection` relative to the reference, and every
+trial's validation figures are kept.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.flips import FlipSummary
+from contracts.selection import Choice, Figures, Policy, Selection, candidate_label, choose
 from mpt.artifacts import LoadedModel
 from mpt.data import DataBundle
 from mpt.flips import FlipLedger, headline
@@ -25,6 +28,7 @@ from mpt.update import (
     Progress,
     ReferenceStore,
     UpdateData,
+    UpdateInputs,
     evaluate,
     independent_model,
     untrained_model,
@@ -42,6 +46,8 @@ class Trial:
     validation: dict  # headline figures of the trial against the old model on the validation split
     validation_report: FlipSummary  # the full flip report behind them (raw counts, both NFR scopes)
     model: LoadedModel
+    label: str = ""  # the swept values, e.g. "bias=1"
+    report: FlipSummary | None = None  # on the evaluation split: the winner's, or every trial's with evaluate_all
 
     @property
     def val_accuracy(self) -> float:
@@ -51,25 +57,49 @@ class Trial:
     def val_nfr(self) -> float:
         return self.validation["nfr_old_classes"]
 
+    @property
+    def figures(self) -> Figures:
+        return validation_figures(self.validation)
+
     def summary(self) -> dict:
-        return {"params": self.params.to_dict(), "validation": self.validation, "history": self.history}
+        return {
+            "label": self.label,
+            "params": self.params.to_dict(),
+            "validation": self.validation,
+            "history": self.history,
+        }
 
 
 @dataclass
 class SweepOutcome:
     trials: list[Trial]
     winner: int  # index into trials
-    policy: dict  # how the winner was chosen, with the NFR bound used
+    policy: dict  # how the winner was chosen: contracts.selection.Choice as a dict, plus where the bound came from
     data: UpdateData
     reference: LoadedModel
     reference_validation: dict  # the reference's headline figures on the validation split
     report: FlipSummary | None = None  # the winner against the old model on the evaluation split
     ledger: FlipLedger | None = None
     reference_report: FlipSummary | None = None
+    choice: Choice | None = None
+    selection: Selection | None = None
+    inputs: UpdateInputs | None = None  # the splits as the networks read them (the ledger's thumbnails)
 
     @property
     def best(self) -> Trial:
         return self.trials[self.winner]
+
+    @property
+    def reference_figures(self) -> Figures:
+        return validation_figures(self.reference_validation)
+
+
+def validation_figures(figures: dict) -> Figures:
+    """What a selection reads of a model's headline figures on the validation split."""
+    accuracy, nfr = figures["accuracy"], figures["nfr_old_classes"]
+    if accuracy is None or nfr is None:
+        raise ValueError("a sweep chooses on the validation split, which is empty: set validation_fraction > 0")
+    return Figures(accuracy=float(accuracy), nfr=float(nfr))
 
 
 def grid(base: MethodParams, values: dict[str, list]) -> list[MethodParams]:
@@ -89,21 +119,19 @@ def grid(base: MethodParams, values: dict[str, list]) -> list[MethodParams]:
 def choose_winner(figures: list[dict], *, max_nfr: float | None) -> tuple[int, str]:
     """Index of the winning trial and why, from each trial's validation `accuracy` and `nfr`.
 
-    Policy: among trials whose validation NFR is at most `max_nfr`, the highest validation
-    accuracy (ties: the lower NFR, then the earlier trial); when none qualifies (or no bound
-    is given, every trial qualifies) the lowest NFR (ties: the higher accuracy, then the
-    earlier trial).
+    The `max_accuracy` selection with an absolute bound (contracts.selection.choose): among
+    trials whose validation NFR is at most `max_nfr`, the highest validation accuracy (ties:
+    the lower NFR, then the earlier trial); when none qualifies (or no bound is given, every
+    trial qualifies) the lowest NFR (ties: the higher accuracy, then the earlier trial).
     """
     if not figures:
         raise ValueError("a sweep needs at least one trial")
-    eligible = [i for i, f in enumerate(figures) if max_nfr is None or f["nfr"] <= max_nfr]
-    if eligible:
-        return min(
-            eligible, key=lambda i: (-figures[i]["accuracy"], figures[i]["nfr"], i)
-        ), "highest accuracy within the NFR bound"
-    return min(
-        range(len(figures)), key=lambda i: (figures[i]["nfr"], -figures[i]["accuracy"], i)
-    ), "no trial within the NFR bound: lowest NFR"
+    selection = Selection(Policy.MAX_ACCURACY, max_nfr=math.inf if max_nfr is None else max_nfr)
+    unused = Figures(accuracy=0.0, nfr=0.0)  # an absolute bound does not read the reference
+    choice = choose(selection, [Figures(f["accuracy"], f["nfr"]) for f in figures], unused)
+    if choice.fallback:
+        return choice.winner, "no trial within the NFR bound: lowest NFR"
+    return choice.winner, "highest accuracy within the NFR bound"
 
 
 def run_sweep(
@@ -118,6 +146,8 @@ def run_sweep(
     recipe: Recipe,
     seed: int,
     max_val_nfr: float | None = None,
+    selection: Selection | None = None,
+    evaluate_all: bool = False,
     store: ReferenceStore | None = None,
     progress: Progress | None = None,
     device: str = "auto",
@@ -125,8 +155,11 @@ def run_sweep(
 ) -> SweepOutcome:
     """Train one student per point of the grid (default: b in {0, 1, 2, 4}) together and pick one.
 
-    `max_val_nfr` bounds the winner's validation NFR (old-class scope); None uses the
-    independent reference's validation NFR, so the winner flips no more than a plain retrain.
+    `selection` chooses the winner on the validation split (contracts.selection). Without
+    one, the rule is `max_accuracy` bounded by `max_val_nfr` (old-class scope) or, when that
+    is None too, by the independent reference's validation NFR, so the winner flips no more
+    than a plain retrain. Only the winner is evaluated on the evaluation split, unless
+    `evaluate_all` (a study reports every trial; the choice never sees those figures).
     Phases: `reference` (when not cached), `sweep`, `evaluating`.
     """
     progress = progress or Progress()
@@ -137,6 +170,8 @@ def run_sweep(
         raise ValueError("a sweep updates a base model; train a first version with `mpt train`")
     if spec.needs_ensemble and len({p.elodi_ensemble_size for p in candidates}) > 1:
         raise ValueError("a sweep shares one ensemble: elodi_ensemble_size cannot vary")
+    if recipe.validation_fraction <= 0:
+        raise ValueError("a sweep chooses on the validation split: validation_fraction must be > 0")
     torch_device = resolve_device(device)
     checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
     if checkpoint_dir:
@@ -172,6 +207,7 @@ def run_sweep(
     )
 
     k_old = data.class_map.k_old
+    swept = list(values) if values is not None else ["bias"]
     validation = setup.validation  # prepared for the input once: trials are evaluated on it as trained
     assert validation is not None  # update_setup always holds one out
     trials = []
@@ -180,30 +216,60 @@ def run_sweep(
         report, _ = evaluate(
             model=model, baseline=base, evaluation=validation, k_old=k_old, device=torch_device, recipe=recipe
         )
-        trials.append(Trial(candidate, history, headline(report), report, model))
+        label = candidate_label(candidate.to_dict(), swept)
+        trials.append(Trial(candidate, history, headline(report), report, model, label=label))
     reference_val_report, _ = evaluate(
         model=reference, baseline=base, evaluation=validation, k_old=k_old, device=torch_device, recipe=recipe
     )
     reference_validation = headline(reference_val_report)
-    bound = reference_validation["nfr_old_classes"] if max_val_nfr is None else max_val_nfr
-    winner, reason = choose_winner([{"accuracy": t.val_accuracy, "nfr": t.val_nfr} for t in trials], max_nfr=bound)
+    if selection is None:
+        selection = (
+            Selection(Policy.MAX_ACCURACY, max_nfr=max_val_nfr)
+            if max_val_nfr is not None
+            else Selection(Policy.MAX_ACCURACY, max_nfr_ratio=1.0)
+        )
+    selection = selection.resolved()
+    reference_figures = validation_figures(reference_validation)
+    choice = choose(selection, [t.figures for t in trials], reference_figures, [t.label for t in trials])
     policy = {
-        "rule": "highest validation accuracy with validation NFR (old classes) <= bound, else lowest NFR",
-        "bound": bound,
-        "bound_from": "reference validation NFR" if max_val_nfr is None else "max_val_nfr",
-        "chosen_because": reason,
+        **choice.to_dict(),
+        "bound_from": (
+            "reference validation accuracy minus max_accuracy_drop"
+            if selection.policy == Policy.MIN_NFR
+            else "max_nfr"
+            if selection.max_nfr is not None
+            else "reference validation NFR"
+            if selection.max_nfr_ratio == 1
+            else "max_nfr_ratio x reference validation NFR"
+        ),
+        "chosen_because": choice.explanation,
         "split": "validation",
     }
-    outcome = SweepOutcome(trials, winner, policy, data, reference, reference_validation)
-    progress.enter("evaluating")
-    outcome.report, outcome.ledger = evaluate(
-        model=outcome.best.model,
-        baseline=base,
-        evaluation=inputs.evaluation,
-        k_old=k_old,
-        device=torch_device,
-        recipe=recipe,
+    outcome = SweepOutcome(
+        trials,
+        choice.winner,
+        policy,
+        data,
+        reference,
+        reference_validation,
+        choice=choice,
+        selection=selection,
+        inputs=inputs,
     )
+    progress.enter("evaluating")
+    for index, trial in enumerate(trials):
+        if index == choice.winner or evaluate_all:
+            report, ledger = evaluate(
+                model=trial.model,
+                baseline=base,
+                evaluation=inputs.evaluation,
+                k_old=k_old,
+                device=torch_device,
+                recipe=recipe,
+            )
+            trial.report = report
+            if index == choice.winner:
+                outcome.report, outcome.ledger = report, ledger
     outcome.reference_report, _ = evaluate(
         model=reference, baseline=base, evaluation=inputs.evaluation, k_old=k_old, device=torch_device, recipe=recipe
     )

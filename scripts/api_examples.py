@@ -37,7 +37,7 @@ client CLI, `python -m api.cli`, covers every route below (see the README).
 | `POST /models`, `GET /models`, `GET /models/{id}` | submit / read | register a deployed model (a flipguard safetensors file, as `mpt import` writes from a state_dict: upload or a uri under a data root) |
 | `GET /models/{id}/weights`, `GET /models/{id}/lineage` | read | the weights (sha256 checked), the chain of predecessors with accuracy (and what it was measured on), NFR and class counts |
 | `POST /models/{id}/promote` | admin | gated promotion; `force` needs a `reason`, which is recorded |
-| `POST /updates`, `GET /updates`, `GET /updates/{id}`, `POST /updates/{id}/cancel` | submit / read | schedule (202; `Idempotency-Key` honoured), follow, cancel |
+| `POST /updates`, `GET /updates`, `GET /updates/{id}`, `POST /updates/{id}/cancel` | submit / read | schedule (202; `Idempotency-Key` honoured; `sweep` and `selection` train candidates side by side and register one, by default b in {0, 1, 2, 4} for an MPT method without `method_params.bias`), follow (a sweep's candidates and choice), cancel |
 | `GET /updates/{id}/reference/weights` | read | the independent reference the job trained or reused (`reference_id`: an entry of the reference cache, not a model id) |
 | `GET /models/{id}/flips`, `GET /models/{id}/flips/{sample}/image` | read | the regression report against the predecessor or `?against=` any other version (a pair no job evaluated: 202 while a worker computes it), paginated flips, `?format=csv`; a flipped sample's image |
 | `POST /comparisons`, `GET /comparisons/{id}` | submit / read | the report of any two versions, computed once by a light worker (POST also retries a failed one) |
@@ -163,6 +163,33 @@ curl -s -X POST $URL/models -H "Authorization: Bearer $TOKEN" -F family=evil -F 
         "Cancelling a finished job is a conflict",
         'curl -s -X POST $URL/updates/2/cancel -H "Authorization: Bearer $TOKEN"',
     ),
+    (
+        "A sweep: b in {0, 1, 2, 4} trained together, the winner chosen on validation, a gate relative to the retrain",
+        f"""curl -s -X POST $URL/updates -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+  -d '{{"base_model_id": 1, "dataset_id": 1, "method": "mpt-kl", "sweep": {{"bias": [0, 1, 2, 4]}},
+       "selection": {{"policy": "min_nfr", "max_accuracy_drop": 0.005}},
+       "gate": {{"max_accuracy_drop": 0.02, "max_nfr_ratio": 1.0}}, "recipe": {RECIPE}}}'""",
+    ),
+    (
+        "A grid past the bound of 8 candidates names the field that passes it",
+        """curl -s -X POST $URL/updates -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \\
+  -d '{"base_model_id": 1, "dataset_id": 1, "method": "mpt-kl", "sweep": {"bias": [0, 1, 2, 4], "tau": [2, 5, 8]}}'""",
+    ),
+    (
+        "The sweep's candidates (validation split) and the choice, in words",
+        'curl -s $URL/updates/3 -H "Authorization: Bearer $TOKEN" | python3 -c \'import json,sys; j=json.load(sys.stdin); '
+        'print(json.dumps({k: j[k] for k in ("status", "sweep", "selection", "choice", "result_model_id")}, indent=2)); '
+        'print(json.dumps([{k: c[k] for k in ("label", "chosen")} | {"val_accuracy": c["validation"]["accuracy"], '
+        '"val_nfr_old_classes": c["validation"]["nfr_old_classes"]} for c in j["candidates"]], indent=2))\'',
+    ),
+    (
+        "The winner's gate verdict, relative to the independent retrain",
+        'curl -s $URL/models/$(curl -s $URL/updates/3 -H "Authorization: Bearer $TOKEN" | python3 -c \'import json,sys; print(json.load(sys.stdin)["result_model_id"])\') -H "Authorization: Bearer $TOKEN" | python3 -c \'import json,sys; print(json.dumps(json.load(sys.stdin)["gate_verdict"], indent=2))\'',
+    ),
+    (
+        "The client CLI's candidate table",
+        "FLIPGUARD_URL=$URL FLIPGUARD_TOKEN=$TOKEN $PYTHON -m api.cli updates show 3",
+    ),
 ]
 MAX_LINES = 40
 # Prose shown before an example's command.
@@ -203,7 +230,7 @@ def main() -> None:
         tempfile.TemporaryDirectory() as home,
         running_stack(embedded_env(Path(home)) | {"FLIPGUARD_DEVICE": "cpu"}, log_dir=Path(home) / "logs") as stack,
     ):
-        env = {"URL": stack.url, "TOKEN": stack.token, "PATH": "/usr/bin:/bin"}
+        env = {"URL": stack.url, "TOKEN": stack.token, "PATH": "/usr/bin:/bin", "PYTHON": sys.executable}
         client = httpx.Client(base_url=stack.url, headers=stack.headers, timeout=30)
         # The first example shows /health with the worker live.
         Stack.wait_until(lambda: client.get("/health").status_code == 200, timeout_s=120, what="a live worker")
@@ -213,7 +240,7 @@ def main() -> None:
                 Stack.wait_until(
                     lambda: client.get("/datasets/1").json()["status"] != "pending", timeout_s=120, what="data set"
                 )
-            for job_id in (1, 2):
+            for job_id in (1, 2, 3):
                 reads_job = f'base_model_id": {job_id}' in command or f"/updates/{job_id}" in command
                 if (reads_job or "/models" in command) and client.get(f"/updates/{job_id}").status_code == 200:
                     Stack.wait_until(
@@ -230,7 +257,12 @@ def main() -> None:
                     what="comparison 1",
                 )
             result = subprocess.run(
-                ["bash", "-c", command], env=env, cwd=home, capture_output=True, text=True, timeout=120
+                ["bash", "-c", command],
+                env=env | ({"PYTHONPATH": str(ROOT)} if "api.cli" in command else {}),
+                cwd=home,
+                capture_output=True,
+                text=True,
+                timeout=120,
             )
             sections.append(
                 f"## {title}\n\n{NOTES.get(title, '')}```sh\n{command}\n```\n\n"

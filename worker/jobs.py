@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.exc import OperationalError
 
-from contracts.jobs import RegisteredModel
+from contracts.jobs import Candidate, RegisteredModel, SweepResult
+from contracts.selection import Selection
 from db.base import make_engine, make_session_factory
 from db.datasets.service import claim_inspection, get_dataset, mark_dataset_failed, mark_dataset_ready
 from db.errors import JobNotOwned
@@ -30,13 +31,15 @@ from db.settings import Settings
 from db.updates.completion import complete_job
 from db.updates.lifecycle import cancel_job_finished, claim_job, fail_job, heartbeat, record_event
 from db.updates.models import JobStatus
+from db.updates.submission import list_events
 from mpt.artifacts import ArtifactError, LoadedModel, load_model, save_model
 from mpt.data import DataError, ImageFiles, ImageSet, thumbnails
 from mpt.formats import open_dataset
 from mpt.limits import DataLimits
 from mpt.recipe import MethodParams, Recipe
+from mpt.sweep import SweepOutcome, run_sweep
 from mpt.train import Callbacks, NonFiniteLoss, TrainingCancelled
-from mpt.update import Progress, run_update
+from mpt.update import Progress, UpdateOutcome, run_update
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +258,16 @@ def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_
             f"(digest {bundle.digest[:12]} != {dataset.digest[:12]}); register it again"
         )
     store = DatabaseReferenceStore()
-    outcome = run_update(
+    progress = Progress(
+        on_phase=monitor.enter_phase,
+        on_data_path=monitor.on_data_path,
+        callbacks=Callbacks(
+            on_epoch_end=monitor.on_epoch_end,
+            on_progress=monitor.on_progress,
+            should_cancel=monitor.should_stop,
+        ),
+    )
+    common = dict(
         bundle=bundle,
         base=base,
         classes=job.classes,
@@ -267,24 +279,30 @@ def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_
         store=store,
         device=settings().device,
         checkpoint_dir=checkpoint_dir,
-        progress=Progress(
-            on_phase=monitor.enter_phase,
-            on_data_path=monitor.on_data_path,
-            callbacks=Callbacks(
-                on_epoch_end=monitor.on_epoch_end,
-                on_progress=monitor.on_progress,
-                should_cancel=monitor.should_stop,
-            ),
-        ),
+        progress=progress,
     )
+    sweep = None
+    outcome: SweepOutcome | UpdateOutcome
+    if job.sweep:
+        # Every candidate trains together (checkpointed together each epoch); only the
+        # winner, chosen on the validation split, goes on to be registered.
+        swept = run_sweep(values=job.sweep, selection=Selection.from_dict(job.selection), **common)
+        outcome = swept
+        model_out = swept.best.model
+        sweep = _sweep_result(job.id, swept, swept_names=list(job.sweep))
+    else:
+        single = run_update(**common)
+        outcome = single
+        model_out = single.model
     if monitor.should_stop():
         raise TrainingCancelled("cancelled during evaluation")
     stem = f"job-{job.id}-{uuid.uuid4().hex[:8]}"
     model_uri = f"models/{stem}.safetensors"
     written.append(artifact_path(model_uri))
-    sha256 = save_model(written[-1], outcome.model.net, outcome.model.spec)
+    sha256 = save_model(written[-1], model_out.net, model_out.spec)
     images_uri = None
     if outcome.ledger is not None:
+        assert outcome.inputs is not None  # both pipelines return the splits they evaluated on
         images_uri = f"reports/{stem}.npz"
         written.append(artifact_path(images_uri))
         written[-1].parent.mkdir(parents=True, exist_ok=True)
@@ -306,8 +324,8 @@ def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_
     model = RegisteredModel(
         artifact_uri=model_uri,
         sha256=sha256,
-        architecture=outcome.model.spec.arch,
-        classes=tuple(outcome.model.spec.classes),
+        architecture=model_out.spec.arch,
+        classes=tuple(model_out.spec.classes),
         recipe=recipe.to_dict(),
         method=job.method,
     )
@@ -321,9 +339,42 @@ def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_
             images_uri=images_uri,
             reference_report=outcome.reference_report,
             reference_model_id=store.last_id,
+            sweep=sweep,
         )
     )
     return version, model_uri
+
+
+def _sweep_result(job_id: int, outcome: SweepOutcome, *, swept_names: list[str]) -> SweepResult:
+    """Every candidate's figures and curves, for complete_job.
+
+    A resumed sweep's engine histories start at its checkpoint; the earlier epochs are in the
+    job's events (phase `sweep`, one metrics row per student), so the curves come from both.
+    """
+    events = with_db_retries(
+        lambda s: [e for e in list_events(s, job_id=job_id) if e.phase == "sweep" and e.epoch is not None]
+    )
+    histories: list[dict[int, dict]] = [{} for _ in outcome.trials]
+    for event in events:
+        for index, metrics in enumerate((event.metrics or {}).get("students", [])[: len(histories)]):
+            epoch = metrics.get("epoch", (event.epoch or 1) - 1)  # metrics count from 0, events from 1
+            histories[index][epoch] = dict(metrics)
+    for index, trial in enumerate(outcome.trials):
+        histories[index].update({metrics["epoch"]: dict(metrics) for metrics in trial.history})
+    return SweepResult(
+        candidates=tuple(
+            Candidate(
+                index=index,
+                label=trial.label,
+                params={name: getattr(trial.params, name) for name in swept_names},
+                validation=dict(trial.validation),
+                history=[histories[index][epoch] for epoch in sorted(histories[index])],
+            )
+            for index, trial in enumerate(outcome.trials)
+        ),
+        choice=outcome.choice.to_dict() if outcome.choice else {"winner": outcome.winner},
+        reference_validation=dict(outcome.reference_validation),
+    )
 
 
 def _remove(paths: list[Path]) -> None:

@@ -216,3 +216,116 @@ def bar_chart(
         else ""
     )
     return Markup(f'<figure class="chart-box">{"".join(out)}<figcaption class="legend">{legend}</figcaption></figure>')
+
+
+@dataclass
+class ScatterPoint:
+    """One point of a scatter chart; `role` is `candidate`, `winner` or `reference`."""
+
+    name: str
+    x: float
+    y: float
+    role: str = "candidate"
+
+
+def scatter_chart(
+    points: Sequence[ScatterPoint],
+    *,
+    label: str,
+    x_title: str,
+    y_title: str,
+    x_format: Callable[[float], str] = lambda v: f"{v:.2f}",
+    y_format: Callable[[float], str] = lambda v: f"{v:.2f}",
+    width: int = 520,
+    height: int = 280,
+    empty: str = "no data",
+) -> Markup:
+    """Points on two value axes, each named beside its mark; the winner is ringed, the
+    reference drawn as a diamond. Marks carry `data-role` and a <title> tooltip."""
+    points = [p for p in points if math.isfinite(p.x) and math.isfinite(p.y)]
+    if not points:
+        return _empty(empty)
+
+    def padded(values: list[float]) -> tuple[float, float]:
+        low, high = min(values), max(values)
+        span = (high - low) or (abs(high) or 1.0) * 0.2
+        return low - span * 0.12, high + span * 0.12
+
+    x_low, x_high = padded([p.x for p in points])
+    y_low, y_high = padded([p.y for p in points])
+    x_low = max(x_low, 0.0) if min(p.x for p in points) >= 0 else x_low
+    pad_left = PAD_LEFT + 18  # room for the rotated y-axis title beside the tick labels
+    plot_w = width - pad_left - PAD_RIGHT
+    plot_h = height - PAD_TOP - PAD_BOTTOM
+
+    def sx(x: float) -> float:
+        return pad_left + (x - x_low) / (x_high - x_low) * plot_w
+
+    def sy(y: float) -> float:
+        return PAD_TOP + (1 - (y - y_low) / (y_high - y_low)) * plot_h
+
+    out = [f'<svg class="chart scatter-chart" viewBox="0 0 {width} {height}" role="img" aria-label="{escape(label)}">']
+    for tick in (t for t in nice_ticks(y_low, y_high) if y_low <= t <= y_high):
+        y = sy(tick)
+        out.append(f'<line class="grid" x1="{pad_left}" x2="{width - PAD_RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>')
+        out.append(
+            f'<text class="tick" x="{pad_left - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(y_format(tick))}</text>'
+        )
+    for tick in (t for t in nice_ticks(x_low, x_high, 6) if x_low <= t <= x_high):
+        x = sx(tick)
+        out.append(f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{PAD_TOP}" y2="{height - PAD_BOTTOM}"/>')
+        out.append(
+            f'<text class="tick" x="{x:.1f}" y="{height - PAD_BOTTOM + 16}" '
+            f'text-anchor="middle">{escape(x_format(tick))}</text>'
+        )
+    out.append(
+        f'<line class="axis" x1="{pad_left}" x2="{width - PAD_RIGHT}" '
+        f'y1="{height - PAD_BOTTOM}" y2="{height - PAD_BOTTOM}"/>'
+    )
+    out.append(
+        f'<text class="axis-title" x="{pad_left + plot_w / 2}" y="{height - 4}" text-anchor="middle">'
+        f"{escape(x_title)}</text>"
+    )
+    out.append(
+        f'<text class="axis-title" x="12" y="{PAD_TOP + plot_h / 2}" text-anchor="middle" '
+        f'transform="rotate(-90 12 {PAD_TOP + plot_h / 2})">{escape(y_title)}</text>'
+    )
+    placed: list[tuple[float, float]] = []  # label anchors drawn so far
+    # The reference first, so candidates drawn at the same spot stay on top of it.
+    for point in sorted(points, key=lambda p: p.role != "reference"):
+        x, y = sx(point.x), sy(point.y)
+        tip = (
+            f"<title>{escape(point.name)}: {escape(y_title)} {escape(y_format(point.y))}, "
+            f"{escape(x_title)} {escape(x_format(point.x))}</title>"
+        )
+        role = escape(point.role)
+        if point.role == "reference":
+            out.append(
+                f'<polygon class="mark reference" data-role="{role}" data-name="{escape(point.name)}" '
+                f'points="{x:.1f},{y - 7:.1f} {x + 7:.1f},{y:.1f} {x:.1f},{y + 7:.1f} {x - 7:.1f},{y:.1f}">'
+                f"{tip}</polygon>"
+            )
+        else:
+            if point.role == "winner":
+                out.append(f'<circle class="winner-ring" cx="{x:.1f}" cy="{y:.1f}" r="10"/>')
+            out.append(
+                f'<circle class="mark {role}" data-role="{role}" data-name="{escape(point.name)}" '
+                f'cx="{x:.1f}" cy="{y:.1f}" r="5">{tip}</circle>'
+            )
+        anchor = "start" if x < width - PAD_RIGHT - 90 else "end"
+        label_x, label_y = x + (9 if anchor == "start" else -9), y - 8
+        # Candidates with (nearly) the same figures: stack their names instead of overprinting.
+        while any(abs(label_x - px) < 70 and abs(label_y - py) < 13 for px, py in placed):
+            label_y += 14
+        placed.append((label_x, label_y))
+        out.append(
+            f'<text class="point-label {role}" x="{label_x:.1f}" y="{label_y:.1f}" text-anchor="{anchor}">'
+            f"{escape(point.name)}</text>"
+        )
+    out.append("</svg>")
+    legend = (
+        '<span class="key"><i class="swatch candidate-key"></i>candidate</span>'
+        '<span class="key"><i class="swatch winner-key"></i>chosen (registered)</span>'
+        '<span class="key"><i class="swatch reference-key"></i>independent retrain</span>'
+    )
+    return Markup(f'<figure class="chart-box">{"".join(out)}<figcaption class="legend">{legend}</figcaption></figure>')

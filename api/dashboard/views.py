@@ -17,10 +17,11 @@ from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
 from api.comparisons.views import start_comparison
-from api.dashboard.charts import BarGroup, Series, bar_chart, line_chart, percent
+from api.dashboard.charts import BarGroup, ScatterPoint, Series, bar_chart, line_chart, percent, scatter_chart
 from api.datasets.views import stored_samples as _dataset_samples
 from api.deps import ADMIN, READ, SUBMIT, TOKEN_COOKIE, PaginationDep, QueueDep, SessionDep, SettingsDep
 from api.errors import Unauthenticated, api_error_response, service_error_response
+from api.model_versions.schemas import GateVerdict
 from api.schemas import RowId
 from api.security import check_same_origin
 from api.updates.schemas import UpdateCreate
@@ -28,6 +29,7 @@ from api.updates.views import submit_update
 from contracts.flips import FlipSummary, Transition
 from contracts.methods import UpdateMethod
 from contracts.model_file import HEAD_WEIGHT_KEYS
+from contracts.selection import candidate_label, candidate_params
 from db.comparisons.models import ComparisonStatus
 from db.comparisons.service import comparison_for_report
 from db.datasets.service import get_dataset, list_datasets
@@ -39,8 +41,8 @@ from db.model_versions.models import ModelVersion
 from db.model_versions.service import get_model, get_production, lineage, list_families, list_models, promote_model
 from db.tokens.models import ApiToken, Scope
 from db.tokens.service import authenticate
-from db.updates.models import ACTIVE_STATUSES, JobStatus
-from db.updates.submission import count_jobs_by_status, get_job, list_events, list_jobs
+from db.updates.models import ACTIVE_STATUSES, JobStatus, UpdateJob
+from db.updates.submission import count_jobs_by_status, get_job, list_candidates, list_events, list_jobs
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -146,20 +148,38 @@ def _page(request: Request, template: str, status_code: int = 200, **context) ->
     return templates.TemplateResponse(request, template, context, status_code=status_code)
 
 
-def _job_curves(events) -> dict:
-    """Per-epoch series of a job's events, one line per training phase."""
+def _candidate_labels(job: UpdateJob | None) -> list[str]:
+    """The names of a sweeping job's candidates in grid order ('bias=1'), known before it ends."""
+    if job is None or not job.sweep:
+        return []
+    return [candidate_label(params, list(job.sweep)) for params in candidate_params(job.sweep)]
+
+
+def _job_curves(events, job: UpdateJob | None = None) -> dict:
+    """Per-epoch series of a job's events: one line per training phase, and per candidate of a sweep."""
     phases: dict[str, list[tuple[int, dict]]] = {}
+    labels = _candidate_labels(job)
     for event in events:
         if event.epoch is None:
             continue
         metrics = event.metrics or {}
-        # The worker records {"epoch", "students": [{train_loss, val_accuracy, val_nfr, lr}]}.
-        student = (metrics.get("students") or [metrics])[0]
-        phases.setdefault(event.phase, []).append((event.epoch, student))
+        # The worker records {"epoch", "students": [{train_loss, val_accuracy, val_nfr, lr}, ...]}:
+        # one student, or a sweep's candidates in grid order.
+        students = metrics.get("students") or [metrics]
+        if event.phase == "sweep":
+            for index, student in enumerate(students):
+                name = labels[index] if index < len(labels) else f"candidate {index}"
+                phases.setdefault(name, []).append((event.epoch, student))
+        else:
+            phases.setdefault(event.phase, []).append((event.epoch, students[0]))
 
     def lines(key: str) -> list[Series]:
         return [
-            Series(name=phase, points=[(epoch, row.get(key)) for epoch, row in rows], dashed=phase != "training")
+            Series(
+                name=phase,
+                points=[(epoch, row.get(key)) for epoch, row in rows],
+                dashed=phase == "reference" or phase.startswith("ensemble-"),
+            )
             for phase, rows in phases.items()
         ]
 
@@ -187,6 +207,40 @@ def _job_curves(events) -> dict:
             empty="no NFR yet",
         ),
         "epochs": sum(len(rows) for rows in phases.values()),
+    }
+
+
+def _sweep_panel(session, job: UpdateJob | None) -> dict | None:
+    """A sweeping job's candidates, the choice among them and their accuracy-NFR chart; None without a sweep."""
+    if job is None or not job.sweep:
+        return None
+    candidates = list_candidates(session, job_id=job.id)
+    choice = job.choice or {}
+    reference = choice.get("reference_validation") or {}
+    points = []
+    for candidate in candidates:
+        accuracy, nfr = candidate.validation.get("accuracy"), candidate.validation.get("nfr_old_classes")
+        if accuracy is not None and nfr is not None:
+            points.append(ScatterPoint(candidate.label, nfr, accuracy, "winner" if candidate.chosen else "candidate"))
+    if reference.get("accuracy") is not None and reference.get("nfr_old_classes") is not None:
+        points.append(
+            ScatterPoint("independent retrain", reference["nfr_old_classes"], reference["accuracy"], role="reference")
+        )
+    return {
+        "job": job,
+        "candidates": candidates,
+        "labels": _candidate_labels(job),
+        "choice": choice,
+        "reference": reference,
+        "chart": scatter_chart(
+            points,
+            label="validation accuracy against validation NFR of every candidate",
+            x_title="validation NFR, old classes",
+            y_title="validation accuracy",
+            x_format=lambda v: percent(v, 1),
+            y_format=lambda v: percent(v, 1),
+            empty="the candidates' figures appear when the sweep has finished",
+        ),
     }
 
 
@@ -337,6 +391,9 @@ def model_page(model_id: RowId, request: Request, session: SessionDep):
             empty="no version with a report yet",
         ),
         needs_force=needs_force(model),
+        # Every key of the verdict's schema, so that verdicts stored before a rule existed render too.
+        verdict={key: None for key in GateVerdict.model_fields} | model.gate_verdict if model.gate_verdict else None,
+        sweep=_sweep_panel(session, session.get(UpdateJob, model.job_id) if model.job_id is not None else None),
     )
 
 
@@ -353,17 +410,18 @@ def job_page(job_id: RowId, request: Request, session: SessionDep):
         request,
         "job.html",
         job=job,
-        curves=_job_curves(list_events(session, job_id=job_id)),
+        curves=_job_curves(list_events(session, job_id=job_id), job),
         active=job.status in (JobStatus.QUEUED, *ACTIVE_STATUSES),
         result=get_model(session, model_id=job.result_model_id) if job.result_model_id else None,
+        sweep=_sweep_panel(session, job),
     )
 
 
 @router.get("/jobs/{job_id}/curves", response_class=HTMLResponse)
 def job_curves(job_id: RowId, request: Request, session: SessionDep):
     """The curves of a job page alone (the page's script refreshes them after each epoch)."""
-    get_job(session, job_id=job_id)
-    return _page(request, "job_curves.html", curves=_job_curves(list_events(session, job_id=job_id)))
+    job = get_job(session, job_id=job_id)
+    return _page(request, "job_curves.html", curves=_job_curves(list_events(session, job_id=job_id), job))
 
 
 @router.get("/models/{model_id}/flips", response_class=HTMLResponse)

@@ -42,6 +42,12 @@ class GateVerdict(BaseModel):
     accuracy: float | None = Field(None, examples=[0.91])
     max_nfr: float | None = Field(None, examples=[0.02])
     min_accuracy: float | None = Field(None, examples=[0.85])
+    max_accuracy_drop: float | None = Field(None, examples=[0.005])
+    max_nfr_ratio: float | None = Field(None, examples=[0.5])
+    reference_accuracy: float | None = Field(None, description="the independent retrain's", examples=[0.915])
+    reference_nfr_old_classes: float | None = Field(None, description="the independent retrain's", examples=[0.04])
+    accuracy_floor: float | None = Field(None, description="reference_accuracy - max_accuracy_drop", examples=[0.91])
+    nfr_ceiling: float | None = Field(None, description="max_nfr_ratio x reference_nfr_old_classes", examples=[0.02])
 
 
 class VersionFiguresOut(BaseModel):

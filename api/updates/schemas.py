@@ -8,7 +8,7 @@ default, so the defaults live in one place (mpt/recipe.py).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AliasChoices,
@@ -17,6 +17,7 @@ from pydantic import (
     Field,
     ValidationInfo,
     computed_field,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -25,6 +26,7 @@ from api.schemas import OrmModel, StrictRowId
 from contracts.architectures import ARCHITECTURES, IN_CHANNELS
 from contracts.jobs import Gate, JobRequest
 from contracts.limits import MAX_CLASS_NAME_CHARS, MAX_CLASSES, duplicates
+from contracts.selection import MAX_CANDIDATES, Policy, Selection
 from db.updates.models import JobStatus, UpdateMethod
 
 ClassName = Annotated[str, Field(min_length=1, max_length=MAX_CLASS_NAME_CHARS)]
@@ -140,6 +142,68 @@ class MethodParamsIn(BaseModel):
     elodi_topk: int | None = Field(None, strict=True, ge=1, le=10000, examples=[10])
 
 
+def _sweep_field(name: str) -> Any:
+    """A list of values of one MethodParams field, each bounded as in MethodParamsIn."""
+    field = MethodParamsIn.model_fields[name]
+    item = next(arg for arg in field.annotation.__args__ if arg is not type(None))  # type: ignore[union-attr]
+    values = list[Annotated[item, *field.metadata]]  # type: ignore[valid-type]
+    return (
+        values | None,
+        Field(
+            None,
+            min_length=1,
+            max_length=MAX_CANDIDATES,
+            examples=[[0.0, 1.0, 2.0, 4.0]] if name == "bias" else None,
+            description=f"values of {name} to train side by side",
+        ),
+    )
+
+
+SweepIn = create_model(
+    "SweepIn",
+    __config__=ConfigDict(extra="forbid"),
+    __doc__=(
+        "A grid over MethodParams fields: every combination is a candidate, trained together with the "
+        f"others; at most {MAX_CANDIDATES} candidates, over fields the method uses."
+    ),
+    **{name: _sweep_field(name) for name in MethodParamsIn.model_fields},
+)
+
+
+class SelectionIn(BaseModel):
+    """How a sweep's winner is chosen on the validation split, relative to the independent retrain."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    policy: Policy = Field(
+        Policy.MIN_NFR,
+        description="min_nfr: the lowest validation NFR within max_accuracy_drop of the retrain's accuracy; "
+        "max_accuracy: the highest validation accuracy within an NFR bound",
+    )
+    max_accuracy_drop: float | None = Field(
+        None,
+        strict=True,
+        ge=0,
+        le=1,
+        examples=[0.005],
+        description="min_nfr: accuracy at least the retrain's minus this (0.005)",
+    )
+    max_nfr: float | None = Field(
+        None, strict=True, ge=0, le=1, examples=[0.02], description="max_accuracy: validation NFR at most this"
+    )
+    max_nfr_ratio: float | None = Field(
+        None,
+        strict=True,
+        ge=0,
+        le=100,
+        examples=[1.0],
+        description="max_accuracy: NFR at most this times the retrain's (1)",
+    )
+
+    def to_selection(self) -> Selection:
+        return Selection(**self.model_dump())
+
+
 class GateIn(BaseModel):
     """When a trained version may replace production."""
 
@@ -150,6 +214,22 @@ class GateIn(BaseModel):
     )
     min_accuracy: float | None = Field(
         None, strict=True, ge=0, le=1, examples=[0.85], description="lowest overall accuracy that passes"
+    )
+    max_accuracy_drop: float | None = Field(
+        None,
+        strict=True,
+        ge=0,
+        le=1,
+        examples=[0.005],
+        description="accuracy at least the independent retrain's (same job, evaluation split) minus this",
+    )
+    max_nfr_ratio: float | None = Field(
+        None,
+        strict=True,
+        ge=0,
+        le=100,
+        examples=[0.5],
+        description="NFR on old-class samples at most this times the independent retrain's",
     )
     auto_promote: bool = Field(False, strict=True, description="promote at once when the gate passes")
 
@@ -206,6 +286,16 @@ class UpdateCreate(BaseModel):
     recipe: RecipeIn = Field(default_factory=RecipeIn)
     gate: GateIn = Field(default_factory=GateIn)
     seed: int = Field(0, strict=True, ge=0, le=2**31 - 1, examples=[0])
+    sweep: SweepIn | None = Field(
+        None,
+        description="train several candidates together and register the one `selection` picks; omitted "
+        "with an MPT method and no method_params.bias: bias in {0, 1, 2, 4}",
+        examples=[{"bias": [0.0, 1.0, 2.0, 4.0]}],
+    )
+    selection: SelectionIn | None = Field(
+        None,
+        description="how the sweep's winner is chosen (default: min_nfr within max_accuracy_drop 0.005)",
+    )
 
     @field_validator("architecture")
     @classmethod
@@ -235,6 +325,8 @@ class UpdateCreate(BaseModel):
             recipe=self.recipe.model_dump(exclude_none=True),
             gate=Gate(**self.gate.model_dump()),
             seed=self.seed,
+            sweep=self.sweep.model_dump(exclude_none=True) if self.sweep is not None else None,
+            selection=self.selection.to_selection() if self.selection is not None else None,
         )
 
 
@@ -258,6 +350,15 @@ class UpdateOut(OrmModel):
     recipe: dict
     gate: dict
     seed: int
+    sweep: dict | None = Field(None, description="the grid, defaults applied", examples=[{"bias": [0.0, 1.0]}])
+    selection: dict | None = Field(
+        None, description="the selection policy, defaults applied", examples=[{"policy": "min_nfr"}]
+    )
+    choice: dict | None = Field(
+        None,
+        description="which candidate the selection chose and why (winner, rule, bound, qualified, fallback, "
+        "explanation, reference_validation)",
+    )
     status: JobStatus = Field(examples=["running"])
     phase: str | None = Field(examples=["training"])
     progress: float = Field(ge=0, le=1, examples=[0.42])
@@ -294,5 +395,20 @@ class UpdateOut(OrmModel):
         return f"/updates/{self.id}/reference/weights" if self.reference_id is not None else None
 
 
+class CandidateOut(OrmModel):
+    index: int = Field(description="position in the grid, from 0", examples=[1])
+    label: str = Field(examples=["bias=1"])
+    params: dict = Field(description="the swept fields' values", examples=[{"bias": 1.0}])
+    validation: dict = Field(
+        description="headline figures against the base model on the validation split",
+        examples=[{"accuracy": 0.884, "nfr_old_classes": 0.021}],
+    )
+    history: list[dict] = Field(description="per-epoch metrics (train_loss, val_accuracy, val_nfr, lr)")
+    chosen: bool = Field(description="the winner, the only candidate registered", examples=[True])
+
+
 class UpdateDetail(UpdateOut):
     events: list[JobEventOut] = Field(description="per-epoch metrics, oldest first")
+    candidates: list[CandidateOut] = Field(
+        default_factory=list, description="a sweep's candidates in grid order (once the job has succeeded)"
+    )

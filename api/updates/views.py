@@ -21,7 +21,7 @@ from db.errors import InvalidInput
 from db.references.models import ReferenceModel
 from db.tokens.models import ApiToken
 from db.updates.models import JobStatus, UpdateJob
-from db.updates.submission import create_job, get_job, list_events, list_jobs, request_cancel
+from db.updates.submission import create_job, get_job, list_candidates, list_events, list_jobs, request_cancel
 
 router = APIRouter(prefix="/updates", tags=["updates"], responses=error_responses(401, 403))
 
@@ -122,10 +122,14 @@ def list_all(
 
 @router.get("/{job_id}", dependencies=[READ], response_model=UpdateDetail, responses=error_responses(404))
 def read(job_id: RowId, session: SessionDep):
-    """One job with its progress and per-epoch events."""
+    """One job with its progress, per-epoch events and, for a sweep, its candidates."""
     job = get_job(session, job_id=job_id)
     return UpdateDetail.model_validate(
-        {**UpdateOut.model_validate(job).model_dump(), "events": list_events(session, job_id=job_id)}
+        {
+            **UpdateOut.model_validate(job).model_dump(),
+            "events": list_events(session, job_id=job_id),
+            "candidates": list_candidates(session, job_id=job_id),
+        }
     )
 
 

@@ -8,15 +8,24 @@ from __future__ import annotations
 
 from contracts.flips import FlipSummary
 from contracts.jobs import Gate
+from contracts.selection import TOLERANCE
 from db.flips.service import summary_columns
 from db.model_versions.models import ModelStatus, ModelVersion
 
 
-def evaluate_gate(gate: Gate, summary: FlipSummary | None) -> dict:
-    """The gate's verdict on a model's report: {"passed", "reasons", figures checked}."""
+def evaluate_gate(gate: Gate, summary: FlipSummary | None, reference: FlipSummary | None = None) -> dict:
+    """The gate's verdict on a model's report: {"passed", "reasons", the bounds and the figures checked}.
+
+    `reference` is the independent retrain's report against the same baseline on the same
+    (evaluation) split; the relative rules compare with it: accuracy at least the retrain's
+    minus `max_accuracy_drop`, NFR on old classes at most `max_nfr_ratio` times the retrain's.
+    """
     figures = summary_columns(summary) if summary is not None else {}
+    reference_figures = summary_columns(reference) if reference is not None else {}
     nfr = figures.get("nfr_old_classes")
     accuracy = figures.get("accuracy")
+    reference_nfr = reference_figures.get("nfr_old_classes")
+    reference_accuracy = reference_figures.get("accuracy")
     reasons = []
     max_nfr = gate.max_nfr
     min_accuracy = gate.min_accuracy
@@ -30,6 +39,27 @@ def evaluate_gate(gate: Gate, summary: FlipSummary | None) -> dict:
             reasons.append("min_accuracy not checked: no evaluation report")
         elif accuracy < min_accuracy:
             reasons.append(f"accuracy {accuracy:.4f} < min_accuracy {min_accuracy}")
+    accuracy_floor = nfr_ceiling = None
+    if gate.max_accuracy_drop is not None:
+        if accuracy is None or reference_accuracy is None:
+            reasons.append("max_accuracy_drop not checked: no independent retrain to compare with")
+        else:
+            accuracy_floor = reference_accuracy - gate.max_accuracy_drop
+            if accuracy < accuracy_floor - TOLERANCE:
+                reasons.append(
+                    f"accuracy {accuracy:.4f} < {accuracy_floor:.4f}: the independent retrain's "
+                    f"{reference_accuracy:.4f} minus max_accuracy_drop {gate.max_accuracy_drop}"
+                )
+    if gate.max_nfr_ratio is not None:
+        if nfr is None or reference_nfr is None:
+            reasons.append("max_nfr_ratio not checked: no independent retrain to compare with")
+        else:
+            nfr_ceiling = gate.max_nfr_ratio * reference_nfr
+            if nfr > nfr_ceiling + TOLERANCE:
+                reasons.append(
+                    f"nfr_old_classes {nfr:.4f} > {nfr_ceiling:.4f}: max_nfr_ratio {gate.max_nfr_ratio} "
+                    f"x the independent retrain's {reference_nfr:.4f}"
+                )
     failed = [reason for reason in reasons if "not checked" not in reason]
     return {
         "passed": not failed,
@@ -38,6 +68,12 @@ def evaluate_gate(gate: Gate, summary: FlipSummary | None) -> dict:
         "accuracy": accuracy,
         "max_nfr": max_nfr,
         "min_accuracy": min_accuracy,
+        "max_accuracy_drop": gate.max_accuracy_drop,
+        "max_nfr_ratio": gate.max_nfr_ratio,
+        "reference_nfr_old_classes": reference_nfr,
+        "reference_accuracy": reference_accuracy,
+        "accuracy_floor": accuracy_floor,
+        "nfr_ceiling": nfr_ceiling,
     }
 
 

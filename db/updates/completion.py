@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from contracts.flips import FlipSummary
-from contracts.jobs import Gate, RegisteredModel
+from contracts.jobs import Gate, RegisteredModel, SweepResult
 from db.base import rows_changed, utcnow
 from db.errors import Conflict
 from db.flips.models import ReportRole
@@ -18,7 +18,7 @@ from db.flips.service import add_ledger, add_report
 from db.model_versions.gate import evaluate_gate
 from db.model_versions.models import ModelStatus, ModelVersion
 from db.model_versions.service import add_version, get_model, set_production
-from db.updates.models import TERMINAL_STATUSES, JobStatus, UpdateJob
+from db.updates.models import TERMINAL_STATUSES, JobStatus, UpdateCandidate, UpdateJob
 from db.updates.submission import get_job
 
 VERSION_NUMBER_RETRIES = 3
@@ -34,11 +34,14 @@ def complete_job(
     images_uri: str | None,
     reference_report: FlipSummary | None,
     reference_model_id: int | None = None,
+    sweep: SweepResult | None = None,
 ) -> ModelVersion:
     """Register the trained version, its flip reports and ledger, apply the gate, finish the job.
 
-    All in one transaction. Idempotent: a job that already registered its version returns
-    that version, so a resumed job never registers two. `report` and `reference_report` are
+    For a sweeping job the version is the winner, and `sweep` (every candidate's validation
+    figures and curves, and the choice) is stored with the job. All in one transaction.
+    Idempotent: a job that already registered its version returns that version, so a resumed
+    job never registers two. `report` and `reference_report` are
     mpt.flips.flip_report summaries against the base model (None for a first version).
     """
     # Two jobs of one family finishing at the same instant can pick the same version number;
@@ -53,6 +56,7 @@ def complete_job(
         images_uri=images_uri,
         reference_report=reference_report,
         reference_model_id=reference_model_id,
+        sweep=sweep,
     )
     for _ in range(VERSION_NUMBER_RETRIES - 1):
         try:
@@ -99,6 +103,7 @@ def _register_result(
     images_uri: str | None,
     reference_report: FlipSummary | None,
     reference_model_id: int | None,
+    sweep: SweepResult | None,
 ) -> ModelVersion:
     """The writes of complete_job, flushed but not committed."""
     version = add_version(
@@ -133,8 +138,24 @@ def _register_result(
             summary=reference_report,
         )
 
+    if sweep is not None:
+        winner = sweep.choice["winner"]
+        for candidate in sweep.candidates:
+            session.add(
+                UpdateCandidate(
+                    job_id=job.id,
+                    index=candidate.index,
+                    label=candidate.label,
+                    params=dict(candidate.params),
+                    validation=dict(candidate.validation),
+                    history=list(candidate.history),
+                    chosen=candidate.index == winner,
+                )
+            )
+        job.choice = {**sweep.choice, "reference_validation": dict(sweep.reference_validation)}
+
     gate = Gate(**(job.gate or {}))  # the job row keeps its gate as JSON
-    verdict = evaluate_gate(gate, report)
+    verdict = evaluate_gate(gate, report, reference_report)
     version.gate_verdict = verdict
     if not verdict["passed"]:
         version.status = ModelStatus.REJECTED

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Float, ForeignKey, Index, String, Text
+from sqlalchemy import Float, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from contracts.methods import UpdateMethod as UpdateMethod  # the engine's names, re-exported for jobs
@@ -38,8 +38,15 @@ class UpdateJob(Base):
     method: Mapped[str] = mapped_column(String(40))
     method_params: Mapped[dict] = mapped_column(JSONType, default=dict)
     recipe: Mapped[dict] = mapped_column(JSONType, default=dict)
-    # {"max_nfr": float | None, "min_accuracy": float | None, "auto_promote": bool}
+    # contracts.jobs.Gate as a dict: {"max_nfr", "min_accuracy", "max_accuracy_drop", "max_nfr_ratio", "auto_promote"}
     gate: Mapped[dict] = mapped_column(JSONType, default=dict)
+    # The grid the job sweeps, defaults applied ({"bias": [0.0, 1.0, 2.0, 4.0]}); null: one model.
+    sweep: Mapped[dict | None] = mapped_column(JSONType)
+    # contracts.selection.Selection as a dict, resolved; null without a sweep.
+    selection: Mapped[dict | None] = mapped_column(JSONType)
+    # How the winner was chosen once the sweep ran: contracts.selection.Choice as a dict plus
+    # the reference's validation figures ("reference_validation").
+    choice: Mapped[dict | None] = mapped_column(JSONType)
     seed: Mapped[int] = mapped_column(default=0)
     status: Mapped[JobStatus] = mapped_column(enum_type(JobStatus, "job_status"), default=JobStatus.QUEUED, index=True)
     phase: Mapped[str | None] = mapped_column(String(40))
@@ -75,4 +82,26 @@ class JobEvent(Base):
     epoch: Mapped[int | None]
     # train_loss, val_accuracy, val_nfr, lr, ...
     metrics: Mapped[dict] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UpdateCandidate(Base):
+    """One candidate of a sweeping job: its parameters, validation figures and curves, and
+    whether it won. Only the winner is registered as a model version."""
+
+    __tablename__ = "update_candidates"
+    __table_args__ = (UniqueConstraint("job_id", "index"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("update_jobs.id", ondelete="CASCADE"), index=True)
+    # Position in the grid (the order the engine trained them in), from 0.
+    index: Mapped[int]
+    label: Mapped[str] = mapped_column(String(200))  # "bias=1"
+    # The swept fields' values of this candidate ({"bias": 1.0}); the job's method_params hold the rest.
+    params: Mapped[dict] = mapped_column(JSONType)
+    # mpt.flips.headline of the candidate against the base model on the validation split.
+    validation: Mapped[dict] = mapped_column(JSONType)
+    # Per-epoch metrics: [{"epoch", "lr", "train_loss", "val_accuracy", "val_nfr"}, ...].
+    history: Mapped[list] = mapped_column(JSONType, default=list)
+    chosen: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -14,13 +14,14 @@ from sqlalchemy.orm import Session
 
 from contracts.jobs import JobRequest
 from contracts.limits import duplicates
+from contracts.selection import SweepError, resolve
 from db.base import rows_changed, utcnow
 from db.datasets.models import Dataset, DatasetStatus
 from db.datasets.service import get_dataset
 from db.errors import Conflict, InvalidInput, NotFound
 from db.model_versions.models import ModelVersion
 from db.pagination import Page, paginate
-from db.updates.models import ACTIVE_STATUSES, JobEvent, JobStatus, UpdateJob, UpdateMethod
+from db.updates.models import ACTIVE_STATUSES, JobEvent, JobStatus, UpdateCandidate, UpdateJob, UpdateMethod
 
 # The only method that needs no predecessor: every other one distils from the base model.
 FROM_SCRATCH_METHOD = UpdateMethod.INDEPENDENT
@@ -47,6 +48,13 @@ def list_jobs(
 def list_events(session: Session, *, job_id: int) -> list[JobEvent]:
     """A job's events in the order they were recorded."""
     return list(session.scalars(select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)))
+
+
+def list_candidates(session: Session, *, job_id: int) -> list[UpdateCandidate]:
+    """A sweeping job's candidates in grid order (none before the job succeeds, or without a sweep)."""
+    return list(
+        session.scalars(select(UpdateCandidate).where(UpdateCandidate.job_id == job_id).order_by(UpdateCandidate.index))
+    )
 
 
 def count_jobs_by_status(session: Session) -> dict[str, int]:
@@ -153,6 +161,23 @@ def create_job(
                 loc=("body", "method"),
             )
 
+    try:
+        sweep, selection = resolve(
+            method=request.method,
+            fixed_params=request.method_params,
+            sweep=request.sweep,
+            selection=request.selection,
+            has_base=base is not None,
+        )
+    except SweepError as error:
+        raise InvalidInput(error.message, loc=("body", *error.field)) from None
+    if sweep is not None and request.recipe.get("validation_fraction") == 0:
+        raise InvalidInput(
+            "a sweep chooses its winner on the validation split: validation_fraction must be > 0 "
+            "(or set method_params.bias to train one model)",
+            loc=("body", "recipe", "validation_fraction"),
+        )
+
     dataset = _ready_dataset(session, dataset_id=request.dataset_id)
     _check_classes(requested=request.classes, dataset_classes=dataset.classes or [], base=base)
     if base is None and dataset.image_shape is None and request.recipe.get("image_size") is None:
@@ -172,6 +197,8 @@ def create_job(
         method_params=request.method_params,
         recipe=request.recipe,
         gate=asdict(request.gate),
+        sweep=sweep,
+        selection=selection.to_dict() if selection is not None else None,
         seed=request.seed,
         status=JobStatus.QUEUED,
         progress=0.0,

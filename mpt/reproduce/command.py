@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from contracts.selection import Selection
 from mpt.cli_args import parse_assignments, parse_classes, recipe_from_args
 from mpt.console import format_table
 from mpt.formats import detect_format, load_dataset
@@ -14,7 +15,7 @@ from mpt.recipe import MethodParams
 from mpt.reproduce.protocol import run_study
 from mpt.reproduce.report import method_means
 from mpt.reproduce.runs import log
-from mpt.reproduce.study import CHAIN_METHODS, PAPER_METHODS, PRESETS, SWEEP_BIASES, Study
+from mpt.reproduce.study import CHAIN_METHODS, PAPER_METHODS, POLICY_BIASES, PRESETS, SWEEP_BIASES, Study
 
 
 def add_arguments(sub: argparse.ArgumentParser) -> None:
@@ -39,6 +40,21 @@ def add_arguments(sub: argparse.ArgumentParser) -> None:
         const=",".join(f"{b:g}" for b in SWEEP_BIASES),
         metavar="B,B,...",
         help="also sweep b for mpt-kl (bare flag: 0,1,2,4,8) and plot accuracy against NFR",
+    )
+    sub.add_argument(
+        "--policy-sweep",
+        nargs="?",
+        const=",".join(f"{b:g}" for b in POLICY_BIASES),
+        metavar="B,B,...",
+        help="train mpt-kl at these b together (bare flag: 0,1,2,4, the service's default sweep), report each "
+        "on the evaluation split beside the one --selection picks on the validation split",
+    )
+    sub.add_argument(
+        "--selection",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="the policy of --policy-sweep, as in POST /updates (default policy=min_nfr max_accuracy_drop=0.005)",
     )
     sub.add_argument(
         "--chain",
@@ -106,6 +122,8 @@ def study_from_args(args: argparse.Namespace) -> Study:
         out_dir=Path(args.out_dir),
         device=args.device,
         sweep_biases=[float(b) for b in _split_list(args.sweep_bias)] if args.sweep_bias else [],
+        policy_biases=[float(b) for b in _split_list(args.policy_sweep)] if args.policy_sweep else [],
+        selection=Selection.from_dict(parse_assignments(args.selection)).resolved() if args.policy_sweep else None,
         chain=chain,
         chain_methods=chain_methods,
         quiet=args.quiet,
@@ -120,6 +138,7 @@ def cmd_reproduce(args: argparse.Namespace) -> dict:
     log(
         f"reproduce: {len(study.methods)} methods x {len(study.seeds)} seeds on {study.data} "
         f"({study.arch}, {study.recipe.epochs} epochs), sweep {study.sweep_biases or 'off'}, "
+        f"policy sweep {study.policy_biases or 'off'}, "
         f"chain {[len(c) for c in study.chain] or 'off'} -> {study.out_dir}"
     )
     payload = run_study(study)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+from contracts.flips import FlipSummary
 from mpt.artifacts import LoadedModel
 from mpt.flips import headline
 from mpt.losses import METHODS
 from mpt.recipe import MethodParams
 from mpt.reproduce.report import write_outputs
-from mpt.reproduce.runs import first_version, flip_counts, log, run_record, timed_update
+from mpt.reproduce.runs import first_version, flip_counts, log, run_record, timed_sweep, timed_update
 from mpt.reproduce.study import Study
 from mpt.update import evaluate
 
@@ -71,6 +72,52 @@ def _run_sweep(study: Study, seed: int, base: LoadedModel, runs: list[dict]) -> 
         runs.append(run_record("sweep", "mpt-kl", seed, params, outcome, timing))
 
 
+def _run_policy_sweep(study: Study, seed: int, base: LoadedModel, runs: list[dict]) -> None:
+    """One sweep of b per seed: the reference, each b, and the policy's choice as rows (kind `policy`)."""
+    log(f"seed {seed}: policy sweep mpt-kl b in {study.policy_biases}")
+    outcome, timing = timed_sweep(study, label=f"policy-s{seed}", base=base, seed=seed)
+    trials = outcome.trials
+
+    def row(label: str, report: FlipSummary | None, validation: dict, bias: float | None, **extra) -> dict:
+        assert report is not None  # evaluate_all: every trial has its evaluation report
+        return {
+            "kind": "policy",
+            "label": label,
+            "method": "independent" if bias is None else "mpt-kl",
+            "seed": seed,
+            "bias": bias,
+            **extra,
+            "classes": list(outcome.data.class_map.classes),
+            "k_old": outcome.data.class_map.k_old,
+            "headline": headline(report),
+            "counts": flip_counts(report),
+            "validation": validation,
+            **timing,
+        }
+
+    runs.append(row("independent", outcome.reference_report, outcome.reference_validation, None))
+    runs.extend(row(f"b={t.params.bias:g}", t.report, t.validation, t.params.bias) for t in trials)
+    best = outcome.best
+    assert best.report is not None and outcome.reference_report is not None  # evaluate_all
+    runs.append(
+        row(
+            "policy",
+            best.report,
+            best.validation,
+            best.params.bias,
+            chosen=f"b={best.params.bias:g}",
+            selection=outcome.selection.to_dict() if outcome.selection else None,
+            explanation=outcome.choice.explanation if outcome.choice else None,
+        )
+    )
+    log(
+        f"seed {seed}: policy sweep done in {timing['wall_s']:.0f} s, chose {best.label}: "
+        f"NFR old {best.report.scopes.old_classes.nfr:.4f} (independent "
+        f"{outcome.reference_report.scopes.old_classes.nfr:.4f}), accuracy {best.report.scopes.all.new_accuracy:.4f} "
+        f"(independent {outcome.reference_report.scopes.all.new_accuracy:.4f})"
+    )
+
+
 def _run_chain(study: Study, seed: int, runs: list[dict]) -> None:
     """Successive updates, each from the previous version of the same method."""
     first, _ = first_version(study, study.chain[0], seed)
@@ -125,6 +172,8 @@ def run_study(study: Study) -> dict:
         "recipe": study.recipe.to_dict(),
         "params": study.params.to_dict(),
         "sweep_biases": study.sweep_biases,
+        "policy_biases": study.policy_biases,
+        "selection": study.selection.to_dict() if study.selection else None,
         "chain": study.chain,
         "chain_methods": study.chain_methods,
         "device": study.device,
@@ -133,12 +182,14 @@ def run_study(study: Study) -> dict:
         "runs": runs,
     }
     for seed in study.seeds:
-        if study.methods or study.sweep_biases:
+        if study.methods or study.sweep_biases or study.policy_biases:
             log(f"seed {seed}: old model on {len(study.old_classes)} classes")
             base, timing = first_version(study, study.old_classes, seed)
             old_models.append({"seed": seed, "classes": list(base.spec.classes), **timing})
             _run_methods(study, seed, base, runs)
             _run_sweep(study, seed, base, runs)
+            if study.policy_biases:
+                _run_policy_sweep(study, seed, base, runs)
             write_outputs(study, payload, started)  # partial results survive an interrupted study
         if study.chain:
             _run_chain(study, seed, runs)

@@ -13,6 +13,7 @@ from mpt.console import epoch_progress
 from mpt.flips import headline
 from mpt.recipe import MethodParams
 from mpt.reproduce.study import Study
+from mpt.sweep import SweepOutcome, run_sweep
 from mpt.update import Progress, UpdateOutcome, run_update
 
 
@@ -92,6 +93,32 @@ def timed_update(
         params=params,
         recipe=study.recipe,
         seed=seed,
+        store=study.store,
+        progress=timer.progress(),
+        device=study.device,
+        checkpoint_dir=study.checkpoint_dir / label if study.checkpoint_dir else None,
+    )
+    wall = time.perf_counter() - started
+    return outcome, {"wall_s": round(wall, 2), "phase_s": timer.finish()}
+
+
+def timed_sweep(study: Study, *, label: str, base: LoadedModel, seed: int) -> tuple[SweepOutcome, dict]:
+    """mpt-kl at every b of `study.policy_biases`, trained together and chosen by `study.selection`;
+    every candidate is also evaluated on the evaluation split (after the choice)."""
+    timer = _PhaseTimer(study, label)
+    started = time.perf_counter()
+    outcome = run_sweep(
+        bundle=study.bundle,
+        base=base,
+        classes=study.classes,
+        arch=study.arch,
+        method="mpt-kl",
+        params=study.params,
+        values={"bias": list(study.policy_biases)},
+        recipe=study.recipe,
+        seed=seed,
+        selection=study.selection,
+        evaluate_all=True,
         store=study.store,
         progress=timer.progress(),
         device=study.device,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contracts.selection import Selection
 from mpt.data import DataBundle
 from mpt.recipe import MethodParams, Recipe
 from mpt.update import FileReferenceStore
@@ -22,6 +23,8 @@ PAPER_METHODS = (
     "mpt-lm-nobias",
 )
 SWEEP_BIASES = (0.0, 1.0, 2.0, 4.0, 8.0)
+# The service's default sweep (contracts.selection.DEFAULT_SWEEP), for --policy-sweep.
+POLICY_BIASES = (0.0, 1.0, 2.0, 4.0)
 CHAIN_METHODS = ("independent", "mpt-kl")
 
 # Preset values fill the options left unset on the command line.
@@ -66,6 +69,10 @@ class Study:
     out_dir: Path
     device: str = "auto"
     sweep_biases: list[float] = field(default_factory=list)
+    # --policy-sweep: mpt-kl at these b trained together (mpt.sweep.run_sweep), every one
+    # reported on the evaluation split beside the candidate `selection` chose on validation.
+    policy_biases: list[float] = field(default_factory=list)
+    selection: Selection | None = None
     chain: list[list[str]] = field(default_factory=list)
     chain_methods: list[str] = field(default_factory=list)
     quiet: bool = False

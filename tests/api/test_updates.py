@@ -39,7 +39,14 @@ def test_submit_queues_job_and_enqueues_training(client, settings, base, dataset
         "small_cnn",
     )
     assert job["recipe"] == {"epochs": 5} and job["method_params"] == {"bias": 2.0}
-    assert job["gate"] == {"max_nfr": None, "min_accuracy": None, "auto_promote": False}
+    assert job["gate"] == {
+        "max_nfr": None,
+        "min_accuracy": None,
+        "max_accuracy_drop": None,
+        "max_nfr_ratio": None,
+        "auto_promote": False,
+    }
+    assert (job["sweep"], job["selection"], job["choice"]) == (None, None, None)  # b given: one model
     message = broker_messages(settings)[-1]
     assert message["headers"]["task"] == RUN_UPDATE_TASK
     assert message["properties"]["delivery_info"]["routing_key"] == TRAINING_QUEUE

@@ -31,8 +31,9 @@ def stack(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def story(stack) -> dict:
-    """v1 (classes 0-4, in production), v2 by mpt-kl on all ten classes whose gate rejects it,
-    and a job that failed (its base weights were corrupted on disk)."""
+    """v1 (classes 0-4, in production), v2 by mpt-kl on all ten classes whose gate rejects it
+    (no b given: the service's default sweep of b in {0, 1, 2, 4} chose it), and a job that
+    failed (its base weights were corrupted on disk)."""
     api = Api(stack)
     dataset = api.register_dataset(name="fmnist-browser")
     assert dataset["status"] == "ready", dataset
@@ -79,6 +80,7 @@ def story(stack) -> dict:
                     "base_model_id": v1["id"],
                     "dataset_id": dataset["id"],
                     "method": "mpt-kl",
+                    "method_params": {"bias": 4.0},
                     "recipe": RECIPE,
                     "seed": 1,
                 }

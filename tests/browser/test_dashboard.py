@@ -112,6 +112,42 @@ def test_job_page_shows_curves_and_outcome(driver, stack, story):
     screenshot(driver, "job-succeeded")
 
 
+def test_job_and_model_pages_draw_the_sweeps_candidates(driver, stack, story):
+    # The story's update named no b: the default sweep trained four candidates and registered one.
+    api, job = story["api"], story["update_job"]
+    detail = api.ok(api.http.get(f"/updates/{job['id']}"))
+    candidates = detail["candidates"]
+    assert [c["label"] for c in candidates] == ["bias=0", "bias=1", "bias=2", "bias=4"]
+    winner = next(c for c in candidates if c["chosen"])
+    for path, name in (
+        (f"/dashboard/jobs/{job['id']}", "job-candidates"),
+        (f"/dashboard/models/{story['v2']['id']}", "model-candidates"),
+    ):
+        open_page(driver, stack, path)
+        chart = css(driver, "#candidate-chart svg.scatter-chart")[0]
+        marks = chart.find_elements(By.CSS_SELECTOR, "circle.mark")
+        assert len(marks) == len(candidates)
+        chosen = chart.find_elements(By.CSS_SELECTOR, "circle.mark.winner")
+        assert [m.get_attribute("data-name") for m in chosen] == [winner["label"]]
+        assert len(chart.find_elements(By.CSS_SELECTOR, "polygon.mark.reference")) == 1
+        # Every mark is drawn inside the chart, and the more accurate candidate sits higher.
+        box = chart.rect
+        for mark in marks:
+            assert box["x"] <= mark.rect["x"] <= box["x"] + box["width"]
+            assert box["y"] <= mark.rect["y"] <= box["y"] + box["height"]
+        by_name = {m.get_attribute("data-name"): m.rect["y"] for m in marks}
+        top = max(candidates, key=lambda c: c["validation"]["accuracy"])
+        bottom = min(candidates, key=lambda c: c["validation"]["accuracy"])
+        if top["validation"]["accuracy"] > bottom["validation"]["accuracy"]:
+            assert by_name[top["label"]] < by_name[bottom["label"]]
+        rows = css(driver, "#candidate-table tbody tr")
+        assert len(rows) == len(candidates) + 1 and "independent retrain" in rows[-1].text
+        assert "chosen" in rows[winner["index"]].text
+        assert winner["label"] in css(driver, "#choice-explanation")[0].text
+        assert severe_messages(driver) == []
+        screenshot(driver, name)
+
+
 def test_failed_job_page_shows_the_error(driver, stack, story):
     open_page(driver, stack, f"/dashboard/jobs/{story['failed_job']['id']}")
     assert "failed" in css(driver, "#job-status")[0].text
@@ -293,6 +329,7 @@ def test_cancel_from_the_job_page(driver, stack, story):
             "base_model_id": story["v1"]["id"],
             "dataset_id": story["dataset"]["id"],
             "method": "mpt-kl",
+            "method_params": {"bias": 4.0},  # one student: its phase reads "training"
             "recipe": long_recipe,
         }
     )

@@ -6,6 +6,7 @@ shares no code with mpt.losses (no torch.nn.functional, no tensors).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from contracts.methods import UpdateMethod
+from contracts.methods import METHOD_PARAM_FIELDS, PARAMS_USED, UpdateMethod
 from mpt.losses import (
     METHODS,
     LossInputs,
@@ -554,3 +555,57 @@ def test_elodi_topk_with_fewer_than_k_classes_is_full_lm():
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="unknown method"):
         method_loss("mpt-xx", inputs_of(_fixed_case()), MethodParams())
+
+
+# ---------------------------------------------------------------------------------------------
+# Which MethodParams fields a method reads (contracts.methods.PARAMS_USED: what a sweep may vary)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_method_param_fields_are_method_params_fields():
+    assert tuple(f.name for f in dataclasses.fields(MethodParams)) == METHOD_PARAM_FIELDS
+
+
+# A value of each field different from the default and from what the case needs to see its effect.
+CHANGED = {
+    "bias": 1.5,
+    "alpha": 0.3,
+    "beta": 2.0,
+    "tau": 2.0,
+    "lm_weight": 0.9,
+    "elodi_start_epoch": 50,
+    "elodi_old_weight": 0.1,
+    "elodi_ensemble_weight": 0.9,
+    "elodi_topk": 3,
+}
+
+
+@pytest.mark.parametrize("method", ALL_METHODS)
+def test_params_used_are_exactly_what_the_loss_reads(method):
+    # Old teacher right on some samples, the reference on others; K = 14 > top-k; ELODI active.
+    case, _ = random_case(99)
+    rng = random.Random(5)
+    k_old, K, B = 11, 14, 6
+    case.update(
+        k_old=k_old,
+        y=[0, 3, 11, 13, 5, 10],
+        z=[[rng.gauss(0, 3) for _ in range(K)] for _ in range(B)],
+        z_old=[[rng.gauss(0, 3) for _ in range(k_old)] for _ in range(B)],
+        z_ref=[[rng.gauss(0, 3) for _ in range(K)] for _ in range(B)],
+        members=[[[rng.gauss(0, 3) for _ in range(K)] for _ in range(B)] for _ in range(2)],
+        epoch=10,
+    )
+    case["z_old"][0][0] = 50.0
+    case["z_ref"][1][3] = 50.0
+    base = method_loss(method, inputs_of(case), MethodParams())
+    read = {
+        name
+        for name, value in CHANGED.items()
+        if not torch.equal(
+            method_loss(method, inputs_of(case), dataclasses.replace(MethodParams(), **{name: value})), base
+        )
+    }
+    used = PARAMS_USED[UpdateMethod(method)]
+    # elodi_ensemble_size is read by the pipeline (how many members to train), not by the loss.
+    assert read == used - {"elodi_ensemble_size"}
+    assert ("elodi_ensemble_size" in used) == METHODS[method].needs_ensemble

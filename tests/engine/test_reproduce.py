@@ -152,3 +152,46 @@ def test_reproduce_rejects_unknown_method(tiny_npz, tmp_path, capsys):
         ]
     )
     assert code == 2 and "unknown method" in capsys.readouterr().err
+
+
+def test_reproduce_policy_sweep(tiny_npz, tmp_path):
+    out = tmp_path / "policy"
+    code = main(
+        [
+            "reproduce",
+            "--data",
+            str(tiny_npz),
+            "--old-classes",
+            "0-2",
+            "--new-classes",
+            "3-5",
+            "--methods",
+            "none",
+            "--seeds",
+            "0",
+            "--policy-sweep",
+            "0,1,4",
+            "--selection",
+            "max_accuracy_drop=0.01",
+            "--out-dir",
+            str(out),
+            *TINY,
+        ]
+    )
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["selection"] == {"policy": "min_nfr", "max_accuracy_drop": 0.01}
+    rows = [r for r in results["runs"] if r["kind"] == "policy"]
+    assert [r["label"] for r in rows] == ["independent", "b=0", "b=1", "b=4", "policy"]
+    by_label = {r["label"]: r for r in rows}
+    chosen = by_label["policy"]
+    # The policy row is one of the b rows, chosen on the validation figures by min_nfr within 0.01.
+    assert by_label[chosen["chosen"]]["headline"] == chosen["headline"]
+    floor = by_label["independent"]["validation"]["accuracy"] - 0.01
+    qualified = [r for r in rows[1:4] if r["validation"]["accuracy"] >= floor - 1e-9]
+    if qualified:
+        assert chosen["validation"]["nfr_old_classes"] == min(r["validation"]["nfr_old_classes"] for r in qualified)
+    assert chosen["explanation"]
+    markdown = (out / "results.md").read_text()
+    assert "## The policy's choice beside fixed b" in markdown and "| policy |" in markdown
+    assert "Chosen: seed 0:" in markdown and "target >= 50%" in markdown

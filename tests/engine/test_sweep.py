@@ -9,6 +9,20 @@ import pytest
 import torch
 from engine_support import synthetic_images
 
+from contracts.selection import (
+    DEFAULT_MAX_ACCURACY_DROP,
+    DEFAULT_SWEEP,
+    MAX_CANDIDATES,
+    Figures,
+    Policy,
+    Selection,
+    SweepError,
+    candidate_label,
+    candidate_params,
+    check_sweep,
+    choose,
+    resolve,
+)
 from mpt.cli import main
 from mpt.data import DataBundle, ImageSet, channel_stats, content_digest
 from mpt.nets import build_net
@@ -203,3 +217,103 @@ def test_cli_sweep(small_fashion_mnist, tmp_path):
         )
         == 2
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# contracts.selection: the service's policies, its sweep checks and its defaults
+# ---------------------------------------------------------------------------------------------
+
+REFERENCE = Figures(accuracy=0.80, nfr=0.04)
+CANDIDATES = [Figures(0.81, 0.05), Figures(0.80, 0.02), Figures(0.795, 0.01), Figures(0.79, 0.005)]
+LABELS = ["bias=0", "bias=1", "bias=2", "bias=4"]
+
+
+def test_min_nfr_within_an_accuracy_drop_of_the_reference():
+    selection = Selection(Policy.MIN_NFR).resolved()
+    assert selection.max_accuracy_drop == DEFAULT_MAX_ACCURACY_DROP == 0.005
+    choice = choose(selection, CANDIDATES, REFERENCE, LABELS)
+    # Floor 0.80 - 0.005 = 0.795, inclusive: bias=0, 1, 2 qualify; bias=2 flips least of them.
+    assert choice.qualified == [0, 1, 2] and choice.winner == 2 and not choice.fallback
+    assert choice.bound == pytest.approx(0.795)
+    assert "bias=2" in choice.explanation and "lowest NFR" in choice.explanation
+    assert "0.005" in choice.rule or "0.50 points" in choice.rule
+    # A wider drop admits bias=4.
+    assert choose(Selection(Policy.MIN_NFR, max_accuracy_drop=0.02).resolved(), CANDIDATES, REFERENCE).winner == 3
+    # None within the floor: the highest accuracy (the smallest cost) is the fallback.
+    far_behind = [Figures(0.70, 0.01), Figures(0.75, 0.03), Figures(0.75, 0.02)]
+    choice = choose(selection, far_behind, REFERENCE, ["a", "b", "c"])
+    assert choice.fallback and choice.qualified == [] and choice.winner == 2
+    assert "No candidate" in choice.explanation and "fallback" in choice.explanation
+
+
+def test_max_accuracy_within_an_absolute_or_relative_nfr_bound():
+    # Default: no more flips than the reference (ratio 1): bias=1, 2, 4 qualify; bias=1 is the most accurate.
+    choice = choose(Selection(Policy.MAX_ACCURACY).resolved(), CANDIDATES, REFERENCE, LABELS)
+    assert choice.bound == pytest.approx(0.04) and choice.qualified == [1, 2, 3] and choice.winner == 1
+    # Half the reference's NFR: 0.02, inclusive.
+    choice = choose(Selection(Policy.MAX_ACCURACY, max_nfr_ratio=0.25).resolved(), CANDIDATES, REFERENCE, LABELS)
+    assert choice.bound == pytest.approx(0.01) and choice.winner == 2
+    choice = choose(Selection(Policy.MAX_ACCURACY, max_nfr=0.001).resolved(), CANDIDATES, REFERENCE, LABELS)
+    assert choice.fallback and choice.winner == 3 and "lowest NFR" in choice.explanation
+    # Ties: the lower NFR, then the earlier candidate.
+    tied = [Figures(0.8, 0.02), Figures(0.8, 0.01), Figures(0.8, 0.01)]
+    assert choose(Selection(Policy.MAX_ACCURACY).resolved(), tied, REFERENCE).winner == 1
+
+
+def test_selection_bounds_belong_to_their_policy():
+    with pytest.raises(SweepError) as error:
+        Selection(Policy.MIN_NFR, max_nfr=0.1).resolved()
+    assert error.value.field == ("selection", "max_nfr")
+    with pytest.raises(SweepError) as error:
+        Selection(Policy.MAX_ACCURACY, max_nfr=0.1, max_nfr_ratio=1).resolved()
+    assert error.value.field == ("selection", "max_nfr_ratio")
+    with pytest.raises(SweepError) as error:
+        Selection(Policy.MAX_ACCURACY, max_accuracy_drop=0.1).resolved()
+    assert error.value.field == ("selection", "max_accuracy_drop")
+    assert Selection.from_dict(Selection(Policy.MAX_ACCURACY, max_nfr=0.02).to_dict()) == Selection(
+        Policy.MAX_ACCURACY, max_nfr=0.02
+    )
+
+
+def test_sweep_checks_name_the_field():
+    def field_of(values, method="mpt-kl", fixed=None, has_base=True):
+        with pytest.raises(SweepError) as error:
+            check_sweep(values, method=method, fixed_params=fixed or {}, has_base=has_base)
+        return error.value.field, error.value.message
+
+    assert check_sweep({"bias": [0, 1], "tau": [2, 5]}, method="mpt-kl", fixed_params={}, has_base=True) == {
+        "bias": [0, 1],
+        "tau": [2, 5],
+    }
+    field, message = field_of({"bias": [0, 1, 2, 4], "tau": [1, 2, 5]})
+    assert field == ("sweep", "tau") and "12 candidates" in message and f"at most {MAX_CANDIDATES}" in message
+    assert field_of({"bogus": [1]})[0] == ("sweep", "bogus")
+    assert field_of({"bias": []})[0] == ("sweep", "bias")
+    assert field_of({"bias": [1, 1]})[0] == ("sweep", "bias")
+    field, message = field_of({"bias": [0, 1]}, method="pct-kl")
+    assert field == ("sweep", "bias") and "does not use bias" in message
+    assert field_of({"bias": [0, 1]}, fixed={"bias": 2})[0] == ("sweep", "bias")
+    assert field_of({"elodi_ensemble_size": [2, 3]}, method="elodi")[0] == ("sweep", "elodi_ensemble_size")
+    assert field_of({"bias": [0, 1]}, has_base=False)[0] == ("sweep",)
+
+
+def test_service_defaults():
+    # An MPT method without b: the default sweep and min_nfr within 0.005.
+    sweep, selection = resolve(method="mpt-kl", fixed_params={}, sweep=None, selection=None, has_base=True)
+    assert sweep == {"bias": list(DEFAULT_SWEEP["bias"])} == {"bias": [0.0, 1.0, 2.0, 4.0]}
+    assert selection == Selection(Policy.MIN_NFR, max_accuracy_drop=0.005)
+    # b given: exactly one run, as before.
+    assert resolve(method="mpt-kl", fixed_params={"bias": 4}, sweep=None, selection=None, has_base=True) == (None, None)
+    # Methods without b, and first versions, train one model.
+    assert resolve(method="pct-kl", fixed_params={}, sweep=None, selection=None, has_base=True) == (None, None)
+    assert resolve(method="independent", fixed_params={}, sweep=None, selection=None, has_base=False) == (None, None)
+    # A selection alone shapes the default sweep; with b fixed there is nothing to choose from.
+    _, selection = resolve(
+        method="mpt-lm", fixed_params={}, sweep=None, selection=Selection(Policy.MAX_ACCURACY), has_base=True
+    )
+    assert selection == Selection(Policy.MAX_ACCURACY, max_nfr_ratio=1.0)
+    with pytest.raises(SweepError) as error:
+        resolve(method="mpt-kl", fixed_params={"bias": 1}, sweep=None, selection=Selection(), has_base=True)
+    assert error.value.field == ("selection",) and "method_params.bias" in error.value.message
+    assert candidate_params({"bias": [0, 1], "tau": [2]}) == [{"bias": 0, "tau": 2}, {"bias": 1, "tau": 2}]
+    assert candidate_label({"bias": 1.0, "tau": 2.5}, ["bias", "tau"]) == "bias=1, tau=2.5"

@@ -77,7 +77,10 @@ def story(cli, embedded_stack) -> dict:
         "--classes", ", ".join(OLD), "--auto-promote",
     )  # fmt: skip
     assert "registered model 1 (fmnist v1)" in first and "status production" in first
-    rejected = submit(cli, "--base", "1", "--dataset", str(dataset["id"]), "--min-accuracy", "0.99", code=3)
+    # b given: one student, so the progress reads "training" (test_a_sweep_prints_its_candidates sweeps).
+    rejected = submit(
+        cli, "--base", "1", "--dataset", str(dataset["id"]), "--param", "bias=4", "--min-accuracy", "0.99", code=3
+    )
     passed = submit(cli, "--base", "1", "--dataset", str(dataset["id"]), "--method", "pct-kl", "--max-nfr", "1")
     return {"api": api, "dataset": dataset, "rejected": rejected, "passed": passed}
 
@@ -127,6 +130,27 @@ def test_gate_rejection_exits_3_and_says_why(cli, story):
     # Watching the finished job again gives the same verdict.
     assert "the gate rejected it" in cli("updates", "watch", "2", "--interval", "0.2", code=3)
     assert "registered model 3" in story["passed"]
+
+
+def test_a_sweep_prints_its_candidates(cli, story):
+    dataset = str(story["dataset"]["id"])
+    too_many = cli(
+        "updates", "submit", "--base", "1", "--dataset", dataset, "--sweep", "bias=0,1,2,3,4,5,6,7,8", code=1
+    )
+    assert "--sweep bias" in too_many and "at most 8" in too_many
+    swept = submit(
+        cli, "--base", "1", "--dataset", dataset, "--sweep", "bias=0,4", "--selection", "policy=max_accuracy",
+        "--max-nfr-ratio", "100",
+    )  # fmt: skip
+    job = story["api"].ok(story["api"].http.get("/updates", params={"page_size": 1}))["items"][0]
+    detail = story["api"].ok(story["api"].http.get(f"/updates/{job['id']}"))
+    winner = next(c["label"] for c in detail["candidates"] if c["chosen"])
+    assert f"candidates of job {job['id']}" in swept and "independent retrain" in swept
+    assert all(label in swept for label in ("bias=0", "bias=4")) and "* registered" in swept
+    assert "rule: max_accuracy" in swept and "choice: " in swept and winner in swept.split("choice: ")[1]
+    assert f"registered model {detail['result_model_id']}" in swept
+    shown = cli("updates", "show", str(job["id"]))
+    assert "sweep" in shown and "candidates of job" in shown and "max NFR ratio vs retrain 100" in shown
 
 
 def test_updates_list_show(cli, story):

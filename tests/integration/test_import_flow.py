@@ -60,7 +60,14 @@ def test_imported_model_is_registered_and_updated(embedded_stack, tmp_path: Path
     # Warm start, the natural choice for a model trained elsewhere: it travels API -> worker -> engine.
     recipe = SMALL_RECIPE | {"warm_start": True}
     job = api.submit(
-        {"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": recipe, "seed": 0}
+        {
+            "base_model_id": v1["id"],
+            "dataset_id": dataset["id"],
+            "method": "mpt-kl",
+            "method_params": {"bias": 4.0},  # one student, no sweep: this test is about the import
+            "recipe": recipe,
+            "seed": 0,
+        }
     )
     job = api.wait_job(job["id"])
     assert job["status"] == "succeeded", job

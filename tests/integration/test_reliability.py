@@ -50,7 +50,13 @@ def test_worker_killed_mid_epoch_resumes_on_a_new_worker(private_stack):
     api = Api(stack)
     dataset, v1 = _base_model(api, "killed")
     job = api.submit(
-        {"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": LONGER_RECIPE}
+        {
+            "base_model_id": v1["id"],
+            "dataset_id": dataset["id"],
+            "method": "mpt-kl",
+            "method_params": {"bias": 4.0},  # one student; test_sweep_flow kills a sweep
+            "recipe": LONGER_RECIPE,
+        }
     )
     Stack.wait_until(lambda: _epochs_done(api, job["id"]) >= 2, timeout_s=300, what="two epochs with checkpoints")
     stack.stop_process(stack.workers[0], sig=signal.SIGKILL)
@@ -71,7 +77,13 @@ def test_redis_restart_loses_no_job(private_stack):
     api = Api(stack)
     dataset, v1 = _base_model(api, "redis")
     running = api.submit(
-        {"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": LONGER_RECIPE}
+        {
+            "base_model_id": v1["id"],
+            "dataset_id": dataset["id"],
+            "method": "mpt-kl",
+            "method_params": {"bias": 4.0},  # one student; test_sweep_flow kills a sweep
+            "recipe": LONGER_RECIPE,
+        }
     )
     api.wait_job(running["id"], statuses=("running",), timeout_s=120)
     queued = api.submit(
@@ -90,7 +102,13 @@ def test_postgres_and_api_restarts_lose_no_result(private_stack):
     api = Api(stack)
     dataset, v1 = _base_model(api, "restarts")
     job = api.submit(
-        {"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": LONGER_RECIPE}
+        {
+            "base_model_id": v1["id"],
+            "dataset_id": dataset["id"],
+            "method": "mpt-kl",
+            "method_params": {"bias": 4.0},  # one student; test_sweep_flow kills a sweep
+            "recipe": LONGER_RECIPE,
+        }
     )
     Stack.wait_until(lambda: _epochs_done(api, job["id"]) >= 1, timeout_s=300, what="the first epoch")
     database.stop()

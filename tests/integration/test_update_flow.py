@@ -33,7 +33,14 @@ def _full_story(api: Api, tmp_path: Path, family: str) -> None:
     assert v1["version"] == 1 and v1["classes"] == OLD
 
     job = api.submit(
-        {"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": SMALL_RECIPE, "seed": 0}
+        {
+            "base_model_id": v1["id"],
+            "dataset_id": dataset["id"],
+            "method": "mpt-kl",
+            "method_params": {"bias": 4.0},  # one student (no sweep): this story is about the report
+            "recipe": SMALL_RECIPE,
+            "seed": 0,
+        }
     )
     assert job["status"] == "queued"
     job = api.wait_job(job["id"])
@@ -118,7 +125,13 @@ def test_cancel_running_job_registers_nothing(pg_stack):
     models_before = api.ok(api.http.get("/models", params={"family": "cancel"}))["total"]
     long_recipe = SMALL_RECIPE | {"epochs": 200, "train_samples_per_class": 300}
     job = api.submit(
-        {"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": long_recipe}
+        {
+            "base_model_id": v1["id"],
+            "dataset_id": dataset["id"],
+            "method": "mpt-kl",
+            "method_params": {"bias": 4.0},
+            "recipe": long_recipe,
+        }
     )
     api.wait_job(job["id"], statuses=("running", "evaluating"), timeout_s=120)
     api.ok(api.http.post(f"/updates/{job['id']}/cancel"), 200, 202)
@@ -140,7 +153,13 @@ def test_failed_job_has_readable_reason_and_registers_nothing(pg_stack, tmp_path
     weights.write_bytes(original[:-100] + b"\0" * 100)
     try:
         job = api.submit(
-            {"base_model_id": v1["id"], "dataset_id": dataset["id"], "method": "mpt-kl", "recipe": SMALL_RECIPE}
+            {
+                "base_model_id": v1["id"],
+                "dataset_id": dataset["id"],
+                "method": "mpt-kl",
+                "method_params": {"bias": 4.0},
+                "recipe": SMALL_RECIPE,
+            }
         )
         job = api.wait_job(job["id"])
     finally:
@@ -187,7 +206,7 @@ def test_non_finite_loss_fails_the_job_and_registers_nothing(pg_stack):
                 "base_model_id": v1["id"],
                 "dataset_id": dataset["id"],
                 "method": "mpt-kl",
-                "method_params": {"tau": 1e-300},
+                "method_params": {"tau": 1e-300, "bias": 4.0},
                 "recipe": SMALL_RECIPE,
             }
         )["id"]
