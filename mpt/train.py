@@ -188,18 +188,22 @@ def _load_checkpoint(path: Path, students: list[Student], device: torch.device) 
     return int(metadata["epochs_done"])
 
 
-def _frozen(net: nn.Module, device: torch.device, memory_format) -> nn.Module:
+def _frozen(net: nn.Module | None, device: torch.device, memory_format: torch.memory_format, what: str) -> nn.Module:
     """A teacher ready for cheap forwards: on the device, in eval mode, BatchNorm folded into
     the preceding convolutions (the same function up to float rounding), without parameters
     that ask for gradients. The caller's module is moved but not otherwise changed."""
-    net.to(device, memory_format=memory_format).eval()
+    if net is None:
+        raise ValueError(f"a student's method needs {what}, and the setup has none")
+    # torch's Module.to overloads omit memory_format beside a device; the runtime accepts both.
+    net.to(device, memory_format=memory_format).eval()  # type: ignore[call-overload]
     try:
         from torch.fx.experimental.optimization import fuse
 
         frozen = fuse(net)  # a traced copy; leaves `net` as it is
     except Exception:  # not traceable by torch.fx: run the module as it is
         return net
-    return frozen.to(device, memory_format=memory_format).eval().requires_grad_(False)
+    frozen = frozen.to(device, memory_format=memory_format)  # type: ignore[call-overload]  # as above
+    return frozen.eval().requires_grad_(False)
 
 
 def prepare_teachers(
@@ -207,9 +211,11 @@ def prepare_teachers(
 ) -> Teachers:
     """Only the teachers some student's method uses are prepared (and later run)."""
     return Teachers(
-        old=_frozen(teachers.old, device, memory_format) if any(s.needs_old for s in specs) else None,
-        reference=_frozen(teachers.reference, device, memory_format) if any(s.needs_reference for s in specs) else None,
-        ensemble=[_frozen(m, device, memory_format) for m in teachers.ensemble]
+        old=_frozen(teachers.old, device, memory_format, "the old model") if any(s.needs_old for s in specs) else None,
+        reference=_frozen(teachers.reference, device, memory_format, "an independent reference model")
+        if any(s.needs_reference for s in specs)
+        else None,
+        ensemble=[_frozen(m, device, memory_format, "an ensemble member") for m in teachers.ensemble]
         if any(s.needs_ensemble for s in specs)
         else [],
     )
@@ -262,7 +268,7 @@ def train_students(
     memory_format = training_memory_format(device, recipe)
     bf16 = recipe.bf16_on_cuda
     for net in nets:
-        net.to(device, memory_format=memory_format).train()
+        net.to(device, memory_format=memory_format).train()  # type: ignore[call-overload]  # see _frozen
     students = _students(nets, specs, params, recipe, device, memory_format)
     frozen = prepare_teachers(teachers, specs, device, memory_format)
     checkpoint = Path(setup.checkpoint_path) if setup.checkpoint_path else None
