@@ -1,24 +1,38 @@
-"""Training throughput: docs/METHOD.md's reference loop against the engine's `mpt.train.train`.
+"""Training throughput: docs/METHOD.md's reference loop against the engine, on the CPU or a GPU.
 
-Both loops, in this one process, train the same fresh student with MPT-KL (mpt.losses) against
-the same frozen old teacher (first half of the classes) and reference teacher (all classes),
-batch 128, SGD lr 0.1 / momentum 0.9 / wd 5e-4, RandomCrop(pad 4) + horizontal flip +
-normalisation, float32 on the CPU.
+Both loops, in this one process, train fresh students with MPT-KL (mpt.losses) against the same
+frozen old teacher (first half of the classes) and reference teacher (all classes), batch 128,
+SGD lr 0.1 / momentum 0.9 / wd 5e-4, RandomCrop(pad 4) + horizontal flip + normalisation.
 
-* reference: torch.utils.data.DataLoader with 4 workers ('spawn' context: torch has already
-  run in this process, and forked workers can hang), each sample decoded to a PIL image and
-  put through torchvision RandomCrop + RandomHorizontalFlip + ToTensor + Normalize; student,
-  old teacher and reference teacher every step; the loss read back with `.item()` every step.
-* engine: `mpt.train.train` (data resident on the device as uint8, batched augmentation,
-  teachers prepared once and run without gradient, no per-step host sync).
+* reference: the paper's loop as a user runs it. torch.utils.data.DataLoader with 4 workers
+  ('spawn' context: torch has already run in this process, and forked workers can hang), each
+  sample decoded to a PIL image and put through torchvision RandomCrop + RandomHorizontalFlip
+  + ToTensor + Normalize; each batch copied to the device (pinned memory on CUDA, so the copy
+  is as cheap as a user can make it); student, old teacher and reference teacher on the device
+  in float32; the loss read back with `.item()` every step.
+* engine variants (`mpt.train.train_students`: data resident on the device as uint8, batched
+  augmentation, teachers prepared once, no per-step host sync; bf16 and channels_last on CUDA
+  as the recipe's defaults say):
+  - eager: the recipe's defaults, one student;
+  - graphs: Recipe.cuda_graphs (each step replayed from one CUDA graph), one student;
+  - side-by-side, packed, packed-graphs: a sweep of four students (b = 0, 1, 2, 4), trained
+    side by side (Recipe.pack_students="off") or packed into one network ("on"), the latter
+    without and with graphs; their figure is images per second per student (4 x the images
+    of the pass over elapsed time), the sweep's rate.
+* compute only: the engine's own eager step on one fixed, already augmented batch: the model
+  arithmetic with no data work at all.
 
-Runs alternate (reference, engine, engine, reference, ...) so that other load on the machine
-hits both alike; the figures are medians over the repeats. The reference is measured in its
-steady state: its workers are started and warmed up before its clock starts (their start-up,
-which the paper's loop pays every epoch, is printed separately, not counted).
+Runs alternate (reference, variants..., then reversed) so that other load on the machine hits
+all alike; the figures are medians over the repeats. Steady states are compared: the reference
+after its workers started and `--warmup` batches ran (their start-up, which the paper's loop
+pays every epoch, is printed, not counted); the engine between its first and last progress
+poll (poll_every_steps apart; each poll waits for the device), so set-up, CUDA-graph warm-up
+and capture are not counted either. The engine's rate over the whole call, set-up included, is
+printed beside it.
 
-    .venv/bin/python bench/train_throughput.py --arch small_cnn --steps 40 --repeats 3
-    .venv/bin/python bench/train_throughput.py --arch resnet18 --steps 10 --repeats 3
+    .venv/bin/python bench/train_throughput.py --arch small_cnn --steps 40 --repeats 3 --threads 1
+    PYTHONPATH=. python3 bench/train_throughput.py --arch resnet18 --device cuda --steps 200 \\
+        --variants eager,graphs,packed,packed-graphs
 
 On a small shared machine, run it at --threads 1 as well: with two intra-op threads on two
 cores, any other busy process stalls every parallel region of both loops (OpenMP barriers),
@@ -28,22 +42,45 @@ and the measurement says more about the neighbour than about the loops.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from mpt.augment import augment
 from mpt.data import ImageSet, channel_stats
 from mpt.formats import load_dataset
 from mpt.losses import LossInputs, get_method
 from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe
-from mpt.train import Teachers, TrainingSetup, train
+from mpt.step import Student, optimizer_step, teacher_logits
+from mpt.train import (
+    Callbacks,
+    Teachers,
+    TrainingSetup,
+    prepare_teachers,
+    train_students,
+    training_memory_format,
+)
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+RECIPE = Recipe(epochs=1, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, crop_padding=4)
+SWEEP_BIASES = (0.0, 1.0, 2.0, 4.0)  # docs/METHOD.md's grid for b
+OLD_TEACHER_SEED, REFERENCE_TEACHER_SEED = 101, 102  # both loops learn from the same teachers
+# name -> (recipe changes, students)
+VARIANTS: dict[str, tuple[dict, int]] = {
+    "eager": ({}, 1),
+    "graphs": ({"cuda_graphs": True}, 1),
+    "side-by-side": ({"pack_students": "off"}, len(SWEEP_BIASES)),
+    "packed": ({"pack_students": "on"}, len(SWEEP_BIASES)),
+    "packed-graphs": ({"pack_students": "on", "cuda_graphs": True}, len(SWEEP_BIASES)),
+}
 
 
 class PilDataset(torch.utils.data.Dataset):
@@ -52,7 +89,7 @@ class PilDataset(torch.utils.data.Dataset):
     def __init__(self, images: np.ndarray, labels: np.ndarray, mean, std, padding: int):
         self.images, self.labels = images, labels  # (N, H, W) grey or (N, H, W, 3)
         self.mean, self.std, self.padding = tuple(mean), tuple(std), padding
-        self.transform = None  # built lazily in each worker
+        self.transform: Callable | None = None  # built lazily in each worker
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -61,9 +98,10 @@ class PilDataset(torch.utils.data.Dataset):
         from PIL import Image
         from torchvision import transforms as T
 
-        if self.transform is None:
+        transform = self.transform
+        if transform is None:
             size = self.images.shape[1]
-            self.transform = T.Compose(
+            transform = self.transform = T.Compose(
                 [
                     T.RandomCrop(size, padding=self.padding),
                     T.RandomHorizontalFlip(),
@@ -71,16 +109,15 @@ class PilDataset(torch.utils.data.Dataset):
                     T.Normalize(self.mean, self.std),
                 ]
             )
-        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+        return transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
-def workload(arch: str, samples: int, seed: int = 0):
+def workload(arch: str, samples: int, *, seed: int = 0, fashion_mnist: str = FASHION_MNIST_DIR):
     """(ImageSet, K, K_old): Fashion-MNIST for small_cnn, synthetic CIFAR-100-shaped data for
     the ResNets (as in the H100 figures of docs/METHOD.md, "The reference training loop")."""
     if arch == "small_cnn":
-        bundle = load_dataset(FASHION_MNIST_DIR)
-        train_set = bundle.train.take(torch.arange(min(samples, len(bundle.train))))
-        return train_set, 10, 5
+        bundle = load_dataset(fashion_mnist)
+        return bundle.train.take(torch.arange(min(samples, len(bundle.train)))), 10, 5
     generator = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (samples, 3, 32, 32), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, 100, (samples,), generator=generator)
@@ -89,18 +126,18 @@ def workload(arch: str, samples: int, seed: int = 0):
 
 def teachers_for(arch: str, k: int, k_old: int, in_channels: int) -> Teachers:
     return Teachers(
-        old=build_net(arch, num_classes=k_old, in_channels=in_channels, seed=101).eval(),
-        reference=build_net(arch, num_classes=k, in_channels=in_channels, seed=102).eval(),
+        old=build_net(arch, num_classes=k_old, in_channels=in_channels, seed=OLD_TEACHER_SEED).eval(),
+        reference=build_net(arch, num_classes=k, in_channels=in_channels, seed=REFERENCE_TEACHER_SEED).eval(),
     )
 
 
 def new_mask(k: int, k_old: int) -> torch.Tensor:
-    mask = torch.zeros(k, dtype=torch.bool)
-    mask[k_old:] = True
-    return mask
+    return torch.arange(k) >= k_old
 
 
-RECIPE = Recipe(epochs=1, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, crop_padding=4)
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def reference_run(
@@ -115,6 +152,7 @@ def reference_run(
     warmup: int,
     workers: int,
     context: str,
+    device: torch.device,
 ) -> tuple[float, float]:
     """(images/s over `steps` timed steps after `warmup` untimed ones, worker start-up seconds)."""
     images = train_set.images.numpy()
@@ -126,28 +164,31 @@ def reference_run(
         shuffle=True,
         num_workers=workers,
         drop_last=True,
+        pin_memory=device.type == "cuda",
         multiprocessing_context=context if workers else None,
     )
     in_channels = train_set.images.shape[1]
-    student = build_net(arch, num_classes=k, in_channels=in_channels, seed=1).train()
-    teachers = teachers_for(arch, k, k_old, in_channels)
+    student = build_net(arch, num_classes=k, in_channels=in_channels, seed=1).to(device).train()
+    old = build_net(arch, num_classes=k_old, in_channels=in_channels, seed=OLD_TEACHER_SEED).to(device).eval()
+    reference = build_net(arch, num_classes=k, in_channels=in_channels, seed=REFERENCE_TEACHER_SEED).to(device).eval()
     optimizer = torch.optim.SGD(
         student.parameters(), lr=RECIPE.lr, momentum=RECIPE.momentum, weight_decay=RECIPE.weight_decay
     )
-    method, params, mask = get_method("mpt-kl"), MethodParams(), new_mask(k, k_old)
+    method, params, mask = get_method("mpt-kl"), MethodParams(), new_mask(k, k_old).to(device)
     started = time.perf_counter()
     iterator = iter(loader)
-    clock = None
+    clock = started
     startup = 0.0
     for step in range(warmup + steps):
         x, y = next(iterator)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if step == 0:
             startup = time.perf_counter() - started
         if step == warmup:
-            clock = time.perf_counter()
+            clock = time.perf_counter()  # the previous step's .item() waited for the device
         with torch.no_grad():
-            old_logits = teachers.old(x)
-            ref_logits = teachers.reference(x)
+            old_logits = old(x)
+            ref_logits = reference(x)
         logits = student(x)
         loss = method.loss(LossInputs(logits, y, mask, old_logits, ref_logits, None, 0), params)
         optimizer.zero_grad()
@@ -159,69 +200,122 @@ def reference_run(
     return steps * RECIPE.batch_size / elapsed, startup
 
 
+@dataclass
+class EngineRate:
+    """Images per second per student: between the first and last progress poll, and over the
+    whole call with set-up."""
+
+    steady: float
+    whole: float
+
+
 def engine_run(
-    train_set: ImageSet, k: int, k_old: int, arch: str, mean, std, *, steps: int, device: torch.device
-) -> float:
-    """images/s of one `mpt.train.train` epoch of `steps` batches (set-up included)."""
+    train_set: ImageSet,
+    k: int,
+    k_old: int,
+    arch: str,
+    mean,
+    std,
+    *,
+    steps: int,
+    device: torch.device,
+    changes: dict | None = None,
+    students: int = 1,
+) -> EngineRate:
+    """One `mpt.train.train_students` epoch of `steps` batches with `students` MPT-KL students
+    (b from SWEEP_BIASES; b = 4 for one) and the recipe `changes`."""
     subset = train_set.take(torch.arange(steps * RECIPE.batch_size))
     in_channels = train_set.images.shape[1]
-    student = build_net(arch, num_classes=k, in_channels=in_channels, seed=1)
-    teachers = teachers_for(arch, k, k_old, in_channels)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
+    nets = [build_net(arch, num_classes=k, in_channels=in_channels, seed=1) for _ in range(students)]
+    biases = SWEEP_BIASES if students > 1 else (4.0,)
+    polls: list[tuple[float, float]] = []
     setup = TrainingSetup(
         train_set=subset,
-        recipe=RECIPE,
+        recipe=dataclasses.replace(RECIPE, **(changes or {})),
         new_mask=new_mask(k, k_old),
         mean=mean,
         std=std,
         seed=0,
-        teachers=teachers,
+        teachers=teachers_for(arch, k, k_old, in_channels),
         device=device,
+        callbacks=Callbacks(on_progress=lambda fraction: polls.append((fraction, time.perf_counter()))),
     )
-    train(setup, net=student, method="mpt-kl", params=MethodParams())
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return steps * RECIPE.batch_size / (time.perf_counter() - started)
+    synchronize(device)
+    started = time.perf_counter()
+    train_students(setup, nets=nets, methods=["mpt-kl"] * students, params=[MethodParams(bias=b) for b in biases])
+    synchronize(device)
+    whole = time.perf_counter() - started
+    images = steps * RECIPE.batch_size * students
+    (first, first_at), (last, last_at) = polls[0], polls[-1]
+    steady = (last - first) * images / (last_at - first_at) if last > first else images / whole
+    return EngineRate(steady, images / whole)
 
 
 def compute_only_run(
     train_set: ImageSet, k: int, k_old: int, arch: str, mean, std, *, steps: int, device: torch.device
 ) -> float:
-    """images/s of the engine's own step functions on one fixed, already augmented batch: the
-    model arithmetic alone, with no data work at all; no loop with this maths can beat it."""
-    from mpt.augment import augment
-    from mpt.train import _memory_format, _prepare_teachers, _Student, _student_step, _teacher_logits
-
+    """images/s of the engine's own eager step on one fixed, already augmented batch: the model
+    arithmetic alone, with no data work at all; no eager loop with this maths can beat it."""
     in_channels = train_set.images.shape[1]
-    fmt = _memory_format(device, RECIPE)
+    memory_format = training_memory_format(device, RECIPE)
     method = get_method("mpt-kl")
-    student = build_net(arch, num_classes=k, in_channels=in_channels, seed=1).to(device, memory_format=fmt).train()
+    net = build_net(arch, num_classes=k, in_channels=in_channels, seed=1).to(device).to(memory_format=memory_format)
     optimizer = torch.optim.SGD(
-        student.parameters(), lr=RECIPE.lr, momentum=RECIPE.momentum, weight_decay=RECIPE.weight_decay
+        net.parameters(), lr=RECIPE.lr, momentum=RECIPE.momentum, weight_decay=RECIPE.weight_decay
     )
-    state = _Student(
-        student, "mpt-kl", method, MethodParams(), optimizer, runner=student, loss_sum=torch.zeros((), device=device)
-    )
-    frozen = _prepare_teachers(teachers_for(arch, k, k_old, in_channels), [method], device, fmt)
+    student = Student(net.train(), [(method, MethodParams())], optimizer, torch.zeros(1, device=device))
+    frozen = prepare_teachers(teachers_for(arch, k, k_old, in_channels), [method], device, memory_format)
     images = train_set.images[: RECIPE.batch_size].to(device)
     batch = augment(
         images, padding=RECIPE.crop_padding, flip=True, generator=torch.Generator(device=device).manual_seed(0)
     )
     mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
-    x = ((batch.float() / 255 - mean_t) / std_t).contiguous(memory_format=fmt)
+    x = ((batch.float() / 255 - mean_t) / std_t).contiguous(memory_format=memory_format)
     y, mask = train_set.labels[: RECIPE.batch_size].to(device), new_mask(k, k_old).to(device)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+    bf16 = RECIPE.bf16_on_cuda
+    synchronize(device)
     started = time.perf_counter()
     for _ in range(steps):
-        _student_step(
-            state, x, y, mask, _teacher_logits(frozen, x, device, RECIPE.bf16_on_cuda), 0, device, RECIPE.bf16_on_cuda
-        )
-    float(state.loss_sum)
+        optimizer_step(student, x, y, mask, teacher_logits(frozen, x, device, bf16), 0, device, bf16)
+    float(student.loss_sum.sum())
     return steps * RECIPE.batch_size / (time.perf_counter() - started)
+
+
+def interleaved_rates(
+    common: dict,
+    contenders: list[str],
+    *,
+    steps: int,
+    warmup: int,
+    repeats: int,
+    workers: int,
+    context: str,
+) -> tuple[dict[str, list[float]], list[float]]:
+    """Each contender's images/s per student, per repeat, run in alternating order; and the
+    reference's worker start-up times. Contenders: "reference", "compute", or a VARIANTS name."""
+    for variant in contenders:  # warm the allocator, cuDNN and the kernels of every variant
+        if variant in VARIANTS:
+            engine_run(**common, steps=2, changes=VARIANTS[variant][0], students=VARIANTS[variant][1])
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
+    startups = []
+    for repeat in range(repeats):
+        for which in contenders if repeat % 2 == 0 else contenders[::-1]:
+            if which == "reference":
+                rate, startup = reference_run(**common, steps=steps, warmup=warmup, workers=workers, context=context)
+                startups.append(startup)
+                shown = f"{rate:8.1f} images/s"
+            elif which == "compute":
+                rate = compute_only_run(**common, steps=steps)
+                shown = f"{rate:8.1f} images/s"
+            else:
+                changes, students = VARIANTS[which]
+                measured = engine_run(**common, steps=steps, changes=changes, students=students)
+                rate = measured.steady
+                shown = f"{rate:8.1f} images/s per student (whole call, set-up included: {measured.whole:.1f})"
+            rates[which].append(rate)
+            print(f"  repeat {repeat + 1} {which:>13}: {shown}", flush=True)
+    return rates, startups
 
 
 def cpu_name() -> str:
@@ -235,6 +329,12 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return f"{os.cpu_count()} CPUs ({cpu_name()}), {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="small_cnn", choices=["small_cnn", "resnet18"])
@@ -242,6 +342,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="untimed reference steps after its workers start")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each loop, interleaved")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--variants", default="eager", help=f"engine variants, of {', '.join(VARIANTS)}")
+    parser.add_argument("--compute-only", action="store_true", help="also time the engine's step on one fixed batch")
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--context", default="spawn", choices=["spawn", "forkserver"])
     parser.add_argument(
@@ -253,61 +355,42 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-
     device = torch.device(args.device)
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        parser.error(f"unknown variants {unknown}")
+
     train_set, k, k_old = workload(args.arch, (args.warmup + args.steps) * RECIPE.batch_size)
     mean, std = channel_stats(train_set.images)
     print(
         f"{args.arch}: {len(train_set)} images {tuple(train_set.images.shape[1:])}, K={k}, K_old={k_old}, MPT-KL, "
-        f"batch {RECIPE.batch_size}; {args.steps} timed steps x {args.repeats} repeats; device {device}; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs ({cpu_name()}); "
-        f"load average at start {os.getloadavg()[0]:.2f}",
+        f"batch {RECIPE.batch_size}; {args.steps} timed steps x {args.repeats} repeats; device {device} "
+        f"({device_name(device)}); load average at start {os.getloadavg()[0]:.2f}",
         flush=True,
     )
-    engine_run(train_set, k, k_old, args.arch, mean, std, steps=2, device=device)  # warm the allocator and kernels
-    reference, engine, ceiling, startups = [], [], [], []
-    for repeat in range(args.repeats):
-        order = ("reference", "engine", "compute") if repeat % 2 == 0 else ("compute", "engine", "reference")
-        for which in order:
-            if which == "reference":
-                rate, startup = reference_run(
-                    train_set,
-                    k,
-                    k_old,
-                    args.arch,
-                    mean,
-                    std,
-                    steps=args.steps,
-                    warmup=args.warmup,
-                    workers=args.workers,
-                    context=args.context,
-                )
-                reference.append(rate)
-                startups.append(startup)
-            elif which == "engine":
-                rate = engine_run(train_set, k, k_old, args.arch, mean, std, steps=args.steps, device=device)
-                engine.append(rate)
-            else:
-                rate = compute_only_run(train_set, k, k_old, args.arch, mean, std, steps=args.steps, device=device)
-                ceiling.append(rate)
-            print(f"  repeat {repeat + 1} {which:>9}: {rate:8.1f} images/s", flush=True)
-    ref_median, engine_median = statistics.median(reference), statistics.median(engine)
-    print(
-        f"reference loop (DataLoader x{args.workers} {args.context}, PIL + torchvision, float32, .item() every step): "
-        f"{ref_median:.1f} images/s (median; worker start-up {statistics.median(startups):.1f} s, not counted)"
+    common = dict(train_set=train_set, k=k, k_old=k_old, arch=args.arch, mean=mean, std=std, device=device)
+    contenders = ["reference", *variants, *(["compute"] if args.compute_only else [])]
+    rates, startups = interleaved_rates(
+        common,
+        contenders,
+        steps=args.steps,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        workers=args.workers,
+        context=args.context,
     )
-    print(f"engine loop (mpt.train.train): {engine_median:.1f} images/s (median)")
-    ceiling_median = statistics.median(ceiling)
+    reference = statistics.median(rates["reference"])
     print(
-        f"compute only (engine's step on one fixed batch, no data work): {ceiling_median:.1f} images/s (median); "
-        f"the most any loop with this maths could reach is {ceiling_median / ref_median:.2f}x the reference; "
-        f"the engine loop runs at {engine_median / ceiling_median:.0%} of it"
+        f"reference loop (DataLoader x{args.workers} {args.context}, PIL + torchvision, float32 on {device}, "
+        f".item() every step): {reference:.1f} images/s (median; worker start-up "
+        f"{statistics.median(startups):.1f} s, not counted)"
     )
-    pair_ratios = [e / r for e, r in zip(engine, reference, strict=True)]
-    print(
-        f"ratio engine / reference: {engine_median / ref_median:.2f}x "
-        f"(per repeat: {', '.join(f'{r:.2f}' for r in pair_ratios)}); load average at end {os.getloadavg()[0]:.2f}"
-    )
+    for which in contenders[1:]:
+        median = statistics.median(rates[which])
+        pairs = ", ".join(f"{r / ref:.2f}" for r, ref in zip(rates[which], rates["reference"], strict=True))
+        print(f"{which}: {median:.1f} images/s, {median / reference:.2f}x the reference (per repeat: {pairs})")
+    print(f"load average at end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 
 TRAIN_CROPS = ("pad", "random_resized")
 DATA_PATHS = ("auto", "resident", "streaming")
+PACK_STUDENTS = ("auto", "on", "off")
 # Left out of Recipe.digest: runtime options that never change the weights, and warm_start,
 # which only the student uses.
 NOT_IN_REFERENCE_DIGEST = (
     "poll_every_steps",
-    "compile_on_cuda",
+    "cuda_graphs",
+    "pack_students",
     "data_path",
     "resident_memory_fraction",
     "decode_workers",
@@ -64,12 +66,9 @@ class Recipe:
     # the loop never waits for the device.
     poll_every_steps: int = 20
     # bf16 autocast applies on CUDA only (the CPU path stays float32); channels_last is a
-    # choice on CUDA and always used on the CPU (mpt.train._memory_format).
+    # choice on CUDA and always used on the CPU (mpt.train.training_memory_format).
     bf16_on_cuda: bool = True
     channels_last_on_cuda: bool = True
-    # torch.compile the students' forward on CUDA. Off by default: not yet measured (no GPU
-    # was lent when it was added), and the first steps pay the compilation.
-    compile_on_cuda: bool = False
     # Start the update's student from the base model's weights (the old classes' head rows
     # stay in their indices, the new rows come from the seeded initialisation) instead of
     # random weights (with `independent`, that is plain fine-tuning). Off in the paper's
@@ -87,11 +86,21 @@ class Recipe:
     # Flip reports keep each flipped sample's input image scaled to at most this many pixels
     # a side, so that thousands of flips at 224 px stay small.
     ledger_thumbnail_side: int = 64
+    # On CUDA, capture each training step once as a CUDA graph and replay it (mpt.graphs): the
+    # same maths, one graph launch instead of a few hundred kernel launches per step. Off by
+    # default until a GPU run has measured it (docs/BENCHMARKS.md, GPU section).
+    cuda_graphs: bool = False
+    # Sweeps (mpt.train.train_students): train the students as one packed network (mpt.packed)
+    # with one launch sequence for all: "on", "off", or "auto" = packed on CUDA, side by side on
+    # the CPU (where packed took 1.36x the side-by-side time: docs/BENCHMARKS.md, "Sweeps").
+    # Architectures packing does not know train side by side.
+    pack_students: str = "auto"
 
     def __post_init__(self):
         for name, value, allowed in (
             ("train_crop", self.train_crop, TRAIN_CROPS),
             ("data_path", self.data_path, DATA_PATHS),
+            ("pack_students", self.pack_students, PACK_STUDENTS),
         ):
             if value not in allowed:
                 raise ValueError(f"recipe {name} must be one of {', '.join(allowed)}, got {value!r}")
@@ -104,7 +113,9 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, values: dict | None) -> Recipe:
-        return _from_dict(cls, values)
+        # compile_on_cuda crashed at the first backward and was removed; a job stored with it
+        # still runs (it changed nothing but the launch of the same maths).
+        return _from_dict(cls, {k: v for k, v in (values or {}).items() if k != "compile_on_cuda"})
 
     def digest(self) -> str:
         """Hash of the fields that change a reference model's weights (used to reuse references)."""

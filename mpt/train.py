@@ -24,8 +24,11 @@ from torch import nn
 from mpt.augment import augment_batch
 from mpt.data import normalize
 from mpt.feed import BatchFeed, Prepared, decode_workers
-from mpt.losses import LossInputs, Method, get_method
+from mpt.graphs import CapturedStep
+from mpt.losses import Method, get_method
+from mpt.packed import NotPackable, pack, pack_state_dicts, pack_tensors, unpack_into, unpack_state_dict, unpack_tensors
 from mpt.recipe import MethodParams, Recipe
+from mpt.step import Student, Teachers, autocast, optimizer_step, teacher_logits
 
 
 class TrainingCancelled(Exception):
@@ -43,15 +46,6 @@ class Callbacks:
     on_epoch_end: Callable[[int, dict], None] | None = None  # (epoch, metrics)
     on_progress: Callable[[float], None] | None = None  # fraction of this run done
     should_cancel: Callable[[], bool] | None = None  # polled every few steps
-
-
-@dataclass
-class Teachers:
-    """Frozen networks the student learns from; each is None when the method needs none."""
-
-    old: nn.Module | None = None
-    reference: nn.Module | None = None
-    ensemble: list[nn.Module] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -107,14 +101,10 @@ def predict(
     outputs = []
     for pixels in BatchFeed(images, device, workers=workers, on_device=False).in_order(batch_size):
         batch = normalize(pixels, mean, std)
-        with _autocast(device, enabled=device.type == "cuda"):
+        with autocast(device, enabled=device.type == "cuda"):
             outputs.append(net(batch).float().cpu())
     net.train(was_training)
     return torch.cat(outputs) if outputs else torch.empty(0, 0)
-
-
-def _autocast(device: torch.device, *, enabled: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled and device.type == "cuda")
 
 
 def _checkpoint_prefix(i: int, count: int) -> str:
@@ -122,108 +112,113 @@ def _checkpoint_prefix(i: int, count: int) -> str:
     return "" if count == 1 else f"s{i}."
 
 
-def _save_checkpoint(path: Path, students: list[_Student], epoch: int) -> None:
+def _parameters(student: Student) -> list[torch.Tensor]:
+    return [p for group in student.optimizer.param_groups for p in group["params"]]
+
+
+# One student's state in a checkpoint: its state dict, and its momentum buffers by parameter index.
+HeldState = tuple[dict[str, torch.Tensor], dict[int, torch.Tensor]]
+
+
+def _held_states(student: Student) -> list[HeldState]:
+    """The state of each student `student` holds (a packed net's slices, one per student)."""
+    parameters = _parameters(student)
+    state_of = student.optimizer.state
+    buffers = {
+        j: state_of[p]["momentum_buffer"]
+        for j, p in enumerate(parameters)
+        if state_of.get(p, {}).get("momentum_buffer") is not None
+    }
+    count = len(student.losses)
+    if count == 1:
+        return [(student.net.state_dict(), buffers)]
+    indices = sorted(buffers)
+    held_buffers = unpack_tensors([buffers[j] for j in indices], count)
+    states = unpack_state_dict(student.net.state_dict(), count)
+    return [(state, dict(zip(indices, mine, strict=True))) for state, mine in zip(states, held_buffers, strict=True)]
+
+
+def _load_held_states(student: Student, held: list[HeldState], device: torch.device) -> None:
+    """The inverse of _held_states."""
+    if len(held) == 1:
+        state, buffers = held[0]
+    else:
+        indices = sorted(held[0][1])
+        if any(sorted(mine) != indices for _, mine in held):
+            raise ValueError("the packed students' checkpoints hold different momentum buffers")
+        state = pack_state_dicts([state for state, _ in held])
+        buffers = dict(zip(indices, pack_tensors([[mine[j] for j in indices] for _, mine in held]), strict=True))
+    student.net.load_state_dict(state)
+    parameters = _parameters(student)
+    for j, buffer in buffers.items():
+        student.optimizer.state[parameters[j]]["momentum_buffer"] = buffer.to(device)
+
+
+def _save_checkpoint(path: Path, students: list[Student], epoch: int) -> None:
+    held = [state for student in students for state in _held_states(student)]
     tensors = {}
-    for i, student in enumerate(students):
-        prefix = _checkpoint_prefix(i, len(students))
-        tensors.update({f"{prefix}net.{k}": v.detach().cpu().contiguous() for k, v in student.net.state_dict().items()})
-        for j, param in enumerate(p for group in student.optimizer.param_groups for p in group["params"]):
-            buffer = student.optimizer.state.get(param, {}).get("momentum_buffer")
-            if buffer is not None:
-                tensors[f"{prefix}momentum.{j}"] = buffer.detach().cpu().contiguous()
+    for i, (state, buffers) in enumerate(held):
+        prefix = _checkpoint_prefix(i, len(held))
+        tensors.update({f"{prefix}net.{k}": v.detach().cpu().contiguous() for k, v in state.items()})
+        tensors.update({f"{prefix}momentum.{j}": b.detach().cpu().contiguous() for j, b in buffers.items()})
     tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"epochs_done": str(epoch + 1), "students": str(len(students))})
+    save_file(tensors, str(tmp), metadata={"epochs_done": str(epoch + 1), "students": str(len(held))})
     tmp.replace(path)  # a crash mid-write leaves the previous checkpoint intact
 
 
-def _load_checkpoint(path: Path, students: list[_Student], device: torch.device) -> int:
+def _load_checkpoint(path: Path, students: list[Student], device: torch.device) -> int:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata()
-    if int(metadata.get("students", "1")) != len(students):
-        raise ValueError(
-            f"checkpoint {path} holds {metadata.get('students', '1')} students, this run trains {len(students)}"
-        )
+    count = sum(len(student.losses) for student in students)
+    if int(metadata.get("students", "1")) != count:
+        raise ValueError(f"checkpoint {path} holds {metadata.get('students', '1')} students, this run trains {count}")
     tensors = load_file(str(path))
-    for i, student in enumerate(students):
-        prefix = _checkpoint_prefix(i, len(students))
-        net_prefix = f"{prefix}net."
-        student.net.load_state_dict({k[len(net_prefix) :]: v for k, v in tensors.items() if k.startswith(net_prefix)})
-        for j, param in enumerate(p for group in student.optimizer.param_groups for p in group["params"]):
-            if f"{prefix}momentum.{j}" in tensors:
-                student.optimizer.state[param]["momentum_buffer"] = tensors[f"{prefix}momentum.{j}"].to(device)
+    held = []
+    for i in range(count):
+        prefix = _checkpoint_prefix(i, count)
+        net_prefix, momentum_prefix = f"{prefix}net.", f"{prefix}momentum."
+        state = {k[len(net_prefix) :]: v for k, v in tensors.items() if k.startswith(net_prefix)}
+        buffers = {int(k[len(momentum_prefix) :]): v for k, v in tensors.items() if k.startswith(momentum_prefix)}
+        held.append((state, buffers))
+    for student in students:
+        _load_held_states(student, held[: len(student.losses)], device)
+        held = held[len(student.losses) :]
     return int(metadata["epochs_done"])
 
 
-@dataclass
-class _Student:
-    """One network being trained, with its own loss, optimiser and running loss."""
-
-    net: nn.Module
-    method: str
-    spec: Method
-    params: MethodParams
-    optimizer: torch.optim.SGD
-    runner: nn.Module | None = None  # what runs the training forward: `net`, or a compiled `net`
-    loss_sum: torch.Tensor | None = None
-    steps: int = 0
-
-
-def _frozen(net: nn.Module, device: torch.device, memory_format) -> nn.Module:
+def _frozen(net: nn.Module | None, device: torch.device, memory_format: torch.memory_format, what: str) -> nn.Module:
     """A teacher ready for cheap forwards: on the device, in eval mode, BatchNorm folded into
     the preceding convolutions (the same function up to float rounding), without parameters
     that ask for gradients. The caller's module is moved but not otherwise changed."""
-    net.to(device, memory_format=memory_format).eval()
+    if net is None:
+        raise ValueError(f"a student's method needs {what}, and the setup has none")
+    # torch's Module.to overloads omit memory_format beside a device; the runtime accepts both.
+    net.to(device, memory_format=memory_format).eval()  # type: ignore[call-overload]
     try:
         from torch.fx.experimental.optimization import fuse
 
         frozen = fuse(net)  # a traced copy; leaves `net` as it is
     except Exception:  # not traceable by torch.fx: run the module as it is
         return net
-    return frozen.to(device, memory_format=memory_format).eval().requires_grad_(False)
+    frozen = frozen.to(device, memory_format=memory_format)  # type: ignore[call-overload]  # as above
+    return frozen.eval().requires_grad_(False)
 
 
-def _prepare_teachers(teachers: Teachers, specs: list[Method], device, memory_format) -> Teachers:
+def prepare_teachers(
+    teachers: Teachers, specs: list[Method], device: torch.device, memory_format: torch.memory_format
+) -> Teachers:
     """Only the teachers some student's method uses are prepared (and later run)."""
     return Teachers(
-        old=_frozen(teachers.old, device, memory_format) if any(s.needs_old for s in specs) else None,
-        reference=_frozen(teachers.reference, device, memory_format) if any(s.needs_reference for s in specs) else None,
-        ensemble=[_frozen(m, device, memory_format) for m in teachers.ensemble]
+        old=_frozen(teachers.old, device, memory_format, "the old model") if any(s.needs_old for s in specs) else None,
+        reference=_frozen(teachers.reference, device, memory_format, "an independent reference model")
+        if any(s.needs_reference for s in specs)
+        else None,
+        ensemble=[_frozen(m, device, memory_format, "an ensemble member") for m in teachers.ensemble]
         if any(s.needs_ensemble for s in specs)
         else [],
     )
-
-
-def _teacher_logits(teachers: Teachers, x: torch.Tensor, device: torch.device, bf16: bool):
-    """(old, reference, ensemble mean) logits of one batch, each None when no student needs it."""
-    with torch.no_grad(), _autocast(device, enabled=bf16):
-        old = teachers.old(x).float() if teachers.old is not None else None
-        reference = teachers.reference(x).float() if teachers.reference is not None else None
-        ensemble = torch.stack([m(x).float() for m in teachers.ensemble]).mean(0) if teachers.ensemble else None
-    return old, reference, ensemble
-
-
-def _student_step(student: _Student, x, y, new_mask, teacher_logits, epoch: int, device, bf16: bool) -> None:
-    """One SGD step of one student on a prepared batch; never waits for the device."""
-    with _autocast(device, enabled=bf16):
-        logits = student.runner(x).float()
-    old, reference, ensemble = teacher_logits
-    inputs = LossInputs(
-        logits,
-        y,
-        new_mask,
-        old if student.spec.needs_old else None,
-        reference if student.spec.needs_reference else None,
-        ensemble if student.spec.needs_ensemble else None,
-        epoch,
-    )
-    loss = student.spec.loss(inputs, student.params)
-    student.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    student.optimizer.step()
-    student.loss_sum += loss.detach()
-    student.steps += 1
 
 
 def _check_teachers(method: str, spec: Method, teachers: Teachers) -> None:
@@ -257,7 +252,9 @@ def train_students(
 
     Every step draws one batch and one augmentation, runs each needed teacher once, and then
     gives every student the same step `train` gives a lone student: each student ends with
-    exactly the weights it would have reached trained alone with the same seed. Callbacks
+    exactly the weights it would have reached trained alone with the same seed (packed into
+    one network, Recipe.pack_students, up to the rounding of grouped kernels). With
+    Recipe.cuda_graphs on CUDA the step is replayed from a CUDA graph (mpt.graphs). Callbacks
     see `{"epoch": e, "students": [metrics, ...]}` at each epoch's end.
     """
     if not (len(nets) == len(methods) == len(params)) or not nets:
@@ -268,16 +265,12 @@ def train_students(
     for method, spec in zip(methods, specs, strict=True):
         _check_teachers(method, spec, teachers)
     device = setup.device or resolve_device()
-    memory_format = _memory_format(device, recipe)
+    memory_format = training_memory_format(device, recipe)
     bf16 = recipe.bf16_on_cuda
-    students = []
-    for net, method, spec, p in zip(nets, methods, specs, params, strict=True):
-        net.to(device, memory_format=memory_format).train()
-        optimizer = torch.optim.SGD(
-            net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
-        )
-        students.append(_Student(net, method, spec, p, optimizer, runner=_maybe_compile(net, recipe, device)))
-    frozen = _prepare_teachers(teachers, specs, device, memory_format)
+    for net in nets:
+        net.to(device, memory_format=memory_format).train()  # type: ignore[call-overload]  # see _frozen
+    students = _students(nets, specs, params, recipe, device, memory_format)
+    frozen = prepare_teachers(teachers, specs, device, memory_format)
     checkpoint = Path(setup.checkpoint_path) if setup.checkpoint_path else None
     start_epoch = 0
     if checkpoint is not None and checkpoint.exists():
@@ -286,13 +279,19 @@ def train_students(
     workers = decode_workers(recipe)
     feed = BatchFeed(setup.train_set, device, workers=workers, on_device=True)
     new_mask = setup.new_mask.to(device)
+    # Made after the checkpoint's momentum buffers are in place: the graph holds their addresses.
+    captured = (
+        CapturedStep(students, frozen, new_mask, batch_size=recipe.batch_size, bf16=bf16)
+        if recipe.cuda_graphs and device.type == "cuda"
+        else None
+    )
     # Normalisation constants made once on the device: no host-to-device copy inside the loop.
     mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
     n = len(feed)
     batches_per_epoch = max(1, math.ceil(n / recipe.batch_size))
     total_steps = recipe.epochs * batches_per_epoch
-    histories: list[list[dict]] = [[] for _ in students]
+    histories: list[list[dict]] = [[] for _ in nets]
     # The old model is frozen: which validation samples it gets right is fixed for the run.
     old_correct_on_validation = None
     if validation is not None and len(validation) and teachers.old is not None:
@@ -303,31 +302,35 @@ def train_students(
         for student in students:
             for group in student.optimizer.param_groups:
                 group["lr"] = epoch_lr(recipe, epoch)
-            student.loss_sum = torch.zeros((), device=device)
+            student.loss_sum.zero_()  # in place: a captured step holds its address
             student.steps = 0
+        if captured is not None:
+            captured.set_lr(epoch_lr(recipe, epoch))
         generator = epoch_generator(setup.seed, epoch, device)
         order = torch.randperm(n, device=device, generator=generator)
         for step, images, y in feed.shuffled(order, recipe.batch_size):
             batch = augment_batch(images, recipe, generator)
             # Same arithmetic as mpt.data.normalize, with the constants already on the device.
             x = ((batch.float() / 255 - mean_t) / std_t).contiguous(memory_format=memory_format)
-            teacher_logits = _teacher_logits(frozen, x, device, bf16)
-            for student in students:
-                _student_step(student, x, y, new_mask, teacher_logits, epoch, device, bf16)
+            if captured is not None:
+                captured.step(x, y, epoch)
+            else:
+                shared = teacher_logits(frozen, x, device, bf16)
+                for student in students:
+                    optimizer_step(student, x, y, new_mask, shared, epoch, device, bf16)
             if (step + 1) % recipe.poll_every_steps == 0:
                 _poll(students, epoch, step, callbacks, (epoch * batches_per_epoch + step + 1) / total_steps)
         _check_finite(students, epoch, batches_per_epoch - 1)  # never checkpoint a diverged run
+        _write_back(students, nets)
+        loss_sums = torch.cat([student.loss_sum for student in students]).tolist()
+        steps = [student.steps for student in students for _ in student.losses]
         all_metrics = []
-        for student in students:
-            metrics = {
-                "epoch": epoch,
-                "lr": epoch_lr(recipe, epoch),
-                "train_loss": float(student.loss_sum) / max(student.steps, 1),
-            }
+        for net, loss_sum, count in zip(nets, loss_sums, steps, strict=True):
+            metrics = {"epoch": epoch, "lr": epoch_lr(recipe, epoch), "train_loss": loss_sum / max(count, 1)}
             if validation is not None and len(validation):
                 metrics.update(
                     _validate(
-                        student.net,
+                        net,
                         validation,
                         old_correct_on_validation,
                         mean=mean,
@@ -345,25 +348,66 @@ def train_students(
             callbacks.on_epoch_end(epoch, {"epoch": epoch, "students": all_metrics})
         # Polled after the checkpoint, so a cancel or crash at the boundary keeps this epoch.
         _poll(students, epoch, batches_per_epoch - 1, callbacks, (epoch + 1) / recipe.epochs)
-    for student in students:
-        student.net.eval()
+    _write_back(students, nets)
+    for net in nets:
+        net.eval()
     return histories
 
 
-def _check_finite(students: list[_Student], epoch: int, step: int) -> None:
+def _students(
+    nets: list[nn.Module],
+    specs: list[Method],
+    params: list[MethodParams],
+    recipe: Recipe,
+    device: torch.device,
+    memory_format: torch.memory_format,
+) -> list[Student]:
+    """One Student per net, or one packed Student for all of them (Recipe.pack_students)."""
+    losses = list(zip(specs, params, strict=True))
+    packed = None
+    # "auto" packs on CUDA only: packing's gain is one launch sequence for all students; on
+    # the CPU, which pays little per launch, a packed sweep took 1.36x the side-by-side time
+    # (docs/BENCHMARKS.md, "Sweeps").
+    if len(nets) > 1 and (recipe.pack_students == "on" or (recipe.pack_students == "auto" and device.type == "cuda")):
+        try:
+            packed = pack(nets).to(memory_format=memory_format)  # on the nets' device already
+        except NotPackable:
+            packed = None  # an architecture packing does not know: the students train side by side
+    held = [(packed, losses)] if packed is not None else [(net, [loss]) for net, loss in zip(nets, losses, strict=True)]
+    return [
+        Student(
+            net,
+            net_losses,
+            torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay),
+            torch.zeros(len(net_losses), device=device),
+        )
+        for net, net_losses in held
+    ]
+
+
+def _write_back(students: list[Student], nets: list[nn.Module]) -> None:
+    """Packed weights into the students' own networks (packing puts every student in one; a
+    lone student's net is its own)."""
+    if len(students) < len(nets):
+        unpack_into(students[0].net, nets)
+
+
+def _check_finite(students: list[Student], epoch: int, step: int) -> None:
     # One host sync for all students: the sum is finite only if every student's loss is.
-    if not torch.isfinite(torch.stack([s.loss_sum for s in students]).sum()):
+    loss_sums = torch.cat([s.loss_sum for s in students])
+    if not torch.isfinite(loss_sums.sum()):
+        held = [(spec.name, params) for s in students for spec, params in s.losses]
         bad = [
-            s.method if len(students) == 1 else f"student {i} ({s.method}, {s.params})"
-            for i, s in enumerate(students)
-            if not torch.isfinite(s.loss_sum)
+            name if len(held) == 1 else f"student {i} ({name}, {params})"
+            for i, ((name, params), finite) in enumerate(zip(held, torch.isfinite(loss_sums).tolist(), strict=True))
+            if not finite
         ]
         raise NonFiniteLoss(
             f"the training loss became non-finite in epoch {epoch + 1} (by step {step + 1}): {', '.join(bad)}"
         )
 
 
-def _poll(students: list[_Student], epoch: int, step: int, callbacks: Callbacks, progress: float) -> None:
+def _poll(students: list[Student], epoch: int, step: int, callbacks: Callbacks, progress: float) -> None:
     _check_finite(students, epoch, step)
     if callbacks.on_progress:
         callbacks.on_progress(min(progress, 1.0))
@@ -371,21 +415,13 @@ def _poll(students: list[_Student], epoch: int, step: int, callbacks: Callbacks,
         raise TrainingCancelled(f"cancelled in epoch {epoch + 1}")
 
 
-def _memory_format(device: torch.device, recipe: Recipe):
+def training_memory_format(device: torch.device, recipe: Recipe) -> torch.memory_format:
     """channels_last on CUDA as the recipe says; always on the CPU, where oneDNN's convolutions,
     pooling and BatchNorm run faster in that layout (a layout, not a change of the maths:
     docs/BENCHMARKS.md has the measurement)."""
     if device.type == "cuda":
         return torch.channels_last if recipe.channels_last_on_cuda else torch.contiguous_format
     return torch.channels_last
-
-
-def _maybe_compile(net: nn.Module, recipe: Recipe, device: torch.device) -> nn.Module:
-    """UNMEASURED opt-in (Recipe.compile_on_cuda): torch.compile of the student's forward on
-    CUDA. It shares `net`'s parameters; nothing of it has been timed or tested on a GPU yet."""
-    if device.type == "cuda" and recipe.compile_on_cuda:
-        return torch.compile(net)
-    return net
 
 
 def _validate(net, validation: Prepared, old_correct, *, mean, std, device, workers: int) -> dict:

@@ -123,6 +123,35 @@ class UpdateOutcome:
     ledger: FlipLedger | None = None
     reference_report: FlipSummary | None = None
 
+    def checked_report(self) -> FlipSummary:
+        """`report`, which every update with a base model has (a first version has none)."""
+        if self.report is None:
+            raise ValueError("a first version (no base model) has no flip report")
+        return self.report
+
+    def checked_ledger(self) -> FlipLedger:
+        """`ledger`, which every update with a base model has (a first version has none)."""
+        if self.ledger is None:
+            raise ValueError("a first version (no base model) has no flip ledger")
+        return self.ledger
+
+    def checked_reference_report(self) -> FlipSummary:
+        """`reference_report`, which every update with a base model has (a first version has none)."""
+        if self.reference_report is None:
+            raise ValueError("a first version (no base model) has no reference flip report")
+        return self.reference_report
+
+
+@dataclass(frozen=True)
+class IndependentRuns:
+    """What every independently trained model of one update shares (its reference, ELODI's ensemble)."""
+
+    data: UpdateData
+    arch: str
+    store: ReferenceStore | None
+    progress: Progress
+    checkpoint_dir: Path | None
+
 
 def untrained_model(
     arch: str,
@@ -167,17 +196,10 @@ def _train_fresh(
     return LoadedModel(model.net.cpu(), model.spec), history
 
 
-def independent_model(
-    setup: TrainingSetup,
-    *,
-    data: UpdateData,
-    arch: str,
-    store: ReferenceStore | None,
-    progress: Progress,
-    phase: str,
-    checkpoint_dir: Path | None,
-) -> LoadedModel:
-    """An independently trained model on the update's classes with `setup`'s seed, reused from `store` when cached."""
+def independent_model(setup: TrainingSetup, runs: IndependentRuns, *, phase: str) -> LoadedModel:
+    """An independently trained model on the update's classes with `setup`'s seed, reused from
+    `runs.store` when cached."""
+    data, arch, store, progress, checkpoint_dir = runs.data, runs.arch, runs.store, runs.progress, runs.checkpoint_dir
     key = reference_key(
         data=data,
         shape=setup.train_set.shape,
@@ -257,7 +279,11 @@ def update_setup(
         prepare(part, shape, path=path, workers=workers) for part in (data.train, data.validation, data.evaluation)
     )
     # An update keeps the family's normalisation so the old model sees the inputs it knows.
+    mean: Sequence[float]
+    std: Sequence[float]
     if recipe.mean is not None:
+        if recipe.std is None:
+            raise ValueError("a recipe that sets mean sets std too")
         mean, std = recipe.mean, recipe.std
     elif base is not None:
         mean, std = base.spec.mean, base.spec.std
@@ -355,19 +381,20 @@ def run_update(
     )
     if progress.on_data_path:
         progress.on_data_path(inputs.data_path)
-    common = dict(data=data, arch=arch, store=store, progress=progress, checkpoint_dir=checkpoint_dir)
+    runs = IndependentRuns(data=data, arch=arch, store=store, progress=progress, checkpoint_dir=checkpoint_dir)
     teachers = Teachers(old=base.net if base else None)
-    reference = None
+    reference: LoadedModel | None = None
     if method_spec.needs_reference or base is not None:
         # The reference is also what the report compares MPT with, so any update gets one.
-        reference = independent_model(setup, phase="reference", **common)
+        reference = independent_model(setup, runs, phase="reference")
         teachers.reference = reference.net
     if method_spec.needs_ensemble:
         teachers.ensemble = [
-            independent_model(replace(setup, seed=seed + member), phase=f"ensemble-{member}", **common).net
+            independent_model(replace(setup, seed=seed + member), runs, phase=f"ensemble-{member}").net
             for member in range(1, params.elodi_ensemble_size + 1)
         ]
     warm_from = base.net if recipe.warm_start and base is not None else None
+    history: list[dict]
     if method == "independent" and reference is not None and warm_from is None:
         model, history = reference, []  # the independent retrain *is* the cached reference
     else:
@@ -382,6 +409,8 @@ def run_update(
         )
     outcome = UpdateOutcome(model=model, history=history, data=data, inputs=inputs, reference=reference)
     if base is not None:
+        # Every update with a base model trains a reference above.
+        assert reference is not None, "an update with a base model has an independent reference"
         progress.enter("evaluating")
         k_old = data.class_map.k_old
         outcome.report, outcome.ledger = evaluate(

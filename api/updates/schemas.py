@@ -87,7 +87,6 @@ class RecipeIn(BaseModel):
     poll_every_steps: int | None = Field(None, strict=True, ge=1, le=10000, examples=[20])
     bf16_on_cuda: bool | None = Field(None, strict=True, examples=[True])
     channels_last_on_cuda: bool | None = Field(None, strict=True, examples=[True])
-    compile_on_cuda: bool | None = Field(None, strict=True, examples=[False])
     warm_start: bool | None = Field(
         None,
         strict=True,
@@ -100,6 +99,8 @@ class RecipeIn(BaseModel):
     resident_memory_fraction: float | None = Field(None, strict=True, gt=0, le=1, examples=[0.5])
     decode_workers: int | None = Field(None, strict=True, ge=0, le=64, examples=[8])
     ledger_thumbnail_side: int | None = Field(None, strict=True, ge=8, le=512, examples=[64])
+    cuda_graphs: bool | None = Field(None, strict=True, examples=[False])
+    pack_students: Literal["auto", "on", "off"] | None = Field(None, examples=["auto"])
 
     @model_validator(mode="after")
     def _ranges_ordered(self) -> RecipeIn:

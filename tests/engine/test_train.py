@@ -188,3 +188,12 @@ def test_progress_reaches_one(data):
         callbacks=Callbacks(on_progress=progress.append),
     )
     assert progress == sorted(progress) and progress[-1] == 1.0
+
+
+def test_launch_settings_leave_the_recipe_digest_alone():
+    """cuda_graphs and pack_students change how the same maths is launched, not the weights it
+    reaches: a cached reference stays valid; a job stored with the removed compile_on_cuda runs."""
+    assert Recipe(cuda_graphs=True, pack_students="on").digest() == Recipe().digest()
+    assert Recipe.from_dict({"compile_on_cuda": True, "epochs": 3}) == Recipe(epochs=3)
+    with pytest.raises(ValueError, match="pack_students"):
+        Recipe(pack_students="sometimes")
