@@ -7,6 +7,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from contracts.flips import FlipSummary
 from mpt.flips import flip_report, headline
@@ -108,6 +110,22 @@ def test_btc_bec_accuracies_intrusions(report):
     assert top["old_model_accuracy_old_classes"] == pytest.approx(6 / 8)
     assert top["negative_flips"] == 4
     assert top["intrusion_flips"] == 2
+    # Every headline key, each read from its own place in the summary.
+    assert top == {
+        "nfr_old_classes": summary.scopes.old_classes.nfr,
+        "nfr_all": summary.scopes.all.nfr,
+        "relative_nfr_old_classes": pytest.approx(0.5 / 0.46875),
+        "relative_nfr_all": pytest.approx(0.4 / 0.36),
+        "pfr_all": pytest.approx(0.2),
+        "negative_flips": 4,
+        "accuracy": pytest.approx(0.4),
+        "accuracy_old_classes": pytest.approx(3 / 8),
+        "accuracy_new_classes": pytest.approx(0.5),
+        "old_model_accuracy_old_classes": pytest.approx(6 / 8),
+        "btc": pytest.approx(2 / 6),
+        "bec": pytest.approx(0.5),
+        "intrusion_flips": 2,
+    }
 
 
 def test_per_class_rows(report):
@@ -274,7 +292,7 @@ def test_only_new_class_samples():
         k_old=2,
     )
     old = summary.scopes.old_classes
-    assert old.samples == 0 and old.nfr == 0.0 and old.relative_nfr == 0.0
+    assert old.samples == 0 and old.nfr == 0.0 and old.pfr == 0.0 and old.relative_nfr == 0.0
     assert old.old_accuracy is None
     assert summary.new_class_accuracy == pytest.approx(0.5)
     assert [r["kind"] for r in ledger.rows()] == ["positive"]
@@ -290,3 +308,137 @@ def test_mismatched_widths_are_refused():
             classes=["a", "b", "c"],
             k_old=3,
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Second, independent checks of the relative NFR's denominator and of intrusions
+# ---------------------------------------------------------------------------------------------
+
+
+def one_hot_logits(predictions: list[int], width: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.tensor(predictions, dtype=torch.long), width).float() * 5
+
+
+def test_relative_nfr_and_intrusions_on_a_second_hand_worked_case():
+    # Old classes a, b (k_old = 2); new classes c, d. Per sample (label y, old o, new n):
+    #   0: a a a  both right         5: a b d  both wrong (into a new class, but the old model was wrong too)
+    #   1: a a c  negative, intrusion into c (index k_old itself)
+    #   2: b b d  negative, intrusion into d (the last index)
+    #   3: b b a  negative, into an old class: no intrusion
+    #   4: b a b  positive           6: c a c  positive, a new-class sample
+    #   7: d b d  positive, a new-class sample (the same pair b -> d as sample 2, but positive)
+    #   8: b b b  both right         9: a a b  negative, into an old class
+    labels = [0, 0, 1, 1, 1, 0, 2, 3, 1, 0]
+    old_pred = [0, 0, 1, 1, 0, 1, 0, 1, 1, 0]
+    new_pred = [0, 2, 3, 0, 1, 3, 2, 3, 1, 1]
+    summary, ledger = flip_report(
+        labels=torch.tensor(labels),
+        old_logits=one_hot_logits(old_pred, 2),
+        new_logits=one_hot_logits(new_pred, 4),
+        classes=["a", "b", "c", "d"],
+        k_old=2,
+    )
+    every, old = summary.scopes.all, summary.scopes.old_classes
+    # Both right: 0 and 8; both wrong: 5 only (positive flips are not "both wrong").
+    assert (summary.both_correct, summary.both_wrong) == (2, 1)
+    assert (summary.btc, summary.bec) == (pytest.approx(2 / 6), pytest.approx(1 / 4))
+    # All 10: old right 0 1 2 3 8 9 (ER_old = 0.4), new right 0 4 6 7 8 (ER_new = 0.5),
+    # negative 1 2 3 9: NFR 0.4, relative 0.4 / (0.6 * 0.5) = 4/3. ER_old and ER_new differ,
+    # so swapping them (0.4 / (0.5 * 0.4) = 2) or dropping a "1 -" (0.4 / 0.2 = 2) shows.
+    assert (every.samples, every.old_correct, every.new_correct, every.negative_flips) == (10, 6, 5, 4)
+    assert every.relative_nfr == pytest.approx(4 / 3)
+    # Old classes (0-5, 8, 9): old right 6 of 8 (ER_old = 1/4), new right 0 4 8 (ER_new = 5/8),
+    # NFR 4/8: relative 0.5 / (0.75 * 0.625).
+    assert (old.samples, old.old_correct, old.new_correct, old.negative_flips) == (8, 6, 3, 4)
+    assert old.relative_nfr == pytest.approx(0.5 / (0.75 * 0.625))
+    # Intrusions: samples 1 and 2 only.
+    assert summary.intrusion_flips == 2
+    rows = {row.name: row.intrusion_flips for row in summary.per_class}
+    assert rows == {"a": 1, "b": 1, "c": 0, "d": 0}
+    got = {(t.kind, t.old_prediction, t.new_prediction): (t.count, t.intrusion) for t in summary.transitions}
+    assert got == {
+        ("negative", 0, 2): (1, True),
+        ("negative", 1, 3): (1, True),
+        ("negative", 1, 0): (1, False),
+        ("negative", 0, 1): (1, False),
+        ("positive", 0, 1): (1, False),
+        ("positive", 0, 2): (1, False),
+        ("positive", 1, 3): (1, False),
+    }
+    negatives = [r["sample_index"] for r in ledger.rows() if r["kind"] == "negative"]
+    assert negatives == [1, 2, 3, 9]
+
+
+def brute_force(labels: list[int], old_pred: list[int], new_pred: list[int], k_old: int) -> dict:
+    """METHOD.md's figures by a loop over samples, with the formulas written out once more."""
+
+    def scope(rows):
+        n = len(rows)
+        negative = sum(o == y and nw != y for y, o, nw in rows)
+        positive = sum(o != y and nw == y for y, o, nw in rows)
+        old_correct = sum(o == y for y, o, _ in rows)
+        new_correct = sum(nw == y for y, _, nw in rows)
+        old_accuracy = old_correct / n if n else 0.0
+        new_error = (n - new_correct) / n if n else 0.0
+        nfr = negative / n if n else 0.0
+        denominator = old_accuracy * new_error
+        return {
+            "samples": n,
+            "negative_flips": negative,
+            "positive_flips": positive,
+            "old_correct": old_correct,
+            "new_correct": new_correct,
+            "nfr": nfr,
+            "relative_nfr": nfr / denominator if denominator else 0.0,
+        }
+
+    rows = list(zip(labels, old_pred, new_pred, strict=True))
+    both_correct = sum(o == y == nw for y, o, nw in rows)
+    both_wrong = sum(o != y and nw != y for y, o, nw in rows)
+    old_right = sum(o == y for y, o, _ in rows)
+    return {
+        "all": scope(rows),
+        "old_classes": scope([row for row in rows if row[0] < k_old]),
+        "intrusion_flips": sum(o == y and nw != y and nw >= k_old for y, o, nw in rows),
+        "both_correct": both_correct,
+        "both_wrong": both_wrong,
+        "btc": both_correct / old_right if old_right else None,
+        "bec": both_wrong / (len(rows) - old_right) if len(rows) > old_right else None,
+    }
+
+
+@st.composite
+def flip_cases(draw):
+    k_old = draw(st.integers(1, 4))
+    k = draw(st.integers(k_old, k_old + 3))
+    n = draw(st.integers(1, 40))
+    labels = draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n))
+    old_pred = draw(st.lists(st.integers(0, k_old - 1), min_size=n, max_size=n))
+    new_pred = draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n))
+    return k_old, k, labels, old_pred, new_pred
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(flip_cases())
+def test_every_scope_figure_equals_a_per_sample_loop(case):
+    k_old, k, labels, old_pred, new_pred = case
+    summary, _ = flip_report(
+        labels=torch.tensor(labels),
+        old_logits=one_hot_logits(old_pred, k_old),
+        new_logits=one_hot_logits(new_pred, k),
+        classes=[f"c{i}" for i in range(k)],
+        k_old=k_old,
+    )
+    expected = brute_force(labels, old_pred, new_pred, k_old)
+    for name in ("all", "old_classes"):
+        figures = getattr(summary.scopes, name)
+        for key in ("samples", "negative_flips", "positive_flips", "old_correct", "new_correct"):
+            assert getattr(figures, key) == expected[name][key], (name, key)
+        assert figures.nfr == pytest.approx(expected[name]["nfr"])
+        assert figures.relative_nfr == pytest.approx(expected[name]["relative_nfr"]), name
+    assert summary.intrusion_flips == expected["intrusion_flips"]
+    assert sum(row.intrusion_flips for row in summary.per_class) == expected["intrusion_flips"]
+    assert (summary.both_correct, summary.both_wrong) == (expected["both_correct"], expected["both_wrong"])
+    for key in ("btc", "bec"):
+        value = getattr(summary, key)
+        assert value == (None if expected[key] is None else pytest.approx(expected[key])), key

@@ -434,6 +434,7 @@ def test_new_class_samples_get_alpha_for_the_old_teacher():
     labels = torch.tensor([3, 4, 2, 0])
     w = focal_weights(old, labels, alpha=1.0, beta=5.0)
     assert w.tolist() == [1.0, 1.0, 6.0, 1.0]
+    assert w.dtype == torch.float64  # the teacher's precision, as the float64 references use
     # In the loss: pct-kl on the two new-class samples is CE + mean(alpha * KL).
     case = {
         "k_old": 3,
@@ -553,8 +554,12 @@ def test_elodi_topk_with_fewer_than_k_classes_is_full_lm():
 
 
 def test_unknown_method_is_refused():
-    with pytest.raises(ValueError, match="unknown method"):
+    with pytest.raises(ValueError, match="unknown method") as refused:
         method_loss("mpt-xx", inputs_of(_fixed_case()), MethodParams())
+    # The message lists every method by the name the CLI and the API take.
+    assert str(refused.value) == "unknown method 'mpt-xx'; choose one of " + ", ".join(
+        method.value for method in UpdateMethod
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -175,7 +175,9 @@ def test_grid():
 
 def test_cli_sweep(small_fashion_mnist, tmp_path):
     data = str(small_fashion_mnist)
-    small = ["--epochs", "1", "--train-samples-per-class", "30", "--eval-samples-per-class", "10", "--quiet"]
+    # Two epochs on 90 images per class: enough for the two trials to differ in validation
+    # accuracy, so that the choice between them means something.
+    small = ["--epochs", "2", "--train-samples-per-class", "90", "--eval-samples-per-class", "10", "--quiet"]
     assert main(["train", "--data", data, "--classes", "0-4", "--out", str(tmp_path / "v1.safetensors"), *small]) == 0
     out = tmp_path / "sweep.json"
     code = main(
@@ -186,7 +188,7 @@ def test_cli_sweep(small_fashion_mnist, tmp_path):
             "--base",
             str(tmp_path / "v1.safetensors"),
             "--sweep",
-            "bias=0,2",
+            "bias=0,4",
             "--cache",
             str(tmp_path / "refs"),
             "--out",
@@ -198,8 +200,42 @@ def test_cli_sweep(small_fashion_mnist, tmp_path):
     )
     assert code == 0 and (tmp_path / "v2.safetensors").exists()
     result = json.loads(out.read_text())
-    assert [t["params"]["bias"] for t in result["trials"]] == [0, 2]
-    assert result["winner"] in (0, 1) and result["policy"]["split"] == "validation"
+    assert [t["params"]["bias"] for t in result["trials"]] == [0, 4]
+    assert result["policy"]["split"] == "validation"
+    # Without --max-val-nfr the bound is the reference's own validation NFR; the winner is
+    # the most accurate trial within it (ties: lower NFR, then the earlier trial), or the
+    # lowest NFR (ties: higher accuracy, earlier) when none is within it. Worked out here
+    # from the trials' figures, independently of mpt.sweep.choose_winner.
+    bound = result["reference_validation"]["nfr_old_classes"]
+    assert result["policy"]["bound"] == bound
+    figures = [(t["validation"]["accuracy"], t["validation"]["nfr_old_classes"]) for t in result["trials"]]
+    within = [i for i, (_, nfr) in enumerate(figures) if nfr <= bound]
+    if within:
+        expected = sorted(within, key=lambda i: (-figures[i][0], figures[i][1], i))[0]
+    else:
+        expected = sorted(range(len(figures)), key=lambda i: (figures[i][1], -figures[i][0], i))[0]
+    assert result["winner"] == expected, (figures, bound)
+    assert figures[0] != figures[1]  # not a tie settled by order
+    # The file written is the winner's: evaluating it reproduces the sweep's report.
+    evaluated = tmp_path / "evaluated.json"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--data",
+                data,
+                "--old",
+                str(tmp_path / "v1.safetensors"),
+                "--new",
+                str(tmp_path / "v2.safetensors"),
+                "--json",
+                str(evaluated),
+                *small,
+            ]
+        )
+        == 0
+    )
+    assert json.loads(evaluated.read_text())["report"] == result["report"]
     assert (
         main(
             [

@@ -158,24 +158,58 @@ def test_method_missing_its_teacher(data, method, teacher_set, missing):
         run(data, method=method, teacher_set=teacher_set)
 
 
-def test_elodi_trains_with_a_small_ensemble(data):
-    ensemble = [build_net("small_cnn", num_classes=K, in_channels=1, seed=s) for s in (11, 12)]
-    old = build_net("small_cnn", num_classes=K_OLD, in_channels=1, seed=13)
-    params_start = MethodParams(elodi_start_epoch=1)
+def elodi_run(data, *, method: str, params: MethodParams, epochs: int = 3):
+    """Train with the old model and a two-model ensemble as teachers; returns the per-epoch
+    train losses and the student's weights after each epoch."""
     train_set, _, mean, std = data
     net = build_net("small_cnn", num_classes=K, in_channels=1, seed=1)
+    states = []
     setup = TrainingSetup(
         train_set=train_set,
-        recipe=Recipe(epochs=2, batch_size=64),
+        recipe=Recipe(epochs=epochs, batch_size=64, lr=0.05, crop_padding=2),
         new_mask=new_mask(),
         mean=mean,
         std=std,
         seed=0,
-        teachers=Teachers(old=old, ensemble=ensemble),
+        teachers=Teachers(
+            old=build_net("small_cnn", num_classes=K_OLD, in_channels=1, seed=13),
+            ensemble=[build_net("small_cnn", num_classes=K, in_channels=1, seed=s) for s in (11, 12)],
+        ),
         device=torch.device("cpu"),
+        callbacks=Callbacks(
+            on_epoch_end=lambda epoch, metrics: states.append({k: v.clone() for k, v in net.state_dict().items()})
+        ),
     )
-    history = train(setup, net=net, method="elodi", params=params_start)
-    assert len(history) == 2 and all(torch.isfinite(torch.tensor(m["train_loss"])) for m in history)
+    history = train(setup, net=net, method=method, params=params)
+    return [m["train_loss"] for m in history], states
+
+
+def same_state(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+
+
+@pytest.mark.parametrize("method", ["elodi", "elodi-topk"])
+def test_elodi_is_plain_cross_entropy_before_its_start_epoch_and_distils_from_it_on(data, method):
+    plain_losses, plain_states = elodi_run(data, method="independent", params=MethodParams())
+    losses, states = elodi_run(data, method=method, params=MethodParams(elodi_start_epoch=1))
+    # Epoch 0 (before elodi_start_epoch = 1): exactly the independent run, loss and weights.
+    assert losses[0] == plain_losses[0]
+    assert same_state(states[0], plain_states[0])
+    # From epoch 1 on the distillation terms join: another loss, other weights.
+    for epoch in (1, 2):
+        assert torch.isfinite(torch.tensor(losses[epoch]))
+        assert losses[epoch] != plain_losses[epoch], epoch
+        assert not same_state(states[epoch], plain_states[epoch]), epoch
+
+
+def test_elodi_whose_start_epoch_is_never_reached_is_plain_cross_entropy(data):
+    plain_losses, plain_states = elodi_run(data, method="independent", params=MethodParams(), epochs=2)
+    losses, states = elodi_run(data, method="elodi", params=MethodParams(elodi_start_epoch=2), epochs=2)
+    assert losses == plain_losses
+    assert all(same_state(a, b) for a, b in zip(states, plain_states, strict=True))
+    # And one that starts at once differs from the first epoch.
+    losses, states = elodi_run(data, method="elodi", params=MethodParams(elodi_start_epoch=0), epochs=2)
+    assert losses[0] != plain_losses[0] and not same_state(states[0], plain_states[0])
 
 
 def test_progress_reaches_one(data):

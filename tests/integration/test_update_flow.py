@@ -85,11 +85,16 @@ def _full_story(api: Api, tmp_path: Path, family: str) -> None:
     assert flips["reference"]["scopes"]["all"]["negative_flips"] == reference.scopes.all.negative_flips
 
     negative = api.ok(api.http.get(f"/models/{v2['id']}/flips", params={"kind": "negative", "page_size": 5}))
-    assert all(row["kind"] == "negative" for row in negative["samples"]["items"])
-    if negative["samples"]["items"]:
-        sample = negative["samples"]["items"][0]["sample_index"]
-        image = api.http.get(f"/models/{v2['id']}/flips/{sample}/image")
-        assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+    # The update flipped some samples (fixed seeds): the filter has rows to check, and they
+    # are the engine ledger's first negative flips in evaluation-sample order.
+    expected_negatives = sorted(row["sample_index"] for row in ledger.rows() if row["kind"] == "negative")
+    assert len(expected_negatives) == figures["scopes"]["all"]["negative_flips"] > 0
+    items = negative["samples"]["items"]
+    assert negative["samples"]["total"] == len(expected_negatives)
+    assert [row["sample_index"] for row in items] == expected_negatives[:5]
+    assert all(row["kind"] == "negative" for row in items)
+    image = api.http.get(f"/models/{v2['id']}/flips/{items[0]['sample_index']}/image")
+    assert image.status_code == 200 and image.headers["content-type"] == "image/png"
     csv = api.http.get(f"/models/{v2['id']}/flips", params={"format": "csv"})
     assert csv.status_code == 200 and csv.text.count("\n") == len(ledger) + 1
 

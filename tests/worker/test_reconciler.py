@@ -1,0 +1,286 @@
+"""worker/reconciler.py on both brokers: real Redis (a private server, on a database index other
+than 0) and kombu's filesystem transport (a temporary folder), with a SQLite database.
+
+The reconciler sends a job again when the database says it needs a worker (queued past the
+grace time, or active with a stale heartbeat) and no message for it waits in the training
+queue; never a job whose message still waits, and never a job whose worker is alive.
+Messages are written by the API's own sender (api.queue.TaskQueue) and read back from the
+broker's storage, not through the reconciler.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import update
+from sqlalchemy.exc import OperationalError
+
+from api.queue import TaskQueue
+from contracts.jobs import JobRequest
+from contracts.tasks import INSPECT_DATASET_TASK, RUN_UPDATE_TASK, TRAINING_QUEUE
+from db.base import make_engine, make_session_factory, utcnow
+from db.migrate import upgrade
+from db.settings import Settings
+from db.updates.lifecycle import claim_job, fail_job
+from db.updates.models import UpdateJob
+from db.updates.submission import create_job
+from tests.db.db_helpers import ready_dataset, uploaded_model
+from worker.app import create_celery
+from worker.reconciler import reconcile, start_reconciler
+
+HEARTBEAT_TIMEOUT_S = 60
+RECONCILE_INTERVAL_S = 30  # also the grace a queued job gets before it counts as lost
+LONG_AGO = timedelta(seconds=600)
+REDIS_DB = 5
+
+needs_redis_server = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+
+
+@pytest.fixture(scope="module")
+def redis_server():
+    from tests.integration.private_services import PrivateRedis
+
+    server = PrivateRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["filesystem", pytest.param("redis", marks=needs_redis_server)])
+def broker(request, tmp_path):
+    """(settings, kind) for a fresh broker of each kind and a migrated SQLite database."""
+    database_url = f"sqlite:///{tmp_path / 'flipguard.db'}"
+    upgrade(database_url)
+    if request.param == "filesystem":
+        broker_url = f"filesystem://{tmp_path / 'broker'}"
+    else:
+        server = request.getfixturevalue("redis_server")
+        broker_url = f"redis://127.0.0.1:{server.port}/{REDIS_DB}"
+        redis.Redis.from_url(broker_url).flushdb()
+    settings = Settings(
+        database_url=database_url,
+        broker_url=broker_url,
+        artifact_root=tmp_path / "artifacts",
+        heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S,
+        reconcile_interval_s=RECONCILE_INTERVAL_S,
+    )
+    return settings, request.param
+
+
+class World:
+    """The database, the worker's Celery app and the API's sender of one test."""
+
+    def __init__(self, settings: Settings, kind: str):
+        self.settings, self.kind = settings, kind
+        self.engine = make_engine(settings.database_url)
+        self.session_factory = make_session_factory(self.engine)
+        self.app = create_celery(settings)
+        self.api_queue = TaskQueue(settings)
+        with self.session_factory() as session:
+            self.dataset_id = ready_dataset(session).id
+            self.base_id = uploaded_model(session).id
+        self.seed = 0
+
+    def close(self) -> None:
+        self.app.close()
+        self.engine.dispose()
+
+    def job(self, *, created_ago: timedelta = LONG_AGO) -> int:
+        """A queued update job, created `created_ago`."""
+        self.seed += 1
+        request = JobRequest(base_model_id=self.base_id, dataset_id=self.dataset_id, method="mpt-kl", seed=self.seed)
+        with self.session_factory() as session:
+            job_id = create_job(session, request=request)[0].id
+        self._set(job_id, created_at=utcnow() - created_ago)
+        return job_id
+
+    def claimed(self, job_id: int, *, heartbeat_ago: timedelta, worker: str = "w1") -> int:
+        with self.session_factory() as session:
+            assert claim_job(session, job_id=job_id, worker_id=worker, heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S)
+        self._set(job_id, heartbeat_at=utcnow() - heartbeat_ago)
+        return job_id
+
+    def _set(self, job_id: int, **values) -> None:
+        with self.session_factory() as session:
+            session.execute(update(UpdateJob).where(UpdateJob.id == job_id).values(**values))
+            session.commit()
+
+    def reconcile(self) -> list[int]:
+        return reconcile(
+            app=self.app, settings=self.settings, session_factory=self.session_factory, queue=TRAINING_QUEUE
+        )
+
+    def raw_messages(self, queue: str) -> list[bytes]:
+        """Every message waiting in `queue`, read from the broker's own storage."""
+        if self.kind == "filesystem":
+            folder = Path(self.settings.broker_connection()[1]["data_folder_out"])
+            return [path.read_bytes() for path in sorted(folder.glob(f"*.{queue}.msg"))]
+        client = redis.Redis.from_url(self.settings.broker_url)
+        return client.lrange(queue, 0, -1)
+
+    def waiting(self, queue: str = TRAINING_QUEUE) -> list[tuple[str, list]]:
+        """(task name, args) of every Celery message waiting in `queue`, sorted."""
+        messages = []
+        for raw in self.raw_messages(queue):
+            try:
+                payload = json.loads(raw)
+            except ValueError:
+                continue  # not a Celery message
+            args = json.loads(base64.b64decode(payload["body"]))[0]
+            messages.append((payload["headers"]["task"], args))
+        return sorted(messages)
+
+    def take_message(self):
+        """A worker takes the oldest training message off the queue, unacknowledged; returns
+        the consumer's connection (closing it would hand an unacknowledged Redis message back)."""
+        connection = self.app.connection_for_read()
+        message = connection.default_channel.basic_get(TRAINING_QUEUE, no_ack=False)
+        assert message is not None
+        return connection
+
+
+@pytest.fixture
+def world(broker):
+    settings, kind = broker
+    world = World(settings, kind)
+    yield world
+    world.close()
+
+
+def update_messages(*job_ids: int) -> list[tuple[str, list]]:
+    return sorted((RUN_UPDATE_TASK, [job_id]) for job_id in job_ids)
+
+
+def test_resends_exactly_the_jobs_that_no_message_carries(world):
+    queued_lost = world.job()
+    queued_waiting = world.job()
+    world.api_queue.run_update(queued_waiting)
+    queued_in_grace = world.job(created_ago=timedelta(seconds=1))  # the API is still sending it
+    running_stale = world.claimed(world.job(), heartbeat_ago=LONG_AGO)
+    evaluating_stale = world.claimed(world.job(), heartbeat_ago=LONG_AGO)
+    world._set(evaluating_stale, status="evaluating")
+    stale_waiting = world.claimed(world.job(), heartbeat_ago=LONG_AGO)
+    world.api_queue.run_update(stale_waiting)  # e.g. Redis handed it back after the visibility timeout
+    running_live = world.claimed(world.job(), heartbeat_ago=timedelta(seconds=1))
+    finished = world.claimed(world.job(), heartbeat_ago=LONG_AGO)
+    with world.session_factory() as session:
+        fail_job(session, job_id=finished, error="boom")
+    assert world.waiting() == update_messages(queued_waiting, stale_waiting)
+
+    resent = world.reconcile()
+
+    assert resent == [queued_lost, running_stale, evaluating_stale]
+    # Each resent job now has exactly one run_update message in the training queue, and the
+    # jobs that had one were not sent twice.
+    assert world.waiting() == update_messages(
+        queued_lost, queued_waiting, running_stale, evaluating_stale, stale_waiting
+    )
+    assert not {queued_in_grace, running_live, finished} & set(resent)
+    # Another round finds every job that needs a worker carried by a message.
+    assert world.reconcile() == []
+    assert len(world.waiting()) == 5
+
+
+def test_a_message_taken_by_a_worker_that_died_is_lost_and_its_job_resent(world):
+    job = world.job()
+    world.api_queue.run_update(job)
+    consumer = world.take_message()  # the worker took the message ...
+    try:
+        # ... and claimed the job: while it heartbeats, nothing is sent.
+        world.claimed(job, heartbeat_ago=timedelta(seconds=1), worker="dying")
+        assert world.waiting() == []
+        assert world.reconcile() == []
+        assert world.waiting() == []
+        # It died: its heartbeat goes stale, and no message waits (the filesystem transport
+        # deleted the file; Redis holds it unacknowledged until the week-long visibility timeout).
+        world._set(job, heartbeat_at=utcnow() - LONG_AGO)
+        assert world.reconcile() == [job]
+        assert world.waiting() == update_messages(job)
+    finally:
+        consumer.release()
+
+
+def test_a_queued_job_whose_message_was_taken_before_any_claim_is_resent(world):
+    job = world.job()
+    world.api_queue.run_update(job)
+    consumer = world.take_message()  # a worker took it and died before claiming
+    try:
+        assert world.waiting() == []
+        assert world.reconcile() == [job]
+        assert world.waiting() == update_messages(job)
+    finally:
+        consumer.release()
+
+
+def test_other_messages_do_not_count_as_carrying_a_job(world):
+    job = world.job()
+    # The same id in a message of another task, in the training queue and in its own queue.
+    world.app.send_task(INSPECT_DATASET_TASK, args=[job], queue=TRAINING_QUEUE)
+    world.api_queue.inspect_dataset(job)
+    if world.kind == "filesystem":  # and a file that is no Celery message at all
+        folder = Path(world.settings.broker_connection()[1]["data_folder_out"])
+        (folder / f"0_garbage.{TRAINING_QUEUE}.msg").write_bytes(b"not json")
+    assert world.reconcile() == [job]
+    assert (RUN_UPDATE_TASK, [job]) in world.waiting()
+
+
+@needs_redis_server
+def test_a_redis_restart_without_persistence_loses_the_queue_and_every_job_is_resent(redis_server, tmp_path):
+    database_url = f"sqlite:///{tmp_path / 'flipguard.db'}"
+    upgrade(database_url)
+    settings = Settings(
+        database_url=database_url,
+        broker_url=f"redis://127.0.0.1:{redis_server.port}/{REDIS_DB}",
+        heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S,
+        reconcile_interval_s=RECONCILE_INTERVAL_S,
+    )
+    world = World(settings, "redis")
+    try:
+        queued = [world.job(), world.job()]
+        for job in queued:
+            world.api_queue.run_update(job)
+        running = world.claimed(world.job(), heartbeat_ago=timedelta(seconds=1))
+        assert world.reconcile() == []
+        redis_server.stop()
+        redis_server.start()
+        assert world.waiting() == []
+        # The running job's worker is alive: only the queued ones need sending.
+        assert world.reconcile() == queued
+        assert world.waiting() == update_messages(*queued)
+        assert running not in world.reconcile()
+    finally:
+        world.close()
+
+
+def test_the_reconciler_thread_survives_a_failed_round(broker):
+    settings, kind = broker
+    settings = settings.model_copy(update={"reconcile_interval_s": 0.05})
+    world = World(settings, kind)
+    job = world.job()
+    rounds = []
+
+    def flaky_session_factory():
+        rounds.append(1)
+        if len(rounds) == 1:
+            raise OperationalError("SELECT 1", {}, Exception("the database is restarting"))
+        return world.session_factory()
+
+    stop = start_reconciler(
+        app=world.app, settings=settings, session_factory=flaky_session_factory, queue=TRAINING_QUEUE
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not world.waiting() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        world.close()
+    assert world.waiting() == update_messages(job)
+    assert len(rounds) >= 2  # the first round failed, a later one sent the job
