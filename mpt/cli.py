@@ -19,10 +19,11 @@ from mpt.formats import open_dataset
 from mpt.losses import METHODS
 from mpt.nets import ARCHITECTURES
 from mpt.recipe import MethodParams
+from mpt.reference import FileReferenceStore, Progress, UpdateData
 from mpt.reproduce.command import add_arguments as add_reproduce_arguments
 from mpt.reproduce.command import cmd_reproduce
 from mpt.sweep import DEFAULT_BIASES, run_sweep
-from mpt.update import FileReferenceStore, Progress, UpdateData, UpdateOutcome, evaluate, prepare_data, run_update
+from mpt.update import UpdateOutcome, evaluate, prepare_data, run_update
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 

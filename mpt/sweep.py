@@ -23,18 +23,9 @@ from mpt.data import DataBundle
 from mpt.flips import FlipLedger, headline
 from mpt.losses import get_method
 from mpt.recipe import MethodParams, Recipe
+from mpt.reference import IndependentRuns, Progress, ReferenceStore, UpdateData, independent_model, untrained_model
 from mpt.train import Teachers, resolve_device, train_students
-from mpt.update import (
-    IndependentRuns,
-    Progress,
-    ReferenceStore,
-    UpdateData,
-    UpdateInputs,
-    evaluate,
-    independent_model,
-    untrained_model,
-    update_setup,
-)
+from mpt.update import UpdateInputs, evaluate, update_setup
 
 # The authors' suggested grid for b (docs/METHOD.md, "Choosing b: the sweep").
 DEFAULT_BIASES = (0.0, 1.0, 2.0, 4.0)

@@ -12,9 +12,10 @@ from mpt.artifacts import LoadedModel
 from mpt.console import epoch_progress
 from mpt.flips import headline
 from mpt.recipe import MethodParams
+from mpt.reference import Progress
 from mpt.reproduce.study import Study
 from mpt.sweep import SweepOutcome, run_sweep
-from mpt.update import Progress, UpdateOutcome, run_update
+from mpt.update import UpdateOutcome, run_update
 
 
 def log(message: str) -> None:

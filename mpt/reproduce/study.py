@@ -9,7 +9,7 @@ from typing import TypedDict
 from contracts.selection import Selection
 from mpt.data import DataBundle
 from mpt.recipe import MethodParams, Recipe
-from mpt.update import FileReferenceStore
+from mpt.reference import FileReferenceStore
 
 PAPER_METHODS = (
     "independent",
