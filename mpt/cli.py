@@ -19,10 +19,11 @@ from mpt.formats import open_dataset
 from mpt.losses import METHODS
 from mpt.nets import ARCHITECTURES
 from mpt.recipe import MethodParams
+from mpt.reference import FileReferenceStore, Progress, UpdateData
 from mpt.reproduce.command import add_arguments as add_reproduce_arguments
 from mpt.reproduce.command import cmd_reproduce
 from mpt.sweep import DEFAULT_BIASES, run_sweep
-from mpt.update import FileReferenceStore, Progress, UpdateData, UpdateOutcome, evaluate, prepare_data, run_update
+from mpt.update import UpdateOutcome, evaluate, prepare_data, run_update
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -99,15 +100,16 @@ def cmd_update(args) -> dict:
     base = load_model(args.base)
     outcome = _update(args, args.method, base, bundle)
     sha = save_model(args.out, outcome.model.net, outcome.model.spec)
-    rows = {args.method: headline(outcome.report), "independent": headline(outcome.reference_report)}
+    report, reference_report = outcome.checked_report(), outcome.checked_reference_report()
+    rows = {args.method: headline(report), "independent": headline(reference_report)}
     print(format_table(rows))
     result = {
         "model": args.out,
         "sha256": sha,
         "method": args.method,
-        "report": outcome.report.to_dict(),
-        "reference_report": outcome.reference_report.to_dict(),
-        "ledger": outcome.ledger.rows(),
+        "report": report.to_dict(),
+        "reference_report": reference_report.to_dict(),
+        "ledger": outcome.checked_ledger().rows(),
         "history": outcome.history,
     }
     _write_json(args.json, result)
@@ -187,7 +189,7 @@ def cmd_reference(args) -> dict:
     base = load_model(args.base)
     outcome = _update(args, "independent", base, bundle)
     sha = save_model(args.out, outcome.model.net, outcome.model.spec)
-    print(format_table({"independent": headline(outcome.report)}))
+    print(format_table({"independent": headline(outcome.checked_report())}))
     return {"model": args.out, "sha256": sha}
 
 
@@ -237,15 +239,16 @@ def cmd_demo(args) -> dict:
     args.classes = None
     outcome = _update(args, "mpt-kl", first.model, bundle)
     save_model(work / "v2-mpt-kl.safetensors", outcome.model.net, outcome.model.spec)
-    rows = {"independent": headline(outcome.reference_report), "mpt-kl": headline(outcome.report)}
+    report, reference_report = outcome.checked_report(), outcome.checked_reference_report()
+    rows = {"independent": headline(reference_report), "mpt-kl": headline(report)}
     print("\nupdate v1 (classes 0-4) -> v2 (classes 0-9), evaluated on the test split:")
     print(format_table(rows))
-    avoided = outcome.reference_report.scopes.all.negative_flips - outcome.report.scopes.all.negative_flips
+    avoided = reference_report.scopes.all.negative_flips - report.scopes.all.negative_flips
     print(
         f"\nMPT-KL avoided {avoided} negative flips compared with the independent retrain "
         f"({time.perf_counter() - started:.0f} s)."
     )
-    result = {"independent": outcome.reference_report.to_dict(), "mpt-kl": outcome.report.to_dict()}
+    result = {"independent": reference_report.to_dict(), "mpt-kl": report.to_dict()}
     _write_json(args.json or str(work / "demo.json"), result)
     return result
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from mpt.reference import Progress
 from mpt.train import Callbacks
-from mpt.update import Progress
 
 
 def epoch_progress(label: str, quiet: bool) -> Progress:

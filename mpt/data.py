@@ -270,7 +270,7 @@ def image_summary(parts: list[ImageSet | ImageFiles]) -> dict:
 def content_digest(train: ImageSet, test: ImageSet) -> str:
     digest = hashlib.sha256()
     for part in (train, test):
-        digest.update(part.images.contiguous().numpy())  # hashed in place, not copied to bytes
+        digest.update(part.images.contiguous().numpy().data)  # hashed in place (a memoryview), not copied to bytes
         digest.update(part.labels.numpy().astype("<i8").tobytes())
     digest.update(json.dumps(train.classes).encode())
     return digest.hexdigest()

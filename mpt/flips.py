@@ -160,7 +160,7 @@ def flip_report(
     )
 
     flipped = negative | positive
-    transitions = []
+    transitions: list[Transition] = []
     for kind, mask in ((FlipKind.NEGATIVE, negative), (FlipKind.POSITIVE, positive)):
         pair_counts = torch.bincount(old_pred[mask] * k + new_pred[mask], minlength=k * k)
         transitions.extend(

@@ -298,9 +298,12 @@ def _load_cifar100(root: Path, budget: ReadBudget) -> tuple[ImageSet, ImageSet]:
 
 def _npy_header(archive: np.lib.npyio.NpzFile, key: str) -> tuple[tuple[int, ...], np.dtype]:
     """The shape and dtype an array of the archive declares, read from its .npy header only."""
-    names = archive.zip.namelist()
+    members = archive.zip
+    if members is None:
+        raise ValueError("the .npz archive is closed: its array headers can no longer be read")
+    names = members.namelist()
     member = f"{key}.npy" if f"{key}.npy" in names else key
-    with archive.zip.open(member) as handle:
+    with members.open(member) as handle:
         version = np.lib.format.read_magic(handle)
         if version == (1, 0):
             shape, _, dtype = np.lib.format.read_array_header_1_0(handle)

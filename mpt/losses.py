@@ -65,9 +65,17 @@ class LossInputs:
     epoch: int = 0
 
 
+def _needs(logits: torch.Tensor | None, name: str) -> torch.Tensor:
+    """A teacher's logits the method reads: the training loop sets them for every method that needs them."""
+    if logits is None:
+        raise ValueError(f"this method needs {name}, and the loss inputs have none")
+    return logits
+
+
 def _old_part(inputs: LossInputs) -> tuple[torch.Tensor, torch.Tensor]:
-    k_old = inputs.old_logits.shape[1]
-    return inputs.logits[:, :k_old], inputs.old_logits
+    old_logits = _needs(inputs.old_logits, "the old model's logits")
+    k_old = old_logits.shape[1]
+    return inputs.logits[:, :k_old], old_logits
 
 
 def _independent(inputs: LossInputs, params: MethodParams) -> torch.Tensor:
@@ -76,7 +84,7 @@ def _independent(inputs: LossInputs, params: MethodParams) -> torch.Tensor:
 
 def _pct_naive(inputs: LossInputs, params: MethodParams) -> torch.Tensor:
     per_sample = F.cross_entropy(inputs.logits, inputs.labels, reduction="none")
-    old_correct = (inputs.old_logits.argmax(1) == inputs.labels).to(per_sample.dtype)
+    old_correct = (_needs(inputs.old_logits, "the old model's logits").argmax(1) == inputs.labels).to(per_sample.dtype)
     return per_sample.mean() + (old_correct * per_sample).mean()
 
 
@@ -97,13 +105,14 @@ def _elodi(inputs: LossInputs, params: MethodParams, *, topk: bool) -> torch.Ten
     if inputs.epoch < params.elodi_start_epoch:
         return loss
     student, teacher = _old_part(inputs)
+    ensemble_logits = _needs(inputs.ensemble_logits, "the ensemble's logits")
     if topk:
         old_term = topk_lm(student, teacher, k=params.elodi_topk)
-        ensemble_term = topk_lm(inputs.logits, inputs.ensemble_logits, k=params.elodi_topk)
+        ensemble_term = topk_lm(inputs.logits, ensemble_logits, k=params.elodi_topk)
     else:
         ones = torch.ones_like(inputs.labels, dtype=inputs.logits.dtype)
         old_term = focal_lm(student, teacher, ones)
-        ensemble_term = focal_lm(inputs.logits, inputs.ensemble_logits, ones)
+        ensemble_term = focal_lm(inputs.logits, ensemble_logits, ones)
     return loss + params.elodi_old_weight * old_term + params.elodi_ensemble_weight * ensemble_term
 
 
@@ -116,17 +125,18 @@ def _mpt(inputs: LossInputs, params: MethodParams, *, distill: str | None, bias:
     if distill is None:
         return loss
     student_old, teacher_old = _old_part(inputs)
+    ref_logits = _needs(inputs.ref_logits, "the reference's logits")
     old_weights = focal_weights(teacher_old, inputs.labels, alpha=params.alpha, beta=params.beta)
-    ref_weights = focal_weights(inputs.ref_logits, inputs.labels, alpha=params.alpha, beta=params.beta)
+    ref_weights = focal_weights(ref_logits, inputs.labels, alpha=params.alpha, beta=params.beta)
     # Both distillation terms see the unbiased logits z.
     if distill == "kl":
         return (
             loss
             + focal_kl(student_old, teacher_old, old_weights, tau=params.tau)
-            + focal_kl(inputs.logits, inputs.ref_logits, ref_weights, tau=params.tau)
+            + focal_kl(inputs.logits, ref_logits, ref_weights, tau=params.tau)
         )
     return loss + params.lm_weight * (
-        focal_lm(student_old, teacher_old, old_weights) + focal_lm(inputs.logits, inputs.ref_logits, ref_weights)
+        focal_lm(student_old, teacher_old, old_weights) + focal_lm(inputs.logits, ref_logits, ref_weights)
     )
 
 

@@ -23,17 +23,9 @@ from mpt.data import DataBundle
 from mpt.flips import FlipLedger, headline
 from mpt.losses import get_method
 from mpt.recipe import MethodParams, Recipe
+from mpt.reference import IndependentRuns, Progress, ReferenceStore, UpdateData, independent_model, untrained_model
 from mpt.train import Teachers, resolve_device, train_students
-from mpt.update import (
-    Progress,
-    ReferenceStore,
-    UpdateData,
-    UpdateInputs,
-    evaluate,
-    independent_model,
-    untrained_model,
-    update_setup,
-)
+from mpt.update import UpdateInputs, evaluate, update_setup
 
 # The authors' suggested grid for b (docs/METHOD.md, "Choosing b: the sweep").
 DEFAULT_BIASES = (0.0, 1.0, 2.0, 4.0)
@@ -78,12 +70,12 @@ class SweepOutcome:
     data: UpdateData
     reference: LoadedModel
     reference_validation: dict  # the reference's headline figures on the validation split
-    report: FlipSummary | None = None  # the winner against the old model on the evaluation split
-    ledger: FlipLedger | None = None
-    reference_report: FlipSummary | None = None
-    choice: Choice | None = None
-    selection: Selection | None = None
-    inputs: UpdateInputs | None = None  # the splits as the networks read them (the ledger's thumbnails)
+    report: FlipSummary  # the winner against the old model on the evaluation split
+    ledger: FlipLedger
+    reference_report: FlipSummary
+    choice: Choice
+    selection: Selection
+    inputs: UpdateInputs  # the splits as the networks read them (the ledger's thumbnails)
 
     @property
     def best(self) -> Trial:
@@ -181,12 +173,12 @@ def run_sweep(
     )
     if progress.on_data_path:
         progress.on_data_path(inputs.data_path)
-    common = dict(data=data, arch=arch, store=store, progress=progress, checkpoint_dir=checkpoint_dir)
-    reference = independent_model(setup, phase="reference", **common)
+    runs = IndependentRuns(data=data, arch=arch, store=store, progress=progress, checkpoint_dir=checkpoint_dir)
+    reference = independent_model(setup, runs, phase="reference")
     teachers = Teachers(old=base.net, reference=reference.net)
     if spec.needs_ensemble:
         teachers.ensemble = [
-            independent_model(dataclasses.replace(setup, seed=seed + member), phase=f"ensemble-{member}", **common).net
+            independent_model(dataclasses.replace(setup, seed=seed + member), runs, phase=f"ensemble-{member}").net
             for member in range(1, candidates[0].elodi_ensemble_size + 1)
         ]
 
@@ -245,18 +237,8 @@ def run_sweep(
         "chosen_because": choice.explanation,
         "split": "validation",
     }
-    outcome = SweepOutcome(
-        trials,
-        choice.winner,
-        policy,
-        data,
-        reference,
-        reference_validation,
-        choice=choice,
-        selection=selection,
-        inputs=inputs,
-    )
     progress.enter("evaluating")
+    winner: tuple[FlipSummary, FlipLedger] | None = None
     for index, trial in enumerate(trials):
         if index == choice.winner or evaluate_all:
             report, ledger = evaluate(
@@ -269,8 +251,22 @@ def run_sweep(
             )
             trial.report = report
             if index == choice.winner:
-                outcome.report, outcome.ledger = report, ledger
-    outcome.reference_report, _ = evaluate(
+                winner = report, ledger
+    assert winner is not None, "the chosen trial is always evaluated"
+    reference_report, _ = evaluate(
         model=reference, baseline=base, evaluation=inputs.evaluation, k_old=k_old, device=torch_device, recipe=recipe
     )
-    return outcome
+    return SweepOutcome(
+        trials,
+        choice.winner,
+        policy,
+        data,
+        reference,
+        reference_validation,
+        report=winner[0],
+        ledger=winner[1],
+        reference_report=reference_report,
+        choice=choice,
+        selection=selection,
+        inputs=inputs,
+    )

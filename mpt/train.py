@@ -18,15 +18,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mpt.augment import augment_batch
+from mpt.checkpoint import load_checkpoint, save_checkpoint
 from mpt.data import normalize
 from mpt.feed import BatchFeed, Prepared, decode_workers
 from mpt.graphs import CapturedStep
 from mpt.losses import Method, get_method
-from mpt.packed import NotPackable, pack, pack_state_dicts, pack_tensors, unpack_into, unpack_state_dict, unpack_tensors
+from mpt.packed import NotPackable, pack, unpack_into
 from mpt.recipe import MethodParams, Recipe
 from mpt.step import Student, Teachers, autocast, optimizer_step, teacher_logits
 
@@ -107,99 +107,22 @@ def predict(
     return torch.cat(outputs) if outputs else torch.empty(0, 0)
 
 
-def _checkpoint_prefix(i: int, count: int) -> str:
-    # A lone student keeps the plain key names, so single-run checkpoints read as before.
-    return "" if count == 1 else f"s{i}."
-
-
-def _parameters(student: Student) -> list[torch.Tensor]:
-    return [p for group in student.optimizer.param_groups for p in group["params"]]
-
-
-# One student's state in a checkpoint: its state dict, and its momentum buffers by parameter index.
-HeldState = tuple[dict[str, torch.Tensor], dict[int, torch.Tensor]]
-
-
-def _held_states(student: Student) -> list[HeldState]:
-    """The state of each student `student` holds (a packed net's slices, one per student)."""
-    parameters = _parameters(student)
-    state_of = student.optimizer.state
-    buffers = {
-        j: state_of[p]["momentum_buffer"]
-        for j, p in enumerate(parameters)
-        if state_of.get(p, {}).get("momentum_buffer") is not None
-    }
-    count = len(student.losses)
-    if count == 1:
-        return [(student.net.state_dict(), buffers)]
-    indices = sorted(buffers)
-    held_buffers = unpack_tensors([buffers[j] for j in indices], count)
-    states = unpack_state_dict(student.net.state_dict(), count)
-    return [(state, dict(zip(indices, mine, strict=True))) for state, mine in zip(states, held_buffers, strict=True)]
-
-
-def _load_held_states(student: Student, held: list[HeldState], device: torch.device) -> None:
-    """The inverse of _held_states."""
-    if len(held) == 1:
-        state, buffers = held[0]
-    else:
-        indices = sorted(held[0][1])
-        if any(sorted(mine) != indices for _, mine in held):
-            raise ValueError("the packed students' checkpoints hold different momentum buffers")
-        state = pack_state_dicts([state for state, _ in held])
-        buffers = dict(zip(indices, pack_tensors([[mine[j] for j in indices] for _, mine in held]), strict=True))
-    student.net.load_state_dict(state)
-    parameters = _parameters(student)
-    for j, buffer in buffers.items():
-        student.optimizer.state[parameters[j]]["momentum_buffer"] = buffer.to(device)
-
-
-def _save_checkpoint(path: Path, students: list[Student], epoch: int) -> None:
-    held = [state for student in students for state in _held_states(student)]
-    tensors = {}
-    for i, (state, buffers) in enumerate(held):
-        prefix = _checkpoint_prefix(i, len(held))
-        tensors.update({f"{prefix}net.{k}": v.detach().cpu().contiguous() for k, v in state.items()})
-        tensors.update({f"{prefix}momentum.{j}": b.detach().cpu().contiguous() for j, b in buffers.items()})
-    tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp), metadata={"epochs_done": str(epoch + 1), "students": str(len(held))})
-    tmp.replace(path)  # a crash mid-write leaves the previous checkpoint intact
-
-
-def _load_checkpoint(path: Path, students: list[Student], device: torch.device) -> int:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata()
-    count = sum(len(student.losses) for student in students)
-    if int(metadata.get("students", "1")) != count:
-        raise ValueError(f"checkpoint {path} holds {metadata.get('students', '1')} students, this run trains {count}")
-    tensors = load_file(str(path))
-    held = []
-    for i in range(count):
-        prefix = _checkpoint_prefix(i, count)
-        net_prefix, momentum_prefix = f"{prefix}net.", f"{prefix}momentum."
-        state = {k[len(net_prefix) :]: v for k, v in tensors.items() if k.startswith(net_prefix)}
-        buffers = {int(k[len(momentum_prefix) :]): v for k, v in tensors.items() if k.startswith(momentum_prefix)}
-        held.append((state, buffers))
-    for student in students:
-        _load_held_states(student, held[: len(student.losses)], device)
-        held = held[len(student.losses) :]
-    return int(metadata["epochs_done"])
-
-
-def _frozen(net: nn.Module, device: torch.device, memory_format) -> nn.Module:
+def _frozen(net: nn.Module | None, device: torch.device, memory_format: torch.memory_format, what: str) -> nn.Module:
     """A teacher ready for cheap forwards: on the device, in eval mode, BatchNorm folded into
     the preceding convolutions (the same function up to float rounding), without parameters
     that ask for gradients. The caller's module is moved but not otherwise changed."""
-    net.to(device, memory_format=memory_format).eval()
+    if net is None:
+        raise ValueError(f"a student's method needs {what}, and the setup has none")
+    # torch's Module.to overloads omit memory_format beside a device; the runtime accepts both.
+    net.to(device, memory_format=memory_format).eval()  # type: ignore[call-overload]
     try:
         from torch.fx.experimental.optimization import fuse
 
         frozen = fuse(net)  # a traced copy; leaves `net` as it is
     except Exception:  # not traceable by torch.fx: run the module as it is
         return net
-    return frozen.to(device, memory_format=memory_format).eval().requires_grad_(False)
+    frozen = frozen.to(device, memory_format=memory_format)  # type: ignore[call-overload]  # as above
+    return frozen.eval().requires_grad_(False)
 
 
 def prepare_teachers(
@@ -207,9 +130,11 @@ def prepare_teachers(
 ) -> Teachers:
     """Only the teachers some student's method uses are prepared (and later run)."""
     return Teachers(
-        old=_frozen(teachers.old, device, memory_format) if any(s.needs_old for s in specs) else None,
-        reference=_frozen(teachers.reference, device, memory_format) if any(s.needs_reference for s in specs) else None,
-        ensemble=[_frozen(m, device, memory_format) for m in teachers.ensemble]
+        old=_frozen(teachers.old, device, memory_format, "the old model") if any(s.needs_old for s in specs) else None,
+        reference=_frozen(teachers.reference, device, memory_format, "an independent reference model")
+        if any(s.needs_reference for s in specs)
+        else None,
+        ensemble=[_frozen(m, device, memory_format, "an ensemble member") for m in teachers.ensemble]
         if any(s.needs_ensemble for s in specs)
         else [],
     )
@@ -262,13 +187,13 @@ def train_students(
     memory_format = training_memory_format(device, recipe)
     bf16 = recipe.bf16_on_cuda
     for net in nets:
-        net.to(device, memory_format=memory_format).train()
+        net.to(device, memory_format=memory_format).train()  # type: ignore[call-overload]  # see _frozen
     students = _students(nets, specs, params, recipe, device, memory_format)
     frozen = prepare_teachers(teachers, specs, device, memory_format)
     checkpoint = Path(setup.checkpoint_path) if setup.checkpoint_path else None
     start_epoch = 0
     if checkpoint is not None and checkpoint.exists():
-        start_epoch = _load_checkpoint(checkpoint, students, device)
+        start_epoch = load_checkpoint(checkpoint, students, device)
 
     workers = decode_workers(recipe)
     feed = BatchFeed(setup.train_set, device, workers=workers, on_device=True)
@@ -335,7 +260,7 @@ def train_students(
                 )
             all_metrics.append(metrics)
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, students, epoch)
+            save_checkpoint(checkpoint, students, epoch)
         for history, metrics in zip(histories, all_metrics, strict=True):
             history.append(metrics)
         if callbacks.on_epoch_end:

@@ -4,36 +4,21 @@ and the reference against the old model."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
 
 import torch
-from torch import nn
 
 from contracts.flips import FlipSummary
-from mpt.artifacts import LoadedModel, ModelSpec, load_model, save_model
-from mpt.data import ClassMap, DataBundle, DataError, FittedImages, ImageFiles, ImageSet, build_class_map
+from mpt.artifacts import LoadedModel
+from mpt.data import DataBundle, DataError, FittedImages, ImageFiles, ImageSet, build_class_map
 from mpt.feed import Prepared, choose_data_path, decode_workers, measure_channel_stats, prepare, prepare_for_input
 from mpt.flips import FlipLedger, flip_report
 from mpt.losses import get_method
-from mpt.nets import build_net, warm_start
 from mpt.recipe import MethodParams, Recipe
-from mpt.train import Callbacks, Teachers, TrainingSetup, predict, resolve_device, train
-
-
-@dataclass
-class UpdateData:
-    """Splits of one update, relabelled to its class map (as the data set holds them)."""
-
-    class_map: ClassMap
-    train: ImageSet | ImageFiles
-    validation: ImageSet | ImageFiles
-    evaluation: ImageSet | ImageFiles
-    digest: str
+from mpt.reference import IndependentRuns, Progress, ReferenceStore, UpdateData, independent_model, train_fresh
+from mpt.train import Teachers, TrainingSetup, predict, resolve_device
 
 
 @dataclass
@@ -59,59 +44,6 @@ def prepare_data(
     return UpdateData(class_map, train_set, validation, evaluation, bundle.digest)
 
 
-def reference_key(
-    *, data: UpdateData, shape: tuple[int, int, int], arch: str, recipe: Recipe, seed: int, mean, std
-) -> str:
-    """What makes two independent references interchangeable."""
-    identity: dict = {
-        "data": data.digest,
-        "classes": list(data.class_map.classes),
-        "arch": arch,
-        "recipe": recipe.digest(),
-        "seed": seed,
-        "normalisation": [list(mean), list(std)],
-    }
-    if data.train.shape != tuple(shape):  # fitted inputs; keys of unfitted data stay as they were
-        identity["input_shape"] = list(shape)
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
-
-
-class ReferenceStore(Protocol):
-    """Where trained independent references are kept for reuse (files, or the service's db)."""
-
-    def load(self, key: str) -> LoadedModel | None: ...
-
-    def save(self, key: str, model: LoadedModel) -> None: ...
-
-
-class FileReferenceStore:
-    """Independent references cached as `<key>.safetensors` in a folder."""
-
-    def __init__(self, folder: str | Path):
-        self.folder = Path(folder)
-
-    def load(self, key: str) -> LoadedModel | None:
-        path = self.folder / f"{key}.safetensors"
-        return load_model(path) if path.exists() else None
-
-    def save(self, key: str, model: LoadedModel) -> None:
-        save_model(self.folder / f"{key}.safetensors", model.net, model.spec)
-
-
-@dataclass
-class Progress:
-    """Phase-aware hooks: the pipeline names each phase before the loop's callbacks fire."""
-
-    on_phase: Callable[[str], None] | None = None
-    callbacks: Callbacks = field(default_factory=Callbacks)
-    on_data_path: Callable[[str], None] | None = None  # "resident" or "streaming", once chosen
-
-    def enter(self, phase: str) -> Callbacks:
-        if self.on_phase:
-            self.on_phase(phase)
-        return self.callbacks
-
-
 @dataclass
 class UpdateOutcome:
     model: LoadedModel
@@ -123,83 +55,23 @@ class UpdateOutcome:
     ledger: FlipLedger | None = None
     reference_report: FlipSummary | None = None
 
+    def checked_report(self) -> FlipSummary:
+        """`report`, which every update with a base model has (a first version has none)."""
+        if self.report is None:
+            raise ValueError("a first version (no base model) has no flip report")
+        return self.report
 
-def untrained_model(
-    arch: str,
-    data: UpdateData,
-    shape: tuple[int, int, int],
-    mean: Sequence[float],
-    std: Sequence[float],
-    *,
-    seed: int,
-    warm_from: nn.Module | None = None,
-) -> LoadedModel:
-    """A network for the update's classes and inputs of `shape` (C, H, W): seeded random
-    weights, or `warm_from`'s weights with the new classes' head rows from that seeded
-    initialisation."""
-    spec = ModelSpec(
-        arch=arch,
-        classes=tuple(data.class_map.classes),
-        in_channels=shape[0],
-        image_size=(shape[1], shape[2]),
-        mean=tuple(mean),
-        std=tuple(std),
-    )
-    net = build_net(arch, num_classes=len(spec.classes), in_channels=spec.in_channels, seed=seed)
-    if warm_from is not None:
-        warm_start(net, warm_from)
-    return LoadedModel(net, spec)
+    def checked_ledger(self) -> FlipLedger:
+        """`ledger`, which every update with a base model has (a first version has none)."""
+        if self.ledger is None:
+            raise ValueError("a first version (no base model) has no flip ledger")
+        return self.ledger
 
-
-def _train_fresh(
-    setup: TrainingSetup,
-    *,
-    arch: str,
-    data: UpdateData,
-    method: str,
-    params: MethodParams,
-    warm_from: nn.Module | None = None,
-) -> tuple[LoadedModel, list[dict]]:
-    model = untrained_model(
-        arch, data, setup.train_set.shape, setup.mean, setup.std, seed=setup.seed, warm_from=warm_from
-    )
-    history = train(setup, net=model.net, method=method, params=params)
-    return LoadedModel(model.net.cpu(), model.spec), history
-
-
-def independent_model(
-    setup: TrainingSetup,
-    *,
-    data: UpdateData,
-    arch: str,
-    store: ReferenceStore | None,
-    progress: Progress,
-    phase: str,
-    checkpoint_dir: Path | None,
-) -> LoadedModel:
-    """An independently trained model on the update's classes with `setup`'s seed, reused from `store` when cached."""
-    key = reference_key(
-        data=data,
-        shape=setup.train_set.shape,
-        arch=arch,
-        recipe=setup.recipe,
-        seed=setup.seed,
-        mean=setup.mean,
-        std=setup.std,
-    )
-    cached = store.load(key) if store else None
-    if cached is not None:
-        return cached
-    setup = replace(
-        setup,
-        teachers=Teachers(),
-        callbacks=progress.enter(phase),
-        checkpoint_path=checkpoint_dir / f"{phase}.ckpt" if checkpoint_dir else None,
-    )
-    model, _ = _train_fresh(setup, arch=arch, data=data, method="independent", params=MethodParams())
-    if store:
-        store.save(key, model)
-    return model
+    def checked_reference_report(self) -> FlipSummary:
+        """`reference_report`, which every update with a base model has (a first version has none)."""
+        if self.reference_report is None:
+            raise ValueError("a first version (no base model) has no reference flip report")
+        return self.reference_report
 
 
 def evaluate(
@@ -257,7 +129,11 @@ def update_setup(
         prepare(part, shape, path=path, workers=workers) for part in (data.train, data.validation, data.evaluation)
     )
     # An update keeps the family's normalisation so the old model sees the inputs it knows.
+    mean: Sequence[float]
+    std: Sequence[float]
     if recipe.mean is not None:
+        if recipe.std is None:
+            raise ValueError("a recipe that sets mean sets std too")
         mean, std = recipe.mean, recipe.std
     elif base is not None:
         mean, std = base.spec.mean, base.spec.std
@@ -355,19 +231,20 @@ def run_update(
     )
     if progress.on_data_path:
         progress.on_data_path(inputs.data_path)
-    common = dict(data=data, arch=arch, store=store, progress=progress, checkpoint_dir=checkpoint_dir)
+    runs = IndependentRuns(data=data, arch=arch, store=store, progress=progress, checkpoint_dir=checkpoint_dir)
     teachers = Teachers(old=base.net if base else None)
-    reference = None
+    reference: LoadedModel | None = None
     if method_spec.needs_reference or base is not None:
         # The reference is also what the report compares MPT with, so any update gets one.
-        reference = independent_model(setup, phase="reference", **common)
+        reference = independent_model(setup, runs, phase="reference")
         teachers.reference = reference.net
     if method_spec.needs_ensemble:
         teachers.ensemble = [
-            independent_model(replace(setup, seed=seed + member), phase=f"ensemble-{member}", **common).net
+            independent_model(replace(setup, seed=seed + member), runs, phase=f"ensemble-{member}").net
             for member in range(1, params.elodi_ensemble_size + 1)
         ]
     warm_from = base.net if recipe.warm_start and base is not None else None
+    history: list[dict]
     if method == "independent" and reference is not None and warm_from is None:
         model, history = reference, []  # the independent retrain *is* the cached reference
     else:
@@ -377,11 +254,13 @@ def run_update(
             callbacks=progress.enter("training"),
             checkpoint_path=checkpoint_dir / "training.ckpt" if checkpoint_dir else None,
         )
-        model, history = _train_fresh(
+        model, history = train_fresh(
             student_setup, arch=arch, data=data, method=method, params=params, warm_from=warm_from
         )
     outcome = UpdateOutcome(model=model, history=history, data=data, inputs=inputs, reference=reference)
     if base is not None:
+        # Every update with a base model trains a reference above.
+        assert reference is not None, "an update with a base model has an independent reference"
         progress.enter("evaluating")
         k_old = data.class_map.k_old
         outcome.report, outcome.ledger = evaluate(

@@ -17,8 +17,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from api.cli import ExitCode
-from api.cli import main as client_cli
+from api.cli.app import main as client_cli
+from api.cli.client import ExitCode
 from scripts.stack import Stack, embedded_env, running_stack
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"

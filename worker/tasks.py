@@ -1,11 +1,12 @@
-"""Celery tasks: each takes a row id and hands it to worker.jobs."""
+"""Celery tasks: each takes a row id and hands it to worker.jobs, worker.inspection or
+worker.comparisons."""
 
 from __future__ import annotations
 
 from celery.signals import worker_ready, worker_shutdown
 
 from contracts.tasks import COMPARE_MODELS_TASK, INSPECT_DATASET_TASK, RUN_UPDATE_TASK, TRAINING_QUEUE
-from worker import comparisons, jobs
+from worker import comparisons, inspection, jobs
 from worker.app import app
 from worker.liveness import Liveness
 from worker.reconciler import start_reconciler
@@ -20,7 +21,7 @@ def run_update(job_id: int) -> str:
 
 @app.task(name=INSPECT_DATASET_TASK)
 def inspect_dataset(dataset_id: int) -> str:
-    return jobs.inspect_dataset(dataset_id=dataset_id)
+    return inspection.inspect_dataset(dataset_id=dataset_id)
 
 
 @app.task(name=COMPARE_MODELS_TASK)

@@ -15,7 +15,7 @@ from db.comparisons.models import Comparison, ComparisonStatus
 from db.datasets.models import Dataset, DatasetStatus
 from db.errors import Conflict, InvalidInput, NotFound
 from db.flips.models import FlipReport, ReportRole
-from db.flips.service import add_ledger, add_report, find_report
+from db.flips.service import add_report, find_report
 from db.model_versions.models import ModelVersion
 from db.model_versions.service import get_model
 from db.updates.models import UpdateJob
@@ -193,8 +193,8 @@ def complete_comparison(
         role=ReportRole.MODEL,
         summary=summary,
         images_uri=images_uri,
+        ledger=ledger,
     )
-    add_ledger(session, report_id=report.id, k_old=report.k_old, rows=ledger)
     comparison.status = ComparisonStatus.SUCCEEDED
     comparison.report_id = report.id
     comparison.error = None

@@ -37,8 +37,9 @@ def add_report(
     summary: FlipSummary,
     split: str = "test",
     images_uri: str | None = None,
+    ledger: list[dict] | None = None,
 ) -> FlipReport:
-    """Store a flip report summary (flushes; the caller commits)."""
+    """Store a flip report summary and its ledger rows, if given (flushes; the caller commits)."""
     report = FlipReport(
         model_id=model_id,
         baseline_model_id=baseline_model_id,
@@ -52,6 +53,7 @@ def add_report(
     )
     session.add(report)
     session.flush()
+    add_ledger(session, report_id=report.id, k_old=report.k_old, rows=ledger or [])
     return report
 
 

@@ -14,7 +14,7 @@ from contracts.jobs import Gate, RegisteredModel, SweepResult
 from db.base import rows_changed, utcnow
 from db.errors import Conflict
 from db.flips.models import ReportRole
-from db.flips.service import add_ledger, add_report
+from db.flips.service import add_report
 from db.model_versions.gate import evaluate_gate
 from db.model_versions.models import ModelStatus, ModelVersion
 from db.model_versions.service import add_version, get_model, set_production
@@ -120,15 +120,15 @@ def _register_result(
         method=model.method,
     )
     if job.base_model_id is not None and report is not None:
-        stored = add_report(
+        add_report(
             session,
             model_id=version.id,
             baseline_model_id=job.base_model_id,
             role=ReportRole.MODEL,
             summary=report,
             images_uri=images_uri,
+            ledger=ledger,
         )
-        add_ledger(session, report_id=stored.id, k_old=stored.k_old, rows=ledger or [])
     if job.base_model_id is not None and reference_report is not None:
         add_report(
             session,

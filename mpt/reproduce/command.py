@@ -78,6 +78,14 @@ def _split_list(text: str | None) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def _classes(text: str, available: list[str], option: str) -> list[str]:
+    """`parse_classes` of an option that must name classes."""
+    classes = parse_classes(text, available)
+    if classes is None:
+        raise ValueError(f"{option} names no classes")
+    return classes
+
+
 def study_from_args(args: argparse.Namespace) -> Study:
     """The Study of the command line's options, the preset filling those left unset."""
     data_format = args.format or detect_format(Path(args.data))
@@ -90,8 +98,8 @@ def study_from_args(args: argparse.Namespace) -> Study:
     params = MethodParams.from_dict({**preset["params"], **parse_assignments(args.param)})
 
     bundle = load_dataset(args.data, data_format)
-    old_classes = parse_classes(args.old_classes or preset["old_classes"], bundle.classes)
-    new_classes = parse_classes(args.new_classes or preset["new_classes"], bundle.classes)
+    old_classes = _classes(args.old_classes or preset["old_classes"], bundle.classes, "--old-classes")
+    new_classes = _classes(args.new_classes or preset["new_classes"], bundle.classes, "--new-classes")
     classes = list(dict.fromkeys(old_classes + new_classes))
 
     methods = _split_list(args.methods)
@@ -102,10 +110,10 @@ def study_from_args(args: argparse.Namespace) -> Study:
     seeds = [int(s) for s in _split_list(args.seeds)]
     if not seeds:
         raise ValueError("--seeds needs at least one seed")
-    chain = []
+    chain: list[list[str]] = []
     if args.chain:
         spec = preset["chain"] if args.chain == "preset" else args.chain
-        chain = [parse_classes(step, bundle.classes) for step in spec.split(":")]
+        chain = [_classes(step, bundle.classes, "a --chain step") for step in spec.split(":")]
         if len(chain) < 2:
             raise ValueError("--chain needs at least two steps, e.g. 0-3:0-6:0-9")
     return Study(

@@ -34,10 +34,11 @@ def _run_methods(study: Study, seed: int, base: LoadedModel, runs: list[dict]) -
             seed=seed,
         )
         runs.append(run_record("method", method, seed, study.params, outcome, timing))
+        report = outcome.checked_report()
         log(
             f"seed {seed}: {method} done in {timing['wall_s']:.0f} s, "
-            f"NFR old {outcome.report.scopes.old_classes.nfr:.4f}, "
-            f"accuracy {outcome.report.scopes.all.new_accuracy:.4f}"
+            f"NFR old {report.scopes.old_classes.nfr:.4f}, "
+            f"accuracy {report.scopes.all.new_accuracy:.4f}"
         )
 
 

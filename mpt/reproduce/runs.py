@@ -12,9 +12,10 @@ from mpt.artifacts import LoadedModel
 from mpt.console import epoch_progress
 from mpt.flips import headline
 from mpt.recipe import MethodParams
+from mpt.reference import Progress
 from mpt.reproduce.study import Study
 from mpt.sweep import SweepOutcome, run_sweep
-from mpt.update import Progress, UpdateOutcome, run_update
+from mpt.update import UpdateOutcome, run_update
 
 
 def log(message: str) -> None:
@@ -48,7 +49,8 @@ class _PhaseTimer:
 
     def __init__(self, study: Study, label: str):
         self.times: dict[str, float] = {}
-        self._phase, self._since = None, time.perf_counter()
+        self._phase: str | None = None
+        self._since = time.perf_counter()
         self._inner = epoch_progress(label, study.quiet)
 
     def _enter(self, phase: str) -> None:
@@ -171,8 +173,8 @@ def run_record(
         **extra,
         "classes": list(outcome.data.class_map.classes),
         "k_old": outcome.data.class_map.k_old,
-        "headline": headline(outcome.report),
-        "counts": flip_counts(outcome.report),
+        "headline": headline(outcome.checked_report()),
+        "counts": flip_counts(outcome.checked_report()),
         "final_val_accuracy": outcome.history[-1].get("val_accuracy") if outcome.history else None,
         **timing,
     }

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 from contracts.selection import Selection
 from mpt.data import DataBundle
 from mpt.recipe import MethodParams, Recipe
-from mpt.update import FileReferenceStore
+from mpt.reference import FileReferenceStore
 
 PAPER_METHODS = (
     "independent",
@@ -27,8 +28,20 @@ SWEEP_BIASES = (0.0, 1.0, 2.0, 4.0, 8.0)
 POLICY_BIASES = (0.0, 1.0, 2.0, 4.0)
 CHAIN_METHODS = ("independent", "mpt-kl")
 
+
+class Preset(TypedDict):
+    """A named study's defaults: class ranges as `parse_classes` reads them, recipe and params overrides."""
+
+    arch: str
+    old_classes: str
+    new_classes: str
+    chain: str  # the --chain steps, ':'-separated
+    recipe: dict[str, object]
+    params: dict[str, object]
+
+
 # Preset values fill the options left unset on the command line.
-PRESETS = {
+PRESETS: dict[str, Preset] = {
     # docs/METHOD.md, "The paper's recipe": CIFAR-100, resnet18, 0-49 -> 0-99, the Recipe defaults.
     "paper": {
         "arch": "resnet18",

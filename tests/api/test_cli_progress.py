@@ -8,7 +8,8 @@ import io
 from rich.console import Console
 from rich.progress import Progress
 
-from api.cli import JobProgress, job_line, split_classes
+from api.cli.jobs import JobProgress, job_line
+from api.cli.options import split_classes
 
 
 def job(status: str, phase: str | None, progress: float = 0.0, epoch: int | None = None, epochs: int = 1) -> dict:

@@ -88,7 +88,7 @@ def test_api_never_imports_torch():
     import subprocess
     import sys
 
-    code = "import sys, api.main, api.cli; assert 'torch' not in sys.modules and 'mpt' not in sys.modules"
+    code = "import sys, api.main, api.cli.app; assert 'torch' not in sys.modules and 'mpt' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -97,17 +97,18 @@ def test_cli_prints_flip_table_and_watches_a_finished_job(client, updated, monke
     subprocess against a real stack)."""
     from typer.testing import CliRunner
 
-    from api import cli
+    from api.cli import client as cli_client
+    from api.cli.app import app as cli_app
 
     _, model = updated
-    monkeypatch.setattr(cli, "make_client", lambda url, token: client)
+    monkeypatch.setattr(cli_client, "make_client", lambda url, token: client)
     runner = CliRunner()
-    result = runner.invoke(cli.app, ["flips", str(model.id)])
+    result = runner.invoke(cli_app, ["flips", str(model.id)])
     assert result.exit_code == 0, result.output
     assert "NFR, old classes" in result.output and "6.67% (2/30)" in result.output and "16.67% (5/30)" in result.output
     # The job's gate (max_nfr 0.5) passed: exit 0 and the registered version.
-    result = runner.invoke(cli.app, ["updates", "watch", str(model.job_id), "--interval", "0"])
+    result = runner.invoke(cli_app, ["updates", "watch", str(model.job_id), "--interval", "0"])
     assert result.exit_code == 0, result.output
     assert "succeeded" in result.output and f"registered model {model.id}" in result.output
-    result = runner.invoke(cli.app, ["models", "list", "--family", "shoes"])
+    result = runner.invoke(cli_app, ["models", "list", "--family", "shoes"])
     assert result.exit_code == 0 and "candidate" in result.output and "6.67%" in result.output

@@ -8,7 +8,7 @@ import pytest
 from api_helpers import CLASSES, assert_error, model_file, ready_dataset, summary, upload
 from rich.console import Console
 
-from api import cli
+from api.cli import jobs as cli_jobs
 from api.dashboard.charts import ScatterPoint, scatter_chart
 from contracts.jobs import Candidate, Gate, JobRequest, RegisteredModel, SweepResult
 from contracts.selection import Figures, Selection, choose
@@ -151,8 +151,8 @@ def test_dashboard_pages_draw_the_candidates(client, session, tmp_path):
 def test_cli_prints_the_candidate_table(client, session, tmp_path, monkeypatch):
     job_id, _ = finished_sweep(client, session, tmp_path)
     screen = io.StringIO()
-    monkeypatch.setattr(cli, "out", Console(file=screen, width=200, soft_wrap=False, highlight=False))
-    cli.print_candidates(client.get(f"/updates/{job_id}").json())
+    monkeypatch.setattr(cli_jobs, "out", Console(file=screen, width=200, soft_wrap=False, highlight=False))
+    cli_jobs.print_candidates(client.get(f"/updates/{job_id}").json())
     lines = screen.getvalue().splitlines()
     rows = {
         line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:-1]] for line in lines if "│" in line
@@ -163,7 +163,7 @@ def test_cli_prints_the_candidate_table(client, session, tmp_path, monkeypatch):
     assert rows["independent retrain"] == ["80.00%", "4.00%", "-", ""]
     assert any(line.startswith("rule: min_nfr") for line in lines)
     assert any(line.startswith("choice: ") and "bias=2" in line for line in lines)
-    assert cli.parse_sweep(["bias=0,1,2,4", "tau=2,5"]) == {"bias": [0, 1, 2, 4], "tau": [2, 5]}
+    assert cli_jobs.parse_sweep(["bias=0,1,2,4", "tau=2,5"]) == {"bias": [0, 1, 2, 4], "tau": [2, 5]}
 
 
 def test_scatter_chart_marks_and_labels():

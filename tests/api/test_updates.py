@@ -147,7 +147,7 @@ def test_cancel(client, session, base, dataset):
 def test_recipe_and_method_schemas_mirror_the_engine_dataclasses():
     import dataclasses
 
-    from api.updates.schemas import MethodParamsIn, RecipeIn
+    from api.updates.recipe_schemas import MethodParamsIn, RecipeIn
     from mpt.recipe import MethodParams, Recipe
 
     assert set(RecipeIn.model_fields) == {field.name for field in dataclasses.fields(Recipe)}

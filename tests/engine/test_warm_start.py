@@ -8,7 +8,7 @@ import pytest
 import torch
 from engine_support import synthetic_images
 
-import mpt.update
+import mpt.reference
 from mpt.data import DataBundle, ImageSet, content_digest
 from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe
@@ -50,13 +50,13 @@ def base(bundle):
 def initial_states(monkeypatch) -> list[tuple[str, dict[str, torch.Tensor]]]:
     """(method, weights) of every network the pipeline hands to the training loop, as handed."""
     starts = []
-    real_train = mpt.update.train
+    real_train = mpt.reference.train
 
     def recording_train(setup, *, net, method, **kwargs):
         starts.append((method, {k: v.clone() for k, v in net.state_dict().items()}))
         return real_train(setup, net=net, method=method, **kwargs)
 
-    monkeypatch.setattr(mpt.update, "train", recording_train)
+    monkeypatch.setattr(mpt.reference, "train", recording_train)
     return starts
 
 

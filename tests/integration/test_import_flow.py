@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from api.cli import main as client_cli
+from api.cli.app import main as client_cli
 from mpt.cli import main
 from mpt.nets import build_net
 from scripts.stack import ROOT

@@ -93,12 +93,12 @@ KILLING_SITECUSTOMIZE = textwrap.dedent(
 
     @worker_ready.connect(weak=False)
     def _poison(**_):
-        import worker.jobs
+        import worker.inspection
 
         def die(*args, **kwargs):
             os.kill(os.getpid(), signal.SIGKILL)
 
-        worker.jobs.open_dataset = die
+        worker.inspection.open_dataset = die
     """
 )
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from mpt.artifacts import load_model
-from mpt.data import load_dataset
 from mpt.flips import headline
+from mpt.formats import load_dataset
 from mpt.recipe import Recipe
 from mpt.update import evaluate, prepare_data
 from scripts.stack import Stack

@@ -29,7 +29,7 @@ from db.model_versions.models import ModelVersion  # noqa: E402
 from db.updates.lifecycle import claim_job, fail_job  # noqa: E402
 from db.updates.models import JobEvent, JobStatus, UpdateJob  # noqa: E402
 from db.updates.submission import create_job, get_job, request_cancel  # noqa: E402
-from worker import jobs  # noqa: E402
+from worker import inspection, jobs  # noqa: E402
 
 CLASSES = ["a", "b", "c", "d"]
 RECIPE = {"epochs": 4, "batch_size": 32, "lr": 0.05, "crop_padding": 2, "poll_every_steps": 2}
@@ -67,7 +67,7 @@ class Service:
     def register_dataset(self, name: str, path: Path) -> int:
         with self.session() as session:
             dataset_id = create_dataset(session, name=name, uri=str(path), format=DatasetFormat.NPZ).id
-        assert jobs.inspect_dataset(dataset_id=dataset_id) == "ready"
+        assert inspection.inspect_dataset(dataset_id=dataset_id) == "ready"
         return dataset_id
 
     def submit(self, **fields) -> int:
