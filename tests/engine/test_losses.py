@@ -570,6 +570,26 @@ def test_a_methods_phase_changes_exactly_where_its_loss_changes_branch(method):
         assert phases == [0] * 6
 
 
+@pytest.mark.parametrize(
+    "method, missing, named",
+    [
+        ("pct-naive", "old_logits", "the old model's logits"),
+        ("pct-kl", "old_logits", "the old model's logits"),
+        ("mpt-lm", "old_logits", "the old model's logits"),
+        ("mpt-kl", "ref_logits", "the reference's logits"),
+        ("elodi", "ensemble_logits", "the ensemble's logits"),
+        ("elodi-topk", "old_logits", "the old model's logits"),
+    ],
+)
+def test_a_loss_missing_a_teachers_logits_names_them(method, missing, named):
+    case = _elodi_case(3, 2)
+    case["epoch"] = 9  # ELODI distils: it reads the ensemble
+    inputs = dataclasses.replace(inputs_of(case), **{missing: None})
+    with pytest.raises(ValueError) as refused:
+        method_loss(method, inputs, MethodParams())
+    assert str(refused.value) == f"this method needs {named}, and the loss inputs have none"
+
+
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="unknown method") as refused:
         method_loss("mpt-xx", inputs_of(_fixed_case()), MethodParams())
