@@ -93,7 +93,7 @@ def test_api_never_imports_torch():
 
 
 def test_cli_prints_flip_table_and_watches_a_finished_job(client, updated, monkeypatch):
-    """The client CLI in process against the test app (tests/integration/test_cli.py runs it as a
+    """The client CLI in process against the test app (tests/integration/test_cli_commands.py runs it as a
     subprocess against a real stack)."""
     from typer.testing import CliRunner
 
