@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -40,8 +39,6 @@ RECONCILE_INTERVAL_S = 30  # also the grace a queued job gets before it counts a
 LONG_AGO = timedelta(seconds=600)
 REDIS_DB = 5
 
-needs_redis_server = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
-
 
 @pytest.fixture(scope="module")
 def redis_server():
@@ -53,7 +50,7 @@ def redis_server():
     server.stop()
 
 
-@pytest.fixture(params=["filesystem", pytest.param("redis", marks=needs_redis_server)])
+@pytest.fixture(params=["filesystem", "redis"])
 def broker(request, tmp_path):
     """(settings, kind) for a fresh broker of each kind and a migrated SQLite database."""
     database_url = f"sqlite:///{tmp_path / 'flipguard.db'}"
@@ -231,7 +228,6 @@ def test_other_messages_do_not_count_as_carrying_a_job(world):
     assert (RUN_UPDATE_TASK, [job]) in world.waiting()
 
 
-@needs_redis_server
 def test_a_redis_restart_without_persistence_loses_the_queue_and_every_job_is_resent(redis_server, tmp_path):
     database_url = f"sqlite:///{tmp_path / 'flipguard.db'}"
     upgrade(database_url)
