@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from fastapi.responses import FileResponse
+
 from api.errors import ApiError
 from api.model_files import check_state_dict, read_safetensors_header
 from api.partials import locked_partial
@@ -56,6 +58,17 @@ def file_sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(CHUNK_BYTES), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def checked_weights_response(path: Path, *, sha256: str, filename: str, what: str, loc: tuple) -> FileResponse:
+    """A stored weights file as a download, after checking it is there and matches its sha256."""
+    if not path.is_file():
+        raise ApiError(404, f"{what} are missing from the artifact store", loc=loc, error_type="artifact_missing")
+    if file_sha256(path) != sha256:
+        raise ApiError(500, f"{what} do not match their sha256", loc=loc, error_type="artifact_corrupt")
+    return FileResponse(
+        path, media_type="application/octet-stream", filename=filename, headers={"X-Checksum-Sha256": sha256}
+    )
 
 
 @dataclass(frozen=True)

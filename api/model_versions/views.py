@@ -21,8 +21,8 @@ from api.model_versions.schemas import (
 )
 from api.schemas import Page, RowId
 from api.storage import (
+    checked_weights_response,
     copy_data_file,
-    file_sha256,
     read_model_metadata,
     resolve_data_path,
 )
@@ -205,26 +205,12 @@ def read(model_id: RowId, session: SessionDep):
 def download_weights(model_id: RowId, session: SessionDep, settings: SettingsDep):
     """The version's safetensors file, after checking that it still matches its sha256."""
     model = get_model(session, model_id=model_id)
-    path = settings.artifact_path(model.artifact_uri)
-    if not path.is_file():
-        raise ApiError(
-            404,
-            f"the weights of model {model_id} are missing from the artifact store",
-            loc=("path", "model_id"),
-            error_type="artifact_missing",
-        )
-    if file_sha256(path) != model.sha256:
-        raise ApiError(
-            500,
-            f"the weights of model {model_id} do not match their sha256",
-            loc=("path", "model_id"),
-            error_type="artifact_corrupt",
-        )
-    return FileResponse(
-        path,
-        media_type="application/octet-stream",
+    return checked_weights_response(
+        settings.artifact_path(model.artifact_uri),
+        sha256=model.sha256,
         filename=f"{model.family}-v{model.version}.safetensors",
-        headers={"X-Checksum-Sha256": model.sha256},
+        what=f"the weights of model {model_id}",
+        loc=("path", "model_id"),
     )
 
 

@@ -14,7 +14,7 @@ from api.deps import READ, SUBMIT, PaginationDep, QueueDep, SessionDep, Settings
 from api.errors import ApiError, error_responses
 from api.queue import TaskQueue
 from api.schemas import Page, RowId
-from api.storage import file_sha256
+from api.storage import checked_weights_response
 from api.updates.schemas import UpdateCreate, UpdateDetail, UpdateOut
 from db.datasets.models import Dataset
 from db.errors import InvalidInput
@@ -151,26 +151,12 @@ def download_reference(job_id: RowId, session: SessionDep, settings: SettingsDep
             loc=("path", "job_id"),
             error_type="not_found",
         )
-    path = settings.artifact_path(reference.artifact_uri)
-    if not path.is_file():
-        raise ApiError(
-            404,
-            f"the reference weights of update job {job_id} are missing from the artifact store",
-            loc=("path", "job_id"),
-            error_type="artifact_missing",
-        )
-    if file_sha256(path) != reference.sha256:
-        raise ApiError(
-            500,
-            f"the reference weights of update job {job_id} do not match their sha256",
-            loc=("path", "job_id"),
-            error_type="artifact_corrupt",
-        )
-    return FileResponse(
-        path,
-        media_type="application/octet-stream",
+    return checked_weights_response(
+        settings.artifact_path(reference.artifact_uri),
+        sha256=reference.sha256,
         filename=f"{job.family}-job{job_id}-reference.safetensors",
-        headers={"X-Checksum-Sha256": reference.sha256},
+        what=f"the reference weights of update job {job_id}",
+        loc=("path", "job_id"),
     )
 
 
