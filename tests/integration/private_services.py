@@ -52,17 +52,20 @@ class PrivateRedis:
 
 class PrivatePostgres:
     def __init__(self):
-        self.port = free_port()
         self.folder = tempfile.mkdtemp(prefix="flipguard-pg-")
         if os.geteuid() == 0:
             shutil.chown(self.folder, "postgres")
         self.data = os.path.join(self.folder, "data")
-        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
         subprocess.run(
             _as_postgres([f"{PG_BIN}/initdb", "-D", self.data, "-U", "postgres", "-A", "trust"]),
             check=True,
             stdout=subprocess.DEVNULL,
         )
+        self.port = free_port()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
     def _ctl(self, *args: str) -> None:
         subprocess.run(
@@ -84,8 +87,24 @@ class PrivatePostgres:
         )
 
     def start(self) -> None:
-        self._ctl("start")
+        """Starts the server on its port (a restart keeps the port its clients know)."""
+        try:
+            self._ctl("start")
+        except subprocess.CalledProcessError as error:
+            with open(os.path.join(self.folder, "log")) as log:
+                raise RuntimeError(f"private postgres did not start:\n{log.read()[-2000:]}") from error
         psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres").close()
+
+    def first_start(self) -> None:
+        """Starts the server, on another free port when a client socket took its port since it
+        was chosen (a probed port is only free at the moment of the probe)."""
+        for _ in range(2):
+            try:
+                self.start()
+                return
+            except RuntimeError:
+                self.port = free_port()
+        self.start()
 
     def stop(self) -> None:
         self._ctl("stop", "-m", "fast")
@@ -97,12 +116,18 @@ class PrivatePostgres:
 @contextmanager
 def private_services():
     """A private Redis and PostgreSQL, both running; removed afterwards."""
-    broker, database = PrivateRedis(), PrivatePostgres()
+    broker = PrivateRedis()
     broker.start()
-    database.start()
     try:
-        yield broker, database
+        # Chosen only once Redis holds its port: free_port could otherwise hand out the same one twice.
+        database = PrivatePostgres()
+        try:
+            database.first_start()
+            try:
+                yield broker, database
+            finally:
+                database.stop()
+        finally:
+            database.remove()
     finally:
         broker.stop()
-        database.stop()
-        database.remove()
