@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from kombu.exceptions import OperationalError as BrokerUnavailable
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from db.errors import Conflict, InvalidInput, NotFound, ServiceError
+
+# Where the offending input is: ("body", "dataset_id"), ("query", "limit"), ("body", "items", 3)...
+Loc = tuple[str | int, ...]
 
 STATUS_BY_ERROR = {NotFound: 404, Conflict: 409, InvalidInput: 422}
 
@@ -20,10 +25,10 @@ class ApiError(Exception):
         status_code: int,
         message: str,
         *,
-        loc=(),
+        loc: Loc = (),
         error_type: str = "value_error",
         headers: dict[str, str] | None = None,
-    ):
+    ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.message = message
@@ -35,7 +40,7 @@ class ApiError(Exception):
 class Unauthenticated(ApiError):
     """401: no token, or one that is unknown or revoked."""
 
-    def __init__(self, message: str):
+    def __init__(self, message: str) -> None:
         super().__init__(
             401,
             message,
@@ -45,7 +50,7 @@ class Unauthenticated(ApiError):
         )
 
 
-def error_body(message: str, *, loc=(), error_type: str) -> dict:
+def error_body(message: str, *, loc: Loc = (), error_type: str) -> dict[str, Any]:
     """The body of every error response."""
     return {"detail": [{"loc": list(loc), "msg": message, "type": error_type}]}
 
@@ -60,7 +65,7 @@ ERROR_RESPONSE_SCHEMA = {
 }
 
 
-def error_responses(*codes: int) -> dict:
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI documentation of a route's error statuses (400: a body that cannot be parsed)."""
     return {code: ERROR_RESPONSE_SCHEMA for code in codes}
 

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import math
+from typing import NoReturn
 
+from fastapi import FastAPI, Request
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
@@ -32,7 +34,7 @@ UPLOAD_ROUTES = {("POST", "/models")}
 class BodyTooLarge(HTTPException):
     """Raised from `receive` when a streamed body passes its limit; rendered as a 413."""
 
-    def __init__(self, limit: int, setting: str):
+    def __init__(self, limit: int, setting: str) -> None:
         super().__init__(413, f"request body larger than {limit} bytes ({setting})")
         self.limit = limit
         self.setting = setting
@@ -46,7 +48,7 @@ def too_large_response(limit: int, setting: str) -> JSONResponse:
     )
 
 
-def _reject_constant(name: str):
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON number")
 
 
@@ -57,7 +59,7 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _depth(value) -> int:
+def _depth(value: object) -> int:
     """Nesting depth of parsed JSON, without recursion."""
     deepest, stack = 0, [(value, 1)]
     while stack:
@@ -81,19 +83,19 @@ def strict_json_problem(body: bytes) -> str | None:
     return None
 
 
-def install_body_guard(app, settings: Settings) -> None:
+def install_body_guard(app: FastAPI, settings: Settings) -> None:
     """Add the guard, and render a limit passed while a route reads the body as the 413 it is."""
     app.add_middleware(BodyGuard, settings=settings)
 
     @app.exception_handler(BodyTooLarge)
-    async def body_too_large(_request, error: BodyTooLarge) -> JSONResponse:
+    async def body_too_large(_request: Request, error: BodyTooLarge) -> JSONResponse:
         return too_large_response(error.limit, error.setting)
 
 
 class BodyGuard:
     """Size limits on every request body and a strict parse of JSON bodies (see the module)."""
 
-    def __init__(self, app: ASGIApp, settings: Settings):
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
         self.app = app
         self.settings = settings
 

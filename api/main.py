@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from api.comparisons.views import router as comparisons_router
 from api.dashboard.views import install_dashboard
@@ -26,7 +27,7 @@ class FlipguardApp(FastAPI):
     """FastAPI with the browser security headers around its whole middleware stack, so that
     they reach even the 500 responses of Starlette's outermost error middleware."""
 
-    def build_middleware_stack(self):
+    def build_middleware_stack(self) -> ASGIApp:
         return SecurityHeaders(super().build_middleware_stack())
 
 

@@ -10,7 +10,7 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from fastapi.responses import FileResponse
 
@@ -21,6 +21,9 @@ from contracts.limits import MAX_CLASS_NAME_CHARS, MAX_CLASSES, duplicates
 from contracts.model_file import MetadataKey
 from db.errors import InvalidInput
 from db.settings import Settings
+
+if TYPE_CHECKING:  # numpy is imported where it is used (see png_bytes)
+    import numpy.typing as npt
 
 CHUNK_BYTES = 1 << 20
 # A safetensors file starts with the header's length (u64, little-endian) and then its JSON.
@@ -179,7 +182,9 @@ def read_model_metadata(path: Path, *, loc: tuple) -> ModelFileMetadata:
     )
 
 
-def check_normalisation(*, in_channels: int, image_size: list[int], mean: list[float], std: list[float], loc) -> None:
+def check_normalisation(
+    *, in_channels: int, image_size: list[int], mean: list[float], std: list[float], loc: tuple
+) -> None:
     """Two positive image sides, and a finite mean and a positive finite std per input channel."""
     if len(image_size) != 2 or not all(0 < side <= 65536 for side in image_size):
         raise InvalidInput(f"{MetadataKey.IMAGE_SIZE} must be [height, width], got {image_size}", loc=loc)
@@ -203,7 +208,7 @@ def copy_data_file(path: Path, *, settings: Settings, loc: tuple) -> StoredFile:
         return store_model_file(source, settings=settings, loc=loc)
 
 
-def png_bytes(pixels, *, min_side: int) -> bytes:
+def png_bytes(pixels: npt.ArrayLike, *, min_side: int) -> bytes:
     """A (C, H, W) uint8 image as PNG bytes, upscaled (nearest neighbour) until its short side
     reaches `min_side` pixels so that small images stay visible."""
     import numpy as np  # imported here: the client CLI imports this module for its choices

@@ -12,13 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sqlalchemy.orm import Session
+
 from db.base import make_engine, make_session_factory
 from db.errors import ServiceError
 from db.settings import Settings
 from db.tokens.service import create_token, list_tokens, revoke_token
 
 
-def create(session, args) -> None:
+def create(session: Session, args: argparse.Namespace) -> None:
     row, token = create_token(session, name=args.name, scopes=args.scopes.split(","))
     print(token)
     print(
@@ -27,13 +29,13 @@ def create(session, args) -> None:
     )
 
 
-def show(session, _args) -> None:
+def show(session: Session, _args: argparse.Namespace) -> None:
     for row in list_tokens(session):
         state = f"revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else "active"
         print(f"{row.id}\t{row.name}\t{','.join(row.scopes)}\t{row.created_at:%Y-%m-%d %H:%M}\t{state}")
 
 
-def revoke(session, args) -> None:
+def revoke(session: Session, args: argparse.Namespace) -> None:
     row = revoke_token(session, token_id=args.token_id)
     print(f"token {row.id} {row.name!r} revoked")
 

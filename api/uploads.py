@@ -7,14 +7,14 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import anyio
 from fastapi import Request
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from api.errors import ApiError
+from api.errors import ApiError, Loc
 from api.partials import PARTIAL_SUFFIX, locked_partial
 from api.storage import StoredFile
 from db.settings import Settings
@@ -29,7 +29,7 @@ MAX_PART_HEADER_BYTES = 16 * 1024
 
 
 class UploadInvalid(ApiError):
-    def __init__(self, message: str, *, loc=("body",)):
+    def __init__(self, message: str, *, loc: Loc = ("body",)) -> None:
         super().__init__(422, message, loc=loc, error_type="multipart_invalid")
 
 
@@ -43,7 +43,7 @@ class _Part:
 class _Events:
     """The parser's callbacks, recorded so that the file is written outside of them (in a thread)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.part = _Part()
         self.header_name = bytearray()
         self.header_value = bytearray()
@@ -93,7 +93,9 @@ class _Events:
             return
         self.part.data += data[start:end]
         if len(self.part.data) > MAX_FIELD_BYTES:
-            raise UploadInvalid(f"form field larger than {MAX_FIELD_BYTES} bytes", loc=("body", self.part.name))
+            # A part without a name never gets here: on_headers_finished refused it.
+            name = cast(str, self.part.name)
+            raise UploadInvalid(f"form field larger than {MAX_FIELD_BYTES} bytes", loc=("body", name))
 
     def on_part_end(self) -> None:
         if not self.part.is_file and self.part.name is not None:
