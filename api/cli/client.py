@@ -40,7 +40,7 @@ EXIT_CODES_HELP = (
 class ApiFailure(Exception):
     """An error response of the API: its status and its detail rows ({loc, msg, type})."""
 
-    def __init__(self, status: int, details: list[dict], text: str):
+    def __init__(self, status: int, details: list[dict], text: str) -> None:
         super().__init__(text)
         self.status = status
         self.details = details
@@ -55,7 +55,7 @@ class Session:
     url: str
     as_json: bool
 
-    def call(self, method: str, path: str, *, expect: tuple[int, ...] = (), **kwargs) -> httpx.Response:
+    def call(self, method: str, path: str, *, expect: tuple[int, ...] = (), **kwargs: Any) -> httpx.Response:
         """Send a request; raise ApiFailure for an error status (unless it is in `expect`)."""
         response = self.client.request(method, path, **kwargs)
         if response.is_error and response.status_code not in expect:
@@ -68,7 +68,7 @@ class Session:
             raise ApiFailure(response.status_code, details, response.text)
         return response
 
-    def json(self, method: str, path: str, **kwargs) -> Any:
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
         return self.call(method, path, **kwargs).json()
 
 

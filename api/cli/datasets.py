@@ -57,7 +57,7 @@ def datasets_add(
 ) -> None:
     """Register a data set; a worker then reads its classes and sizes (status pending -> ready)."""
 
-    def act():
+    def act() -> None:
         api = session()
         dataset = api.json("POST", "/datasets", json={"name": name, "uri": uri, "format": data_format.value})
         if wait:
@@ -81,7 +81,7 @@ def datasets_list(
 ) -> None:
     """Registered data sets, newest first."""
 
-    def act():
+    def act() -> None:
         api = session()
         params = {"page_size": limit, **({"status": status.value} if status else {})}
         page = api.json("GET", "/datasets", params=params)
@@ -109,7 +109,7 @@ def datasets_list(
 def datasets_show(dataset_id: Annotated[int, typer.Argument(help="data set id", min=0)]) -> None:
     """One data set: status, error, classes, sizes, digest."""
 
-    def act():
+    def act() -> None:
         api = session()
         dataset = api.json("GET", f"/datasets/{dataset_id}")
         emit_json(dataset) if api.as_json else print_dataset(dataset)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Literal, Self
 
 import typer
 from rich.table import Table
@@ -41,10 +41,10 @@ def wait_for_comparison(api: Session, comparison: dict, *, interval: float) -> N
 
 
 class _null:
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *_):
+    def __exit__(self, *_: object) -> Literal[False]:
         return False
 
 
@@ -154,7 +154,7 @@ def flips(
     """
     filters = {**({"kind": kind.value} if kind else {}), **({"label": class_name} if class_name else {})}
 
-    def act():
+    def act() -> None:
         api = session()
         report = fetch_report(api, model, against, params={"page_size": limit, **filters}, interval=interval)
         if csv:
@@ -182,7 +182,7 @@ def compare(
     stored, so asking again answers at once.
     """
 
-    def act():
+    def act() -> None:
         api = session()
         comparison = api.json("POST", "/comparisons", json={"model_id": model_a, "baseline_model_id": model_b})
         wait_for_comparison(api, comparison, interval=interval)

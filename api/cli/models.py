@@ -49,7 +49,7 @@ def models_list(
     successor's report (on the samples of its own classes); such a version has no NFR.
     """
 
-    def act():
+    def act() -> None:
         api = session()
         params = {
             "page_size": limit,
@@ -118,7 +118,7 @@ def print_model(model: dict) -> None:
 def models_show(model_id: Annotated[int, typer.Argument(help="model id", min=0)]) -> None:
     """One model version: status, classes, figures and what they were measured on, gate, promotion."""
 
-    def act():
+    def act() -> None:
         api = session()
         model = api.json("GET", f"/models/{model_id}")
         emit_json(model) if api.as_json else print_model(model)
@@ -135,7 +135,7 @@ def models_upload(
 ) -> None:
     """Register a deployed model by uploading its safetensors weights."""
 
-    def act():
+    def act() -> None:
         api = session()
         with open(path, "rb") as handle, out.status(f"uploading {path.name}"):
             model = api.json(
@@ -192,7 +192,7 @@ def models_download(
 ) -> None:
     """Download a version's safetensors weights (sha256 checked)."""
 
-    def act():
+    def act() -> None:
         api = session()
         model = api.json("GET", f"/models/{model_id}")
         target = output or Path(f"{model['family']}-v{model['version']}.safetensors")
@@ -210,7 +210,7 @@ def models_promote(
 ) -> None:
     """Make a version its family's production version (the previous one is archived)."""
 
-    def act():
+    def act() -> None:
         api = session()
         model = api.json("POST", f"/models/{model_id}/promote", json={"force": force, "reason": reason})
         if api.as_json:
@@ -226,7 +226,7 @@ def models_promote(
 def models_lineage(model_id: Annotated[int, typer.Argument(help="model id", min=0)]) -> None:
     """A version and its predecessors, newest first, with accuracy, NFR and class counts."""
 
-    def act():
+    def act() -> None:
         api = session()
         chain = api.json("GET", f"/models/{model_id}/lineage")
         if api.as_json:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
 
-def make_console(stream=None) -> Console:
+def make_console(stream: TextIO | None = None) -> Console:
     """A console that does not squeeze tables when writing to a file or a pipe."""
     console = Console(file=stream, soft_wrap=False, highlight=False)
     if not console.is_terminal:

@@ -114,7 +114,7 @@ def updates_submit(
     grid = parse_sweep(sweep)
     policy = parse_assignments(selection, flag="--selection")
 
-    def act():
+    def act() -> None:
         api = session()
         chosen = method.value if method else ("mpt-kl" if base is not None else "independent")
         body = {
@@ -156,7 +156,7 @@ def updates_list(
 ) -> None:
     """Update jobs, newest first."""
 
-    def act():
+    def act() -> None:
         api = session()
         page = api.json("GET", "/updates", params={"page_size": limit, **({"status": status.value} if status else {})})
         if api.as_json:
@@ -188,7 +188,7 @@ def updates_list(
 def updates_show(job_id: Annotated[int, typer.Argument(help="update job id", min=0)]) -> None:
     """One job: its request, state, reference, outcome and per-epoch events."""
 
-    def act():
+    def act() -> None:
         api = session()
         job = api.json("GET", f"/updates/{job_id}")
         if api.as_json:
@@ -244,7 +244,7 @@ def updates_show(job_id: Annotated[int, typer.Argument(help="update job id", min
 def updates_cancel(job_id: Annotated[int, typer.Argument(help="update job id", min=0)]) -> None:
     """Cancel a job: a queued one at once, a running one at its worker's next check."""
 
-    def act():
+    def act() -> None:
         api = session()
         job = api.json("POST", f"/updates/{job_id}/cancel")
         if api.as_json:
@@ -262,7 +262,7 @@ def updates_watch(
 ) -> None:
     """Follow a job to its end; the exit code tells the outcome (0, 1 failed, 3 gate-rejected, 4 cancelled)."""
 
-    def act():
+    def act() -> None:
         api = session()
         finish_job(api, watch_job(api, job_id, interval=interval))
 
