@@ -8,13 +8,15 @@ second request finds the first (one row per ordered pair), so the report is comp
 
 from __future__ import annotations
 
+from typing import TypedDict, Unpack
+
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.orm import Session
 
 from api.comparisons.schemas import ComparisonCreate, ComparisonOut
 from api.deps import READ, SUBMIT, QueueDep, SessionDep
-from api.errors import error_responses
+from api.errors import Loc, error_responses
 from api.queue import TaskQueue
 from api.schemas import RowId
 from db.comparisons.models import Comparison, ComparisonStatus
@@ -36,11 +38,21 @@ def comparison_out(comparison: Comparison) -> ComparisonOut:
     )
 
 
+class ComparisonOptions(TypedDict, total=False):
+    """What start_comparison passes on to request_comparison (its defaults apply when left out)."""
+
+    model_loc: Loc
+    baseline_loc: Loc
+    retry_failed: bool
+
+
 def start_comparison(
-    session: Session, queue: TaskQueue, *, model_id: int, baseline_model_id: int, **locs
+    session: Session, queue: TaskQueue, *, model_id: int, baseline_model_id: int, **options: Unpack[ComparisonOptions]
 ) -> Comparison:
     """Find or queue the comparison of a pair; send it to a light worker when it needs one."""
-    comparison, queued_now = request_comparison(session, model_id=model_id, baseline_model_id=baseline_model_id, **locs)
+    comparison, queued_now = request_comparison(
+        session, model_id=model_id, baseline_model_id=baseline_model_id, **options
+    )
     if queued_now:
         queue.compare_models(comparison.id)
     elif is_stale(comparison, stale_after_s=RESEND_AFTER_S):
@@ -67,7 +79,9 @@ def pending_response(comparison: Comparison) -> JSONResponse:
         **error_responses(400, 404, 409, 422),
     },
 )
-def create(body: ComparisonCreate, session: SessionDep, queue: QueueDep, response: Response):
+def create(
+    body: ComparisonCreate, session: SessionDep, queue: QueueDep, response: Response
+) -> ComparisonOut | JSONResponse:
     """Ask for the report of `model_id` against `baseline_model_id`: 200 when it is stored
     (the report is at `report_url`), 202 while a worker computes it. A failed comparison is
     queued again. Reading `GET /models/{id}/flips?against=` (scope `read`) queues the same
@@ -87,6 +101,6 @@ def create(body: ComparisonCreate, session: SessionDep, queue: QueueDep, respons
 
 
 @router.get("/{comparison_id}", dependencies=[READ], response_model=ComparisonOut, responses=error_responses(404))
-def read(comparison_id: RowId, session: SessionDep):
+def read(comparison_id: RowId, session: SessionDep) -> ComparisonOut:
     """A comparison's state: queued, running, succeeded (report at `report_url`) or failed (`error`)."""
     return comparison_out(get_comparison(session, comparison_id=comparison_id))

@@ -12,9 +12,11 @@ from api.deps import READ, SUBMIT, PaginationDep, QueueDep, SessionDep, Settings
 from api.errors import ApiError, error_responses
 from api.schemas import Page, RowId
 from api.storage import png_bytes, resolve_data_path
-from db.datasets.models import DatasetFormat, DatasetStatus
+from db.datasets.models import Dataset, DatasetFormat, DatasetStatus
 from db.datasets.service import create_dataset, get_dataset, list_datasets
 from db.errors import InvalidInput, NotFound
+from db.pagination import Page as RowPage
+from db.settings import Settings
 
 router = APIRouter(prefix="/datasets", tags=["datasets"], responses=error_responses(401, 403))
 
@@ -41,7 +43,7 @@ def check_format_fits(path: Path, data_format: DatasetFormat) -> None:
 @router.post(
     "", dependencies=[SUBMIT], status_code=202, response_model=DatasetOut, responses=error_responses(400, 409, 422)
 )
-def register_dataset(body: DatasetCreate, session: SessionDep, settings: SettingsDep, queue: QueueDep):
+def register_dataset(body: DatasetCreate, session: SessionDep, settings: SettingsDep, queue: QueueDep) -> Dataset:
     """Register a data set: it starts `pending` until a worker has read its classes and sizes."""
     path = resolve_data_path(body.uri, settings=settings, loc=("body", "uri"))
     check_format_fits(path, body.format)
@@ -55,18 +57,18 @@ def list_all(
     session: SessionDep,
     pagination: PaginationDep,
     status: DatasetStatus | None = Query(None, description="only data sets in this status"),
-):
+) -> RowPage[Dataset]:
     """Registered data sets, newest first."""
     return list_datasets(session, status=status, page=pagination.page, page_size=pagination.page_size)
 
 
 @router.get("/{dataset_id}", dependencies=[READ], response_model=DatasetOut, responses=error_responses(404))
-def read(dataset_id: RowId, session: SessionDep):
+def read(dataset_id: RowId, session: SessionDep) -> Dataset:
     """One data set, with the classes and sizes the worker found."""
     return get_dataset(session, dataset_id=dataset_id)
 
 
-def stored_samples(settings, dataset) -> tuple[np.ndarray, np.ndarray] | None:
+def stored_samples(settings: Settings, dataset: Dataset) -> tuple[np.ndarray, np.ndarray] | None:
     """The labels and images the worker stored at inspection, if any."""
     if dataset.samples_uri is None:
         return None
@@ -78,7 +80,7 @@ def stored_samples(settings, dataset) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 @router.get("/{dataset_id}/samples", dependencies=[READ], response_model=DatasetSamples, responses=error_responses(404))
-def list_samples(dataset_id: RowId, session: SessionDep, settings: SettingsDep):
+def list_samples(dataset_id: RowId, session: SessionDep, settings: SettingsDep) -> DatasetSamples:
     """A few test images per class, stored by the worker when it inspected the data set."""
     dataset = get_dataset(session, dataset_id=dataset_id)
     try:
@@ -112,7 +114,7 @@ def list_samples(dataset_id: RowId, session: SessionDep, settings: SettingsDep):
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}, **error_responses(404)},
 )
-def sample_image(dataset_id: RowId, position: RowId, session: SessionDep, settings: SettingsDep):
+def sample_image(dataset_id: RowId, position: RowId, session: SessionDep, settings: SettingsDep) -> Response:
     """One stored sample image as a PNG, enlarged so that small images are visible."""
     dataset = get_dataset(session, dataset_id=dataset_id)
     try:

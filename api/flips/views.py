@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -134,7 +135,7 @@ def read_report(
     label: str | None = Query(None, description="only samples of this true class (index or name)", examples=["boot"]),
     intrusion: bool | None = Query(None, description="only (or no) intrusion flips"),
     format: Literal["json", "csv"] = Query("json", description="`csv`: the whole filtered ledger"),
-):
+) -> FlipReportOut | Response:
     """The model's flip report against its predecessor (or `against`), with paginated flips.
 
     Both NFR scopes with their raw counts, relative NFR, PFR, BTC, BEC, accuracy overall / on
@@ -205,7 +206,7 @@ def read_report(
     )
 
 
-def _stored_pixels(path, *, sample_index: int) -> np.ndarray:
+def _stored_pixels(path: Path, *, sample_index: int) -> np.ndarray:
     """The (C, H, W) uint8 pixels of one sample from a report's image file."""
     with np.load(path, allow_pickle=False) as archive:
         positions = np.flatnonzero(archive["sample_index"] == sample_index)
@@ -230,7 +231,7 @@ def read_image(
     session: SessionDep,
     settings: SettingsDep,
     against: RowId | None = AGAINST,
-):
+) -> Response:
     """A flipped evaluation sample as a PNG, enlarged so that small images are visible."""
     report = _report(session, model_id=model_id, against=against)
     if get_sample(session, report_id=report.id, sample_index=sample_index) is None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeVar
+
 from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from api.deps import ADMIN, READ, SUBMIT, PaginationDep, SessionDep, SettingsDep
@@ -21,6 +24,7 @@ from api.model_versions.schemas import (
 )
 from api.schemas import Page, RowId
 from api.storage import (
+    StoredFile,
     checked_weights_response,
     copy_data_file,
     read_model_metadata,
@@ -28,7 +32,7 @@ from api.storage import (
 )
 from api.uploads import receive_model_upload
 from db.flips.service import VersionFigures, version_figures
-from db.model_versions.models import ModelStatus
+from db.model_versions.models import ModelStatus, ModelVersion
 from db.model_versions.service import (
     get_model,
     lineage,
@@ -37,6 +41,8 @@ from db.model_versions.service import (
     register_uploaded_model,
 )
 from db.settings import Settings
+
+SchemaT = TypeVar("SchemaT", bound=BaseModel)
 
 router = APIRouter(prefix="/models", tags=["models"], responses=error_responses(401, 403))
 
@@ -67,7 +73,7 @@ REGISTER_BODY = {
 }
 
 
-def _validated(schema, values: dict, *, source: str):
+def _validated(schema: type[SchemaT], values: Mapping[str, object], *, source: str) -> SchemaT:
     """Validate a body by hand (this route reads JSON or a form), with FastAPI's error shape."""
     try:
         return schema.model_validate(values)
@@ -77,7 +83,9 @@ def _validated(schema, values: dict, *, source: str):
         ) from None
 
 
-def _register_file(session: Session, settings: Settings, stored, *, family: str, loc: tuple):
+def _register_file(
+    session: Session, settings: Settings, stored: StoredFile, *, family: str, loc: tuple
+) -> ModelVersion:
     """Validate a stored model file and register it; a file that fails is deleted again."""
     try:
         metadata = read_model_metadata(stored.path, loc=loc)
@@ -102,7 +110,7 @@ def _register_file(session: Session, settings: Settings, stored, *, family: str,
     openapi_extra=REGISTER_BODY,
     responses=error_responses(400, 409, 413, 422),
 )
-async def register_model(request: Request, session: SessionDep, settings: SettingsDep):
+async def register_model(request: Request, session: SessionDep, settings: SettingsDep) -> ModelVersion:
     """Register a deployed model: a multipart upload (`file`, `family`) or JSON `{family, uri}`.
 
     The weights must be a safetensors file whose metadata holds `flipguard.arch`,
@@ -167,7 +175,7 @@ def figures_out(figures: VersionFigures | None, model_id: int) -> VersionFigures
     )
 
 
-def with_figures(session: Session, models: list) -> list[ModelOut]:
+def with_figures(session: Session, models: list[ModelVersion]) -> list[ModelOut]:
     """Versions with their headline figures (two queries for the whole list)."""
     figures = version_figures(session, models)
     return [
@@ -182,7 +190,7 @@ def list_all(
     pagination: PaginationDep,
     family: str | None = Query(None, examples=["shoe-classifier"]),
     status: ModelStatus | None = Query(None),
-):
+) -> Page[ModelOut]:
     """Model versions, newest first, filtered by family and status, each with its figures."""
     page = list_models(session, family=family, status=status, page=pagination.page, page_size=pagination.page_size)
     return Page[ModelOut](
@@ -191,7 +199,7 @@ def list_all(
 
 
 @router.get("/{model_id}", dependencies=[READ], response_model=ModelOut, responses=error_responses(404))
-def read(model_id: RowId, session: SessionDep):
+def read(model_id: RowId, session: SessionDep) -> ModelOut:
     """One model version, with its accuracy and NFR and what they were measured on."""
     return with_figures(session, [get_model(session, model_id=model_id)])[0]
 
@@ -202,7 +210,7 @@ def read(model_id: RowId, session: SessionDep):
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}, **error_responses(404, 500)},
 )
-def download_weights(model_id: RowId, session: SessionDep, settings: SettingsDep):
+def download_weights(model_id: RowId, session: SessionDep, settings: SettingsDep) -> FileResponse:
     """The version's safetensors file, after checking that it still matches its sha256."""
     model = get_model(session, model_id=model_id)
     return checked_weights_response(
@@ -217,7 +225,7 @@ def download_weights(model_id: RowId, session: SessionDep, settings: SettingsDep
 @router.get(
     "/{model_id}/lineage", dependencies=[READ], response_model=list[LineageEntry], responses=error_responses(404)
 )
-def read_lineage(model_id: RowId, session: SessionDep):
+def read_lineage(model_id: RowId, session: SessionDep) -> list[LineageEntry]:
     """The version and its predecessors, newest first, each with its figures against its parent."""
     chain = lineage(session, model_id=model_id)
     figures = version_figures(session, chain)
@@ -246,7 +254,7 @@ def read_lineage(model_id: RowId, session: SessionDep):
 @router.post(
     "/{model_id}/promote", dependencies=[ADMIN], response_model=ModelOut, responses=error_responses(400, 404, 409, 422)
 )
-def promote(model_id: RowId, body: PromoteRequest, session: SessionDep):
+def promote(model_id: RowId, body: PromoteRequest, session: SessionDep) -> ModelVersion:
     """Make a candidate the family's production version (the previous one is archived).
 
     Without `force`, the candidate's gate must have passed. A forced promotion (also the way

@@ -62,7 +62,7 @@ HEALTHY_EXAMPLE: dict[str, Any] = {
         },
     },
 )
-def health(request: Request, session: SessionDep, queue: QueueDep, settings: SettingsDep):
+def health(request: Request, session: SessionDep, queue: QueueDep, settings: SettingsDep) -> JSONResponse:
     """Whether the service can do its work (503 if not): the database answers real reads (its
     schema revision is the code's, its tables can be counted), the broker answers, and a live
     worker serves the training queue. Lists each worker with its queues and the seconds since
@@ -119,7 +119,7 @@ def _workers(session: Session, settings: Settings, *, database_ok: bool) -> dict
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}, **error_responses(401, 403)},
 )
-def metrics(request: Request, session: SessionDep):
+def metrics(request: Request, session: SessionDep) -> Response:
     """Prometheus metrics: requests and latency per route, update jobs per status."""
     app_metrics = request.app.state.metrics
     for status, count in count_jobs_by_status(session).items():

@@ -18,6 +18,7 @@ from api.storage import checked_weights_response
 from api.updates.schemas import UpdateCreate, UpdateDetail, UpdateOut
 from db.datasets.models import Dataset
 from db.errors import InvalidInput
+from db.pagination import Page as RowPage
 from db.references.models import ReferenceModel
 from db.tokens.models import ApiToken
 from db.updates.models import JobStatus, UpdateJob
@@ -79,7 +80,7 @@ def submit(
             "scoped to the API token: another token's key never matches",
         ),
     ] = None,
-):
+) -> UpdateJob:
     """Schedule a compatible retrain of a deployed model (or a first version from scratch)."""
     job, created = submit_update(session, queue, body, token=token, idempotency_key=idempotency_key)
     if not created:
@@ -115,13 +116,13 @@ def list_all(
     session: SessionDep,
     pagination: PaginationDep,
     status: JobStatus | None = Query(None, description="only jobs in this status"),
-):
+) -> RowPage[UpdateJob]:
     """Update jobs, newest first."""
     return list_jobs(session, status=status, page=pagination.page, page_size=pagination.page_size)
 
 
 @router.get("/{job_id}", dependencies=[READ], response_model=UpdateDetail, responses=error_responses(404))
-def read(job_id: RowId, session: SessionDep):
+def read(job_id: RowId, session: SessionDep) -> UpdateDetail:
     """One job with its progress, per-epoch events and, for a sweep, its candidates."""
     job = get_job(session, job_id=job_id)
     return UpdateDetail.model_validate(
@@ -139,7 +140,7 @@ def read(job_id: RowId, session: SessionDep):
     response_class=FileResponse,
     responses={200: {"content": {"application/octet-stream": {}}}, **error_responses(404, 500)},
 )
-def download_reference(job_id: RowId, session: SessionDep, settings: SettingsDep):
+def download_reference(job_id: RowId, session: SessionDep, settings: SettingsDep) -> FileResponse:
     """The safetensors weights of the independent reference the job trained (or reused from the
     cache): the model its flip report compares the update with, sha256 checked."""
     job = get_job(session, job_id=job_id)
@@ -161,6 +162,6 @@ def download_reference(job_id: RowId, session: SessionDep, settings: SettingsDep
 
 
 @router.post("/{job_id}/cancel", dependencies=[SUBMIT], response_model=UpdateOut, responses=error_responses(404, 409))
-def cancel(job_id: RowId, session: SessionDep):
+def cancel(job_id: RowId, session: SessionDep) -> UpdateJob:
     """Cancel a job: a queued job is cancelled at once, a running one at its worker's next check."""
     return request_cancel(session, job_id=job_id)
