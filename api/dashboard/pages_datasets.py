@@ -16,14 +16,14 @@ from db.updates.submission import list_jobs
 
 
 @router.get("/datasets", response_class=HTMLResponse)
-def datasets_page(request: Request, session: SessionDep, pagination: PaginationDep):
+def datasets_page(request: Request, session: SessionDep, pagination: PaginationDep) -> HTMLResponse:
     """Registered data sets with their status, error, classes and sizes."""
     page = list_datasets(session, page=pagination.page, page_size=pagination.page_size)
     return render_page(request, "datasets.html", page=page, pages=max(1, -(-page.total // page.page_size)))
 
 
 @router.get("/datasets/{dataset_id}", response_class=HTMLResponse)
-def dataset_page(dataset_id: RowId, request: Request, session: SessionDep, settings: SettingsDep):
+def dataset_page(dataset_id: RowId, request: Request, session: SessionDep, settings: SettingsDep) -> HTMLResponse:
     """One data set: what the worker found, and a few sample images per class."""
     dataset = get_dataset(session, dataset_id=dataset_id)
     samples: dict[int, list[int]] = {}

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Literal
 from urllib.parse import urlencode
 
-from fastapi import Query, Request
+from fastapi import Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from api.comparisons.views import start_comparison
@@ -57,7 +57,7 @@ def flips_page(
     kind: Literal["", "negative", "positive"] = Query(""),
     label: str = Query("", pattern=r"^\d*$"),
     intrusion: bool = Query(False),
-):
+) -> Response:  # the report (HTMLResponse), or a RedirectResponse to the compare page
     """The regression report: headline figures, per-class NFR, transitions, flipped samples."""
     model = get_model(session, model_id=model_id)
     baseline_id = against if against is not None else model.parent_id
@@ -137,7 +137,7 @@ def compare_page(
     model: RowId | None = Query(None),
     against: RowId | None = Query(None),
     retry: bool = Query(False),
-):
+) -> Response:  # the compare page (HTMLResponse), or a RedirectResponse to the stored report
     """Pick two versions; their report when it is stored, else the computation's progress
     (the page reloads itself until the light worker has stored it)."""
     models = list_models(session, page=1, page_size=500).items

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fastapi import Form, Query, Request
+from fastapi import Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
+from sqlalchemy.orm import Session
 
 from api.dashboard.charts import Series, line_chart, percent
 from api.dashboard.pages_updates import sweep_panel
@@ -44,7 +45,7 @@ COMPARED: tuple[tuple[str, Figure, Figure | None, bool], ...] = (
 
 
 @router.get("", response_class=HTMLResponse)
-def overview(request: Request, session: SessionDep):
+def overview(request: Request, session: SessionDep) -> HTMLResponse:
     """Families with their production version, recent jobs, recent versions."""
     jobs = list_jobs(session, page=1, page_size=25)
     versions = list_models(session, page=1, page_size=20)
@@ -82,7 +83,7 @@ class ChainEntry:
 
 
 @router.get("/models/{model_id}", response_class=HTMLResponse)
-def model_page(model_id: RowId, request: Request, session: SessionDep):
+def model_page(model_id: RowId, request: Request, session: SessionDep) -> HTMLResponse:
     """A version against its predecessor, its lineage, gate verdict and promotion."""
     model = get_model(session, model_id=model_id)
     versions = list(reversed(lineage(session, model_id=model_id)))  # oldest first
@@ -172,7 +173,7 @@ def model_page(model_id: RowId, request: Request, session: SessionDep):
     )
 
 
-def needs_force(model) -> bool:
+def needs_force(model: ModelVersion) -> bool:
     """Whether promoting this version overrides its gate (and so needs a reason)."""
     return promotion_blocker(model) is not None
 
@@ -180,7 +181,9 @@ def needs_force(model) -> bool:
 # ---- promotion: a confirmation page, then a plain form POST ------------------------------------
 
 
-def _promotion_context(session, model, *, force: bool, reason: str, errors: dict[str, str]) -> dict:
+def _promotion_context(
+    session: Session, model: ModelVersion, *, force: bool, reason: str, errors: dict[str, str]
+) -> dict:
     production = get_production(session, family=model.family)
     return {
         "model": model,
@@ -199,7 +202,7 @@ def promote_confirm(
     session: SessionDep,
     force: bool = Query(False),
     reason: str = Query("", max_length=2000),
-):
+) -> HTMLResponse:
     """What promoting this version would do, and the button that does it."""
     model = get_model(session, model_id=model_id)
     errors = {}
@@ -219,7 +222,7 @@ def promote_confirmed(
     session: SessionDep,
     force: bool = Form(False),
     reason: str = Form("", max_length=2000),
-):
+) -> Response:  # the confirmation page again with the refusal (HTMLResponse), or a RedirectResponse
     """Promote after the confirmation (admin scope); a refusal is shown next to its field."""
     try:
         promote_model(session, model_id=model_id, force=force, reason=reason or None)

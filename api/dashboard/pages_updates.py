@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Annotated
 
-from fastapi import Query, Request
+from fastapi import Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 
 from api.dashboard.charts import ScatterPoint, Series, line_chart, percent, scatter_chart
 from api.dashboard.site import render_page, router
@@ -22,7 +24,7 @@ from db.datasets.service import list_datasets
 from db.errors import ServiceError
 from db.model_versions.service import get_model, list_models
 from db.tokens.models import ApiToken
-from db.updates.models import ACTIVE_STATUSES, JobStatus, UpdateJob
+from db.updates.models import ACTIVE_STATUSES, JobEvent, JobStatus, UpdateJob
 from db.updates.submission import get_job, list_candidates, list_events
 
 
@@ -33,7 +35,7 @@ def candidate_labels(job: UpdateJob | None) -> list[str]:
     return [candidate_label(params, list(job.sweep)) for params in candidate_params(job.sweep)]
 
 
-def job_curve_charts(events, job: UpdateJob | None = None) -> dict:
+def job_curve_charts(events: Iterable[JobEvent], job: UpdateJob | None = None) -> dict:
     """Per-epoch series of a job's events: one line per training phase, and per candidate of a sweep."""
     phases: dict[str, list[tuple[int, dict]]] = {}
     labels = candidate_labels(job)
@@ -88,7 +90,7 @@ def job_curve_charts(events, job: UpdateJob | None = None) -> dict:
     }
 
 
-def sweep_panel(session, job: UpdateJob | None) -> dict | None:
+def sweep_panel(session: Session, job: UpdateJob | None) -> dict | None:
     """A sweeping job's candidates, the choice among them and their accuracy-NFR chart; None without a sweep."""
     if job is None or not job.sweep:
         return None
@@ -123,7 +125,7 @@ def sweep_panel(session, job: UpdateJob | None) -> dict | None:
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
-def job_page(job_id: RowId, request: Request, session: SessionDep):
+def job_page(job_id: RowId, request: Request, session: SessionDep) -> HTMLResponse:
     """One job: live progress, per-epoch curves, cancel, error."""
     job = get_job(session, job_id=job_id)
     return render_page(
@@ -138,7 +140,7 @@ def job_page(job_id: RowId, request: Request, session: SessionDep):
 
 
 @router.get("/jobs/{job_id}/curves", response_class=HTMLResponse)
-def job_curves(job_id: RowId, request: Request, session: SessionDep):
+def job_curves(job_id: RowId, request: Request, session: SessionDep) -> HTMLResponse:
     """The curves of a job page alone (the page's script refreshes them after each epoch)."""
     job = get_job(session, job_id=job_id)
     return render_page(request, "job_curves.html", curves=job_curve_charts(list_events(session, job_id=job_id), job))
@@ -169,7 +171,7 @@ def _form_body(form: dict[str, str]) -> tuple[dict, dict[str, str]]:
     """
     errors: dict[str, str] = {}
 
-    def value(name: str):
+    def value(name: str) -> int | float | str | None:
         text = (form.get(name) or "").strip()
         if not text:
             return None
@@ -192,7 +194,7 @@ def _form_body(form: dict[str, str]) -> tuple[dict, dict[str, str]]:
         "seed": value("seed"),
     }
     classes = value("classes")
-    if classes is not None:
+    if isinstance(classes, str):  # a text field: value() gives its text or None
         body["classes"] = [name.strip() for name in classes.split(",")]
     body["recipe"] = {key: value(f"recipe.{key}") for key in RECIPE_FIELDS}
     body["method_params"] = {key: value(f"method_params.{key}") for key in PARAM_FIELDS}
@@ -203,7 +205,7 @@ def _form_body(form: dict[str, str]) -> tuple[dict, dict[str, str]]:
     return {key: item for key, item in body.items() if item is not None}, errors
 
 
-def _field_of(loc) -> str:
+def _field_of(loc: Sequence[str | int]) -> str:
     """The form field an error's loc points at (`recipe.epochs`, `classes`, ...)."""
     parts = [str(part) for part in loc if part != "body"]
     if parts[:1] == ["classes"]:
@@ -211,7 +213,9 @@ def _field_of(loc) -> str:
     return ".".join(parts) or "form"
 
 
-def _update_form(request: Request, session, *, values: dict, errors: dict[str, str], status_code: int = 200):
+def _update_form(
+    request: Request, session: Session, *, values: dict, errors: dict[str, str], status_code: int = 200
+) -> HTMLResponse:
     models = list_models(session, page=1, page_size=500).items
     datasets = list_datasets(session, page=1, page_size=500).items
     return render_page(
@@ -231,7 +235,7 @@ def _update_form(request: Request, session, *, values: dict, errors: dict[str, s
 @router.get("/updates/new", response_class=HTMLResponse)
 def update_form(
     request: Request, session: SessionDep, base: RowId | None = Query(None), dataset: RowId | None = Query(None)
-):
+) -> HTMLResponse:
     """The form that submits an update job (the same validation as POST /updates)."""
     values = {
         "base_model_id": str(base) if base is not None else "",
@@ -244,7 +248,7 @@ def update_form(
 @router.post("/updates/new", response_class=HTMLResponse)
 async def submit_update_form(
     request: Request, session: SessionDep, queue: QueueDep, token: Annotated[ApiToken | None, SUBMIT]
-):
+) -> Response:  # the form again with its errors (HTMLResponse), or a RedirectResponse to the job
     """Validate the form exactly as POST /updates does; errors are shown next to their fields."""
     async with request.form(max_files=0, max_fields=40) as form:
         values = {key: item for key, item in form.items() if isinstance(item, str)}

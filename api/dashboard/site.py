@@ -26,5 +26,5 @@ router = APIRouter(prefix="/dashboard", include_in_schema=False, dependencies=[R
 login_router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
 
-def render_page(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
+def render_page(request: Request, template: str, status_code: int = 200, **context: object) -> HTMLResponse:
     return templates.TemplateResponse(request, template, context, status_code=status_code)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from fastapi import FastAPI, Form, Query, Request
+from fastapi import FastAPI, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -52,7 +52,7 @@ def _safe_next(target: str) -> str:
 
 
 @login_router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, next: str = Query("/dashboard", max_length=2000)):
+def login_form(request: Request, next: str = Query("/dashboard", max_length=2000)) -> HTMLResponse:
     """The form that stores an API token (with the `read` scope) in an HttpOnly cookie."""
     return render_page(request, "login.html", next=_safe_next(next), message=None)
 
@@ -64,7 +64,7 @@ def login(
     settings: SettingsDep,
     token: str = Form(max_length=200),
     next: str = Form("/dashboard", max_length=2000),
-):
+) -> Response:  # the form again (HTMLResponse) or a RedirectResponse
     """Check the token and keep it in a cookie that scripts cannot read and other sites never send."""
     check_same_origin(request, settings, required=False)  # no logging a victim in from another site
     row = authenticate(session, token=token.strip())
@@ -84,7 +84,7 @@ def login(
 
 
 @login_router.post("/logout")
-def logout(request: Request, settings: SettingsDep):
+def logout(request: Request, settings: SettingsDep) -> RedirectResponse:
     """Forget the token cookie."""
     check_same_origin(request, settings, required=False)
     response = RedirectResponse("/dashboard/login", status_code=303)
