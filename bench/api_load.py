@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -181,7 +182,12 @@ def seed(database_url: str, *, ledger_rows: int) -> tuple[int, int]:
 
 
 async def run_scenario(
-    client: httpx.AsyncClient, make_request, *, requests: int, concurrency: int, time_cap_s: float
+    client: httpx.AsyncClient,
+    make_request: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]],
+    *,
+    requests: int,
+    concurrency: int,
+    time_cap_s: float,
 ) -> dict:
     """`requests` calls of make_request() by `concurrency` tasks, stopping early at the time cap."""
     latencies: list[float] = []
@@ -189,7 +195,7 @@ async def run_scenario(
     issued = 0
     deadline = time.perf_counter() + time_cap_s
 
-    async def one_client():
+    async def one_client() -> None:
         nonlocal issued
         while issued < requests and time.perf_counter() < deadline:
             issued += 1
@@ -217,7 +223,7 @@ async def run_scenario(
     }
 
 
-async def load(stack: Stack, *, dataset_id: int, model_id: int, args) -> dict[str, list[dict]]:
+async def load(stack: Stack, *, dataset_id: int, model_id: int, args: argparse.Namespace) -> dict[str, list[dict]]:
     submit_body = {"base_model_id": model_id, "dataset_id": dataset_id, "method": "mpt-kl", "recipe": {"epochs": 1}}
     scenarios = {
         "health": lambda client: client.get("/health"),

@@ -33,7 +33,7 @@ import torch
 
 from mpt.augment import augment_batch
 from mpt.data import ImageFiles, ImageSet, decode_all
-from mpt.feed import RESIDENT, STREAMING, BatchFeed, prepare
+from mpt.feed import RESIDENT, STREAMING, BatchFeed, Prepared, prepare
 from mpt.formats import load_dataset, open_dataset
 from mpt.nets import build_net
 from mpt.recipe import MethodParams, Recipe
@@ -61,7 +61,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def feed_rate(images, recipe: Recipe, workers: int, device: torch.device) -> float:
+def feed_rate(images: Prepared, recipe: Recipe, workers: int, device: torch.device) -> float:
     """Images/s of one epoch of batches through the path and the device augmentation."""
     synchronize(device)
     started = time.perf_counter()
@@ -76,7 +76,7 @@ def feed_rate(images, recipe: Recipe, workers: int, device: torch.device) -> flo
     return seen / (time.perf_counter() - started)
 
 
-def train_rate(images, recipe: Recipe, classes: int, device: torch.device) -> float:
+def train_rate(images: Prepared, recipe: Recipe, classes: int, device: torch.device) -> float:
     """Images/s of one epoch of the training loop."""
     net = build_net("small_cnn", num_classes=classes, in_channels=images.shape[0], seed=0)
     setup = TrainingSetup(

@@ -41,6 +41,7 @@ import torch
 from train_throughput import (
     SWEEP_BIASES,
     VARIANTS,
+    Workload,
     device_name,
     engine_run,
     interleaved_rates,
@@ -98,7 +99,7 @@ class Report:
         self.judged, self.out = judged, out
         self.payload: dict = {"device": device_name(device), "judged": judged, "parts": {}, "targets": []}
 
-    def figure(self, part: str, name: str, value) -> None:
+    def figure(self, part: str, name: str, value: float | list[str] | dict) -> None:
         self.payload["parts"].setdefault(part, {})[name] = value
 
     def target(
@@ -127,7 +128,7 @@ def throughput_and_sweep(report: Report, sizes: Sizes, device: torch.device, dat
     batches = max(sizes.reference_warmup + sizes.steps, WARMUP_STEPS + 2)
     train_set, k, k_old = workload(sizes.arch, batches * 128, fashion_mnist=str(data))
     mean, std = channel_stats(train_set.images)
-    common = dict(train_set=train_set, k=k, k_old=k_old, arch=sizes.arch, mean=mean, std=std, device=device)
+    common = Workload(train_set=train_set, k=k, k_old=k_old, arch=sizes.arch, mean=mean, std=std, device=device)
     working = []
     for name in ("eager", "graphs", "side-by-side", "packed", "packed-graphs"):
         changes, students = VARIANTS[name]

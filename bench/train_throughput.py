@@ -47,8 +47,9 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -86,7 +87,9 @@ VARIANTS: dict[str, tuple[dict, int]] = {
 class PilDataset(torch.utils.data.Dataset):
     """The paper's data path: uint8 array -> PIL image -> torchvision transforms, per sample."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, mean, std, padding: int):
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, mean: Sequence[float], std: Sequence[float], padding: int
+    ) -> None:
         self.images, self.labels = images, labels  # (N, H, W) grey or (N, H, W, 3)
         self.mean, self.std, self.padding = tuple(mean), tuple(std), padding
         self.transform: Callable | None = None  # built lazily in each worker
@@ -94,7 +97,7 @@ class PilDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i):
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         from PIL import Image
         from torchvision import transforms as T
 
@@ -112,16 +115,32 @@ class PilDataset(torch.utils.data.Dataset):
         return transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
-def workload(arch: str, samples: int, *, seed: int = 0, fashion_mnist: str = FASHION_MNIST_DIR):
+def workload(
+    arch: str, samples: int, *, seed: int = 0, fashion_mnist: str = FASHION_MNIST_DIR
+) -> tuple[ImageSet, int, int]:
     """(ImageSet, K, K_old): Fashion-MNIST for small_cnn, synthetic CIFAR-100-shaped data for
     the ResNets (as in the H100 figures of docs/METHOD.md, "The reference training loop")."""
     if arch == "small_cnn":
         bundle = load_dataset(fashion_mnist)
+        assert isinstance(bundle.train, ImageSet)  # load_dataset decodes
         return bundle.train.take(torch.arange(min(samples, len(bundle.train)))), 10, 5
     generator = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (samples, 3, 32, 32), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, 100, (samples,), generator=generator)
     return ImageSet(images, labels, [f"c{i}" for i in range(100)]), 100, 50
+
+
+class Workload(TypedDict):
+    """What reference_run, engine_run and compute_only_run take alike: the data, its classes,
+    the network and the device."""
+
+    train_set: ImageSet
+    k: int
+    k_old: int
+    arch: str
+    mean: Sequence[float]
+    std: Sequence[float]
+    device: torch.device
 
 
 def teachers_for(arch: str, k: int, k_old: int, in_channels: int) -> Teachers:
@@ -145,8 +164,8 @@ def reference_run(
     k: int,
     k_old: int,
     arch: str,
-    mean,
-    std,
+    mean: Sequence[float],
+    std: Sequence[float],
     *,
     steps: int,
     warmup: int,
@@ -214,8 +233,8 @@ def engine_run(
     k: int,
     k_old: int,
     arch: str,
-    mean,
-    std,
+    mean: Sequence[float],
+    std: Sequence[float],
     *,
     steps: int,
     device: torch.device,
@@ -252,7 +271,15 @@ def engine_run(
 
 
 def compute_only_run(
-    train_set: ImageSet, k: int, k_old: int, arch: str, mean, std, *, steps: int, device: torch.device
+    train_set: ImageSet,
+    k: int,
+    k_old: int,
+    arch: str,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    steps: int,
+    device: torch.device,
 ) -> float:
     """images/s of the engine's own eager step on one fixed, already augmented batch: the model
     arithmetic alone, with no data work at all; no eager loop with this maths can beat it."""
@@ -283,7 +310,7 @@ def compute_only_run(
 
 
 def interleaved_rates(
-    common: dict,
+    common: Workload,
     contenders: list[str],
     *,
     steps: int,
@@ -369,7 +396,7 @@ def main() -> None:
         f"({device_name(device)}); load average at start {os.getloadavg()[0]:.2f}",
         flush=True,
     )
-    common = dict(train_set=train_set, k=k, k_old=k_old, arch=args.arch, mean=mean, std=std, device=device)
+    common = Workload(train_set=train_set, k=k, k_old=k_old, arch=args.arch, mean=mean, std=std, device=device)
     contenders = ["reference", *variants, *(["compute"] if args.compute_only else [])]
     rates, startups = interleaved_rates(
         common,

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import cast
 
-from sqlalchemy import JSON, CursorResult, DateTime, Engine, Enum, Executable, MetaData, create_engine, event
+from sqlalchemy import JSON, CursorResult, DateTime, Dialect, Engine, Enum, Executable, MetaData, create_engine, event
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
 # Stable constraint names, so that migrations can refer to (and drop) them on every backend.
@@ -27,20 +30,20 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator[datetime]):
     """A timestamp stored in UTC and always read back timezone-aware (SQLite drops the zone)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value, dialect):
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
             raise ValueError("naive datetime given; use timezone-aware UTC timestamps")
         return value.astimezone(UTC)
 
-    def process_result_value(self, value, dialect):
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -59,7 +62,7 @@ def make_engine(database_url: str) -> Engine:
     engine = create_engine(database_url, connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_connection, _record):
+    def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         cursor = dbapi_connection.cursor()
         # SQLite ignores foreign keys unless asked; WAL lets the API read while a worker writes.
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -74,7 +77,7 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
-def enum_type(enum_class, name: str) -> Enum:
+def enum_type(enum_class: type[StrEnum], name: str) -> Enum:
     """A VARCHAR column holding an enum's values, with a CHECK constraint on every backend."""
     return Enum(
         enum_class,

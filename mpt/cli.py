@@ -13,7 +13,7 @@ from mpt import importer
 from mpt.artifacts import LoadedModel, load_model, save_model
 from mpt.cli_args import parse_assignments, parse_classes, recipe_from_args
 from mpt.console import epoch_progress, format_table
-from mpt.data import DataError
+from mpt.data import DataBundle, DataError
 from mpt.flips import headline
 from mpt.formats import open_dataset
 from mpt.losses import METHODS
@@ -34,7 +34,7 @@ def _write_json(path: str | None, payload: dict) -> None:
         Path(path).write_text(json.dumps(payload, indent=2))
 
 
-def cmd_train(args) -> dict:
+def cmd_train(args: argparse.Namespace) -> dict:
     bundle = open_dataset(args.data, args.format)
     outcome = run_update(
         bundle=bundle,
@@ -77,7 +77,7 @@ def cmd_import(args: argparse.Namespace) -> dict:
     return {"model": args.out, "sha256": sha, "classes": list(spec.classes)}
 
 
-def _update(args, method: str, base: LoadedModel, bundle) -> UpdateOutcome:
+def _update(args: argparse.Namespace, method: str, base: LoadedModel, bundle: DataBundle) -> UpdateOutcome:
     """Run one update from the command line's options (shared by update, reference, demo)."""
     return run_update(
         bundle=bundle,
@@ -95,7 +95,7 @@ def _update(args, method: str, base: LoadedModel, bundle) -> UpdateOutcome:
     )
 
 
-def cmd_update(args) -> dict:
+def cmd_update(args: argparse.Namespace) -> dict:
     bundle = open_dataset(args.data, args.format)
     base = load_model(args.base)
     outcome = _update(args, args.method, base, bundle)
@@ -127,7 +127,7 @@ def parse_sweep(pairs: list[str]) -> dict[str, list]:
     return values or {"bias": list(DEFAULT_BIASES)}
 
 
-def cmd_sweep(args) -> dict:
+def cmd_sweep(args: argparse.Namespace) -> dict:
     bundle = open_dataset(args.data, args.format)
     base = load_model(args.base)
     values = parse_sweep(args.sweep)
@@ -184,7 +184,7 @@ def cmd_sweep(args) -> dict:
     return result
 
 
-def cmd_reference(args) -> dict:
+def cmd_reference(args: argparse.Namespace) -> dict:
     bundle = open_dataset(args.data, args.format)
     base = load_model(args.base)
     outcome = _update(args, "independent", base, bundle)
@@ -193,7 +193,7 @@ def cmd_reference(args) -> dict:
     return {"model": args.out, "sha256": sha}
 
 
-def cmd_evaluate(args) -> dict:
+def cmd_evaluate(args: argparse.Namespace) -> dict:
     bundle = open_dataset(args.data, args.format)
     old, new = load_model(args.old), load_model(args.new)
     k_old = len(old.spec.classes)
@@ -215,7 +215,7 @@ def cmd_evaluate(args) -> dict:
     return result
 
 
-def cmd_demo(args) -> dict:
+def cmd_demo(args: argparse.Namespace) -> dict:
     """Class-incremental Fashion-MNIST: v1 on classes 0-4, then independent vs MPT-KL on 0-9."""
     started = time.perf_counter()
     work = Path(args.workdir)
@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mpt", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def add_common(sub, *, data_default=None, seed=True):
+    def add_common(sub: argparse.ArgumentParser, *, data_default: str | None = None, seed: bool = True) -> None:
         sub.add_argument(
             "--data", default=data_default, required=data_default is None, help="data set folder or .npz file"
         )
@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--quiet", action="store_true", help="no per-epoch lines")
         sub.add_argument("--checkpoint-dir", help="checkpoint each epoch here; a rerun resumes")
 
-    def add_update_options(sub):
+    def add_update_options(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--base", required=True, help="the old model (.safetensors)")
         sub.add_argument("--classes", help="classes of the update data to use (default all)")
         sub.add_argument("--arch", help="default: the base model's")

@@ -31,7 +31,7 @@ def compare(
     model: LoadedModel,
     baseline: LoadedModel,
     evaluation: ImageSet | ImageFiles | FittedImages,
-    device=None,
+    device: torch.device | None = None,
     recipe: Recipe | None = None,
 ) -> tuple[FlipSummary, FlipLedger]:
     """The report of `model` against `baseline` on `evaluation` (labels index its classes).

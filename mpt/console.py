@@ -13,7 +13,7 @@ def epoch_progress(label: str, quiet: bool) -> Progress:
     if quiet:
         return Progress()
 
-    def on_epoch_end(epoch, metrics):
+    def on_epoch_end(epoch: int, metrics: dict) -> None:
         # A sweep's epoch carries {"epoch", "students": [metrics, ...]}: one line per student.
         for index, student in enumerate(metrics.get("students", [metrics])):
             shown = ", ".join(f"{k} {v:.4f}" for k, v in student.items() if k not in ("epoch", "lr"))

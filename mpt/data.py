@@ -101,7 +101,7 @@ class ImageSet(LabelledSamples):
     labels: torch.Tensor
     classes: list[str]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise DataError(f"images must be uint8 (N, C, H, W), got {self.images.dtype} {tuple(self.images.shape)}")
         self._check_labels(self.images.shape[0])
@@ -137,7 +137,7 @@ class ImageFiles(LabelledSamples):
     classes: list[str]
     channels: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if len(self.headers) != len(self.files):
             raise DataError(f"{len(self.files)} files but {len(self.headers)} headers")
         self._check_labels(len(self.files))
@@ -301,7 +301,7 @@ class ClassMap:
     def new_classes(self) -> tuple[str, ...]:
         return self.classes[self.k_old :]
 
-    def new_mask(self, device=None) -> torch.Tensor:
+    def new_mask(self, device: torch.device | None = None) -> torch.Tensor:
         mask = torch.zeros(len(self.classes), dtype=torch.bool, device=device)
         mask[self.k_old :] = True
         return mask
@@ -328,7 +328,7 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
     return tuple(scaled.mean(1).tolist()), tuple(scaled.std(1).clamp_min(1e-3).tolist())
 
 
-def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
+def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """uint8 (N, C, H, W) -> float32 normalised, on the images' device."""
     mean_t = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
     std_t = torch.tensor(std, device=images.device).view(1, -1, 1, 1)

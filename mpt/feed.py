@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
+from typing import TypedDict, Unpack
 
 import torch
 import torch.utils.data
@@ -104,6 +105,13 @@ def prepare_for_input(
     return prepare(source, shape, path=path, workers=decode_workers(recipe))
 
 
+class _Batching(TypedDict, total=False):
+    """How BatchFeed._loader's DataLoader batches: a fixed size or explicit index lists."""
+
+    batch_size: int
+    batch_sampler: list[list[int]]
+
+
 class BatchFeed:
     """uint8 batches of a prepared set on one device, shuffled by a given order or in order.
 
@@ -152,7 +160,7 @@ class BatchFeed:
         for images, _ in self._loader(batch_size=batch_size):
             yield images.to(self.device, non_blocking=True)
 
-    def _loader(self, **batching) -> torch.utils.data.DataLoader:
+    def _loader(self, **batching: Unpack[_Batching]) -> torch.utils.data.DataLoader:
         assert self.streamed is not None
         return torch.utils.data.DataLoader(
             self.streamed,

@@ -25,7 +25,7 @@ def _ratio(numerator: float, denominator: float) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def _scope_figures(labels, old_pred, new_pred) -> ScopeFigures:
+def _scope_figures(labels: torch.Tensor, old_pred: torch.Tensor, new_pred: torch.Tensor) -> ScopeFigures:
     """NFR, PFR, relative NFR and their raw counts over one set of samples."""
     n = int(labels.numel())
     old_ok = old_pred == labels

@@ -264,7 +264,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         ("_codecs", "encode"),
     }
 
-    def find_class(self, module, name):
+    def find_class(self, module: str, name: str) -> object:
         if (module, name) not in self.ALLOWED:
             raise DataError(f"refusing to load {module}.{name} from a CIFAR pickle")
         return super().find_class(module, name)

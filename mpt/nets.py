@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torchvision import models as tv_models
@@ -13,7 +15,7 @@ class SmallCNN(nn.Module):
     def __init__(self, num_classes: int, in_channels: int = 1, width: int = 32):
         super().__init__()
 
-        def block(c_in, c_out):
+        def block(c_in: int, c_out: int) -> nn.Sequential:
             return nn.Sequential(
                 nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
             )
@@ -33,7 +35,7 @@ class SmallCNN(nn.Module):
         return self.fc(self.features(x))
 
 
-def _resnet(builder):
+def _resnet(builder: Callable[..., nn.Module]) -> Callable[[int, int], nn.Module]:
     def build(num_classes: int, in_channels: int) -> nn.Module:
         net = builder(weights=None, num_classes=num_classes)
         if in_channels != 3:

@@ -46,7 +46,16 @@ class PackedLinear(nn.Module):
     bit for bit the side-by-side run: tests/engine/test_packed.py).
     """
 
-    def __init__(self, students: int, in_features: int, out_features: int, *, bias: bool, device=None, dtype=None):
+    def __init__(
+        self,
+        students: int,
+        in_features: int,
+        out_features: int,
+        *,
+        bias: bool,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         self.students, self.in_features, self.out_features = students, in_features, out_features
         # weight before bias, as nn.Linear registers them: parameters keep the template's order.

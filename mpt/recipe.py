@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import TypeVar
 
 TRAIN_CROPS = ("pad", "random_resized")
 DATA_PATHS = ("auto", "resident", "streaming")
@@ -96,7 +97,7 @@ class Recipe:
     # Architectures packing does not know train side by side.
     pack_students: str = "auto"
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name, value, allowed in (
             ("train_crop", self.train_crop, TRAIN_CROPS),
             ("data_path", self.data_path, DATA_PATHS),
@@ -157,7 +158,11 @@ class MethodParams:
         return _from_dict(cls, values)
 
 
-def _from_dict(cls, values: dict | None):
+# The dataclasses _from_dict builds.
+_Params = TypeVar("_Params", Recipe, MethodParams)
+
+
+def _from_dict(cls: type[_Params], values: dict | None) -> _Params:
     """Build a dataclass from a dict, refusing unknown keys by name."""
     values = dict(values or {})
     known = {f.name: f for f in dataclasses.fields(cls)}

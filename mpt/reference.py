@@ -46,7 +46,14 @@ class Progress:
 
 
 def reference_key(
-    *, data: UpdateData, shape: tuple[int, int, int], arch: str, recipe: Recipe, seed: int, mean, std
+    *,
+    data: UpdateData,
+    shape: tuple[int, int, int],
+    arch: str,
+    recipe: Recipe,
+    seed: int,
+    mean: Sequence[float],
+    std: Sequence[float],
 ) -> str:
     """What makes two independent references interchangeable."""
     identity: dict = {

@@ -88,8 +88,8 @@ def predict(
     net: nn.Module,
     images: Prepared,
     *,
-    mean,
-    std,
+    mean: Sequence[float],
+    std: Sequence[float],
     device: torch.device,
     batch_size: int = 1024,
     workers: int = 0,
@@ -343,7 +343,16 @@ def training_memory_format(device: torch.device, recipe: Recipe) -> torch.memory
     return torch.channels_last
 
 
-def _validate(net, validation: Prepared, old_correct, *, mean, std, device, workers: int) -> dict:
+def _validate(
+    net: nn.Module,
+    validation: Prepared,
+    old_correct: tuple[torch.Tensor, int] | None,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+    workers: int,
+) -> dict:
     """Validation accuracy, and the negative flip rate against the old model on its classes."""
     logits = predict(net, validation, mean=mean, std=std, device=device, workers=workers)
     correct = logits.argmax(1) == validation.labels

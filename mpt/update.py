@@ -80,7 +80,7 @@ def evaluate(
     baseline: LoadedModel,
     evaluation: ImageSet | ImageFiles | FittedImages,
     k_old: int,
-    device=None,
+    device: torch.device | None = None,
     recipe: Recipe | None = None,
 ) -> tuple[FlipSummary, FlipLedger]:
     """The flip report of `model` against `baseline` on a split in `model`'s index space."""

@@ -230,6 +230,7 @@ def main() -> None:
         tempfile.TemporaryDirectory() as home,
         running_stack(embedded_env(Path(home)) | {"FLIPGUARD_DEVICE": "cpu"}, log_dir=Path(home) / "logs") as stack,
     ):
+        assert stack.token is not None  # running_stack migrated, which creates the token
         env = {"URL": stack.url, "TOKEN": stack.token, "PATH": "/usr/bin:/bin", "PYTHON": sys.executable}
         client = httpx.Client(base_url=stack.url, headers=stack.headers, timeout=30)
         # The first example shows /health with the worker live.
@@ -243,13 +244,11 @@ def main() -> None:
             for job_id in (1, 2, 3):
                 reads_job = f'base_model_id": {job_id}' in command or f"/updates/{job_id}" in command
                 if (reads_job or "/models" in command) and client.get(f"/updates/{job_id}").status_code == 200:
-                    Stack.wait_until(
-                        lambda job_id=job_id: (
-                            client.get(f"/updates/{job_id}").json()["status"] in ("succeeded", "failed", "cancelled")
-                        ),
-                        timeout_s=600,
-                        what=f"job {job_id}",
-                    )
+
+                    def job_ended(job_id: int = job_id) -> bool:
+                        return client.get(f"/updates/{job_id}").json()["status"] in ("succeeded", "failed", "cancelled")
+
+                    Stack.wait_until(job_ended, timeout_s=600, what=f"job {job_id}")
             if "/comparisons/1" in command:
                 Stack.wait_until(
                     lambda: client.get("/comparisons/1").json()["status"] in ("succeeded", "failed"),

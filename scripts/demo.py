@@ -24,15 +24,15 @@ from scripts.stack import Stack, embedded_env, running_stack
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 
-def request(client: httpx.Client, method: str, path: str, **kwargs) -> dict:
+def request(client: httpx.Client, method: str, path: str, *, json: dict | None = None) -> dict:
     """Call the API and return its JSON; stop the demo with the API's message otherwise."""
-    response = client.request(method, path, **kwargs)
+    response = client.request(method, path, json=json)
     if response.is_error:
         raise SystemExit(f"{method} {path}: HTTP {response.status_code}: {response.text}")
     return response.json()
 
 
-def cli(stack: Stack, *args: str, allowed=(ExitCode.OK,)) -> int:
+def cli(stack: Stack, *args: str, allowed: tuple[ExitCode, ...] = (ExitCode.OK,)) -> int:
     """Run a command of the client CLI (`python -m api.cli`) against the stack."""
     code = client_cli(["--url", stack.url, "--token", stack.token or "", *args])
     if code not in allowed:

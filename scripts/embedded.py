@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from scripts.stack import embedded_env, running_stack
 
 
-def with_environment(env: dict[str, str], environ=os.environ) -> tuple[dict[str, str], list[str]]:
+def with_environment(env: dict[str, str], environ: Mapping[str, str] = os.environ) -> tuple[dict[str, str], list[str]]:
     """The embedded settings with every FLIPGUARD_* variable of the environment taking precedence;
     returns them and the names taken from the environment. FLIPGUARD_DATA_ROOTS may also be
     folders separated by os.pathsep (turned into the JSON list the settings read)."""

@@ -13,12 +13,16 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Literal, TypeVar
 
 import httpx
 
 from contracts.tasks import LIGHT_QUEUE, TRAINING_QUEUE
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -174,7 +178,9 @@ class Stack:
         return response.status_code == 200 or (response.status_code == 503 and response.json().get("database") == "ok")
 
     @staticmethod
-    def wait_until(condition, *, timeout_s: float, what: str, interval_s: float = 0.3):
+    def wait_until(
+        condition: Callable[[], T | Literal[False] | None], *, timeout_s: float, what: str, interval_s: float = 0.3
+    ) -> T:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             value = condition()
@@ -183,7 +189,9 @@ class Stack:
             time.sleep(interval_s)
         raise TimeoutError(f"gave up waiting for {what} after {timeout_s:.0f} s")
 
-    def stop_process(self, process: subprocess.Popen, *, sig=signal.SIGTERM, timeout_s: float = 30) -> None:
+    def stop_process(
+        self, process: subprocess.Popen, *, sig: signal.Signals = signal.SIGTERM, timeout_s: float = 30
+    ) -> None:
         if process.poll() is None:
             os.killpg(process.pid, sig)
             try:
@@ -200,7 +208,7 @@ class Stack:
 
 
 @contextmanager
-def running_stack(env: dict[str, str], *, log_dir: Path, port: int | None = None, workers: int = 1):
+def running_stack(env: dict[str, str], *, log_dir: Path, port: int | None = None, workers: int = 1) -> Iterator[Stack]:
     """Migrate, start the API and `workers` workers; stop them all on exit."""
     stack = Stack(env, port=port, log_dir=log_dir)
     try:

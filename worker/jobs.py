@@ -13,36 +13,43 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import TypedDict, TypeVar
 
 import numpy as np
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 from contracts.jobs import Candidate, RegisteredModel, SweepResult
 from contracts.selection import Selection
 from db.base import make_engine, make_session_factory
+from db.datasets.models import Dataset
 from db.datasets.service import get_dataset
 from db.errors import JobNotOwned
+from db.model_versions.models import ModelVersion
 from db.model_versions.service import get_model
 from db.references.service import add_reference, find_reference
 from db.settings import Settings
 from db.updates.completion import complete_job
 from db.updates.lifecycle import cancel_job_finished, claim_job, fail_job, heartbeat, record_event
-from db.updates.models import JobStatus
+from db.updates.models import JobStatus, UpdateJob
 from db.updates.submission import list_events
 from mpt.artifacts import ArtifactError, LoadedModel, load_model, save_model
-from mpt.data import DataError, thumbnails
+from mpt.data import DataBundle, DataError, thumbnails
 from mpt.formats import open_dataset
 from mpt.limits import DataLimits
 from mpt.recipe import MethodParams, Recipe
-from mpt.reference import Progress
+from mpt.reference import Progress, ReferenceStore
 from mpt.sweep import SweepOutcome, run_sweep
 from mpt.train import Callbacks, NonFiniteLoss, TrainingCancelled
 from mpt.update import UpdateOutcome, run_update
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 # Failures that are the job's own (its data, its weights, its numbers): reported as they are.
@@ -55,7 +62,7 @@ def settings() -> Settings:
 
 
 @cache
-def session_factory():
+def session_factory() -> sessionmaker[Session]:
     return make_session_factory(make_engine(settings().database_url))
 
 
@@ -73,7 +80,7 @@ def data_limits() -> DataLimits:
     )
 
 
-def with_db_retries(write, *, attempts: int = 30, delay_s: float = 2.0):
+def with_db_retries(write: Callable[[Session], T], *, attempts: int = 30, delay_s: float = 2.0) -> T:
     """Run a database write, retrying while the database is unreachable (a restart)."""
     for attempt in range(1, attempts + 1):
         try:
@@ -84,6 +91,23 @@ def with_db_retries(write, *, attempts: int = 30, delay_s: float = 2.0):
                 raise
             log.warning("database unreachable, retrying in %.0f s (%d/%d)", delay_s, attempt, attempts)
             time.sleep(delay_s)
+    raise ValueError(f"with_db_retries needs at least one attempt, got {attempts}")
+
+
+class _EngineArgs(TypedDict):
+    """What run_update and run_sweep take alike for a job (not its base model: a sweep needs one)."""
+
+    bundle: DataBundle
+    classes: list[str] | None
+    arch: str
+    method: str
+    params: MethodParams
+    recipe: Recipe
+    seed: int
+    store: ReferenceStore
+    device: str
+    checkpoint_dir: Path
+    progress: Progress
 
 
 @dataclass
@@ -167,7 +191,7 @@ class JobMonitor:
 class DatabaseReferenceStore:
     """Independent references cached in the artifact store and indexed in the database."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.last_id: int | None = None
 
     def load(self, key: str) -> LoadedModel | None:
@@ -244,7 +268,14 @@ def execute_update(*, job_id: int) -> str:
     return outcome
 
 
-def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_dir: Path, written: list[Path]):
+def _train_and_register(
+    job: UpdateJob,
+    dataset: Dataset,
+    base_row: ModelVersion | None,
+    monitor: JobMonitor,
+    checkpoint_dir: Path,
+    written: list[Path],
+) -> tuple[ModelVersion, str]:
     """Run the engine for a claimed job, write its artifacts (listed in `written`), register.
 
     Returns the registered version and the URI this run wrote its weights to.
@@ -256,7 +287,7 @@ def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_
     if bundle.digest != dataset.digest:
         raise DataError(
             f"data set {dataset.id} changed on disk since it was registered "
-            f"(digest {bundle.digest[:12]} != {dataset.digest[:12]}); register it again"
+            f"(digest {bundle.digest[:12]} != {(dataset.digest or '')[:12]}); register it again"
         )
     store = DatabaseReferenceStore()
     progress = Progress(
@@ -268,9 +299,8 @@ def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_
             should_cancel=monitor.should_stop,
         ),
     )
-    common = dict(
+    common = _EngineArgs(
         bundle=bundle,
-        base=base,
         classes=job.classes,
         arch=job.architecture,
         method=job.method,
@@ -287,12 +317,13 @@ def _train_and_register(job, dataset, base_row, monitor: JobMonitor, checkpoint_
     if job.sweep:
         # Every candidate trains together (checkpointed together each epoch); only the
         # winner, chosen on the validation split, goes on to be registered.
-        swept = run_sweep(values=job.sweep, selection=Selection.from_dict(job.selection), **common)
+        assert base is not None  # contracts.selection: a sweep updates a base model
+        swept = run_sweep(base=base, values=job.sweep, selection=Selection.from_dict(job.selection), **common)
         outcome = swept
         model_out = swept.best.model
         sweep = _sweep_result(job.id, swept, swept_names=list(job.sweep))
     else:
-        single = run_update(**common)
+        single = run_update(base=base, **common)
         outcome = single
         model_out = single.model
     if monitor.should_stop():

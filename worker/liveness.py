@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
 
 from db.base import utcnow
 from db.settings import Settings
@@ -14,7 +17,9 @@ log = logging.getLogger(__name__)
 
 
 class Liveness:
-    def __init__(self, *, name: str, queues: list[str], settings: Settings, session_factory):
+    def __init__(
+        self, *, name: str, queues: list[str], settings: Settings, session_factory: Callable[[], Session]
+    ) -> None:
         self.name = name
         self.queues = sorted(queues)
         self.settings = settings
@@ -37,7 +42,7 @@ class Liveness:
     def start(self) -> Liveness:
         self.beat()
 
-        def loop():
+        def loop() -> None:
             while not self._stop.wait(self.settings.worker_heartbeat_interval_s):
                 self.beat()
 

@@ -18,9 +18,11 @@ import base64
 import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from celery import Celery
+from sqlalchemy.orm import Session
 
 from contracts.tasks import INSPECT_DATASET_TASK, LIGHT_QUEUE, RUN_UPDATE_TASK
 from db.datasets.service import datasets_needing_inspection
@@ -60,7 +62,7 @@ def waiting_job_ids(app: Celery, settings: Settings, queue: str, task: str = RUN
     return {row_id for row_id in (_job_id(raw, task) for raw in raws) if row_id is not None}
 
 
-def reconcile(*, app: Celery, settings: Settings, session_factory, queue: str) -> list[int]:
+def reconcile(*, app: Celery, settings: Settings, session_factory: Callable[[], Session], queue: str) -> list[int]:
     """Send again every job that needs a worker and has no message waiting; returns their ids."""
     with session_factory() as session:
         candidates = jobs_needing_dispatch(
@@ -77,7 +79,7 @@ def reconcile(*, app: Celery, settings: Settings, session_factory, queue: str) -
     return resent
 
 
-def reconcile_datasets(*, app: Celery, settings: Settings, session_factory) -> list[int]:
+def reconcile_datasets(*, app: Celery, settings: Settings, session_factory: Callable[[], Session]) -> list[int]:
     """Send the inspection of every pending data set that no live delivery holds and no
     message carries again; returns their ids."""
     with session_factory() as session:
@@ -95,11 +97,13 @@ def reconcile_datasets(*, app: Celery, settings: Settings, session_factory) -> l
     return resent
 
 
-def start_reconciler(*, app: Celery, settings: Settings, session_factory, queue: str) -> threading.Event:
+def start_reconciler(
+    *, app: Celery, settings: Settings, session_factory: Callable[[], Session], queue: str
+) -> threading.Event:
     """Run `reconcile` every `settings.reconcile_interval_s` in a daemon thread; set the event to stop."""
     stop = threading.Event()
 
-    def loop():
+    def loop() -> None:
         while not stop.wait(settings.reconcile_interval_s):
             try:
                 reconcile(app=app, settings=settings, session_factory=session_factory, queue=queue)

@@ -3,6 +3,8 @@ worker.comparisons."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from celery.signals import worker_ready, worker_shutdown
 
 from contracts.tasks import COMPARE_MODELS_TASK, INSPECT_DATASET_TASK, RUN_UPDATE_TASK, TRAINING_QUEUE
@@ -10,6 +12,9 @@ from worker import comparisons, inspection, jobs
 from worker.app import app
 from worker.liveness import Liveness
 from worker.reconciler import start_reconciler
+
+if TYPE_CHECKING:  # for the annotations only: the module is not otherwise loaded here
+    from celery.worker.consumer import Consumer
 
 _liveness: list[Liveness] = []
 
@@ -30,13 +35,13 @@ def compare_models(comparison_id: int) -> str:
 
 
 @worker_ready.connect
-def _start_reconciler(sender, **_):
+def _start_reconciler(sender: Consumer, **_: object) -> None:
     # Every worker reconciles: one lost message is then found even if only one worker lives.
     start_reconciler(app=app, settings=jobs.settings(), session_factory=jobs.session_factory(), queue=TRAINING_QUEUE)
 
 
 @worker_ready.connect
-def _start_liveness(sender, **_):
+def _start_liveness(sender: Consumer, **_: object) -> None:
     # The node name (-n) and the queues this worker consumes (-Q), for /health.
     queues = list(sender.app.amqp.queues.consume_from)
     _liveness.append(
@@ -47,6 +52,6 @@ def _start_liveness(sender, **_):
 
 
 @worker_shutdown.connect
-def _stop_liveness(**_):
+def _stop_liveness(**_: object) -> None:
     for liveness in _liveness:
         liveness.stop()

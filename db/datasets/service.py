@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -80,7 +80,7 @@ def mark_dataset_failed(session: Session, *, dataset_id: int, error: str) -> Dat
     return dataset
 
 
-def _inspection_due(*, now, timeout_s: float):
+def _inspection_due(*, now: datetime, timeout_s: float) -> ColumnElement[bool]:
     """Pending, and no delivery started within the timeout (none yet, or one presumed dead)."""
     return and_(
         Dataset.status == DatasetStatus.PENDING,

@@ -4,6 +4,7 @@ ledger, and the gate's verdict, registered with the job's success in one transac
 from __future__ import annotations
 
 from functools import partial
+from typing import TypedDict, Unpack
 
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
@@ -66,7 +67,19 @@ def complete_job(
     return complete_once()
 
 
-def _complete_once(session: Session, *, job_id: int, **result) -> ModelVersion:
+class _Result(TypedDict):
+    """What complete_job registers: _register_result's arguments besides the job."""
+
+    model: RegisteredModel
+    report: FlipSummary | None
+    ledger: list[dict] | None
+    images_uri: str | None
+    reference_report: FlipSummary | None
+    reference_model_id: int | None
+    sweep: SweepResult | None
+
+
+def _complete_once(session: Session, *, job_id: int, **result: Unpack[_Result]) -> ModelVersion:
     """One attempt at complete_job's transaction."""
     # Lock the job row first (a row lock on PostgreSQL, the write lock on SQLite): a second
     # completion waits here, then finds result_model_id set and matches nothing.

@@ -8,6 +8,7 @@ db.updates.completion.
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Required, TypedDict, Unpack
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -133,7 +134,15 @@ def record_event(session: Session, *, job_id: int, phase: str, epoch: int | None
     return event
 
 
-def _finish(session: Session, *, job_id: int, **values) -> bool:
+class _Terminal(TypedDict, total=False):
+    """The columns _finish sets besides finished_at."""
+
+    status: Required[JobStatus]
+    error: str
+    phase: str
+
+
+def _finish(session: Session, *, job_id: int, **values: Unpack[_Terminal]) -> bool:
     """Move a job that is not yet finished to a terminal state; False if it already was."""
     changed = rows_changed(
         session,

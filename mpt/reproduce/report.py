@@ -198,7 +198,7 @@ def plot_sweep(payload: dict, path: Path) -> Path | None:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    def point(figures):
+    def point(figures: dict[str, list]) -> tuple[float, float, float, float]:
         x, xerr = _mean_std([100 * v for v in figures["nfr_old_classes"]])
         y, yerr = _mean_std([100 * v for v in figures["accuracy"]])
         return x, y, xerr or 0.0, yerr or 0.0

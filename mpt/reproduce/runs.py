@@ -162,7 +162,7 @@ def _effective_bias(method: str, params: MethodParams) -> float | None:
 
 
 def run_record(
-    kind: str, method: str, seed: int, params: MethodParams, outcome: UpdateOutcome, timing: dict, **extra
+    kind: str, method: str, seed: int, params: MethodParams, outcome: UpdateOutcome, timing: dict, **extra: object
 ) -> dict:
     """One entry of results.json's runs: what was trained, its flip figures and its timings."""
     return {
