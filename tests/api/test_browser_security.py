@@ -104,12 +104,18 @@ def test_pages_do_not_reflect_the_host_header(anonymous, browser):
         )
 
 
-def test_templates_hold_no_inline_script():
+def test_templates_hold_no_inline_script_or_style():
     for template in TEMPLATES.glob("*.html"):
         text = template.read_text()
         assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", text), template.name
         assert not re.search(r"\son[a-z]+\s*=", text), f"inline event handler in {template.name}"
+        assert not re.search(r"\sstyle\s*=|<style", text), f"inline style in {template.name}"
         assert "url_for(" not in text, template.name
+
+
+def test_dashboard_policy_allows_no_inline_code_or_style(browser):
+    policy = browser.get("/dashboard").headers["content-security-policy"]
+    assert "'unsafe-inline'" not in policy and "style-src 'self'" in policy
 
 
 def assert_security_headers(response) -> None:

@@ -136,8 +136,8 @@
         (job.epoch || "—") + " / " + (job.epochs || "—");
       var percent = Math.round(job.progress * 1000) / 10;
       var fill = document.getElementById("progress-fill");
-      fill.style.width = percent + "%";
-      fill.className = "fill status-" + job.status;
+      fill.setAttribute("width", String(Math.round(job.progress * 1000)));
+      fill.setAttribute("class", "fill status-" + job.status);
       fill.parentElement.setAttribute("aria-valuenow", String(Math.round(percent)));
       document.getElementById("progress-label").textContent = Math.round(percent) + "%";
       if (job.heartbeat_at) {
@@ -202,8 +202,8 @@
         var id = bar.dataset.jobProgress;
         return api("/updates/" + id).then(function (job) {
           var fill = bar.querySelector(".fill");
-          fill.style.width = (job.progress * 100).toFixed(1) + "%";
-          fill.className = "fill status-" + job.status;
+          fill.setAttribute("width", String(Math.round(job.progress * 1000)));
+          fill.setAttribute("class", "fill status-" + job.status);
           bar.querySelector(".progress-label").textContent =
             (job.phase || job.status) + " · " + Math.round(job.progress * 100) + "%";
           var cell = document.querySelector('[data-job-status="' + id + '"]');
