@@ -133,7 +133,7 @@ def throughput_and_sweep(report: Report, sizes: Sizes, device: torch.device, dat
     for name in ("eager", "graphs", "side-by-side", "packed", "packed-graphs"):
         changes, students = VARIANTS[name]
         try:  # long enough to capture: a variant that fails is a FAIL, the others are still measured
-            engine_run(**common, steps=WARMUP_STEPS + 2, changes=changes, students=students)
+            engine_run(common, steps=WARMUP_STEPS + 2, changes=changes, students=students)
             working.append(name)
         except Exception:
             report.failed("a", f"{name}: {traceback.format_exc()}")

@@ -49,7 +49,6 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypedDict
 
 import numpy as np
 import torch
@@ -130,7 +129,8 @@ def workload(
     return ImageSet(images, labels, [f"c{i}" for i in range(100)]), 100, 50
 
 
-class Workload(TypedDict):
+@dataclass(frozen=True)
+class Workload:
     """What reference_run, engine_run and compute_only_run take alike: the data, its classes,
     the network and the device."""
 
@@ -160,23 +160,18 @@ def synchronize(device: torch.device) -> None:
 
 
 def reference_run(
-    train_set: ImageSet,
-    k: int,
-    k_old: int,
-    arch: str,
-    mean: Sequence[float],
-    std: Sequence[float],
+    work: Workload,
     *,
     steps: int,
     warmup: int,
     workers: int,
     context: str,
-    device: torch.device,
 ) -> tuple[float, float]:
     """(images/s over `steps` timed steps after `warmup` untimed ones, worker start-up seconds)."""
-    images = train_set.images.numpy()
-    images = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
-    dataset = PilDataset(np.ascontiguousarray(images), train_set.labels.numpy(), mean, std, RECIPE.crop_padding)
+    train_set, k, k_old, arch, device = work.train_set, work.k, work.k_old, work.arch, work.device
+    pixels = train_set.images.numpy()
+    pixels = np.ascontiguousarray(pixels[:, 0] if pixels.shape[1] == 1 else pixels.transpose(0, 2, 3, 1))
+    dataset = PilDataset(pixels, train_set.labels.numpy(), work.mean, work.std, RECIPE.crop_padding)
     loader = torch.utils.data.DataLoader(
         dataset,
         batch_size=RECIPE.batch_size,
@@ -229,40 +224,34 @@ class EngineRate:
 
 
 def engine_run(
-    train_set: ImageSet,
-    k: int,
-    k_old: int,
-    arch: str,
-    mean: Sequence[float],
-    std: Sequence[float],
+    work: Workload,
     *,
     steps: int,
-    device: torch.device,
     changes: dict | None = None,
     students: int = 1,
 ) -> EngineRate:
     """One `mpt.train.train_students` epoch of `steps` batches with `students` MPT-KL students
     (b from SWEEP_BIASES; b = 4 for one) and the recipe `changes`."""
-    subset = train_set.take(torch.arange(steps * RECIPE.batch_size))
-    in_channels = train_set.images.shape[1]
-    nets = [build_net(arch, num_classes=k, in_channels=in_channels, seed=1) for _ in range(students)]
+    subset = work.train_set.take(torch.arange(steps * RECIPE.batch_size))
+    in_channels = work.train_set.images.shape[1]
+    nets = [build_net(work.arch, num_classes=work.k, in_channels=in_channels, seed=1) for _ in range(students)]
     biases = SWEEP_BIASES if students > 1 else (4.0,)
     polls: list[tuple[float, float]] = []
     setup = TrainingSetup(
         train_set=subset,
         recipe=dataclasses.replace(RECIPE, **(changes or {})),
-        new_mask=new_mask(k, k_old),
-        mean=mean,
-        std=std,
+        new_mask=new_mask(work.k, work.k_old),
+        mean=work.mean,
+        std=work.std,
         seed=0,
-        teachers=teachers_for(arch, k, k_old, in_channels),
-        device=device,
+        teachers=teachers_for(work.arch, work.k, work.k_old, in_channels),
+        device=work.device,
         callbacks=Callbacks(on_progress=lambda fraction: polls.append((fraction, time.perf_counter()))),
     )
-    synchronize(device)
+    synchronize(work.device)
     started = time.perf_counter()
     train_students(setup, nets=nets, methods=["mpt-kl"] * students, params=[MethodParams(bias=b) for b in biases])
-    synchronize(device)
+    synchronize(work.device)
     whole = time.perf_counter() - started
     images = steps * RECIPE.batch_size * students
     (first, first_at), (last, last_at) = polls[0], polls[-1]
@@ -271,18 +260,13 @@ def engine_run(
 
 
 def compute_only_run(
-    train_set: ImageSet,
-    k: int,
-    k_old: int,
-    arch: str,
-    mean: Sequence[float],
-    std: Sequence[float],
+    work: Workload,
     *,
     steps: int,
-    device: torch.device,
 ) -> float:
     """images/s of the engine's own eager step on one fixed, already augmented batch: the model
     arithmetic alone, with no data work at all; no eager loop with this maths can beat it."""
+    train_set, k, k_old, arch, device = work.train_set, work.k, work.k_old, work.arch, work.device
     in_channels = train_set.images.shape[1]
     memory_format = training_memory_format(device, RECIPE)
     method = get_method("mpt-kl")
@@ -296,8 +280,8 @@ def compute_only_run(
     batch = augment(
         images, padding=RECIPE.crop_padding, flip=True, generator=torch.Generator(device=device).manual_seed(0)
     )
-    mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-    std_t = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    mean_t = torch.tensor(work.mean, device=device).view(1, -1, 1, 1)
+    std_t = torch.tensor(work.std, device=device).view(1, -1, 1, 1)
     x = ((batch.float() / 255 - mean_t) / std_t).contiguous(memory_format=memory_format)
     y, mask = train_set.labels[: RECIPE.batch_size].to(device), new_mask(k, k_old).to(device)
     bf16 = RECIPE.bf16_on_cuda
@@ -323,21 +307,21 @@ def interleaved_rates(
     reference's worker start-up times. Contenders: "reference", "compute", or a VARIANTS name."""
     for variant in contenders:  # warm the allocator, cuDNN and the kernels of every variant
         if variant in VARIANTS:
-            engine_run(**common, steps=2, changes=VARIANTS[variant][0], students=VARIANTS[variant][1])
+            engine_run(common, steps=2, changes=VARIANTS[variant][0], students=VARIANTS[variant][1])
     rates: dict[str, list[float]] = {name: [] for name in contenders}
     startups = []
     for repeat in range(repeats):
         for which in contenders if repeat % 2 == 0 else contenders[::-1]:
             if which == "reference":
-                rate, startup = reference_run(**common, steps=steps, warmup=warmup, workers=workers, context=context)
+                rate, startup = reference_run(common, steps=steps, warmup=warmup, workers=workers, context=context)
                 startups.append(startup)
                 shown = f"{rate:8.1f} images/s"
             elif which == "compute":
-                rate = compute_only_run(**common, steps=steps)
+                rate = compute_only_run(common, steps=steps)
                 shown = f"{rate:8.1f} images/s"
             else:
                 changes, students = VARIANTS[which]
-                measured = engine_run(**common, steps=steps, changes=changes, students=students)
+                measured = engine_run(common, steps=steps, changes=changes, students=students)
                 rate = measured.steady
                 shown = f"{rate:8.1f} images/s per student (whole call, set-up included: {measured.whole:.1f})"
             rates[which].append(rate)
