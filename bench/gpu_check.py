@@ -2,7 +2,7 @@
 FAIL, in one device call of under 8 minutes (run it through bench/gpu_check.sh).
 
 (a) Throughput, resnet18, batch 128, synthetic CIFAR-100-shaped data, MPT-KL: the engine
-    against the paper's loop (bench/train_throughput.py's reference_run, on the GPU), measured
+    against the paper's loop (bench/paper_loop.py's reference_run, on the GPU), measured
     interleaved in this process; target >= 4x for each of eager, graphs, packed, packed-graphs
     (the packed ones per student: a sweep of four).
 (b) Sweep of four values of b: images/s per student >= 4x the paper loop, and the sweep's time
@@ -38,17 +38,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from train_throughput import (
-    SWEEP_BIASES,
-    VARIANTS,
-    Workload,
-    device_name,
-    engine_run,
-    interleaved_rates,
-    new_mask,
-    teachers_for,
-    workload,
-)
+from harness import SWEEP_BIASES, Workload, device_name, new_mask, teachers_for, workload
+from train_throughput import VARIANTS, engine_run, interleaved_rates
 
 from mpt.data import ImageSet, channel_stats
 from mpt.formats import load_dataset

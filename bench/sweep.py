@@ -18,7 +18,7 @@ import statistics
 import time
 
 import torch
-from train_throughput import device_name, new_mask, synchronize, teachers_for, workload
+from harness import device_name, new_mask, synchronize, teachers_for, workload
 
 from mpt.data import channel_stats
 from mpt.nets import build_net

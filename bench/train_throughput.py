@@ -44,35 +44,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import statistics
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
+from harness import RECIPE, SWEEP_BIASES, Workload, device_name, new_mask, synchronize, teachers_for, workload
+from paper_loop import reference_run
 
 from mpt.augment import augment
-from mpt.data import ImageSet, channel_stats
-from mpt.formats import load_dataset
-from mpt.losses import LossInputs, get_method
+from mpt.data import channel_stats
+from mpt.losses import get_method
 from mpt.nets import build_net
-from mpt.recipe import MethodParams, Recipe
+from mpt.recipe import MethodParams
 from mpt.step import Student, optimizer_step, teacher_logits
-from mpt.train import (
-    Callbacks,
-    Teachers,
-    TrainingSetup,
-    prepare_teachers,
-    train_students,
-    training_memory_format,
-)
+from mpt.train import Callbacks, TrainingSetup, prepare_teachers, train_students, training_memory_format
 
-FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
-RECIPE = Recipe(epochs=1, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, crop_padding=4)
-SWEEP_BIASES = (0.0, 1.0, 2.0, 4.0)  # docs/METHOD.md's grid for b
-OLD_TEACHER_SEED, REFERENCE_TEACHER_SEED = 101, 102  # both loops learn from the same teachers
 # name -> (recipe changes, students)
 VARIANTS: dict[str, tuple[dict, int]] = {
     "eager": ({}, 1),
@@ -81,137 +68,6 @@ VARIANTS: dict[str, tuple[dict, int]] = {
     "packed": ({"pack_students": "on"}, len(SWEEP_BIASES)),
     "packed-graphs": ({"pack_students": "on", "cuda_graphs": True}, len(SWEEP_BIASES)),
 }
-
-
-class PilDataset(torch.utils.data.Dataset):
-    """The paper's data path: uint8 array -> PIL image -> torchvision transforms, per sample."""
-
-    def __init__(
-        self, images: np.ndarray, labels: np.ndarray, mean: Sequence[float], std: Sequence[float], padding: int
-    ) -> None:
-        self.images, self.labels = images, labels  # (N, H, W) grey or (N, H, W, 3)
-        self.mean, self.std, self.padding = tuple(mean), tuple(std), padding
-        self.transform: Callable | None = None  # built lazily in each worker
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
-        from torchvision import transforms as T
-
-        transform = self.transform
-        if transform is None:
-            size = self.images.shape[1]
-            transform = self.transform = T.Compose(
-                [
-                    T.RandomCrop(size, padding=self.padding),
-                    T.RandomHorizontalFlip(),
-                    T.ToTensor(),
-                    T.Normalize(self.mean, self.std),
-                ]
-            )
-        return transform(Image.fromarray(self.images[i])), int(self.labels[i])
-
-
-def workload(
-    arch: str, samples: int, *, seed: int = 0, fashion_mnist: str = FASHION_MNIST_DIR
-) -> tuple[ImageSet, int, int]:
-    """(ImageSet, K, K_old): Fashion-MNIST for small_cnn, synthetic CIFAR-100-shaped data for
-    the ResNets (as in the H100 figures of docs/METHOD.md, "The reference training loop")."""
-    if arch == "small_cnn":
-        bundle = load_dataset(fashion_mnist)
-        assert isinstance(bundle.train, ImageSet)  # load_dataset decodes
-        return bundle.train.take(torch.arange(min(samples, len(bundle.train)))), 10, 5
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (samples, 3, 32, 32), dtype=torch.uint8, generator=generator)
-    labels = torch.randint(0, 100, (samples,), generator=generator)
-    return ImageSet(images, labels, [f"c{i}" for i in range(100)]), 100, 50
-
-
-@dataclass(frozen=True)
-class Workload:
-    """What reference_run, engine_run and compute_only_run take alike: the data, its classes,
-    the network and the device."""
-
-    train_set: ImageSet
-    k: int
-    k_old: int
-    arch: str
-    mean: Sequence[float]
-    std: Sequence[float]
-    device: torch.device
-
-
-def teachers_for(arch: str, k: int, k_old: int, in_channels: int) -> Teachers:
-    return Teachers(
-        old=build_net(arch, num_classes=k_old, in_channels=in_channels, seed=OLD_TEACHER_SEED).eval(),
-        reference=build_net(arch, num_classes=k, in_channels=in_channels, seed=REFERENCE_TEACHER_SEED).eval(),
-    )
-
-
-def new_mask(k: int, k_old: int) -> torch.Tensor:
-    return torch.arange(k) >= k_old
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def reference_run(
-    work: Workload,
-    *,
-    steps: int,
-    warmup: int,
-    workers: int,
-    context: str,
-) -> tuple[float, float]:
-    """(images/s over `steps` timed steps after `warmup` untimed ones, worker start-up seconds)."""
-    train_set, k, k_old, arch, device = work.train_set, work.k, work.k_old, work.arch, work.device
-    pixels = train_set.images.numpy()
-    pixels = np.ascontiguousarray(pixels[:, 0] if pixels.shape[1] == 1 else pixels.transpose(0, 2, 3, 1))
-    dataset = PilDataset(pixels, train_set.labels.numpy(), work.mean, work.std, RECIPE.crop_padding)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=RECIPE.batch_size,
-        shuffle=True,
-        num_workers=workers,
-        drop_last=True,
-        pin_memory=device.type == "cuda",
-        multiprocessing_context=context if workers else None,
-    )
-    in_channels = train_set.images.shape[1]
-    student = build_net(arch, num_classes=k, in_channels=in_channels, seed=1).to(device).train()
-    old = build_net(arch, num_classes=k_old, in_channels=in_channels, seed=OLD_TEACHER_SEED).to(device).eval()
-    reference = build_net(arch, num_classes=k, in_channels=in_channels, seed=REFERENCE_TEACHER_SEED).to(device).eval()
-    optimizer = torch.optim.SGD(
-        student.parameters(), lr=RECIPE.lr, momentum=RECIPE.momentum, weight_decay=RECIPE.weight_decay
-    )
-    method, params, mask = get_method("mpt-kl"), MethodParams(), new_mask(k, k_old).to(device)
-    started = time.perf_counter()
-    iterator = iter(loader)
-    clock = started
-    startup = 0.0
-    for step in range(warmup + steps):
-        x, y = next(iterator)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if step == 0:
-            startup = time.perf_counter() - started
-        if step == warmup:
-            clock = time.perf_counter()  # the previous step's .item() waited for the device
-        with torch.no_grad():
-            old_logits = old(x)
-            ref_logits = reference(x)
-        logits = student(x)
-        loss = method.loss(LossInputs(logits, y, mask, old_logits, ref_logits, None, 0), params)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        loss.item()  # the paper's loop reads the loss back every step
-    elapsed = time.perf_counter() - clock
-    del iterator  # shuts the workers down
-    return steps * RECIPE.batch_size / elapsed, startup
 
 
 @dataclass
@@ -327,23 +183,6 @@ def interleaved_rates(
             rates[which].append(rate)
             print(f"  repeat {repeat + 1} {which:>13}: {shown}", flush=True)
     return rates, startups
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    return f"{os.cpu_count()} CPUs ({cpu_name()}), {torch.get_num_threads()} threads, torch {torch.__version__}"
 
 
 def main() -> None:
