@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 from api_helpers import assert_error, model_file, upload
@@ -112,3 +113,25 @@ def test_with_authentication_off_a_promotion_is_anonymous(settings, tmp_path) ->
         promoted = client.post(f"/models/{v2['id']}/promote", json={})
         assert promoted.json()["promoted_by"] == "anonymous (authentication off)"
         assert client.get(f"/models/{v2['id']}").json()["promoted_by"] == "anonymous (authentication off)"
+
+
+def test_the_cli_names_who_promoted(app, make_token, session, tmp_path, monkeypatch) -> None:
+    """`models promote` and `models show` in process; the brackets of the name are not rich markup."""
+    from typer.testing import CliRunner
+
+    from api.cli import client as cli_client
+    from api.cli.app import app as cli_app
+
+    headers, token_id = bearer_of(session, make_token("read", "submit", "admin", name="ops[release]"))
+    with TestClient(app, headers=headers) as http:
+        upload(http, model_file(tmp_path / "v1.safetensors"))
+        v2 = upload(http, model_file(tmp_path / "v2.safetensors")).json()
+        monkeypatch.setattr(cli_client, "make_client", lambda url, token: http)
+        runner = CliRunner()
+        promoted = runner.invoke(cli_app, ["models", "promote", str(v2["id"])])
+        assert promoted.exit_code == 0, promoted.output
+        who = f"token {token_id} 'ops[release]'"
+        assert f"is in production: uploaded model promoted (promoted by {who})" in promoted.output
+        shown = runner.invoke(cli_app, ["models", "show", str(v2["id"])])
+        assert shown.exit_code == 0, shown.output
+        assert re.search(rf"promoted by +{re.escape(who)}", shown.output), shown.output
