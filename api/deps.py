@@ -80,6 +80,9 @@ def require_scope(scope: Scope) -> Callable:
 READ = Depends(require_scope(Scope.READ))
 SUBMIT = Depends(require_scope(Scope.SUBMIT))
 ADMIN = Depends(require_scope(Scope.ADMIN))
+# The checked token as a route parameter, where the route needs to know who calls (None: auth off).
+SubmitToken = Annotated[ApiToken | None, SUBMIT]
+AdminToken = Annotated[ApiToken | None, ADMIN]
 
 
 # Row offsets must fit the databases' 64-bit integers at the largest page size.

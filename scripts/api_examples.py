@@ -36,7 +36,7 @@ client CLI, `python -m api.cli`, covers every route below (see the README).
 | `GET /datasets/{id}/samples`, `GET /datasets/{id}/samples/{n}/image` | read | a few test images per class, stored by the worker at inspection |
 | `POST /models`, `GET /models`, `GET /models/{id}` | submit / read | register a deployed model (a flipguard safetensors file, as `mpt import` writes from a state_dict: upload or a uri under a data root) |
 | `GET /models/{id}/weights`, `GET /models/{id}/lineage` | read | the weights (sha256 checked), the chain of predecessors with accuracy (and what it was measured on), NFR and class counts |
-| `POST /models/{id}/promote` | admin | gated promotion; `force` needs a `reason`, which is recorded |
+| `POST /models/{id}/promote` | admin | gated promotion; `force` needs a `reason`, which is recorded, as is who promoted (`promoted_by`: the token's id and name; `flipguard (automatic)` for a family's first version and `auto_promote`) |
 | `POST /updates`, `GET /updates`, `GET /updates/{id}`, `POST /updates/{id}/cancel` | submit / read | schedule (202; `Idempotency-Key` honoured; `sweep` and `selection` train candidates side by side and register one, by default b in {0, 1, 2, 4} for an MPT method without `method_params.bias`), follow (a sweep's candidates and choice), cancel |
 | `GET /updates/{id}/reference/weights` | read | the independent reference the job trained or reused (`reference_id`: an entry of the reference cache, not a model id) |
 | `GET /models/{id}/flips`, `GET /models/{id}/flips/{sample}/image` | read | the regression report against the predecessor or `?against=` any other version (a pair no job evaluated: 202 while a worker computes it), paginated flips, `?format=csv`; a flipped sample's image |

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -106,6 +107,7 @@ def print_model(model: dict) -> None:
             ("measured on", figures.get("measured_on")),
             ("gate", gate),
             ("promoted", when(model.get("promoted_at")) if model.get("promoted_at") else None),
+            ("promoted by", escape(model["promoted_by"]) if model.get("promoted_by") else None),
             ("promotion reason", model.get("promotion_reason")),
             ("forced", "yes" if model.get("forced") else None),
             ("sha256", model["sha256"]),
@@ -215,8 +217,10 @@ def models_promote(
         model = api.json("POST", f"/models/{model_id}/promote", json={"force": force, "reason": reason})
         if api.as_json:
             return emit_json(model)
+        # Escaped: a token's name is printed as written, never read as rich markup.
         out.print(
-            f"model {model['id']} ({model['family']} v{model['version']}) is in production: {model['promotion_reason']}"
+            f"model {model['id']} ({model['family']} v{model['version']}) is in production: "
+            f"{model['promotion_reason']} (promoted by {escape(model['promoted_by'] or '-')})"
         )
 
     run(act, {**MODEL_ID, ("body", "reason"): "--reason", ("body", "force"): "--force"})

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from api.dashboard.charts import Series, line_chart, percent
 from api.dashboard.pages_updates import sweep_panel
 from api.dashboard.site import render_page, router
-from api.deps import ADMIN, SessionDep
+from api.deps import ADMIN, AdminToken, SessionDep
 from api.errors import service_error_response
 from api.model_versions.schemas import GateVerdict
 from api.schemas import RowId
@@ -23,6 +23,7 @@ from db.flips.service import VersionFigures, find_report, version_figures
 from db.model_versions.gate import promotion_blocker
 from db.model_versions.models import ModelVersion
 from db.model_versions.service import get_model, get_production, lineage, list_families, list_models, promote_model
+from db.tokens.service import actor
 from db.updates.models import UpdateJob
 from db.updates.submission import count_jobs_by_status, list_jobs
 
@@ -215,17 +216,18 @@ def promote_confirm(
     )
 
 
-@router.post("/models/{model_id}/promote", response_class=HTMLResponse, dependencies=[ADMIN])
+@router.post("/models/{model_id}/promote", response_class=HTMLResponse)
 def promote_confirmed(
     model_id: RowId,
     request: Request,
     session: SessionDep,
+    token: AdminToken,
     force: bool = Form(False),
     reason: str = Form("", max_length=2000),
 ) -> Response:  # the confirmation page again with the refusal (HTMLResponse), or a RedirectResponse
     """Promote after the confirmation (admin scope); a refusal is shown next to its field."""
     try:
-        promote_model(session, model_id=model_id, force=force, reason=reason or None)
+        promote_model(session, model_id=model_id, promoted_by=actor(token=token), force=force, reason=reason or None)
     except ServiceError as error:
         session.rollback()
         model = get_model(session, model_id=model_id)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Annotated
 
 from fastapi import Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -12,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from api.dashboard.charts import ScatterPoint, Series, line_chart, percent, scatter_chart
 from api.dashboard.site import render_page, router
-from api.deps import SUBMIT, QueueDep, SessionDep
+from api.deps import QueueDep, SessionDep, SubmitToken
 from api.errors import service_error_response
 from api.schemas import RowId
 from api.updates.schemas import UpdateCreate
@@ -23,7 +22,6 @@ from contracts.selection import candidate_label, candidate_params
 from db.datasets.service import list_datasets
 from db.errors import ServiceError
 from db.model_versions.service import get_model, list_models
-from db.tokens.models import ApiToken
 from db.updates.models import ACTIVE_STATUSES, JobEvent, JobStatus, UpdateJob
 from db.updates.submission import get_job, list_candidates, list_events
 
@@ -247,7 +245,7 @@ def update_form(
 
 @router.post("/updates/new", response_class=HTMLResponse)
 async def submit_update_form(
-    request: Request, session: SessionDep, queue: QueueDep, token: Annotated[ApiToken | None, SUBMIT]
+    request: Request, session: SessionDep, queue: QueueDep, token: SubmitToken
 ) -> Response:  # the form again with its errors (HTMLResponse), or a RedirectResponse to the job
     """Validate the form exactly as POST /updates does; errors are shown next to their fields."""
     async with request.form(max_files=0, max_fields=40) as form:

@@ -94,6 +94,12 @@ class ModelOut(OrmModel):
     created_at: datetime
     promoted_at: datetime | None
     promotion_reason: str | None = Field(examples=["gate passed (auto_promote)"])
+    promoted_by: str | None = Field(
+        description="who promoted it: the API token (its id and name), `flipguard (automatic)` for a family's "
+        "first version and a gate's auto_promote, `anonymous (authentication off)` without authentication; "
+        "null for versions promoted before this was recorded",
+        examples=["token 3 'release-bot'"],
+    )
     forced: bool = Field(examples=[False])
     figures: VersionFiguresOut | None = Field(
         None,

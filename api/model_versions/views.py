@@ -12,7 +12,7 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
-from api.deps import ADMIN, READ, SUBMIT, PaginationDep, SessionDep, SettingsDep
+from api.deps import READ, SUBMIT, AdminToken, PaginationDep, SessionDep, SettingsDep
 from api.errors import ApiError, error_responses
 from api.model_versions.schemas import (
     LineageEntry,
@@ -41,6 +41,7 @@ from db.model_versions.service import (
     register_uploaded_model,
 )
 from db.settings import Settings
+from db.tokens.service import actor
 
 SchemaT = TypeVar("SchemaT", bound=BaseModel)
 
@@ -251,13 +252,13 @@ def read_lineage(model_id: RowId, session: SessionDep) -> list[LineageEntry]:
     return entries
 
 
-@router.post(
-    "/{model_id}/promote", dependencies=[ADMIN], response_model=ModelOut, responses=error_responses(400, 404, 409, 422)
-)
-def promote(model_id: RowId, body: PromoteRequest, session: SessionDep) -> ModelVersion:
+@router.post("/{model_id}/promote", response_model=ModelOut, responses=error_responses(400, 404, 409, 422))
+def promote(model_id: RowId, body: PromoteRequest, session: SessionDep, token: AdminToken) -> ModelVersion:
     """Make a candidate the family's production version (the previous one is archived).
 
     Without `force`, the candidate's gate must have passed. A forced promotion (also the way
     to roll back to an archived version) needs a `reason`, which is recorded.
     """
-    return promote_model(session, model_id=model_id, force=body.force, reason=body.reason)
+    return promote_model(
+        session, model_id=model_id, promoted_by=actor(token=token), force=body.force, reason=body.reason
+    )

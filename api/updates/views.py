@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import FileResponse
 from sqlalchemy.orm import Session
 
-from api.deps import READ, SUBMIT, PaginationDep, QueueDep, SessionDep, SettingsDep
+from api.deps import READ, SUBMIT, PaginationDep, QueueDep, SessionDep, SettingsDep, SubmitToken
 from api.errors import ApiError, error_responses
 from api.queue import TaskQueue
 from api.schemas import Page, RowId
@@ -70,7 +70,7 @@ def submit(
     response: Response,
     session: SessionDep,
     queue: QueueDep,
-    token: Annotated[ApiToken | None, SUBMIT],
+    token: SubmitToken,
     idempotency_key: Annotated[
         str | None,
         Header(

@@ -9,6 +9,7 @@ from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from db.base import Base, JSONType, UTCDateTime, enum_type, utcnow
+from db.tokens.models import ACTOR_LENGTH
 
 
 class ModelStatus(enum.StrEnum):
@@ -51,4 +52,6 @@ class ModelVersion(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     promotion_reason: Mapped[str | None] = mapped_column(Text)
+    # Who promoted it: the token (db.tokens.service.actor) or flipguard itself; null before 0009.
+    promoted_by: Mapped[str | None] = mapped_column(String(ACTOR_LENGTH))
     forced: Mapped[bool] = mapped_column(default=False)

@@ -10,6 +10,7 @@ from db.errors import Conflict, InvalidInput, NotFound
 from db.model_versions.gate import promotion_blocker
 from db.model_versions.models import ModelStatus, ModelVersion
 from db.pagination import Page, paginate
+from db.tokens.service import AUTOMATIC_ACTOR
 
 
 def get_model(session: Session, *, model_id: int, loc: tuple = ("path", "model_id")) -> ModelVersion:
@@ -80,6 +81,7 @@ def add_version(
     if status == ModelStatus.PRODUCTION:
         model.promoted_at = utcnow()
         model.promotion_reason = "first version of the family"
+        model.promoted_by = AUTOMATIC_ACTOR
     session.add(model)
     session.flush()
     return model
@@ -114,7 +116,7 @@ def register_uploaded_model(
     return model
 
 
-def set_production(session: Session, *, model: ModelVersion, reason: str, forced: bool) -> None:
+def set_production(session: Session, *, model: ModelVersion, reason: str, forced: bool, promoted_by: str) -> None:
     """Make `model` its family's production version, archiving the previous one (no commit)."""
     previous = get_production(session, family=model.family)
     if previous is not None and previous.id != model.id:
@@ -125,10 +127,13 @@ def set_production(session: Session, *, model: ModelVersion, reason: str, forced
     model.promoted_at = utcnow()
     model.promotion_reason = reason
     model.forced = forced
+    model.promoted_by = promoted_by
     session.flush()
 
 
-def promote_model(session: Session, *, model_id: int, force: bool = False, reason: str | None = None) -> ModelVersion:
+def promote_model(
+    session: Session, *, model_id: int, promoted_by: str, force: bool = False, reason: str | None = None
+) -> ModelVersion:
     """Promote a candidate whose gate passed; `force` overrides the gate and needs a reason."""
     model = get_model(session, model_id=model_id)
     if model.status == ModelStatus.PRODUCTION:
@@ -143,7 +148,7 @@ def promote_model(session: Session, *, model_id: int, force: bool = False, reaso
             raise Conflict(f"{blocker}; promote it with force and a reason", loc=("path", "model_id"))
     if reason is None:
         reason = "gate passed" if model.job_id is not None else "uploaded model promoted"
-    set_production(session, model=model, reason=reason, forced=force)
+    set_production(session, model=model, reason=reason, forced=force, promoted_by=promoted_by)
     session.commit()
     return model
 

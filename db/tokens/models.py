@@ -10,6 +10,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from db.base import Base, JSONType, UTCDateTime, utcnow
 
+# The longest description of who acted (db.tokens.service.actor) that a table stores.
+ACTOR_LENGTH = 200
+
 
 class Scope(enum.StrEnum):
     """What a token may do: read everything, submit work (updates, data sets, models), promote."""

@@ -11,9 +11,11 @@ from sqlalchemy.orm import Session
 
 from db.base import utcnow
 from db.errors import InvalidInput, NotFound
-from db.tokens.models import ApiToken, Scope
+from db.tokens.models import ACTOR_LENGTH, ApiToken, Scope
 
 TOKEN_BYTES = 32
+# Who an automatic promotion (a family's first version, a gate's auto_promote) names.
+AUTOMATIC_ACTOR = "flipguard (automatic)"
 
 
 def token_digest(token: str) -> str:
@@ -43,6 +45,15 @@ def authenticate(session: Session, *, token: str) -> ApiToken | None:
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         return None
     return row
+
+
+def actor(*, token: ApiToken | None) -> str:
+    """Who acted, as a promotion records it: the token's id and name, or anonymous with auth off."""
+    if token is None:
+        return "anonymous (authentication off)"
+    described = f"token {token.id} {token.name!r}"
+    # A name may be as long as the column on its own: cut it, keeping the id whole.
+    return described if len(described) <= ACTOR_LENGTH else described[: ACTOR_LENGTH - 1] + "…"
 
 
 def list_tokens(session: Session) -> list[ApiToken]:

@@ -19,6 +19,7 @@ from db.flips.service import add_report
 from db.model_versions.gate import evaluate_gate
 from db.model_versions.models import ModelStatus, ModelVersion
 from db.model_versions.service import add_version, get_model, set_production
+from db.tokens.service import AUTOMATIC_ACTOR
 from db.updates.models import TERMINAL_STATUSES, JobStatus, UpdateCandidate, UpdateJob
 from db.updates.submission import get_job
 
@@ -173,7 +174,9 @@ def _register_result(
     if not verdict["passed"]:
         version.status = ModelStatus.REJECTED
     elif gate.auto_promote:
-        set_production(session, model=version, reason="gate passed (auto_promote)", forced=False)
+        set_production(
+            session, model=version, reason="gate passed (auto_promote)", forced=False, promoted_by=AUTOMATIC_ACTOR
+        )
 
     job.status = JobStatus.SUCCEEDED
     job.phase = "done"

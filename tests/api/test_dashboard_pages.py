@@ -4,9 +4,14 @@ pages, the update form's field errors and the compare view."""
 
 from __future__ import annotations
 
+import html
 import re
 
 from api_helpers import CLASSES, broker_messages, model_file, upload
+from fastapi.testclient import TestClient
+
+from api.deps import TOKEN_COOKIE
+from db.tokens.service import authenticate
 
 
 def text(html: str) -> str:
@@ -49,6 +54,26 @@ def test_promotion_needs_a_confirmation(client, updated):
     promoted = client.get(f"/models/{v2.id}").json()
     assert promoted["status"] == "production" and promoted["promotion_reason"] == "hotfix"
     assert client.get(f"/models/{base['id']}").json()["status"] == "archived"
+
+
+def test_the_dashboard_promotion_records_the_logged_in_token(app, client, make_token, session, updated) -> None:
+    _, v2 = updated
+    token = make_token("read", "admin", name="release-bot")
+    bot = authenticate(session, token=token)
+    assert bot is not None
+    with TestClient(app) as browser:  # holds only the cookie the login form sets
+        own = {"Origin": "http://testserver"}
+        login = browser.post("/dashboard/login", data={"token": token}, headers=own, follow_redirects=False)
+        assert login.status_code == 303 and TOKEN_COOKIE in browser.cookies
+        done = browser.post(
+            f"/dashboard/models/{v2.id}/promote", data={"reason": "hotfix"}, headers=own, follow_redirects=False
+        )
+        assert done.status_code == 303, done.text
+        page = browser.get(f"/dashboard/models/{v2.id}").text
+    assert client.get(f"/models/{v2.id}").json()["promoted_by"] == f"token {bot.id} 'release-bot'"
+    shown = re.search(r'<span id="promoted-by">([^<]*)</span>', page)
+    assert shown is not None and html.unescape(shown.group(1)) == f"token {bot.id} 'release-bot'"
+    assert f"by token {bot.id} 'release-bot'" in html.unescape(text(page))
 
 
 def test_dataset_pages(client, session):

@@ -1,6 +1,12 @@
+import re
 from pathlib import Path
 
 from api_helpers import assert_error, model_file, upload
+from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from api.main import create_app
+from db.tokens.service import authenticate
 
 
 def test_upload_registers_versions_and_serves_checked_weights(client, tmp_path):
@@ -70,3 +76,62 @@ def test_promotion_rules(client, tmp_path):
     assert rollback.json()["forced"] is True and rollback.json()["promotion_reason"] == "rollback"
     assert_error(client.post("/models/999/promote", json={}), 404, ["path", "model_id"])
     assert_error(client.get("/models/abc"), 422, ["path", "model_id"])
+
+
+def bearer_of(session: Session, token: str) -> tuple[dict[str, str], int]:
+    """The Authorization header of a token and its id."""
+    row = authenticate(session, token=token)
+    assert row is not None
+    return {"Authorization": f"Bearer {token}"}, row.id
+
+
+def test_a_promotion_names_the_token_that_promoted(client, anonymous, make_token, session, tmp_path) -> None:
+    v1 = upload(client, model_file(tmp_path / "v1.safetensors")).json()
+    v2 = upload(client, model_file(tmp_path / "v2.safetensors")).json()
+    assert (v1["promoted_by"], v2["promoted_by"]) == ("flipguard (automatic)", None)
+
+    release_bot, bot_id = bearer_of(session, make_token("read", "admin", name="release-bot"))
+    promoted = anonymous.post(f"/models/{v2['id']}/promote", json={}, headers=release_bot)
+    assert promoted.status_code == 200, promoted.text
+    assert promoted.json()["promoted_by"] == f"token {bot_id} 'release-bot'"
+    shown = anonymous.get(f"/models/{v2['id']}", headers=release_bot).json()
+    assert shown["promoted_by"] == f"token {bot_id} 'release-bot'"
+
+    # A forced rollback names whoever rolled back; the archived version keeps its record.
+    on_call, on_call_id = bearer_of(session, make_token("read", "admin", name="on-call"))
+    forced = {"force": True, "reason": "v2 broke"}
+    rollback = anonymous.post(f"/models/{v1['id']}/promote", json=forced, headers=on_call)
+    assert rollback.json()["promoted_by"] == f"token {on_call_id} 'on-call'"
+    listed = {model["id"]: model for model in anonymous.get("/models", headers=on_call).json()["items"]}
+    assert listed[v2["id"]]["status"] == "archived" and listed[v2["id"]]["promoted_by"] == shown["promoted_by"]
+
+
+def test_with_authentication_off_a_promotion_is_anonymous(settings, tmp_path) -> None:
+    with TestClient(create_app(settings.model_copy(update={"auth_enabled": False}))) as client:
+        upload(client, model_file(tmp_path / "v1.safetensors"))
+        v2 = upload(client, model_file(tmp_path / "v2.safetensors")).json()
+        promoted = client.post(f"/models/{v2['id']}/promote", json={})
+        assert promoted.json()["promoted_by"] == "anonymous (authentication off)"
+        assert client.get(f"/models/{v2['id']}").json()["promoted_by"] == "anonymous (authentication off)"
+
+
+def test_the_cli_names_who_promoted(app, make_token, session, tmp_path, monkeypatch) -> None:
+    """`models promote` and `models show` in process; the brackets of the name are not rich markup."""
+    from typer.testing import CliRunner
+
+    from api.cli import client as cli_client
+    from api.cli.app import app as cli_app
+
+    headers, token_id = bearer_of(session, make_token("read", "submit", "admin", name="ops[release]"))
+    with TestClient(app, headers=headers) as http:
+        upload(http, model_file(tmp_path / "v1.safetensors"))
+        v2 = upload(http, model_file(tmp_path / "v2.safetensors")).json()
+        monkeypatch.setattr(cli_client, "make_client", lambda url, token: http)
+        runner = CliRunner()
+        promoted = runner.invoke(cli_app, ["models", "promote", str(v2["id"])])
+        assert promoted.exit_code == 0, promoted.output
+        who = f"token {token_id} 'ops[release]'"
+        assert f"is in production: uploaded model promoted (promoted by {who})" in promoted.output
+        shown = runner.invoke(cli_app, ["models", "show", str(v2["id"])])
+        assert shown.exit_code == 0, shown.output
+        assert re.search(rf"promoted by +{re.escape(who)}", shown.output), shown.output

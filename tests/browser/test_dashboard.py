@@ -7,6 +7,8 @@ test-artifacts/screenshots/ (gitignored) for a person to look at.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
@@ -399,6 +401,9 @@ def test_forced_promotion_needs_a_confirmation(driver, stack, story):
     assert css(driver, "#promotion-reason")[0].text == reason
     promoted = api.ok(api.http.get(f"/models/{v2['id']}"))
     assert promoted["status"] == "production" and promoted["forced"] and promoted["promotion_reason"] == reason
+    # The page names who promoted: the stack's token, whose cookie the driver logged in with.
+    assert re.fullmatch(rf"token \d+ 'stack-{stack.port}'", promoted["promoted_by"]), promoted["promoted_by"]
+    assert css(driver, "#promoted-by")[0].text == promoted["promoted_by"]
     assert api.ok(api.http.get(f"/models/{v1['id']}"))["status"] == "archived"
     assert severe_messages(driver) == []
     screenshot(driver, "model-v2-promoted")

@@ -22,6 +22,7 @@ from db.updates.completion import complete_job
 from db.updates.lifecycle import claim_job
 from db.updates.submission import create_job
 
+ADMIN = "token 1 'admin'"
 MAX_NFR = 0.125
 MIN_ACCURACY = 0.75
 NO_RELATIVE_RULE = {
@@ -374,8 +375,9 @@ def test_completion_applies_the_gate_and_stores_its_verdict(session_factory, nfr
         assert get_model(fresh, model_id=base.id).status == expected_base
         if status == ModelStatus.PRODUCTION:
             assert (stored.promotion_reason, stored.forced) == ("gate passed (auto_promote)", False)
+            assert stored.promoted_by == "flipguard (automatic)"
         else:
-            assert stored.promoted_at is None and stored.promotion_reason is None
+            assert stored.promoted_at is None and stored.promotion_reason is None and stored.promoted_by is None
 
 
 @pytest.mark.parametrize(
@@ -400,11 +402,12 @@ def test_a_passing_gate_without_auto_promote_leaves_a_candidate_that_promotes_wi
     assert model.status == ModelStatus.CANDIDATE and model.promoted_at is None
     assert get_model(session, model_id=base.id).status == ModelStatus.PRODUCTION
     assert promotion_blocker(model) is None
-    promoted = promote_model(session, model_id=model.id)
-    assert (promoted.status, promoted.forced, promoted.promotion_reason) == (
+    promoted = promote_model(session, model_id=model.id, promoted_by=ADMIN)
+    assert (promoted.status, promoted.forced, promoted.promotion_reason, promoted.promoted_by) == (
         ModelStatus.PRODUCTION,
         False,
         "gate passed",
+        ADMIN,
     )
     assert get_model(session, model_id=base.id).status == ModelStatus.ARCHIVED
 
@@ -417,14 +420,14 @@ def test_a_rejected_version_is_promoted_only_by_force_with_a_reason_which_is_rec
         assert model.status == ModelStatus.REJECTED
 
         with pytest.raises(Conflict) as refused:
-            promote_model(session, model_id=model.id)
+            promote_model(session, model_id=model.id, promoted_by=ADMIN)
         assert refused.value.loc == ("path", "model_id")
         assert refused.value.message == (
             f"model {model.id} is rejected, not a candidate; promote it with force and a reason"
         )
         for reason in (None, "", "   "):
             with pytest.raises(InvalidInput) as no_reason:
-                promote_model(session, model_id=model.id, force=True, reason=reason)
+                promote_model(session, model_id=model.id, promoted_by=ADMIN, force=True, reason=reason)
             assert no_reason.value.loc == ("body", "reason")
 
     with session_factory() as session:  # the refusals changed nothing
@@ -433,7 +436,9 @@ def test_a_rejected_version_is_promoted_only_by_force_with_a_reason_which_is_rec
 
     with session_factory() as session:
         before = utcnow()
-        promote_model(session, model_id=model.id, force=True, reason="  checkout needs the new classes today ")
+        promote_model(
+            session, model_id=model.id, promoted_by=ADMIN, force=True, reason="  checkout needs the new classes today "
+        )
         after = utcnow()
 
     with session_factory() as session:
@@ -441,12 +446,14 @@ def test_a_rejected_version_is_promoted_only_by_force_with_a_reason_which_is_rec
         assert forced.status == ModelStatus.PRODUCTION
         assert forced.forced is True
         assert forced.promotion_reason == "checkout needs the new classes today"
+        assert forced.promoted_by == ADMIN
         assert before <= forced.promoted_at <= after
         # The verdict it was forced over stays on record beside the reason.
         assert forced.gate_verdict == failed_verdict and forced.gate_verdict["passed"] is False
         previous = get_model(session, model_id=base.id)
         assert previous.status == ModelStatus.ARCHIVED
         assert previous.promotion_reason == "first version of the family" and previous.forced is False
+        assert previous.promoted_by == "flipguard (automatic)"
 
 
 def test_a_candidate_whose_gate_failed_is_refused_with_the_reasons(session):
@@ -455,7 +462,7 @@ def test_a_candidate_whose_gate_failed_is_refused_with_the_reasons(session):
     model.status = ModelStatus.CANDIDATE
     session.commit()
     with pytest.raises(Conflict) as refused:
-        promote_model(session, model_id=model.id)
+        promote_model(session, model_id=model.id, promoted_by=ADMIN)
     assert refused.value.message == (
         f"model {model.id} did not pass its gate (nfr_old_classes 0.2500 > max_nfr 0.125); "
         "promote it with force and a reason"
@@ -482,7 +489,7 @@ def test_a_first_version_passes_a_gate_it_cannot_check(session):
         images_uri=None,
         reference_report=None,
     )
-    assert model.status == ModelStatus.PRODUCTION
+    assert model.status == ModelStatus.PRODUCTION and model.promoted_by == "flipguard (automatic)"
     assert model.gate_verdict["passed"] is True
     assert model.gate_verdict["reasons"] == [
         "max_nfr not checked: no predecessor to compare with",
