@@ -23,8 +23,10 @@ from sqlalchemy.exc import OperationalError
 
 from api.queue import TaskQueue
 from contracts.jobs import JobRequest
-from contracts.tasks import INSPECT_DATASET_TASK, RUN_UPDATE_TASK, TRAINING_QUEUE
+from contracts.tasks import INSPECT_DATASET_TASK, LIGHT_QUEUE, RUN_UPDATE_TASK, TRAINING_QUEUE
 from db.base import make_engine, make_session_factory, utcnow
+from db.datasets.models import Dataset, DatasetFormat
+from db.datasets.service import claim_inspection, create_dataset
 from db.migrate import upgrade
 from db.settings import Settings
 from db.updates.lifecycle import claim_job, fail_job
@@ -32,9 +34,10 @@ from db.updates.models import UpdateJob
 from db.updates.submission import create_job
 from tests.db.db_helpers import ready_dataset, uploaded_model
 from worker.app import create_celery
-from worker.reconciler import reconcile, start_reconciler
+from worker.reconciler import reconcile, reconcile_datasets, start_reconciler
 
 HEARTBEAT_TIMEOUT_S = 60
+INSPECT_TIMEOUT_S = 120
 RECONCILE_INTERVAL_S = 30  # also the grace a queued job gets before it counts as lost
 LONG_AGO = timedelta(seconds=600)
 REDIS_DB = 5
@@ -67,6 +70,7 @@ def broker(request, tmp_path):
         artifact_root=tmp_path / "artifacts",
         heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S,
         reconcile_interval_s=RECONCILE_INTERVAL_S,
+        inspect_timeout_s=INSPECT_TIMEOUT_S,
     )
     return settings, request.param
 
@@ -109,6 +113,23 @@ class World:
             session.execute(update(UpdateJob).where(UpdateJob.id == job_id).values(**values))
             session.commit()
 
+    def pending_dataset(self, name: str, *, created_ago: timedelta = LONG_AGO) -> int:
+        """A data set waiting for its inspection, registered `created_ago`."""
+        with self.session_factory() as session:
+            dataset_id = create_dataset(session, name=name, uri="/data/x.npz", format=DatasetFormat.NPZ).id
+            session.execute(update(Dataset).where(Dataset.id == dataset_id).values(created_at=utcnow() - created_ago))
+            session.commit()
+        return dataset_id
+
+    def inspecting(self, dataset_id: int, *, started_ago: timedelta) -> int:
+        with self.session_factory() as session:
+            assert claim_inspection(session, dataset_id=dataset_id, timeout_s=INSPECT_TIMEOUT_S)
+            session.execute(
+                update(Dataset).where(Dataset.id == dataset_id).values(inspect_started_at=utcnow() - started_ago)
+            )
+            session.commit()
+        return dataset_id
+
     def reconcile(self) -> list[int]:
         return reconcile(
             app=self.app, settings=self.settings, session_factory=self.session_factory, queue=TRAINING_QUEUE
@@ -133,6 +154,9 @@ class World:
             args = json.loads(base64.b64decode(payload["body"]))[0]
             messages.append((payload["headers"]["task"], args))
         return sorted(messages)
+
+    def reconcile_datasets(self) -> list[int]:
+        return reconcile_datasets(app=self.app, settings=self.settings, session_factory=self.session_factory)
 
     def take_message(self):
         """A worker takes the oldest training message off the queue, unacknowledged; returns
@@ -253,6 +277,25 @@ def test_a_redis_restart_without_persistence_loses_the_queue_and_every_job_is_re
         assert running not in world.reconcile()
     finally:
         world.close()
+
+
+def test_resends_exactly_the_inspections_that_no_message_carries(world):
+    lost = world.pending_dataset("lost")
+    waiting = world.pending_dataset("waiting")
+    world.api_queue.inspect_dataset(waiting)
+    in_grace = world.pending_dataset("in-grace", created_ago=timedelta(seconds=1))
+    dead = world.inspecting(world.pending_dataset("dead"), started_ago=LONG_AGO)
+    held = world.inspecting(world.pending_dataset("held"), started_ago=timedelta(seconds=1))
+    # The same id in a message of another task does not carry the inspection.
+    world.api_queue.compare_models(lost)
+
+    resent = world.reconcile_datasets()
+
+    assert resent == [lost, dead]
+    inspections = [message for message in world.waiting(LIGHT_QUEUE) if message[0] == INSPECT_DATASET_TASK]
+    assert inspections == sorted((INSPECT_DATASET_TASK, [dataset_id]) for dataset_id in (lost, waiting, dead))
+    assert not {in_grace, held} & set(resent)
+    assert world.reconcile_datasets() == []
 
 
 def test_the_reconciler_thread_survives_a_failed_round(broker):
