@@ -62,39 +62,60 @@ def waiting_job_ids(app: Celery, settings: Settings, queue: str, task: str = RUN
     return {row_id for row_id in (_job_id(raw, task) for raw in raws) if row_id is not None}
 
 
-def reconcile(*, app: Celery, settings: Settings, session_factory: Callable[[], Session], queue: str) -> list[int]:
-    """Send again every job that needs a worker and has no message waiting; returns their ids."""
+def _resend_lost(
+    *,
+    app: Celery,
+    settings: Settings,
+    session_factory: Callable[[], Session],
+    needing: Callable[[Session], list[int]],
+    task: str,
+    queue: str,
+    what: str,
+) -> list[int]:
+    """Send `task` again for every row id `needing` lists that no message waits for in `queue`;
+    returns those ids."""
     with session_factory() as session:
-        candidates = jobs_needing_dispatch(
-            session, heartbeat_timeout_s=settings.heartbeat_timeout_s, queued_grace_s=settings.reconcile_interval_s
-        )
+        candidates = needing(session)
     if not candidates:
         return []
-    waiting = waiting_job_ids(app, settings, queue)
-    resent = [job_id for job_id in candidates if job_id not in waiting]
-    for job_id in resent:
-        app.send_task(RUN_UPDATE_TASK, args=[job_id])
+    waiting = waiting_job_ids(app, settings, queue, task)
+    resent = [row_id for row_id in candidates if row_id not in waiting]
+    for row_id in resent:
+        app.send_task(task, args=[row_id])
     if resent:
-        log.warning("re-dispatched jobs with no broker message: %s", resent)
+        log.warning("re-dispatched %s: %s", what, resent)
     return resent
+
+
+def reconcile(*, app: Celery, settings: Settings, session_factory: Callable[[], Session], queue: str) -> list[int]:
+    """Send again every job that needs a worker and has no message waiting; returns their ids."""
+    return _resend_lost(
+        app=app,
+        settings=settings,
+        session_factory=session_factory,
+        needing=lambda session: jobs_needing_dispatch(
+            session, heartbeat_timeout_s=settings.heartbeat_timeout_s, queued_grace_s=settings.reconcile_interval_s
+        ),
+        task=RUN_UPDATE_TASK,
+        queue=queue,
+        what="jobs with no broker message",
+    )
 
 
 def reconcile_datasets(*, app: Celery, settings: Settings, session_factory: Callable[[], Session]) -> list[int]:
     """Send the inspection of every pending data set that no live delivery holds and no
     message carries again; returns their ids."""
-    with session_factory() as session:
-        candidates = datasets_needing_inspection(
+    return _resend_lost(
+        app=app,
+        settings=settings,
+        session_factory=session_factory,
+        needing=lambda session: datasets_needing_inspection(
             session, timeout_s=settings.inspect_timeout_s, grace_s=settings.reconcile_interval_s
-        )
-    if not candidates:
-        return []
-    waiting = waiting_job_ids(app, settings, LIGHT_QUEUE, INSPECT_DATASET_TASK)
-    resent = [dataset_id for dataset_id in candidates if dataset_id not in waiting]
-    for dataset_id in resent:
-        app.send_task(INSPECT_DATASET_TASK, args=[dataset_id])
-    if resent:
-        log.warning("re-dispatched data set inspections that no worker holds: %s", resent)
-    return resent
+        ),
+        task=INSPECT_DATASET_TASK,
+        queue=LIGHT_QUEUE,
+        what="data set inspections that no worker holds",
+    )
 
 
 def start_reconciler(
