@@ -1,4 +1,4 @@
-"""Re-dispatch jobs that no broker message carries any more.
+"""Re-dispatch jobs, data set inspections and comparisons that no broker message carries any more.
 
 Redis without persistence loses its queues on a restart, the filesystem transport forgets a
 message a killed worker had taken, and Redis returns a dead worker's unacknowledged message
@@ -10,6 +10,12 @@ Data sets likewise: one still pending whose inspection was never claimed, or was
 than FLIPGUARD_INSPECT_TIMEOUT_S ago (its worker was killed, say by a data set that exhausts its
 memory), and that has no message waiting in the light queue is sent again; `claim_inspection`
 counts every delivery and fails the data set past FLIPGUARD_MAX_INSPECT_DELIVERIES.
+
+Comparisons likewise: one queued past the grace, or running longer than
+FLIPGUARD_COMPARISON_TIMEOUT_S (its worker died), with no message waiting in the light queue is
+sent again; `claim_comparison` takes a running one past that same bound, so the new delivery
+runs it. The waiting message is what keeps a re-sent row from being sent again next round, so
+no clock is restarted (a restarted `started_at` would make the new delivery's claim fail).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from pathlib import Path
 from celery import Celery
 from sqlalchemy.orm import Session
 
-from contracts.tasks import INSPECT_DATASET_TASK, LIGHT_QUEUE, RUN_UPDATE_TASK
+from contracts.tasks import COMPARE_MODELS_TASK, INSPECT_DATASET_TASK, LIGHT_QUEUE, RUN_UPDATE_TASK
+from db.comparisons.service import comparisons_needing_dispatch
 from db.datasets.service import datasets_needing_inspection
 from db.settings import Settings
 from db.updates.lifecycle import jobs_needing_dispatch
@@ -118,10 +125,26 @@ def reconcile_datasets(*, app: Celery, settings: Settings, session_factory: Call
     )
 
 
+def reconcile_comparisons(*, app: Celery, settings: Settings, session_factory: Callable[[], Session]) -> list[int]:
+    """Send again every comparison that needs a light worker and has no message waiting; returns their ids."""
+    return _resend_lost(
+        app=app,
+        settings=settings,
+        session_factory=session_factory,
+        needing=lambda session: comparisons_needing_dispatch(
+            session, stale_after_s=settings.comparison_timeout_s, queued_grace_s=settings.reconcile_interval_s
+        ),
+        task=COMPARE_MODELS_TASK,
+        queue=LIGHT_QUEUE,
+        what="comparisons with no broker message",
+    )
+
+
 def start_reconciler(
     *, app: Celery, settings: Settings, session_factory: Callable[[], Session], queue: str
 ) -> threading.Event:
-    """Run `reconcile` every `settings.reconcile_interval_s` in a daemon thread; set the event to stop."""
+    """Run every pass (jobs, data sets, comparisons) every `settings.reconcile_interval_s` in a
+    daemon thread; set the event to stop."""
     stop = threading.Event()
 
     def loop() -> None:
@@ -129,6 +152,7 @@ def start_reconciler(
             try:
                 reconcile(app=app, settings=settings, session_factory=session_factory, queue=queue)
                 reconcile_datasets(app=app, settings=settings, session_factory=session_factory)
+                reconcile_comparisons(app=app, settings=settings, session_factory=session_factory)
             except Exception:  # a broker or database outage: try again next round
                 log.exception("reconciliation failed")
 
