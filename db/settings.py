@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     # past that the data set is failed.
     inspect_timeout_s: float = 900.0
     max_inspect_deliveries: int = 3
+    # A comparison still running this long after its claim is presumed lost (its worker died):
+    # the reconciler sends it again and the new delivery may claim it. Longer than the slowest
+    # comparison, or a live one is computed twice.
+    comparison_timeout_s: float = 600.0
     # Each worker records a heartbeat this often; /health counts a worker as live while its
     # last one is younger than worker_stale_after_s, and answers 503 when no live worker
     # serves the training queue.

@@ -27,14 +27,13 @@ from worker.jobs import artifact_path, session_factory, settings, with_db_retrie
 
 log = logging.getLogger(__name__)
 
-# A comparison running (or queued) longer than this is taken to be lost and may run again.
-STALE_AFTER_S = 600.0
-
 
 def execute_comparison(*, comparison_id: int) -> str:
     """Compute one comparison to its end state; returns that state (for the worker's log)."""
     with session_factory()() as session:
-        comparison = claim_comparison(session, comparison_id=comparison_id, stale_after_s=STALE_AFTER_S)
+        comparison = claim_comparison(
+            session, comparison_id=comparison_id, stale_after_s=settings().comparison_timeout_s
+        )
         if comparison is None:
             return "dropped: finished, or running elsewhere"
         model_row = get_model(session, model_id=comparison.model_id)

@@ -1,4 +1,4 @@
-"""Re-dispatch jobs that no broker message carries any more.
+"""Re-dispatch jobs, data set inspections and comparisons that no broker message carries any more.
 
 Redis without persistence loses its queues on a restart, the filesystem transport forgets a
 message a killed worker had taken, and Redis returns a dead worker's unacknowledged message
@@ -10,6 +10,12 @@ Data sets likewise: one still pending whose inspection was never claimed, or was
 than FLIPGUARD_INSPECT_TIMEOUT_S ago (its worker was killed, say by a data set that exhausts its
 memory), and that has no message waiting in the light queue is sent again; `claim_inspection`
 counts every delivery and fails the data set past FLIPGUARD_MAX_INSPECT_DELIVERIES.
+
+Comparisons likewise: one queued past the grace, or running longer than
+FLIPGUARD_COMPARISON_TIMEOUT_S (its worker died), with no message waiting in the light queue is
+sent again; `claim_comparison` takes a running one past that same bound, so the new delivery
+runs it. The waiting message is what keeps a re-sent row from being sent again next round, so
+no clock is restarted (a restarted `started_at` would make the new delivery's claim fail).
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from pathlib import Path
 from celery import Celery
 from sqlalchemy.orm import Session
 
-from contracts.tasks import INSPECT_DATASET_TASK, LIGHT_QUEUE, RUN_UPDATE_TASK
+from contracts.tasks import COMPARE_MODELS_TASK, INSPECT_DATASET_TASK, LIGHT_QUEUE, RUN_UPDATE_TASK
+from db.comparisons.service import comparisons_needing_dispatch
 from db.datasets.service import datasets_needing_inspection
 from db.settings import Settings
 from db.updates.lifecycle import jobs_needing_dispatch
@@ -62,45 +69,82 @@ def waiting_job_ids(app: Celery, settings: Settings, queue: str, task: str = RUN
     return {row_id for row_id in (_job_id(raw, task) for raw in raws) if row_id is not None}
 
 
-def reconcile(*, app: Celery, settings: Settings, session_factory: Callable[[], Session], queue: str) -> list[int]:
-    """Send again every job that needs a worker and has no message waiting; returns their ids."""
+def _resend_lost(
+    *,
+    app: Celery,
+    settings: Settings,
+    session_factory: Callable[[], Session],
+    needing: Callable[[Session], list[int]],
+    task: str,
+    queue: str,
+    what: str,
+) -> list[int]:
+    """Send `task` again for every row id `needing` lists that no message waits for in `queue`;
+    returns those ids."""
     with session_factory() as session:
-        candidates = jobs_needing_dispatch(
-            session, heartbeat_timeout_s=settings.heartbeat_timeout_s, queued_grace_s=settings.reconcile_interval_s
-        )
+        candidates = needing(session)
     if not candidates:
         return []
-    waiting = waiting_job_ids(app, settings, queue)
-    resent = [job_id for job_id in candidates if job_id not in waiting]
-    for job_id in resent:
-        app.send_task(RUN_UPDATE_TASK, args=[job_id])
+    waiting = waiting_job_ids(app, settings, queue, task)
+    resent = [row_id for row_id in candidates if row_id not in waiting]
+    for row_id in resent:
+        app.send_task(task, args=[row_id])
     if resent:
-        log.warning("re-dispatched jobs with no broker message: %s", resent)
+        log.warning("re-dispatched %s: %s", what, resent)
     return resent
+
+
+def reconcile(*, app: Celery, settings: Settings, session_factory: Callable[[], Session], queue: str) -> list[int]:
+    """Send again every job that needs a worker and has no message waiting; returns their ids."""
+    return _resend_lost(
+        app=app,
+        settings=settings,
+        session_factory=session_factory,
+        needing=lambda session: jobs_needing_dispatch(
+            session, heartbeat_timeout_s=settings.heartbeat_timeout_s, queued_grace_s=settings.reconcile_interval_s
+        ),
+        task=RUN_UPDATE_TASK,
+        queue=queue,
+        what="jobs with no broker message",
+    )
 
 
 def reconcile_datasets(*, app: Celery, settings: Settings, session_factory: Callable[[], Session]) -> list[int]:
     """Send the inspection of every pending data set that no live delivery holds and no
     message carries again; returns their ids."""
-    with session_factory() as session:
-        candidates = datasets_needing_inspection(
+    return _resend_lost(
+        app=app,
+        settings=settings,
+        session_factory=session_factory,
+        needing=lambda session: datasets_needing_inspection(
             session, timeout_s=settings.inspect_timeout_s, grace_s=settings.reconcile_interval_s
-        )
-    if not candidates:
-        return []
-    waiting = waiting_job_ids(app, settings, LIGHT_QUEUE, INSPECT_DATASET_TASK)
-    resent = [dataset_id for dataset_id in candidates if dataset_id not in waiting]
-    for dataset_id in resent:
-        app.send_task(INSPECT_DATASET_TASK, args=[dataset_id])
-    if resent:
-        log.warning("re-dispatched data set inspections that no worker holds: %s", resent)
-    return resent
+        ),
+        task=INSPECT_DATASET_TASK,
+        queue=LIGHT_QUEUE,
+        what="data set inspections that no worker holds",
+    )
+
+
+def reconcile_comparisons(*, app: Celery, settings: Settings, session_factory: Callable[[], Session]) -> list[int]:
+    """Send again every comparison that needs a light worker and has no message waiting; returns their ids."""
+    return _resend_lost(
+        app=app,
+        settings=settings,
+        session_factory=session_factory,
+        needing=lambda session: comparisons_needing_dispatch(
+            session, stale_after_s=settings.comparison_timeout_s, queued_grace_s=settings.reconcile_interval_s
+        ),
+        task=COMPARE_MODELS_TASK,
+        queue=LIGHT_QUEUE,
+        what="comparisons with no broker message",
+    )
 
 
 def start_reconciler(
     *, app: Celery, settings: Settings, session_factory: Callable[[], Session], queue: str
 ) -> threading.Event:
-    """Run `reconcile` every `settings.reconcile_interval_s` in a daemon thread; set the event to stop."""
+    """Run every pass (jobs, data sets, comparisons) every `settings.reconcile_interval_s` in a
+    daemon thread; set the event to stop."""
     stop = threading.Event()
 
     def loop() -> None:
@@ -108,6 +152,7 @@ def start_reconciler(
             try:
                 reconcile(app=app, settings=settings, session_factory=session_factory, queue=queue)
                 reconcile_datasets(app=app, settings=settings, session_factory=session_factory)
+                reconcile_comparisons(app=app, settings=settings, session_factory=session_factory)
             except Exception:  # a broker or database outage: try again next round
                 log.exception("reconciliation failed")
 

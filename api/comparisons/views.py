@@ -20,12 +20,10 @@ from api.errors import Loc, error_responses
 from api.queue import TaskQueue
 from api.schemas import RowId
 from db.comparisons.models import Comparison, ComparisonStatus
-from db.comparisons.service import get_comparison, is_stale, request_comparison, touch_for_resend
+from db.comparisons.service import get_comparison, request_comparison
 
 router = APIRouter(prefix="/comparisons", tags=["flips"], responses=error_responses(401, 403))
 
-# A pending comparison older than this is taken to have lost its message and is sent again.
-RESEND_AFTER_S = 600.0
 RETRY_AFTER_S = "2"
 
 
@@ -49,14 +47,12 @@ class ComparisonOptions(TypedDict, total=False):
 def start_comparison(
     session: Session, queue: TaskQueue, *, model_id: int, baseline_model_id: int, **options: Unpack[ComparisonOptions]
 ) -> Comparison:
-    """Find or queue the comparison of a pair; send it to a light worker when it needs one."""
+    """Find or queue the comparison of a pair; send it to a light worker when queued now (a lost
+    one is the reconciler's to send again, not a reader's)."""
     comparison, queued_now = request_comparison(
         session, model_id=model_id, baseline_model_id=baseline_model_id, **options
     )
     if queued_now:
-        queue.compare_models(comparison.id)
-    elif is_stale(comparison, stale_after_s=RESEND_AFTER_S):
-        touch_for_resend(session, comparison_id=comparison.id)
         queue.compare_models(comparison.id)
     return comparison
 

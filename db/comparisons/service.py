@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,8 +19,6 @@ from db.flips.service import add_report, find_report
 from db.model_versions.models import ModelVersion
 from db.model_versions.service import get_model
 from db.updates.models import UpdateJob
-
-PENDING_STATUSES = (ComparisonStatus.QUEUED, ComparisonStatus.RUNNING)
 
 
 def get_comparison(session: Session, *, comparison_id: int, loc: tuple = ("path", "comparison_id")) -> Comparison:
@@ -153,10 +151,23 @@ def request_comparison(
     return comparison, True
 
 
-def is_stale(comparison: Comparison, *, stale_after_s: float) -> bool:
-    """A pending comparison whose worker (or message) seems lost: send it again."""
-    since = comparison.started_at or comparison.created_at
-    return comparison.status in PENDING_STATUSES and since < utcnow() - timedelta(seconds=stale_after_s)
+def comparisons_needing_dispatch(session: Session, *, stale_after_s: float, queued_grace_s: float) -> list[int]:
+    """Comparisons a light worker should pick up: queued past the grace time, or running past `stale_after_s`."""
+    now = utcnow()
+    statement = select(Comparison.id).where(
+        or_(
+            and_(
+                Comparison.status == ComparisonStatus.QUEUED,
+                Comparison.created_at < now - timedelta(seconds=queued_grace_s),
+            ),
+            # The same line as claim_comparison draws, so that the re-sent delivery can claim it.
+            and_(
+                Comparison.status == ComparisonStatus.RUNNING,
+                Comparison.started_at < now - timedelta(seconds=stale_after_s),
+            ),
+        )
+    )
+    return list(session.scalars(statement.order_by(Comparison.id)))
 
 
 def claim_comparison(session: Session, *, comparison_id: int, stale_after_s: float) -> Comparison | None:
@@ -209,15 +220,5 @@ def fail_comparison(session: Session, *, comparison_id: int, error: str) -> None
         update(Comparison)
         .where(Comparison.id == comparison_id)
         .values(status=ComparisonStatus.FAILED, error=error, finished_at=utcnow())
-    )
-    session.commit()
-
-
-def touch_for_resend(session: Session, *, comparison_id: int) -> None:
-    """Restart a stale comparison's clock when its message is sent again."""
-    session.execute(
-        update(Comparison)
-        .where(Comparison.id == comparison_id, Comparison.status == ComparisonStatus.QUEUED)
-        .values(created_at=utcnow())
     )
     session.commit()

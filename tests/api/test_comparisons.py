@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from api_helpers import CLASSES, LEDGER, assert_error, broker_messages, model_file, summary, upload
+from datetime import timedelta
+from pathlib import Path
 
-from db.comparisons.service import complete_comparison, fail_comparison
+from api_helpers import CLASSES, LEDGER, assert_error, broker_messages, model_file, summary, upload
+from sqlalchemy import update
+
+from db.base import utcnow
+from db.comparisons.models import Comparison
+from db.comparisons.service import claim_comparison, complete_comparison, fail_comparison
 
 
 def compare_messages(settings) -> list[dict]:
@@ -56,6 +62,34 @@ def test_a_failed_comparison_says_why_and_post_retries_it(client, updated, setti
     retried = client.post("/comparisons", json={"model_id": v2.id, "baseline_model_id": v3["id"]})
     assert retried.status_code == 202 and retried.json()["status"] == "queued"
     assert len(compare_messages(settings)) == 2
+
+
+def test_reading_a_comparison_whose_message_was_lost_sends_nothing(client, updated, settings, session, tmp_path):
+    # Re-sending a lost comparison is the worker's reconciler's job (tests/worker/test_reconciler.py):
+    # however long ago a pending comparison was queued or claimed, a read answers 202 and sends nothing.
+    _, v2 = updated
+    v3 = upload(client, model_file(tmp_path / "v3.safetensors", classes=CLASSES[:3])).json()
+    comparison = client.get(f"/models/{v3['id']}/flips", params={"against": v2.id}).json()
+    for message in Path(settings.broker_url.removeprefix("filesystem://")).glob("*.msg"):
+        message.unlink()  # the broker lost it
+    long_ago = utcnow() - timedelta(days=1)
+
+    def age(**values) -> None:
+        session.execute(update(Comparison).where(Comparison.id == comparison["id"]).values(**values))
+        session.commit()
+
+    age(created_at=long_ago)
+    for read in (
+        lambda: client.get(f"/models/{v3['id']}/flips", params={"against": v2.id}),
+        lambda: client.post("/comparisons", json={"model_id": v3["id"], "baseline_model_id": v2.id}),
+    ):
+        assert read().json()["status"] == "queued"
+    assert claim_comparison(session, comparison_id=comparison["id"], stale_after_s=settings.comparison_timeout_s)
+    age(started_at=long_ago)
+    pending = client.get(f"/models/{v3['id']}/flips", params={"against": v2.id})
+    assert pending.status_code == 202 and pending.json()["status"] == "running"
+    assert client.get(f"/comparisons/{comparison['id']}").json()["status"] == "running"
+    assert compare_messages(settings) == []
 
 
 def test_pairs_that_cannot_be_compared_are_refused_at_once(client, updated, settings, tmp_path):

@@ -46,3 +46,23 @@ def model_result(classes=("a", "b", "c", "d")):
         recipe={"epochs": 2},
         method="mpt-kl",
     )
+
+
+def queued_comparisons(session, count: int) -> list[int]:
+    """`count` queued comparisons, each of its own ordered pair of uploaded models, stored as
+    request_comparison stores a pair once it found the evaluation split."""
+    from db.comparisons.models import Comparison, ComparisonStatus
+
+    baseline = uploaded_model(session, family="baseline")
+    rows = [
+        Comparison(
+            model_id=uploaded_model(session, family=f"family{index}").id,
+            baseline_model_id=baseline.id,
+            split_model_id=baseline.id,
+            status=ComparisonStatus.QUEUED,
+        )
+        for index in range(count)
+    ]
+    session.add_all(rows)
+    session.commit()
+    return [row.id for row in rows]

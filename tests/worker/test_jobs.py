@@ -22,6 +22,8 @@ torch = pytest.importorskip("torch")
 
 from contracts.jobs import JobRequest  # noqa: E402
 from db.base import utcnow  # noqa: E402
+from db.comparisons.models import Comparison, ComparisonStatus  # noqa: E402
+from db.comparisons.service import claim_comparison, get_comparison  # noqa: E402
 from db.datasets.models import DatasetFormat  # noqa: E402
 from db.datasets.service import create_dataset  # noqa: E402
 from db.migrate import upgrade  # noqa: E402
@@ -29,9 +31,11 @@ from db.model_versions.models import ModelVersion  # noqa: E402
 from db.updates.lifecycle import claim_job, fail_job  # noqa: E402
 from db.updates.models import JobEvent, JobStatus, UpdateJob  # noqa: E402
 from db.updates.submission import create_job, get_job, request_cancel  # noqa: E402
-from worker import inspection, jobs  # noqa: E402
+from tests.db.db_helpers import queued_comparisons  # noqa: E402
+from worker import comparisons, inspection, jobs  # noqa: E402
 
 CLASSES = ["a", "b", "c", "d"]
+COMPARISON_TIMEOUT_S = 120
 RECIPE = {"epochs": 4, "batch_size": 32, "lr": 0.05, "crop_padding": 2, "poll_every_steps": 2}
 
 
@@ -121,6 +125,7 @@ def service(tmp_path_factory):
         patch.setenv("FLIPGUARD_BROKER_URL", f"filesystem://{home / 'broker'}")
         patch.setenv("FLIPGUARD_DEVICE", "cpu")
         patch.setenv("FLIPGUARD_HEARTBEAT_TIMEOUT_S", "60")
+        patch.setenv("FLIPGUARD_COMPARISON_TIMEOUT_S", str(COMPARISON_TIMEOUT_S))
         jobs.settings.cache_clear()
         jobs.session_factory.cache_clear()
         upgrade(jobs.settings().database_url)
@@ -327,3 +332,24 @@ def test_the_heartbeat_of_a_job_that_is_no_longer_active_tells_the_loop_to_stop(
         before.epoch,
         before.heartbeat_at,
     )
+
+
+def test_a_comparison_is_claimed_again_only_past_the_configured_bound(service):
+    # FLIPGUARD_COMPARISON_TIMEOUT_S, the bound the reconciler re-sends by, is the claim's too.
+    with service.session() as session:
+        live, stale = queued_comparisons(session, 2)
+        for comparison_id, age in ((live, COMPARISON_TIMEOUT_S - 30), (stale, COMPARISON_TIMEOUT_S + 30)):
+            assert claim_comparison(session, comparison_id=comparison_id, stale_after_s=COMPARISON_TIMEOUT_S)
+            session.execute(
+                update(Comparison)
+                .where(Comparison.id == comparison_id)
+                .values(started_at=utcnow() - timedelta(seconds=age))
+            )
+        session.commit()
+    assert comparisons.execute_comparison(comparison_id=live) == "dropped: finished, or running elsewhere"
+    # Claimed again: uploaded models have no evaluation split, so it fails at once, saying why.
+    assert comparisons.execute_comparison(comparison_id=stale).startswith("failed: neither model")
+    with service.session() as session:
+        live_row, stale_row = (get_comparison(session, comparison_id=row_id) for row_id in (live, stale))
+        assert (live_row.status, live_row.attempts) == (ComparisonStatus.RUNNING, 1)
+        assert (stale_row.status, stale_row.attempts) == (ComparisonStatus.FAILED, 2)
