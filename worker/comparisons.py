@@ -23,7 +23,7 @@ from mpt.data import DataError, thumbnails
 from mpt.formats import open_dataset
 from mpt.recipe import Recipe
 from mpt.train import resolve_device
-from worker.jobs import artifact_path, session_factory, settings, with_db_retries
+from worker.runtime import artifact_path, session_factory, settings, with_db_retries
 
 log = logging.getLogger(__name__)
 

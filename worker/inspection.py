@@ -12,7 +12,7 @@ from db.datasets.service import claim_inspection, mark_dataset_failed, mark_data
 from mpt.data import DataError, ImageFiles, ImageSet, thumbnails
 from mpt.formats import open_dataset
 from mpt.recipe import Recipe
-from worker.jobs import artifact_path, data_limits, settings, with_db_retries
+from worker.runtime import artifact_path, data_limits, settings, with_db_retries
 
 log = logging.getLogger(__name__)
 

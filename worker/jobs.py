@@ -11,28 +11,22 @@ import os
 import shutil
 import socket
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
-from typing import TypedDict, TypeVar
+from typing import TypedDict
 
 import numpy as np
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session, sessionmaker
 
 from contracts.jobs import Candidate, RegisteredModel, SweepResult
 from contracts.selection import Selection
-from db.base import make_engine, make_session_factory
 from db.datasets.models import Dataset
 from db.datasets.service import get_dataset
 from db.errors import JobNotOwned
 from db.model_versions.models import ModelVersion
 from db.model_versions.service import get_model
 from db.references.service import add_reference, find_reference
-from db.settings import Settings
 from db.updates.completion import complete_job
 from db.updates.lifecycle import cancel_job_finished, claim_job, fail_job, heartbeat, record_event
 from db.updates.models import JobStatus, UpdateJob
@@ -40,58 +34,18 @@ from db.updates.submission import list_events
 from mpt.artifacts import ArtifactError, LoadedModel, load_model, save_model
 from mpt.data import DataBundle, DataError, thumbnails
 from mpt.formats import open_dataset
-from mpt.limits import DataLimits
 from mpt.recipe import MethodParams, Recipe
 from mpt.reference import Progress, ReferenceStore
 from mpt.sweep import SweepOutcome, run_sweep
 from mpt.train import Callbacks, NonFiniteLoss, TrainingCancelled
 from mpt.update import UpdateOutcome, run_update
+from worker.runtime import artifact_path, data_limits, session_factory, settings, with_db_retries
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 # Failures that are the job's own (its data, its weights, its numbers): reported as they are.
 JOB_ERRORS = (DataError, ArtifactError, NonFiniteLoss, ValueError)
-
-
-@cache
-def settings() -> Settings:
-    return Settings()
-
-
-@cache
-def session_factory() -> sessionmaker[Session]:
-    return make_session_factory(make_engine(settings().database_url))
-
-
-def artifact_path(uri: str) -> Path:
-    return settings().artifact_path(uri)
-
-
-def data_limits() -> DataLimits:
-    """What a worker may read from a data set, from the settings (named in errors)."""
-    current = settings()
-    fields = ("max_bytes", "max_images", "max_image_pixels", "max_classes")
-    return DataLimits(
-        **{field: getattr(current, f"dataset_{field}") for field in fields},
-        names=tuple((field, f"FLIPGUARD_DATASET_{field.upper()}") for field in fields),
-    )
-
-
-def with_db_retries(write: Callable[[Session], T], *, attempts: int = 30, delay_s: float = 2.0) -> T:
-    """Run a database write, retrying while the database is unreachable (a restart)."""
-    for attempt in range(1, attempts + 1):
-        try:
-            with session_factory()() as session:
-                return write(session)
-        except OperationalError:
-            if attempt == attempts:
-                raise
-            log.warning("database unreachable, retrying in %.0f s (%d/%d)", delay_s, attempt, attempts)
-            time.sleep(delay_s)
-    raise ValueError(f"with_db_retries needs at least one attempt, got {attempts}")
 
 
 class _EngineArgs(TypedDict):

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from celery.signals import worker_ready, worker_shutdown
 
 from contracts.tasks import COMPARE_MODELS_TASK, INSPECT_DATASET_TASK, RUN_UPDATE_TASK, TRAINING_QUEUE
-from worker import comparisons, inspection, jobs
+from worker import comparisons, inspection, jobs, runtime
 from worker.app import app
 from worker.liveness import Liveness
 from worker.reconciler import start_reconciler
@@ -37,7 +37,9 @@ def compare_models(comparison_id: int) -> str:
 @worker_ready.connect
 def _start_reconciler(sender: Consumer, **_: object) -> None:
     # Every worker reconciles: one lost message is then found even if only one worker lives.
-    start_reconciler(app=app, settings=jobs.settings(), session_factory=jobs.session_factory(), queue=TRAINING_QUEUE)
+    start_reconciler(
+        app=app, settings=runtime.settings(), session_factory=runtime.session_factory(), queue=TRAINING_QUEUE
+    )
 
 
 @worker_ready.connect
@@ -46,7 +48,7 @@ def _start_liveness(sender: Consumer, **_: object) -> None:
     queues = list(sender.app.amqp.queues.consume_from)
     _liveness.append(
         Liveness(
-            name=sender.hostname, queues=queues, settings=jobs.settings(), session_factory=jobs.session_factory()
+            name=sender.hostname, queues=queues, settings=runtime.settings(), session_factory=runtime.session_factory()
         ).start()
     )
 

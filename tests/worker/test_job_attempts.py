@@ -3,6 +3,7 @@ delivery counted in the row's `attempts` before the work starts)."""
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import update
 
 from contracts.jobs import Gate, JobRequest
@@ -10,18 +11,28 @@ from db.base import make_engine, make_session_factory
 from db.datasets.models import DatasetFormat
 from db.datasets.service import create_dataset, mark_dataset_ready
 from db.migrate import upgrade
-from db.settings import Settings
 from db.updates.models import JobStatus, UpdateJob
 from db.updates.submission import create_job, get_job
-from worker import jobs
+from worker import jobs, runtime
 
 
-def test_a_job_past_its_attempts_is_failed_without_running(tmp_path, monkeypatch):
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'w.db'}", artifact_root=tmp_path, max_job_attempts=2)
-    upgrade(settings.database_url)
-    factory = make_session_factory(make_engine(settings.database_url))
-    monkeypatch.setattr(jobs, "settings", lambda: settings)
-    monkeypatch.setattr(jobs, "session_factory", lambda: factory)
+@pytest.fixture
+def worker_settings(tmp_path, monkeypatch):
+    """The worker process's settings, from the environment as in a real worker."""
+    monkeypatch.setenv("FLIPGUARD_DATABASE_URL", f"sqlite:///{tmp_path / 'w.db'}")
+    monkeypatch.setenv("FLIPGUARD_ARTIFACT_ROOT", str(tmp_path))
+    monkeypatch.setenv("FLIPGUARD_MAX_JOB_ATTEMPTS", "2")
+    runtime.settings.cache_clear()
+    runtime.session_factory.cache_clear()
+    yield runtime.settings()
+    runtime.session_factory().kw["bind"].dispose()
+    runtime.settings.cache_clear()
+    runtime.session_factory.cache_clear()
+
+
+def test_a_job_past_its_attempts_is_failed_without_running(worker_settings, monkeypatch):
+    upgrade(worker_settings.database_url)
+    factory = make_session_factory(make_engine(worker_settings.database_url))
     monkeypatch.setattr(jobs, "_train_and_register", lambda *args: (_ for _ in ()).throw(AssertionError("ran")))
     with factory() as session:
         dataset = create_dataset(session, name="d", uri="/data/d", format=DatasetFormat.NPZ)

@@ -32,7 +32,7 @@ from db.updates.lifecycle import claim_job, fail_job  # noqa: E402
 from db.updates.models import JobEvent, JobStatus, UpdateJob  # noqa: E402
 from db.updates.submission import create_job, get_job, request_cancel  # noqa: E402
 from tests.db.db_helpers import queued_comparisons  # noqa: E402
-from worker import comparisons, inspection, jobs  # noqa: E402
+from worker import comparisons, inspection, jobs, runtime  # noqa: E402
 
 CLASSES = ["a", "b", "c", "d"]
 COMPARISON_TIMEOUT_S = 120
@@ -66,7 +66,7 @@ class Service:
         self.artifacts = home / "artifacts"
 
     def session(self):
-        return jobs.session_factory()()
+        return runtime.session_factory()()
 
     def register_dataset(self, name: str, path: Path) -> int:
         with self.session() as session:
@@ -126,15 +126,15 @@ def service(tmp_path_factory):
         patch.setenv("FLIPGUARD_DEVICE", "cpu")
         patch.setenv("FLIPGUARD_HEARTBEAT_TIMEOUT_S", "60")
         patch.setenv("FLIPGUARD_COMPARISON_TIMEOUT_S", str(COMPARISON_TIMEOUT_S))
-        jobs.settings.cache_clear()
-        jobs.session_factory.cache_clear()
-        upgrade(jobs.settings().database_url)
+        runtime.settings.cache_clear()
+        runtime.session_factory.cache_clear()
+        upgrade(runtime.settings().database_url)
         try:
             yield Service(home)
         finally:
-            jobs.session_factory().kw["bind"].dispose()
-            jobs.settings.cache_clear()
-            jobs.session_factory.cache_clear()
+            runtime.session_factory().kw["bind"].dispose()
+            runtime.settings.cache_clear()
+            runtime.session_factory.cache_clear()
             torch.set_num_threads(threads)
 
 
