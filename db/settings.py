@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     # the reconciler sends it again and the new delivery may claim it. Longer than the slowest
     # comparison, or a live one is computed twice.
     comparison_timeout_s: float = 600.0
+    # Claims of one comparison (each delivery counts) before it is failed unread: a pair whose
+    # computation kills its worker would otherwise be sent again every comparison_timeout_s.
+    # A user's new request for a failed pair starts the count again.
+    max_comparison_attempts: int = 3
     # Each worker records a heartbeat this often; /health counts a worker as live while its
     # last one is younger than worker_stale_after_s, and answers 503 when no live worker
     # serves the training queue.

@@ -56,8 +56,8 @@ update keeps every class of its base); another pair is refused at once with a 42
 computation reads as a 409 with its reason; `POST /comparisons` queues it again. A pending
 comparison whose message was lost (a broker restarted without persistence) is sent again by the
 workers' reconciler once it has waited a reconcile interval (`FLIPGUARD_RECONCILE_INTERVAL_S`,
-30 s), and one whose worker died once it has run for `FLIPGUARD_COMPARISON_TIMEOUT_S` (600 s);
-reading it again sends nothing.
+30 s), and one whose worker died once it has run for `FLIPGUARD_COMPARISON_TIMEOUT_S` (600 s),
+at most `FLIPGUARD_MAX_COMPARISON_ATTEMPTS` (3) times in all; reading it again sends nothing.
 
 **The independent reference of a job.** `reference_id` (called `reference_model_id` before) is
 the id of an entry of the reference cache, not a model version: the model trained independently

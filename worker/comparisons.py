@@ -36,13 +36,22 @@ def execute_comparison(*, comparison_id: int) -> str:
         )
         if comparison is None:
             return "dropped: finished, or running elsewhere"
+        attempt = comparison.attempts
+        if attempt > settings().max_comparison_attempts:
+            # Every earlier claim ended without a result: its worker died or hung.
+            reason = (
+                f"given up after {attempt - 1} runs that each ended without a result (the worker died "
+                f"or hung; FLIPGUARD_MAX_COMPARISON_ATTEMPTS={settings().max_comparison_attempts}); ask again to retry"
+            )
+            with_db_retries(lambda s: fail_comparison(s, comparison_id=comparison_id, attempt=attempt, error=reason))
+            return f"failed: {reason}"
         model_row = get_model(session, model_id=comparison.model_id)
         baseline_row = get_model(session, model_id=comparison.baseline_model_id)
         try:
             split_row, job = split_source(session, model=model_row, baseline=baseline_row)
         except ServiceError as error:
             reason = error.message
-            with_db_retries(lambda s: fail_comparison(s, comparison_id=comparison_id, error=reason))
+            with_db_retries(lambda s: fail_comparison(s, comparison_id=comparison_id, attempt=attempt, error=reason))
             return f"failed: {reason}"
         dataset = get_dataset(session, dataset_id=job.dataset_id)
     path = None
@@ -77,9 +86,12 @@ def execute_comparison(*, comparison_id: int) -> str:
         rows = ledger.rows()
         report = with_db_retries(
             lambda s: complete_comparison(
-                s, comparison_id=comparison_id, summary=summary, ledger=rows, images_uri=images_uri
+                s, comparison_id=comparison_id, attempt=attempt, summary=summary, ledger=rows, images_uri=images_uri
             )
         )
+        if report is None:
+            path.unlink(missing_ok=True)
+            return "dropped: claimed again by another delivery, whose result counts"
         return f"succeeded: report {report.id}"
     except (DataError, ArtifactError, ValueError, OSError) as error:
         reason = str(error)
@@ -88,5 +100,6 @@ def execute_comparison(*, comparison_id: int) -> str:
         reason = f"internal error ({type(error).__name__}): {error}"
     if path is not None:
         path.unlink(missing_ok=True)
-    with_db_retries(lambda s: fail_comparison(s, comparison_id=comparison_id, error=reason))
+    if not with_db_retries(lambda s: fail_comparison(s, comparison_id=comparison_id, attempt=attempt, error=reason)):
+        return "dropped: claimed again by another delivery, whose result counts"
     return f"failed: {reason}"

@@ -127,7 +127,7 @@ def request_comparison(
             session,
             update(Comparison)
             .where(Comparison.id == existing.id, Comparison.status == ComparisonStatus.FAILED)
-            .values(status=ComparisonStatus.QUEUED, error=None, created_at=utcnow(), finished_at=None),
+            .values(status=ComparisonStatus.QUEUED, error=None, attempts=0, created_at=utcnow(), finished_at=None),
         )
         session.commit()
         session.refresh(existing)
@@ -192,10 +192,35 @@ def claim_comparison(session: Session, *, comparison_id: int, stale_after_s: flo
     return session.get(Comparison, comparison_id, populate_existing=True)
 
 
+def _settle(session: Session, *, comparison_id: int, attempt: int, **values: object) -> bool:
+    """Finish the comparison with `values` if the delivery that claimed it as `attempt` still
+    holds it: once a later delivery claimed it again, the earlier one's outcome is dropped."""
+    return (
+        rows_changed(
+            session,
+            update(Comparison)
+            .where(
+                Comparison.id == comparison_id,
+                Comparison.status == ComparisonStatus.RUNNING,
+                Comparison.attempts == attempt,
+            )
+            .values(finished_at=utcnow(), **values),
+        )
+        == 1
+    )
+
+
 def complete_comparison(
-    session: Session, *, comparison_id: int, summary: FlipSummary, ledger: list[dict], images_uri: str | None
-) -> FlipReport:
-    """Store the report and its ledger and mark the comparison done, in one transaction."""
+    session: Session,
+    *,
+    comparison_id: int,
+    attempt: int,
+    summary: FlipSummary,
+    ledger: list[dict],
+    images_uri: str | None,
+) -> FlipReport | None:
+    """Store the report and its ledger and mark the comparison done, in one transaction; None
+    (nothing stored) when another delivery claimed it since `attempt`."""
     comparison = get_comparison(session, comparison_id=comparison_id, loc=("comparison_id",))
     report = add_report(
         session,
@@ -206,19 +231,24 @@ def complete_comparison(
         images_uri=images_uri,
         ledger=ledger,
     )
-    comparison.status = ComparisonStatus.SUCCEEDED
-    comparison.report_id = report.id
-    comparison.error = None
-    comparison.finished_at = utcnow()
+    settled = _settle(
+        session,
+        comparison_id=comparison_id,
+        attempt=attempt,
+        status=ComparisonStatus.SUCCEEDED,
+        report_id=report.id,
+        error=None,
+    )
+    if not settled:
+        session.rollback()
+        return None
     session.commit()
     return report
 
 
-def fail_comparison(session: Session, *, comparison_id: int, error: str) -> None:
-    """Record why the comparison could not be computed (a later request queues it again)."""
-    session.execute(
-        update(Comparison)
-        .where(Comparison.id == comparison_id)
-        .values(status=ComparisonStatus.FAILED, error=error, finished_at=utcnow())
-    )
+def fail_comparison(session: Session, *, comparison_id: int, attempt: int, error: str) -> bool:
+    """Record why the comparison could not be computed (a later request queues it again); False
+    when another delivery claimed it since `attempt`."""
+    failed = _settle(session, comparison_id=comparison_id, attempt=attempt, status=ComparisonStatus.FAILED, error=error)
     session.commit()
+    return failed

@@ -34,7 +34,16 @@ def test_a_pair_without_a_report_is_computed_once_and_cached(client, updated, se
     assert len(compare_messages(settings)) == 1, "a second request does not compute it again"
     assert client.get(f"/comparisons/{comparison['id']}").json()["status"] == "queued"
 
-    complete_comparison(session, comparison_id=comparison["id"], summary=summary(1), ledger=LEDGER[:2], images_uri=None)
+    claimed = claim_comparison(session, comparison_id=comparison["id"], stale_after_s=settings.comparison_timeout_s)
+    assert claimed is not None
+    complete_comparison(
+        session,
+        comparison_id=claimed.id,
+        attempt=claimed.attempts,
+        summary=summary(1),
+        ledger=LEDGER[:2],
+        images_uri=None,
+    )
     report = client.get(f"/models/{v3['id']}/flips", params={"against": v2.id})
     assert report.status_code == 200, report.text
     assert report.json()["baseline_model_id"] == v2.id and report.json()["samples"]["total"] == 2
@@ -55,7 +64,9 @@ def test_a_failed_comparison_says_why_and_post_retries_it(client, updated, setti
     _, v2 = updated
     v3 = upload(client, model_file(tmp_path / "v3.safetensors", classes=CLASSES[:3])).json()
     comparison = client.get(f"/models/{v2.id}/flips", params={"against": v3["id"]}).json()
-    fail_comparison(session, comparison_id=comparison["id"], error="data set 1 changed on disk")
+    claimed = claim_comparison(session, comparison_id=comparison["id"], stale_after_s=settings.comparison_timeout_s)
+    assert claimed is not None
+    fail_comparison(session, comparison_id=claimed.id, attempt=claimed.attempts, error="data set 1 changed on disk")
     assert_error(
         client.get(f"/models/{v2.id}/flips", params={"against": v3["id"]}), 409, ["query", "against"], "changed on disk"
     )

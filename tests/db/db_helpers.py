@@ -66,3 +66,35 @@ def queued_comparisons(session, count: int) -> list[int]:
     session.add_all(rows)
     session.commit()
     return [row.id for row in rows]
+
+
+def flip_summary(nfr_old: float = 0.0, accuracy: float = 1.0):
+    """A flip summary with the figures the db reads; the others are zero or None."""
+    from contracts.flips import FlipScopes, FlipSummary, ScopeFigures
+
+    scope = ScopeFigures(
+        samples=100,
+        negative_flips=int(nfr_old * 100),
+        positive_flips=0,
+        old_correct=0,
+        new_correct=0,
+        nfr=nfr_old,
+        pfr=0.0,
+        relative_nfr=nfr_old * 2,
+        old_accuracy=None,
+        new_accuracy=accuracy,
+    )
+    return FlipSummary(
+        classes=("a", "b", "c", "d"),
+        k_old=2,
+        scopes=FlipScopes(all=scope, old_classes=scope),
+        new_class_accuracy=accuracy,
+        new_class_samples=0,
+        both_correct=0,
+        both_wrong=0,
+        btc=None,
+        bec=None,
+        intrusion_flips=0,
+        per_class=(),
+        transitions=(),
+    )

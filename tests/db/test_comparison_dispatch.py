@@ -12,12 +12,20 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from db_helpers import queued_comparisons
-from sqlalchemy import update
+from db_helpers import flip_summary, queued_comparisons
+from sqlalchemy import func, select, update
 
 from db.base import utcnow
 from db.comparisons.models import Comparison, ComparisonStatus
-from db.comparisons.service import claim_comparison, comparisons_needing_dispatch, fail_comparison
+from db.comparisons.service import (
+    claim_comparison,
+    comparisons_needing_dispatch,
+    complete_comparison,
+    fail_comparison,
+    get_comparison,
+    request_comparison,
+)
+from db.flips.models import FlipReport
 
 STALE_AFTER_S = 600
 GRACE_S = 30
@@ -44,7 +52,7 @@ def test_which_comparisons_need_a_worker(session):
     running(session, running_stale, started_at=utcnow() - LONG_AGO)
     running(session, running_live, started_at=utcnow() - JUST_NOW)
     running(session, failed, started_at=utcnow() - LONG_AGO)
-    fail_comparison(session, comparison_id=failed, error="boom")
+    fail_comparison(session, comparison_id=failed, attempt=1, error="boom")
     running(session, succeeded, started_at=utcnow() - LONG_AGO)
     set_times(session, succeeded, status=ComparisonStatus.SUCCEEDED, finished_at=utcnow())
 
@@ -86,3 +94,36 @@ def test_a_comparison_is_stale_only_once_strictly_older_than_the_bound(session, 
     assert claim_comparison(session, comparison_id=running_at, stale_after_s=STALE_AFTER_S) is None
     taken = claim_comparison(session, comparison_id=running_past, stale_after_s=STALE_AFTER_S)
     assert taken is not None and taken.attempts == 2 and taken.started_at == now
+
+
+def test_only_the_delivery_that_holds_the_claim_settles_the_comparison(session):
+    (comparison_id,) = queued_comparisons(session, 1)
+    first = running(session, comparison_id, started_at=utcnow() - LONG_AGO)
+    # The first delivery looked dead; a second one claimed the comparison again.
+    second = claim_comparison(session, comparison_id=first, stale_after_s=STALE_AFTER_S)
+    assert second is not None and second.attempts == 2
+    summary = flip_summary()
+
+    late = complete_comparison(session, comparison_id=first, attempt=1, summary=summary, ledger=[], images_uri=None)
+    assert late is None
+    assert fail_comparison(session, comparison_id=first, attempt=1, error="late") is False
+    row = get_comparison(session, comparison_id=first)
+    assert row.status == ComparisonStatus.RUNNING and row.report_id is None and row.error is None
+    assert session.scalar(select(func.count()).select_from(FlipReport)) == 0, "the late result stored no report"
+
+    report = complete_comparison(session, comparison_id=first, attempt=2, summary=summary, ledger=[], images_uri=None)
+    assert report is not None
+    row = get_comparison(session, comparison_id=first)
+    assert row.status == ComparisonStatus.SUCCEEDED and row.report_id == report.id
+
+
+def test_asking_again_for_a_failed_comparison_starts_its_count_of_attempts_again(session):
+    (comparison_id,) = queued_comparisons(session, 1)
+    running(session, comparison_id, started_at=utcnow() - LONG_AGO)
+    claim_comparison(session, comparison_id=comparison_id, stale_after_s=STALE_AFTER_S)
+    assert fail_comparison(session, comparison_id=comparison_id, attempt=2, error="worker died") is True
+    row = get_comparison(session, comparison_id=comparison_id)
+
+    retried, queued_now = request_comparison(session, model_id=row.model_id, baseline_model_id=row.baseline_model_id)
+
+    assert queued_now and retried.status == ComparisonStatus.QUEUED and retried.attempts == 0

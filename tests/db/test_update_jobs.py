@@ -5,13 +5,13 @@ from datetime import timedelta
 
 import pytest
 from db_helpers import (
+    flip_summary,
     model_result,
     ready_dataset,
     uploaded_model,
 )
 from sqlalchemy import update
 
-from contracts.flips import FlipScopes, FlipSummary, ScopeFigures
 from contracts.jobs import Gate, JobRequest
 from db.base import utcnow
 from db.errors import Conflict, InvalidInput, JobNotOwned
@@ -23,36 +23,6 @@ from db.updates.models import JobStatus, UpdateJob
 from db.updates.submission import count_jobs_by_status, create_job, get_job, list_events, request_cancel
 
 GATE = Gate(max_nfr=0.1, min_accuracy=None, auto_promote=True)
-
-
-def summary(nfr_old: float, accuracy: float) -> FlipSummary:
-    """A flip summary with the figures the db reads; the others are zero or None."""
-    scope = ScopeFigures(
-        samples=100,
-        negative_flips=int(nfr_old * 100),
-        positive_flips=0,
-        old_correct=0,
-        new_correct=0,
-        nfr=nfr_old,
-        pfr=0.0,
-        relative_nfr=nfr_old * 2,
-        old_accuracy=None,
-        new_accuracy=accuracy,
-    )
-    return FlipSummary(
-        classes=("a", "b", "c", "d"),
-        k_old=2,
-        scopes=FlipScopes(all=scope, old_classes=scope),
-        new_class_accuracy=accuracy,
-        new_class_samples=0,
-        both_correct=0,
-        both_wrong=0,
-        btc=None,
-        bec=None,
-        intrusion_flips=0,
-        per_class=(),
-        transitions=(),
-    )
 
 
 def queue_update(session, *, gate=GATE, key=None, request_hash=None, **overrides):
@@ -272,16 +242,16 @@ def test_complete_job_promotes_when_gate_passes_and_is_idempotent(session):
         session,
         job_id=job.id,
         model=model_result(),
-        report=summary(0.05, 0.9),
+        report=flip_summary(0.05, 0.9),
         ledger=[],
         images_uri=None,
-        reference_report=summary(0.2, 0.91),
+        reference_report=flip_summary(0.2, 0.91),
     )
     again = complete_job(
         session,
         job_id=job.id,
         model=model_result(),
-        report=summary(0.05, 0.9),
+        report=flip_summary(0.05, 0.9),
         ledger=[],
         images_uri=None,
         reference_report=None,
@@ -305,7 +275,7 @@ def test_concurrent_completions_register_one_version(session, session_factory):
                 own,
                 job_id=job.id,
                 model=model_result(),
-                report=summary(0.05, 0.9),
+                report=flip_summary(0.05, 0.9),
                 ledger=[],
                 images_uri=None,
                 reference_report=None,
@@ -324,7 +294,7 @@ def test_complete_job_rejects_when_gate_fails(session):
         session,
         job_id=job.id,
         model=model_result(),
-        report=summary(0.3, 0.9),
+        report=flip_summary(0.3, 0.9),
         ledger=[],
         images_uri=None,
         reference_report=None,
@@ -390,7 +360,7 @@ def test_two_jobs_of_one_family_completing_together_get_distinct_versions(sessio
                 own,
                 job_id=job_id,
                 model=model_result(),
-                report=summary(0.0, 0.9),
+                report=flip_summary(0.0, 0.9),
                 ledger=[],
                 images_uri=None,
                 reference_report=None,

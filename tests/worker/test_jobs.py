@@ -353,3 +353,25 @@ def test_a_comparison_is_claimed_again_only_past_the_configured_bound(service):
         live_row, stale_row = (get_comparison(session, comparison_id=row_id) for row_id in (live, stale))
         assert (live_row.status, live_row.attempts) == (ComparisonStatus.RUNNING, 1)
         assert (stale_row.status, stale_row.attempts) == (ComparisonStatus.FAILED, 2)
+
+
+def test_a_comparison_whose_every_claim_died_is_failed_without_running(service):
+    # Three deliveries (FLIPGUARD_MAX_COMPARISON_ATTEMPTS' default) each claimed it and vanished.
+    with service.session() as session:
+        (comparison_id,) = queued_comparisons(session, 1)
+        session.execute(
+            update(Comparison)
+            .where(Comparison.id == comparison_id)
+            .values(
+                status=ComparisonStatus.RUNNING,
+                attempts=3,
+                started_at=utcnow() - timedelta(seconds=COMPARISON_TIMEOUT_S + 30),
+            )
+        )
+        session.commit()
+    outcome = comparisons.execute_comparison(comparison_id=comparison_id)
+    assert outcome.startswith("failed: given up after 3 runs"), outcome
+    with service.session() as session:
+        row = get_comparison(session, comparison_id=comparison_id)
+    assert (row.status, row.attempts) == (ComparisonStatus.FAILED, 4)
+    assert "FLIPGUARD_MAX_COMPARISON_ATTEMPTS=3" in (row.error or "") and row.report_id is None

@@ -346,7 +346,7 @@ def test_resends_exactly_the_comparisons_that_no_message_carries(world):
     failed = world.comparing(ids[6], started_ago=LONG_AGO)
     succeeded = world.comparing(ids[7], started_ago=LONG_AGO)
     with world.session_factory() as session:
-        fail_comparison(session, comparison_id=failed, error="boom")
+        fail_comparison(session, comparison_id=failed, attempt=1, error="boom")
     world._set_comparison(succeeded, status=ComparisonStatus.SUCCEEDED, finished_at=utcnow())
     # The same id in a message of another task, in the light queue, does not carry a comparison.
     world.api_queue.inspect_dataset(queued_lost)
