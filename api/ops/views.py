@@ -20,6 +20,7 @@ from api.errors import error_responses
 from contracts.tasks import LIGHT_QUEUE, TRAINING_QUEUE
 from db.base import utcnow
 from db.datasets.models import Dataset
+from db.migrate import head_revision
 from db.settings import Settings
 from db.updates.models import UpdateJob
 from db.updates.submission import count_jobs_by_status
@@ -32,7 +33,7 @@ router = APIRouter(tags=["operations"])
 HEALTHY_EXAMPLE: dict[str, Any] = {
     "status": "ok",
     "database": "ok",
-    "schema": "0006",
+    "schema": head_revision(),  # the example shows what a migrated database reports
     "broker": "ok",
     "training_queue": "ok",
     "queues": {"light": 1, "training": 1},
