@@ -2,8 +2,8 @@
 the winner's registration, and the gate's rules relative to the independent retrain."""
 
 import pytest
-from db_helpers import model_result
-from test_update_jobs import queue_update, summary
+from db_helpers import flip_summary, model_result
+from test_update_jobs import queue_update
 
 from contracts.jobs import Candidate, Gate, SweepResult
 from contracts.selection import Figures, Selection, choose
@@ -89,10 +89,10 @@ def test_completion_stores_every_candidate_and_registers_the_winner_alone(sessio
         session,
         job_id=job.id,
         model=model_result(),
-        report=summary(0.02, 0.9),
+        report=flip_summary(0.02, 0.9),
         ledger=[],
         images_uri=None,
-        reference_report=summary(0.04, 0.9),
+        reference_report=flip_summary(0.04, 0.9),
         sweep=result,
     )
     session.expire_all()
@@ -114,16 +114,16 @@ def test_completion_stores_every_candidate_and_registers_the_winner_alone(sessio
 
 def test_gate_relative_to_the_independent_retrain():
     gate = Gate(max_accuracy_drop=0.01, max_nfr_ratio=0.5)
-    passed = evaluate_gate(gate, summary(0.02, 0.895), summary(0.04, 0.90))
+    passed = evaluate_gate(gate, flip_summary(0.02, 0.895), flip_summary(0.04, 0.90))
     assert passed["passed"] and passed["reasons"] == []
     assert passed["accuracy_floor"] == pytest.approx(0.89) and passed["nfr_ceiling"] == pytest.approx(0.02)
     assert (passed["reference_accuracy"], passed["reference_nfr_old_classes"]) == (0.90, 0.04)
-    failed = evaluate_gate(gate, summary(0.03, 0.88), summary(0.04, 0.90))
+    failed = evaluate_gate(gate, flip_summary(0.03, 0.88), flip_summary(0.04, 0.90))
     assert not failed["passed"]
     assert any("minus max_accuracy_drop 0.01" in r for r in failed["reasons"])
     assert any("max_nfr_ratio 0.5 x the independent retrain's 0.0400" in r for r in failed["reasons"])
     # Without a retrain (a first version) the relative rules are noted, not failed.
-    unchecked = evaluate_gate(gate, summary(0.5, 0.1), None)
+    unchecked = evaluate_gate(gate, flip_summary(0.5, 0.1), None)
     assert unchecked["passed"] and len(unchecked["reasons"]) == 2
     assert all("not checked" in r for r in unchecked["reasons"])
 
@@ -135,10 +135,10 @@ def test_completion_applies_the_relative_gate_on_the_evaluation_reports(session)
         session,
         job_id=job.id,
         model=model_result(),
-        report=summary(0.03, 0.9),
+        report=flip_summary(0.03, 0.9),
         ledger=[],
         images_uri=None,
-        reference_report=summary(0.04, 0.9),
+        reference_report=flip_summary(0.04, 0.9),
     )
     assert version.status == ModelStatus.REJECTED
     assert version.gate_verdict["nfr_ceiling"] == pytest.approx(0.02)
