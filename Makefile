@@ -16,9 +16,10 @@ lint: setup
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
 
-# The edit-test loop: engine and API tests on SQLite, no services.
+# The edit-test loop: engine and API tests on SQLite, no services, in two processes (about
+# 1.5 minutes on two cores; 2.6 serially).
 test-fast: setup
-	.venv/bin/python -m pytest tests/engine tests/api
+	.venv/bin/python -m pytest -n 2 tests/engine tests/api
 
 test: setup services lint
 	.venv/bin/python -m pytest
