@@ -3,7 +3,8 @@ no worker) whose database holds a flip report with thousands of ledger rows.
 
 Four scenarios, each run for a fixed number of requests (or until a time cap) at the same
 concurrency, interleaved in rounds (health, flips, dashboard, submit, health, ...):
-`GET /health` (the baseline: the same server's most trivial route), `GET /models/{id}/flips`
+`GET /health` (the baseline: the same server's most trivial route, on a stack that a pretend
+training worker's heartbeats keep healthy), `GET /models/{id}/flips`
 (report summary, reference figures and the first page of flips), the dashboard's flip report
 page (`GET /dashboard/models/{id}/flips`), and `POST /updates` with a distinct
 Idempotency-Key per request. Prints requests served, errors, p50/p99 latency, throughput and
@@ -20,9 +21,11 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -32,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from contracts.flips import FlipSummary
 from contracts.jobs import Gate, JobRequest, RegisteredModel
+from contracts.tasks import TRAINING_QUEUE
 from db.base import make_engine, make_session_factory
 from db.datasets.models import DatasetFormat
 from db.datasets.service import create_dataset, mark_dataset_ready
@@ -39,6 +43,7 @@ from db.model_versions.service import register_uploaded_model
 from db.updates.completion import complete_job
 from db.updates.lifecycle import claim_job
 from db.updates.submission import create_job
+from db.workers.service import record_heartbeat, remove_worker
 from scripts.stack import Stack
 
 CLASSES = [f"class{i}" for i in range(10)]
@@ -181,6 +186,32 @@ def seed(database_url: str, *, ledger_rows: int) -> tuple[int, int]:
         engine.dispose()
 
 
+@contextmanager
+def training_worker_heartbeat(database_url: str, *, every_s: float = 5.0) -> Iterator[None]:
+    """Heartbeats of a (pretend) training worker while the load runs: without a live one /health
+    answers 503 (docs/ARCHITECTURE.md, "Limits and guards"), and the baseline is a healthy stack."""
+    engine = make_engine(database_url)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            with make_session_factory(engine)() as session:
+                record_heartbeat(session, name="bench-worker", queues=[TRAINING_QUEUE])
+            if stop.wait(every_s):
+                return
+
+    beater = threading.Thread(target=beat, daemon=True)
+    beater.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        beater.join()
+        with make_session_factory(engine)() as session:
+            remove_worker(session, name="bench-worker")
+        engine.dispose()
+
+
 async def run_scenario(
     client: httpx.AsyncClient,
     make_request: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]],
@@ -294,10 +325,13 @@ def main() -> None:
         stack.migrate()
         dataset_id, model_id = seed(env["FLIPGUARD_DATABASE_URL"], ledger_rows=args.ledger_rows)
         stack.start_api()
-        results = {
-            name: merged(rounds)
-            for name, rounds in asyncio.run(load(stack, dataset_id=dataset_id, model_id=model_id, args=args)).items()
-        }
+        with training_worker_heartbeat(env["FLIPGUARD_DATABASE_URL"]):
+            results = {
+                name: merged(rounds)
+                for name, rounds in asyncio.run(
+                    load(stack, dataset_id=dataset_id, model_id=model_id, args=args)
+                ).items()
+            }
     finally:
         stack.stop()
         with psycopg.connect(args.pg_admin_url, autocommit=True) as connection:
