@@ -1,4 +1,4 @@
-"""The flip report of METHOD.md as typed values: the engine computes it (`mpt.flips`), the
+"""The flip report of docs/METHOD.md as typed values: the engine computes it (`mpt.flips`), the
 service stores it (`db.flips`) and shows it (`api`), all reading the same attributes.
 
 `FlipSummary.to_dict()` is the JSON form the engine's CLI writes, the database stores and the
@@ -23,7 +23,7 @@ class FlipKind(enum.StrEnum):
 
 def is_intrusion(*, negative: _Flags, new_prediction: Any, k_old: int) -> _Flags:
     """Whether a flip is a negative flip into a class the old model never had (elementwise on tensors)."""
-    # METHOD.md's layout: the old classes keep indices 0..k_old-1, the new ones come after.
+    # docs/METHOD.md's layout: the old classes keep indices 0..k_old-1, the new ones come after.
     return negative & (new_prediction >= k_old)
 
 

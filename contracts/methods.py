@@ -1,4 +1,4 @@
-"""The training methods of METHOD.md, by the names that jobs, the API and both CLIs use."""
+"""The training methods of docs/METHOD.md, by the names that jobs, the API and both CLIs use."""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ class NameReport:
 def evaluate_by_name(
     *, true: list[str], old: list[str], new: list[str], old_classes: list[str], classes: list[str]
 ) -> NameReport:
-    """Counts of METHOD.md's metrics from per-sample names (true label, old and new prediction)."""
+    """Counts of docs/METHOD.md's metrics from per-sample names (true label, old and new prediction)."""
     report = NameReport()
     in_scope = {"all": lambda name: True, "old_classes": lambda name: name in old_classes}
     for scope, member in in_scope.items():

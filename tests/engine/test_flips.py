@@ -370,7 +370,7 @@ def test_relative_nfr_and_intrusions_on_a_second_hand_worked_case():
 
 
 def brute_force(labels: list[int], old_pred: list[int], new_pred: list[int], k_old: int) -> dict:
-    """METHOD.md's figures by a loop over samples, with the formulas written out once more."""
+    """docs/METHOD.md's figures by a loop over samples, with the formulas written out once more."""
 
     def scope(rows):
         n = len(rows)
