@@ -27,6 +27,7 @@ import platform
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -43,9 +44,9 @@ from tests.engine.engine_support import write_photo_folder
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 
 
-def photo_folder(root: Path, count: int, sizes: tuple[int, int]) -> Path:
+def photo_folder(root: Path, count: int, sizes: tuple[int, int], data: str = FASHION_MNIST_DIR) -> Path:
     """`count` Fashion-MNIST training images (test split: a tenth as many) as photos."""
-    bundle = load_dataset(FASHION_MNIST_DIR)
+    bundle = load_dataset(data)
     train, test = bundle.train, bundle.test
     assert isinstance(train, ImageSet) and isinstance(test, ImageSet)  # load_dataset decodes
     splits = {
@@ -95,59 +96,105 @@ def train_rate(images: Prepared, recipe: Recipe, classes: int, device: torch.dev
     return len(images) / (time.perf_counter() - started)
 
 
+@dataclass(frozen=True)
+class PathRun:
+    """What one comparison runs (this script's options; bench/gpu_check.py's part (e))."""
+
+    images: int = 2000
+    sizes: tuple[int, int] = (96, 384)  # the photos' sides, px
+    image_size: int = 64
+    workers: int = 2
+    batch_size: int = 128
+    train_crop: str = "random_resized"
+    repeats: int = 3
+
+
+@dataclass(frozen=True)
+class PathFigures:
+    """One comparison's figures: images/s per repeat, by path (RESIDENT, STREAMING) and by what
+    was timed ("feed", "train")."""
+
+    photos: int
+    shape: tuple[int, int, int]
+    write_s: float
+    decode_s: float  # the resident path's one-off decode
+    rates: dict[str, dict[str, list[float]]]
+
+    def median(self, path: str, what: str) -> float:
+        return statistics.median(self.rates[path][what])
+
+    def ratio(self, what: str) -> float:
+        """Streaming over resident, medians."""
+        return self.median(STREAMING, what) / self.median(RESIDENT, what)
+
+
+def compare_paths(run: PathRun, device: torch.device, data: str = FASHION_MNIST_DIR) -> PathFigures:
+    """The photo folder written, then both paths timed, alternating, over `run.repeats`."""
+    recipe = Recipe(
+        epochs=1,
+        batch_size=run.batch_size,
+        image_size=run.image_size,
+        train_crop=run.train_crop,
+        decode_workers=run.workers,
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        started = time.perf_counter()
+        files = open_dataset(photo_folder(Path(folder), run.images, run.sizes, data)).train
+        assert isinstance(files, ImageFiles)  # an image folder opens lazily
+        write_s = time.perf_counter() - started
+        shape = (files.channels, run.image_size, run.image_size)
+        started = time.perf_counter()
+        resident = decode_all(files, shape, workers=run.workers)
+        decode_s = time.perf_counter() - started
+        paths = {RESIDENT: prepare(resident, shape, path=RESIDENT, workers=run.workers)}
+        paths[STREAMING] = prepare(files, shape, path=STREAMING, workers=run.workers)
+        rates: dict[str, dict[str, list[float]]] = {p: {"feed": [], "train": []} for p in paths}
+        for repeat in range(run.repeats):
+            order = [RESIDENT, STREAMING] if repeat % 2 == 0 else [STREAMING, RESIDENT]
+            for path in order:
+                rates[path]["feed"].append(feed_rate(paths[path], recipe, run.workers, device))
+                rates[path]["train"].append(train_rate(paths[path], recipe, len(files.classes), device))
+    return PathFigures(photos=len(files), shape=shape, write_s=write_s, decode_s=decode_s, rates=rates)
+
+
 def main() -> None:
+    defaults = PathRun()
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=2000)
-    parser.add_argument("--sizes", type=int, nargs=2, default=(96, 384), metavar=("MIN", "MAX"))
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--train-crop", choices=["pad", "random_resized"], default="random_resized")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--images", type=int, default=defaults.images)
+    parser.add_argument("--sizes", type=int, nargs=2, default=defaults.sizes, metavar=("MIN", "MAX"))
+    parser.add_argument("--image-size", type=int, default=defaults.image_size)
+    parser.add_argument("--workers", type=int, default=defaults.workers)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--train-crop", choices=["pad", "random_resized"], default=defaults.train_crop)
+    parser.add_argument("--repeats", type=int, default=defaults.repeats)
     parser.add_argument("--threads", type=int)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     args = parser.parse_args()
     device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    recipe = Recipe(
-        epochs=1,
-        batch_size=args.batch_size,
+    run = PathRun(
+        images=args.images,
+        sizes=(args.sizes[0], args.sizes[1]),
         image_size=args.image_size,
+        workers=args.workers,
+        batch_size=args.batch_size,
         train_crop=args.train_crop,
-        decode_workers=args.workers,
+        repeats=args.repeats,
     )
-    with tempfile.TemporaryDirectory() as folder:
-        started = time.perf_counter()
-        files = open_dataset(photo_folder(Path(folder), args.images, tuple(args.sizes))).train
-        assert isinstance(files, ImageFiles)  # an image folder opens lazily
-        print(
-            f"wrote {len(files)} photos ({args.sizes[0]}..{args.sizes[1]} px) in {time.perf_counter() - started:.1f} s"
-        )
-        shape = (files.channels, args.image_size, args.image_size)
-        started = time.perf_counter()
-        resident = decode_all(files, shape, workers=args.workers)
-        decode_s = time.perf_counter() - started
-        paths = {RESIDENT: prepare(resident, shape, path=RESIDENT, workers=args.workers)}
-        paths[STREAMING] = prepare(files, shape, path=STREAMING, workers=args.workers)
-        rates: dict[str, dict[str, list[float]]] = {p: {"feed": [], "train": []} for p in paths}
-        for repeat in range(args.repeats):
-            order = [RESIDENT, STREAMING] if repeat % 2 == 0 else [STREAMING, RESIDENT]
-            for path in order:
-                rates[path]["feed"].append(feed_rate(paths[path], recipe, args.workers, device))
-                rates[path]["train"].append(train_rate(paths[path], recipe, len(files.classes), device))
+    figures = compare_paths(run, device)
+    print(f"wrote {figures.photos} photos ({run.sizes[0]}..{run.sizes[1]} px) in {figures.write_s:.1f} s")
     print(
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-        f"threads {torch.get_num_threads()}, {len(files)} images -> {shape}, batch {args.batch_size}, "
-        f"{args.train_crop}, {args.workers} decode workers, {device}"
+        f"threads {torch.get_num_threads()}, {figures.photos} images -> {figures.shape}, batch {run.batch_size}, "
+        f"{run.train_crop}, {run.workers} decode workers, {device}"
     )
-    print(f"resident one-off decode: {decode_s:.1f} s ({len(files) / decode_s:.0f} images/s)")
+    print(f"resident one-off decode: {figures.decode_s:.1f} s ({figures.photos / figures.decode_s:.0f} images/s)")
     for what in ("feed", "train"):
-        resident_rate = statistics.median(rates[RESIDENT][what])
-        streaming_rate = statistics.median(rates[STREAMING][what])
         print(
-            f"{what:5}  resident {resident_rate:9.0f} images/s   streaming {streaming_rate:9.0f} images/s   "
-            f"streaming / resident {streaming_rate / resident_rate:.3f}x"
+            f"{what:5}  resident {figures.median(RESIDENT, what):9.0f} images/s   "
+            f"streaming {figures.median(STREAMING, what):9.0f} images/s   "
+            f"streaming / resident {figures.ratio(what):.3f}x"
         )
 
 
