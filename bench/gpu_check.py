@@ -1,5 +1,6 @@
 """The GPU check of docs/BENCHMARKS.md's GPU section: every target with its figure and PASS or
-FAIL, in one device call of under 8 minutes (run it through bench/gpu_check.sh).
+FAIL, and the figures that have no target marked "not judged", in one device call of under 8
+minutes (run it through bench/gpu_check.sh).
 
 (a) Throughput, resnet18, batch 128, synthetic CIFAR-100-shaped data, MPT-KL: the engine
     against the paper's loop (bench/paper_loop.py's reference_run, on the GPU), measured
@@ -14,6 +15,15 @@ FAIL, in one device call of under 8 minutes (run it through bench/gpu_check.sh).
 (d) The full-data Fashion-MNIST study, `mpt reproduce --preset quick --train-samples-per-class
     6000 --eval-samples-per-class 1000 --epochs 10 --sweep-bias` over 3 seeds with
     cuda_graphs on: target <= 4 minutes.
+(e) The data paths on the device, bench/data_paths.py's comparison (compare_paths): 2,000
+    Fashion-MNIST images as photos (96..384 px, the engine tests' five file kinds) fitted to
+    224 px, one epoch of feed (path + device augmentation) and of training (small_cnn) on the
+    resident path against the streaming one (min(16, cores) decode workers), alternating,
+    medians of 3; the GPU rows of docs/BENCHMARKS.md's data-path section. No target is stated
+    for them: every figure is printed "not judged".
+
+The parts run in the order a, c, e, d (`--parts` picks and orders them): the study, the longest
+and stopped by its own timeout, last.
 
 Environment: FASHION_MNIST (or --data) names the Fashion-MNIST folder (default
 .data/fashion-mnist); GPU_CHECK_TINY=1 runs small sizes that finish on a CPU in minutes, to
@@ -34,14 +44,16 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from data_paths import PathRun, compare_paths
 from harness import SWEEP_BIASES, Workload, device_name, new_mask, teachers_for, workload
 from train_throughput import VARIANTS, engine_run, interleaved_rates
 
 from mpt.data import ImageSet, channel_stats
+from mpt.feed import RESIDENT, STREAMING
 from mpt.formats import load_dataset
 from mpt.graphs import WARMUP_STEPS
 from mpt.nets import build_net
@@ -52,6 +64,7 @@ THROUGHPUT_TARGET = 4.0  # engine / paper loop, images/s (per student for a swee
 SWEEP_COST_TARGET = 2.5  # a sweep of four / one run, time
 BF16_TOLERANCE = 1e-2  # relative: 2.5 units in the last place of bf16's 8-bit significand
 STUDY_TARGET_S = 240.0
+PARTS = ("a", "c", "d", "e")  # b comes with a
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,7 @@ class Sizes:
     reference_warmup: int  # untimed batches of the paper's loop after its workers start
     repeats: int
     study: list[str]  # `mpt reproduce` options beyond --data, --out-dir and --quiet
+    paths: PathRun  # (e)
 
 
 GPU_SIZES = Sizes(
@@ -71,6 +85,7 @@ GPU_SIZES = Sizes(
     reference_warmup=10,
     repeats=2,
     study=["--preset", "quick", "--epochs", "10", "--sweep-bias", "--seeds", "0,1,2", "--set", "cuda_graphs=true"],
+    paths=PathRun(images=2000, image_size=224, workers=min(16, os.cpu_count() or 1), repeats=3),
 )
 TINY_SIZES = Sizes(
     arch="small_cnn",
@@ -78,6 +93,7 @@ TINY_SIZES = Sizes(
     reference_warmup=1,
     repeats=1,
     study=["--preset", "quick", "--epochs", "1", "--sweep-bias", "0,4", "--seeds", "0", "--methods", "mpt-kl"],
+    paths=PathRun(images=128, sizes=(32, 96), image_size=32, workers=2, repeats=1),
 )
 STUDY_SAMPLES = (6000, 1000)  # per class: training, evaluation
 TINY_STUDY_SAMPLES = (30, 10)
@@ -103,6 +119,10 @@ class Report:
         self.payload["targets"].append(
             {"part": part, "name": name, "figure": figure, "bound": bound, "at_most": at_most, "verdict": verdict}
         )
+
+    def unjudged(self, part: str, line: str) -> None:
+        """A figure without a target: printed (and kept among the figures), not judged."""
+        print(f"({part}) {line}: not judged (no target stated)", flush=True)
 
     def failed(self, part: str, error: str) -> None:
         print(f"({part}) FAIL: {error}", flush=True)
@@ -273,11 +293,40 @@ def study(report: Report, sizes: Sizes, data: Path, tiny: bool) -> None:
         print(f"(d) study at {sized}: {elapsed:.1f} s (the target applies to the full study: not judged)", flush=True)
 
 
+def path_comparison(report: Report, sizes: Sizes, device: torch.device, data: Path) -> None:
+    """(e): bench/data_paths.py's resident and streaming paths on the device."""
+    run = sizes.paths
+    figures = compare_paths(run, device, str(data))
+    report.figure("e", "run", asdict(run))
+    report.figure("e", "photos written s (not counted)", figures.write_s)
+    report.figure("e", "resident one-off decode s", figures.decode_s)
+    print(
+        f"(e) {figures.photos} photos ({run.sizes[0]}..{run.sizes[1]} px) -> {figures.shape}, batch "
+        f"{run.batch_size}, {run.train_crop}, {run.workers} decode workers, medians of {run.repeats}; written in "
+        f"{figures.write_s:.1f} s, resident one-off decode {figures.decode_s:.1f} s "
+        f"({figures.photos / figures.decode_s:.0f} images/s)",
+        flush=True,
+    )
+    for what in ("feed", "train"):
+        for path in (RESIDENT, STREAMING):
+            median = figures.median(path, what)
+            report.figure("e", f"{what} {path} images/s", {"median": median, "repeats": figures.rates[path][what]})
+        report.figure("e", f"{what} streaming / resident", figures.ratio(what))
+        report.unjudged(
+            "e",
+            f"{what}: resident {figures.median(RESIDENT, what):.0f} images/s, streaming "
+            f"{figures.median(STREAMING, what):.0f} images/s, streaming / resident {figures.ratio(what):.3g}x",
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=os.environ.get("FASHION_MNIST", ".data/fashion-mnist"))
-    parser.add_argument("--parts", default="a,c,d", help="a (with b), c, d")
+    parser.add_argument("--parts", default="a,c,e,d", help="a (with b), c, d, e; in the order given")
     args = parser.parse_args()
+    names = args.parts.split(",")
+    if unknown := [name for name in names if name not in PARTS]:
+        parser.error(f"no part {', '.join(unknown)}: the parts are {', '.join(PARTS)}")
     tiny = os.environ.get("GPU_CHECK_TINY") == "1"
     data = Path(args.data)
     if not (data / "train-images-idx3-ubyte.gz").exists():
@@ -296,8 +345,9 @@ def main() -> None:
         "a": lambda: throughput_and_sweep(report, sizes, device, data),
         "c": lambda: equality(report, device, data),
         "d": lambda: study(report, sizes, data, tiny),
+        "e": lambda: path_comparison(report, sizes, device, data),
     }
-    for name in args.parts.split(","):
+    for name in names:
         started = time.perf_counter()
         try:
             parts[name]()
