@@ -9,29 +9,18 @@ import numpy as np
 import pytest
 import torch
 
-from mpt.formats import load_dataset, open_dataset
+from mpt.formats import open_dataset
 from mpt.recipe import Recipe
 from mpt.update import evaluate, prepare_data
-from tests.engine.engine_support import write_photo_folder
-from tests.integration.conftest import FASHION_MNIST, Api
+from tests.integration.conftest import Api
+from tests.integration.photos import FOLDERS as ALL_FOLDERS
+from tests.integration.photos import data_root, photo_folder
 from tests.integration.test_update_flow import _download_model
 
-CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal"]
-FOLDERS = [name.replace("/", "-") for name in CLASSES]  # a class name is a folder name
+FOLDERS = ALL_FOLDERS[:6]
 OLD = FOLDERS[:3]
 IMAGE_SIZE = 32
 RECIPE = {"epochs": 1, "batch_size": 64, "lr": 0.05, "image_size": IMAGE_SIZE}
-
-
-def _photo_folder(root: Path) -> Path:
-    """A few hundred Fashion-MNIST images of six classes at random sizes (20..72 px), saved as
-    grey PNG, RGB JPEG, palette PNG, RGBA PNG and EXIF-turned JPEG in turn."""
-    bundle = load_dataset(FASHION_MNIST)
-    splits = {}
-    for name, part, per_class in (("train", bundle.train, 50), ("test", bundle.test, 20)):
-        index = torch.cat([(part.labels == c).nonzero().flatten()[:per_class] for c in range(len(CLASSES))])
-        splits[name] = (part.images[index, 0].numpy(), part.labels[index].numpy())
-    return write_photo_folder(root, splits, FOLDERS, seed=0)
 
 
 def _story(api: Api, root: Path, tmp_path: Path, *, family: str, data_path: str | None) -> None:
@@ -81,8 +70,7 @@ def _story(api: Api, root: Path, tmp_path: Path, *, family: str, data_path: str 
 
 @pytest.fixture(scope="module")
 def photos(embedded_stack) -> Path:
-    data_root = Path(embedded_stack.env["FLIPGUARD_DATA_ROOTS"].split('"')[3])
-    return _photo_folder(data_root / "photos")
+    return photo_folder(data_root(embedded_stack) / "photos", classes=6, train_per_class=50, test_per_class=20)
 
 
 def test_photos_of_any_size_on_the_resident_path(embedded_stack, photos, tmp_path):
