@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from contracts.data_formats import DatasetFormat
+from contracts.methods import UpdateMethod
 from mpt import importer
 from mpt.artifacts import LoadedModel, load_model, save_model
 from mpt.cli_args import parse_assignments, parse_classes, recipe_from_args
@@ -41,7 +42,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
         base=None,
         classes=parse_classes(args.classes, bundle.classes),
         arch=args.arch,
-        method="independent",
+        method=UpdateMethod.INDEPENDENT,
         params=MethodParams(),
         recipe=recipe_from_args(args),
         seed=args.seed,
@@ -101,7 +102,7 @@ def cmd_update(args: argparse.Namespace) -> dict:
     outcome = _update(args, args.method, base, bundle)
     sha = save_model(args.out, outcome.model.net, outcome.model.spec)
     report, reference_report = outcome.checked_report(), outcome.checked_reference_report()
-    rows = {args.method: headline(report), "independent": headline(reference_report)}
+    rows = {args.method: headline(report), UpdateMethod.INDEPENDENT: headline(reference_report)}
     print(format_table(rows))
     result = {
         "model": args.out,
@@ -158,7 +159,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict:
         ("* " if i == outcome.winner else "") + name: {"val_accuracy": t.val_accuracy, "val_nfr_old_classes": t.val_nfr}
         for i, (name, t) in enumerate(zip(names, outcome.trials, strict=True))
     }
-    rows["independent"] = {
+    rows[UpdateMethod.INDEPENDENT] = {
         "val_accuracy": outcome.reference_validation["accuracy"],
         "val_nfr_old_classes": outcome.reference_validation["nfr_old_classes"],
     }
@@ -168,7 +169,11 @@ def cmd_sweep(args: argparse.Namespace) -> dict:
     )
     print(format_table(rows))
     print(f"\nwinner {names[outcome.winner]} on the evaluation split:")
-    print(format_table({args.method: headline(outcome.report), "independent": headline(outcome.reference_report)}))
+    print(
+        format_table(
+            {args.method: headline(outcome.report), UpdateMethod.INDEPENDENT: headline(outcome.reference_report)}
+        )
+    )
     result = {
         "model": args.out,
         "sha256": sha,
@@ -187,9 +192,9 @@ def cmd_sweep(args: argparse.Namespace) -> dict:
 def cmd_reference(args: argparse.Namespace) -> dict:
     bundle = open_dataset(args.data, args.format)
     base = load_model(args.base)
-    outcome = _update(args, "independent", base, bundle)
+    outcome = _update(args, UpdateMethod.INDEPENDENT, base, bundle)
     sha = save_model(args.out, outcome.model.net, outcome.model.spec)
-    print(format_table({"independent": headline(outcome.checked_report())}))
+    print(format_table({UpdateMethod.INDEPENDENT: headline(outcome.checked_report())}))
     return {"model": args.out, "sha256": sha}
 
 
@@ -227,7 +232,7 @@ def cmd_demo(args: argparse.Namespace) -> dict:
         base=None,
         classes=bundle.classes[:5],
         arch=args.arch,
-        method="independent",
+        method=UpdateMethod.INDEPENDENT,
         params=MethodParams(),
         recipe=recipe,
         seed=args.seed,
@@ -237,10 +242,13 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     save_model(work / "v1.safetensors", first.model.net, first.model.spec)
     print(f"v1 on {', '.join(first.model.spec.classes)}: val accuracy {first.history[-1]['val_accuracy']:.4f}")
     args.classes = None
-    outcome = _update(args, "mpt-kl", first.model, bundle)
+    outcome = _update(args, UpdateMethod.MPT_KL, first.model, bundle)
     save_model(work / "v2-mpt-kl.safetensors", outcome.model.net, outcome.model.spec)
     report, reference_report = outcome.checked_report(), outcome.checked_reference_report()
-    rows = {"independent": headline(reference_report), "mpt-kl": headline(report)}
+    rows: dict[str, dict] = {
+        UpdateMethod.INDEPENDENT: headline(reference_report),
+        UpdateMethod.MPT_KL: headline(report),
+    }
     print("\nupdate v1 (classes 0-4) -> v2 (classes 0-9), evaluated on the test split:")
     print(format_table(rows))
     avoided = reference_report.scopes.all.negative_flips - report.scopes.all.negative_flips
@@ -248,7 +256,7 @@ def cmd_demo(args: argparse.Namespace) -> dict:
         f"\nMPT-KL avoided {avoided} negative flips compared with the independent retrain "
         f"({time.perf_counter() - started:.0f} s)."
     )
-    result = {"independent": reference_report.to_dict(), "mpt-kl": report.to_dict()}
+    result = {UpdateMethod.INDEPENDENT: reference_report.to_dict(), UpdateMethod.MPT_KL: report.to_dict()}
     _write_json(args.json or str(work / "demo.json"), result)
     return result
 
@@ -326,13 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     update_cmd = commands.add_parser("update", help="update a model with any method and report its flips")
     add_common(update_cmd)
     add_update_options(update_cmd)
-    update_cmd.add_argument("--method", default="mpt-kl", choices=list(METHODS))
+    update_cmd.add_argument("--method", default=UpdateMethod.MPT_KL, choices=list(METHODS))
     update_cmd.set_defaults(handler=cmd_update)
 
     sweep_cmd = commands.add_parser("sweep", help="train several values of b (or other params) together, keep the best")
     add_common(sweep_cmd)
     add_update_options(sweep_cmd)
-    sweep_cmd.add_argument("--method", default="mpt-kl", choices=list(METHODS))
+    sweep_cmd.add_argument("--method", default=UpdateMethod.MPT_KL, choices=list(METHODS))
     sweep_cmd.add_argument(
         "--sweep",
         action="append",

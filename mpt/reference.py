@@ -13,6 +13,7 @@ from typing import Protocol
 
 from torch import nn
 
+from contracts.methods import UpdateMethod
 from mpt.artifacts import LoadedModel, ModelSpec, load_model, save_model
 from mpt.data import ClassMap, ImageFiles, ImageSet
 from mpt.nets import build_net, warm_start
@@ -167,7 +168,7 @@ def independent_model(setup: TrainingSetup, runs: IndependentRuns, *, phase: str
         callbacks=progress.enter(phase),
         checkpoint_path=checkpoint_dir / f"{phase}.ckpt" if checkpoint_dir else None,
     )
-    model, _ = train_fresh(setup, arch=arch, data=data, method="independent", params=MethodParams())
+    model, _ = train_fresh(setup, arch=arch, data=data, method=UpdateMethod.INDEPENDENT, params=MethodParams())
     if store:
         store.save(key, model)
     return model

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.flips import FlipSummary
+from contracts.methods import UpdateMethod
 from contracts.selection import Choice, Figures, Policy, Selection, candidate_label, choose
 from mpt.artifacts import LoadedModel
 from mpt.data import DataBundle
@@ -132,7 +133,7 @@ def run_sweep(
     base: LoadedModel,
     classes: list[str] | None = None,
     arch: str | None = None,
-    method: str = "mpt-kl",
+    method: str = UpdateMethod.MPT_KL,
     params: MethodParams | None = None,
     values: dict[str, list] | None = None,
     recipe: Recipe,

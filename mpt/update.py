@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from contracts.flips import FlipSummary
+from contracts.methods import UpdateMethod
 from mpt.artifacts import LoadedModel
 from mpt.data import DataBundle, DataError, FittedImages, ImageFiles, ImageSet, build_class_map
 from mpt.feed import Prepared, choose_data_path, decode_workers, measure_channel_stats, prepare, prepare_for_input
@@ -224,7 +225,7 @@ def run_update(
     if checkpoint_dir:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
     method_spec = get_method(method)
-    if base is None and method != "independent":
+    if base is None and method != UpdateMethod.INDEPENDENT:
         raise ValueError(f"a first version (no base model) trains with 'independent', not {method!r}")
     arch, data, setup, inputs = update_setup(
         bundle=bundle, base=base, classes=classes, arch=arch, recipe=recipe, seed=seed, device=torch_device
@@ -245,7 +246,7 @@ def run_update(
         ]
     warm_from = base.net if recipe.warm_start and base is not None else None
     history: list[dict]
-    if method == "independent" and reference is not None and warm_from is None:
+    if method == UpdateMethod.INDEPENDENT and reference is not None and warm_from is None:
         model, history = reference, []  # the independent retrain *is* the cached reference
     else:
         student_setup = replace(

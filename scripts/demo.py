@@ -19,6 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.cli.app import main as client_cli
 from api.cli.client import ExitCode
+from contracts.data_formats import DatasetFormat
+from contracts.methods import UpdateMethod
 from scripts.stack import Stack, embedded_env, running_stack
 
 FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -57,7 +59,7 @@ def main() -> None:
                 client,
                 "POST",
                 "/datasets",
-                json={"name": "fashion-mnist", "uri": FASHION_MNIST, "format": "fashion-mnist"},
+                json={"name": "fashion-mnist", "uri": FASHION_MNIST, "format": DatasetFormat.FASHION_MNIST},
             )
             dataset = Stack.wait_until(
                 lambda: (d := request(client, "GET", f"/datasets/{dataset['id']}"))["status"] != "pending" and d,
@@ -80,7 +82,7 @@ def main() -> None:
                     "architecture": "small_cnn",
                     "dataset_id": dataset["id"],
                     "classes": old_classes,
-                    "method": "independent",
+                    "method": UpdateMethod.INDEPENDENT,
                     "recipe": recipe,
                     "seed": 0,
                 },
@@ -96,7 +98,7 @@ def main() -> None:
                 json={
                     "base_model_id": v1,
                     "dataset_id": dataset["id"],
-                    "method": "mpt-kl",
+                    "method": UpdateMethod.MPT_KL,
                     "recipe": recipe,
                     "seed": 0,
                     "gate": {"max_nfr": 0.10, "auto_promote": True},

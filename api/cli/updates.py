@@ -11,6 +11,7 @@ from api.cli.client import EXIT_CODES_HELP, run, session
 from api.cli.jobs import finish_job, job_line, parse_sweep, print_candidates, watch_job
 from api.cli.options import Architecture, JobStatusChoice, Method, parse_assignments, split_classes
 from api.cli.output import emit_json, facts, out, percent, table, when
+from contracts.methods import UpdateMethod
 
 updates_app = typer.Typer(
     help="Update jobs: submit, list, show, cancel, watch.", epilog=EXIT_CODES_HELP, no_args_is_help=True
@@ -116,7 +117,7 @@ def updates_submit(
 
     def act() -> None:
         api = session()
-        chosen = method.value if method else ("mpt-kl" if base is not None else "independent")
+        chosen = method.value if method else (UpdateMethod.MPT_KL if base is not None else UpdateMethod.INDEPENDENT)
         body = {
             "base_model_id": base,
             "family": family,

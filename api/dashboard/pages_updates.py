@@ -238,7 +238,7 @@ def update_form(
     values = {
         "base_model_id": str(base) if base is not None else "",
         "dataset_id": str(dataset) if dataset is not None else "",
-        "method": "mpt-kl" if base is not None else "independent",
+        "method": UpdateMethod.MPT_KL if base is not None else UpdateMethod.INDEPENDENT,
     }
     return _update_form(request, session, values=values, errors={})
 

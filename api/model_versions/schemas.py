@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas import OrmModel
+from contracts.methods import UpdateMethod
 from db.model_versions.models import ModelStatus
 
 FAMILY_FIELD = Field(
@@ -89,7 +90,7 @@ class ModelOut(OrmModel):
     status: ModelStatus = Field(examples=["candidate"])
     job_id: int | None = Field(description="the update job that trained it", examples=[12])
     recipe: dict | None = Field(examples=[{"epochs": 30}])
-    method: str | None = Field(examples=["mpt-kl"])
+    method: str | None = Field(examples=[UpdateMethod.MPT_KL])
     gate_verdict: GateVerdict | None
     created_at: datetime
     promoted_at: datetime | None
@@ -122,7 +123,7 @@ class LineageEntry(BaseModel):
     version: int = Field(examples=[2])
     status: ModelStatus
     architecture: str = Field(examples=["resnet18"])
-    method: str | None = Field(examples=["mpt-kl"])
+    method: str | None = Field(examples=[UpdateMethod.MPT_KL])
     created_at: datetime
     classes: int = Field(description="how many classes the version knows", examples=[10])
     accuracy: float | None = Field(

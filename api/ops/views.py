@@ -36,10 +36,10 @@ HEALTHY_EXAMPLE: dict[str, Any] = {
     "schema": head_revision(),  # the example shows what a migrated database reports
     "broker": "ok",
     "training_queue": "ok",
-    "queues": {"light": 1, "training": 1},
+    "queues": {LIGHT_QUEUE: 1, TRAINING_QUEUE: 1},
     "workers": [
-        {"name": "gpu0@host-a", "queues": ["training"], "seconds_since_heartbeat": 3.2, "live": True},
-        {"name": "light@host-a", "queues": ["light"], "seconds_since_heartbeat": 7.9, "live": True},
+        {"name": "gpu0@host-a", "queues": [TRAINING_QUEUE], "seconds_since_heartbeat": 3.2, "live": True},
+        {"name": "light@host-a", "queues": [LIGHT_QUEUE], "seconds_since_heartbeat": 7.9, "live": True},
     ],
 }
 
@@ -55,7 +55,7 @@ HEALTHY_EXAMPLE: dict[str, Any] = {
                     | {
                         "status": "degraded",
                         "training_queue": "error: no live worker serves the training queue",
-                        "queues": {"light": 1, "training": 0},
+                        "queues": {LIGHT_QUEUE: 1, TRAINING_QUEUE: 0},
                         "workers": HEALTHY_EXAMPLE["workers"][1:],
                     }
                 }

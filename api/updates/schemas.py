@@ -129,7 +129,7 @@ class UpdateCreate(BaseModel):
                 {
                     "base_model_id": 1,
                     "dataset_id": 2,
-                    "method": "mpt-kl",
+                    "method": UpdateMethod.MPT_KL,
                     "method_params": {"bias": 4.0},
                     "recipe": {"epochs": 30},
                     "gate": {"max_nfr": 0.02, "auto_promote": True},
@@ -168,7 +168,7 @@ class UpdateCreate(BaseModel):
         description=f"training classes by name (at most {MAX_CLASSES}, no duplicates); omitted: all of the data set",
         examples=[["sandal", "sneaker", "boot", "slipper"]],
     )
-    method: UpdateMethod = Field(UpdateMethod.MPT_KL, examples=["mpt-kl"])
+    method: UpdateMethod = Field(UpdateMethod.MPT_KL, examples=[UpdateMethod.MPT_KL])
     method_params: MethodParamsIn = Field(default_factory=MethodParamsIn)
     recipe: RecipeIn = Field(default_factory=RecipeIn)
     gate: GateIn = Field(default_factory=GateIn)
@@ -232,7 +232,7 @@ class UpdateOut(OrmModel):
     architecture: str = Field(examples=["resnet18"])
     dataset_id: int = Field(examples=[2])
     classes: list[str] | None
-    method: str = Field(examples=["mpt-kl"])
+    method: str = Field(examples=[UpdateMethod.MPT_KL])
     method_params: dict
     recipe: dict
     gate: dict

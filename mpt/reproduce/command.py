@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from contracts.data_formats import DatasetFormat
 from contracts.selection import Selection
 from mpt.cli_args import parse_assignments, parse_classes, recipe_from_args
 from mpt.console import format_table
@@ -89,7 +90,7 @@ def _classes(text: str, available: list[str], option: str) -> list[str]:
 def study_from_args(args: argparse.Namespace) -> Study:
     """The Study of the command line's options, the preset filling those left unset."""
     data_format = args.format or detect_format(Path(args.data))
-    preset_name = args.preset or ("paper" if data_format == "cifar" else "quick")
+    preset_name = args.preset or ("paper" if data_format == DatasetFormat.CIFAR else "quick")
     preset = PRESETS[preset_name]
     # Preset recipe values go under the command line's: explicit options and --set win
     # (recipe_from_args applies --set in order, then the explicit options).

@@ -6,6 +6,7 @@ import time
 from dataclasses import replace
 
 from contracts.flips import FlipSummary
+from contracts.methods import UpdateMethod
 from mpt.artifacts import LoadedModel
 from mpt.flips import headline
 from mpt.losses import METHODS
@@ -19,9 +20,9 @@ from mpt.update import evaluate
 def _run_methods(study: Study, seed: int, base: LoadedModel, runs: list[dict]) -> None:
     # The reference first (it is also the `independent` row), so that later wall times are
     # each method's own training, except ELODI's which include its ensemble.
-    ordered = sorted(study.methods, key=lambda m: m != "independent")
-    if "independent" not in ordered and any(METHODS[m].needs_reference for m in ordered):
-        ordered.insert(0, "independent")  # trained anyway; reported for the comparison
+    ordered = sorted(study.methods, key=lambda m: m != UpdateMethod.INDEPENDENT)
+    if UpdateMethod.INDEPENDENT not in ordered and any(METHODS[m].needs_reference for m in ordered):
+        ordered.insert(0, UpdateMethod.INDEPENDENT)  # trained anyway; reported for the comparison
     for method in ordered:
         log(f"seed {seed}: {method}")
         outcome, timing = timed_update(
@@ -52,12 +53,14 @@ def _run_sweep(study: Study, seed: int, base: LoadedModel, runs: list[dict]) -> 
         # b = params.bias is the mpt-kl row and b = 0 the mpt-kl-nobias row: the same loss,
         # seed and data, so the same weights; reuse them instead of training again.
         same = None
-        if bias == study.params.bias and ("mpt-kl", seed) in done:
-            same = done[("mpt-kl", seed)]
-        elif bias == 0 and ("mpt-kl-nobias", seed) in done:
-            same = done[("mpt-kl-nobias", seed)]
+        if bias == study.params.bias and (UpdateMethod.MPT_KL, seed) in done:
+            same = done[(UpdateMethod.MPT_KL, seed)]
+        elif bias == 0 and (UpdateMethod.MPT_KL_NOBIAS, seed) in done:
+            same = done[(UpdateMethod.MPT_KL_NOBIAS, seed)]
         if same is not None:
-            runs.append({**same, "kind": "sweep", "method": "mpt-kl", "bias": bias, "reused_from": same["method"]})
+            runs.append(
+                {**same, "kind": "sweep", "method": UpdateMethod.MPT_KL, "bias": bias, "reused_from": same["method"]}
+            )
             continue
         log(f"seed {seed}: sweep mpt-kl b={bias:g}")
         params = _sweep_params(study, bias)
@@ -66,11 +69,11 @@ def _run_sweep(study: Study, seed: int, base: LoadedModel, runs: list[dict]) -> 
             label=f"sweep-b{bias:g}-s{seed}",
             base=base,
             classes=study.classes,
-            method="mpt-kl",
+            method=UpdateMethod.MPT_KL,
             params=params,
             seed=seed,
         )
-        runs.append(run_record("sweep", "mpt-kl", seed, params, outcome, timing))
+        runs.append(run_record("sweep", UpdateMethod.MPT_KL, seed, params, outcome, timing))
 
 
 def _run_policy_sweep(study: Study, seed: int, base: LoadedModel, runs: list[dict]) -> None:
@@ -84,7 +87,7 @@ def _run_policy_sweep(study: Study, seed: int, base: LoadedModel, runs: list[dic
         return {
             "kind": "policy",
             "label": label,
-            "method": "independent" if bias is None else "mpt-kl",
+            "method": UpdateMethod.INDEPENDENT if bias is None else UpdateMethod.MPT_KL,
             "seed": seed,
             "bias": bias,
             **extra,
@@ -96,7 +99,7 @@ def _run_policy_sweep(study: Study, seed: int, base: LoadedModel, runs: list[dic
             **timing,
         }
 
-    runs.append(row("independent", outcome.reference_report, outcome.reference_validation, None))
+    runs.append(row(UpdateMethod.INDEPENDENT, outcome.reference_report, outcome.reference_validation, None))
     runs.extend(row(f"b={t.params.bias:g}", t.report, t.validation, t.params.bias) for t in trials)
     best = outcome.best
     assert best.report is not None and outcome.reference_report is not None  # evaluate_all

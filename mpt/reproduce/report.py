@@ -7,6 +7,7 @@ import statistics
 import time
 from pathlib import Path
 
+from contracts.methods import UpdateMethod
 from mpt.reproduce.study import Study
 
 HEADLINE_COLUMNS = (
@@ -81,11 +82,13 @@ TARGET_ACCURACY_COST = 0.005
 def policy_verdict(runs: list[dict]) -> dict | None:
     """The policy row against the independent retrain, means over seeds, and whether it meets the target."""
     groups = summarize(runs, kind="policy", group="label")
-    if "policy" not in groups or "independent" not in groups:
+    if "policy" not in groups or UpdateMethod.INDEPENDENT not in groups:
         return None
     nfr_policy = statistics.fmean(groups["policy"]["nfr_old_classes"])
-    nfr_reference = statistics.fmean(groups["independent"]["nfr_old_classes"])
-    cost = statistics.fmean(groups["independent"]["accuracy"]) - statistics.fmean(groups["policy"]["accuracy"])
+    nfr_reference = statistics.fmean(groups[UpdateMethod.INDEPENDENT]["nfr_old_classes"])
+    cost = statistics.fmean(groups[UpdateMethod.INDEPENDENT]["accuracy"]) - statistics.fmean(
+        groups["policy"]["accuracy"]
+    )
     reduction = 1 - nfr_policy / nfr_reference if nfr_reference > 0 else 0.0
     return {
         "nfr_reduction": reduction,
@@ -219,7 +222,7 @@ def plot_sweep(payload: dict, path: Path) -> Path | None:
         axes.annotate(name, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8, color="tab:blue")
     others = summarize(payload["runs"], kind="method")
     for index, (name, figures) in enumerate(others.items()):
-        if name == "mpt-kl":
+        if name == UpdateMethod.MPT_KL:
             continue
         x, y, xerr, yerr = point(figures)
         axes.errorbar(

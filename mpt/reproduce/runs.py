@@ -8,6 +8,7 @@ import sys
 import time
 
 from contracts.flips import FlipSummary, ScopeFigures
+from contracts.methods import UpdateMethod
 from mpt.artifacts import LoadedModel
 from mpt.console import epoch_progress
 from mpt.flips import headline
@@ -114,7 +115,7 @@ def timed_sweep(study: Study, *, label: str, base: LoadedModel, seed: int) -> tu
         base=base,
         classes=study.classes,
         arch=study.arch,
-        method="mpt-kl",
+        method=UpdateMethod.MPT_KL,
         params=study.params,
         values={"bias": list(study.policy_biases)},
         recipe=study.recipe,
@@ -145,7 +146,13 @@ def first_version(study: Study, classes: list[str], seed: int) -> tuple[LoadedMo
     if cached is not None:
         return cached, {"wall_s": 0.0, "phase_s": {}, "cached": True}
     outcome, timing = timed_update(
-        study, label=f"old-s{seed}", base=None, classes=classes, method="independent", params=MethodParams(), seed=seed
+        study,
+        label=f"old-s{seed}",
+        base=None,
+        classes=classes,
+        method=UpdateMethod.INDEPENDENT,
+        params=MethodParams(),
+        seed=seed,
     )
     study.store.save(key, outcome.model)
     return outcome.model, {

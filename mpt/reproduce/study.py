@@ -6,27 +6,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
+from contracts.methods import UpdateMethod
 from contracts.selection import Selection
 from mpt.data import DataBundle
 from mpt.recipe import MethodParams, Recipe
 from mpt.reference import FileReferenceStore
 
 PAPER_METHODS = (
-    "independent",
-    "pct-naive",
-    "pct-kl",
-    "pct-lm",
-    "elodi",
-    "mpt-kl",
-    "mpt-lm",
-    "mpt-nodistill",
-    "mpt-kl-nobias",
-    "mpt-lm-nobias",
+    UpdateMethod.INDEPENDENT,
+    UpdateMethod.PCT_NAIVE,
+    UpdateMethod.PCT_KL,
+    UpdateMethod.PCT_LM,
+    UpdateMethod.ELODI,
+    UpdateMethod.MPT_KL,
+    UpdateMethod.MPT_LM,
+    UpdateMethod.MPT_NODISTILL,
+    UpdateMethod.MPT_KL_NOBIAS,
+    UpdateMethod.MPT_LM_NOBIAS,
 )
 SWEEP_BIASES = (0.0, 1.0, 2.0, 4.0, 8.0)
 # The service's default sweep (contracts.selection.DEFAULT_SWEEP), for --policy-sweep.
 POLICY_BIASES = (0.0, 1.0, 2.0, 4.0)
-CHAIN_METHODS = ("independent", "mpt-kl")
+CHAIN_METHODS = (UpdateMethod.INDEPENDENT, UpdateMethod.MPT_KL)
 
 
 class Preset(TypedDict):
