@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 # A bool, or a bool tensor when the engine applies a rule to a whole split at once.
 _Flags = TypeVar("_Flags")
@@ -25,6 +25,18 @@ def is_intrusion(*, negative: _Flags, new_prediction: Any, k_old: int) -> _Flags
     """Whether a flip is a negative flip into a class the old model never had (elementwise on tensors)."""
     # docs/METHOD.md's layout: the old classes keep indices 0..k_old-1, the new ones come after.
     return negative & (new_prediction >= k_old)
+
+
+class LedgerRow(TypedDict):
+    """One flipped sample of a ledger as JSON: mpt.flips.FlipLedger.rows() makes it, db.flips stores it."""
+
+    sample_index: int  # its index in the evaluation split
+    label: int  # its true class, in the new index space
+    old_prediction: int
+    new_prediction: int
+    old_confidence: float  # the old model's probability of the true class (0 for a class it never had)
+    new_confidence: float
+    kind: str  # a FlipKind value
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from contracts.flips import (
     FlipKind,
     FlipScopes,
     FlipSummary,
+    LedgerRow,
     ScopeFigures,
     Transition,
     is_intrusion,
@@ -68,7 +69,7 @@ class FlipLedger:
     def __len__(self) -> int:
         return int(self.sample_index.numel())
 
-    def rows(self) -> list[dict]:
+    def rows(self) -> list[LedgerRow]:
         """The ledger as JSON-ready rows."""
         columns = zip(
             self.sample_index.tolist(),
@@ -81,15 +82,15 @@ class FlipLedger:
             strict=True,
         )
         return [
-            {
-                "sample_index": index,
-                "label": label,
-                "old_prediction": old,
-                "new_prediction": new,
-                "old_confidence": old_conf,
-                "new_confidence": new_conf,
-                "kind": FlipKind.NEGATIVE.value if negative else FlipKind.POSITIVE.value,
-            }
+            LedgerRow(
+                sample_index=index,
+                label=label,
+                old_prediction=old,
+                new_prediction=new,
+                old_confidence=old_conf,
+                new_confidence=new_conf,
+                kind=FlipKind.NEGATIVE.value if negative else FlipKind.POSITIVE.value,
+            )
             for index, label, old, new, old_conf, new_conf, negative in columns
         ]
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import Select, insert, select
 from sqlalchemy.orm import Session
 
-from contracts.flips import FlipSummary, is_intrusion
+from contracts.flips import FlipSummary, LedgerRow, is_intrusion
 from db.flips.models import FlipKind, FlipReport, FlipSample, ReportRole
 from db.pagination import Page, paginate
 
@@ -37,7 +37,7 @@ def add_report(
     summary: FlipSummary,
     split: str = "test",
     images_uri: str | None = None,
-    ledger: list[dict] | None = None,
+    ledger: list[LedgerRow] | None = None,
 ) -> FlipReport:
     """Store a flip report summary and its ledger rows, if given (flushes; the caller commits)."""
     report = FlipReport(
@@ -57,7 +57,7 @@ def add_report(
     return report
 
 
-def add_ledger(session: Session, *, report_id: int, k_old: int, rows: list[dict]) -> None:
+def add_ledger(session: Session, *, report_id: int, k_old: int, rows: list[LedgerRow]) -> None:
     """Bulk-insert a report's ledger rows (mpt.flips.FlipLedger.rows()); flushes, no commit."""
     if not rows:
         return

@@ -10,7 +10,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from contracts.flips import FlipSummary
+from contracts.flips import FlipSummary, LedgerRow
 from contracts.jobs import Gate, RegisteredModel, SweepResult
 from db.base import rows_changed, utcnow
 from db.errors import Conflict
@@ -32,7 +32,7 @@ def complete_job(
     job_id: int,
     model: RegisteredModel,
     report: FlipSummary | None,
-    ledger: list[dict] | None,
+    ledger: list[LedgerRow] | None,
     images_uri: str | None,
     reference_report: FlipSummary | None,
     reference_model_id: int | None = None,
@@ -73,7 +73,7 @@ class _Result(TypedDict):
 
     model: RegisteredModel
     report: FlipSummary | None
-    ledger: list[dict] | None
+    ledger: list[LedgerRow] | None
     images_uri: str | None
     reference_report: FlipSummary | None
     reference_model_id: int | None
@@ -113,7 +113,7 @@ def _register_result(
     job: UpdateJob,
     model: RegisteredModel,
     report: FlipSummary | None,
-    ledger: list[dict] | None,
+    ledger: list[LedgerRow] | None,
     images_uri: str | None,
     reference_report: FlipSummary | None,
     reference_model_id: int | None,
