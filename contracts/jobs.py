@@ -4,7 +4,7 @@ it is judged by), and the model the worker trained, handed to the database to re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from contracts.selection import Selection
 
@@ -24,6 +24,24 @@ class Gate:
     max_nfr_ratio: float | None = None
     # Promote at once when the gate passes.
     auto_promote: bool = False
+
+
+class GateVerdict(TypedDict):
+    """A gate's verdict on a trained version (db.model_versions.gate.evaluate_gate), as stored
+    with the version and served by the API (api.model_versions.schemas.GateVerdict)."""
+
+    passed: bool
+    reasons: list[str]  # every rule that failed, and every one that could not be checked
+    nfr_old_classes: float | None  # the version's figures against its base model
+    accuracy: float | None
+    max_nfr: float | None  # the gate's bounds
+    min_accuracy: float | None
+    max_accuracy_drop: float | None
+    max_nfr_ratio: float | None
+    reference_nfr_old_classes: float | None  # the independent retrain's figures
+    reference_accuracy: float | None
+    accuracy_floor: float | None  # reference_accuracy - max_accuracy_drop
+    nfr_ceiling: float | None  # max_nfr_ratio x reference_nfr_old_classes
 
 
 @dataclass(frozen=True)

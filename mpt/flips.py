@@ -15,6 +15,7 @@ from contracts.flips import (
     FlipKind,
     FlipScopes,
     FlipSummary,
+    Headline,
     LedgerRow,
     ScopeFigures,
     Transition,
@@ -207,21 +208,6 @@ def flip_report(
     return summary, ledger
 
 
-def headline(summary: FlipSummary) -> dict[str, float | int | None]:
-    """The figures a person reads first, flattened from a summary."""
-    all_scope, old_scope = summary.scopes.all, summary.scopes.old_classes
-    return {
-        "nfr_old_classes": old_scope.nfr,
-        "nfr_all": all_scope.nfr,
-        "relative_nfr_old_classes": old_scope.relative_nfr,
-        "relative_nfr_all": all_scope.relative_nfr,
-        "pfr_all": all_scope.pfr,
-        "negative_flips": all_scope.negative_flips,
-        "accuracy": all_scope.new_accuracy,
-        "accuracy_old_classes": old_scope.new_accuracy,
-        "accuracy_new_classes": summary.new_class_accuracy,
-        "old_model_accuracy_old_classes": old_scope.old_accuracy,
-        "btc": summary.btc,
-        "bec": summary.bec,
-        "intrusion_flips": summary.intrusion_flips,
-    }
+def headline(summary: FlipSummary) -> Headline:
+    """The figures a person reads first, flattened from a summary (contracts.flips.FlipSummary.headline)."""
+    return summary.headline()

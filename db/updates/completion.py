@@ -170,7 +170,7 @@ def _register_result(
 
     gate = Gate(**(job.gate or {}))  # the job row keeps its gate as JSON
     verdict = evaluate_gate(gate, report, reference_report)
-    version.gate_verdict = verdict
+    version.gate_verdict = dict(verdict)  # stored as JSON
     if not verdict["passed"]:
         version.status = ModelStatus.REJECTED
     elif gate.auto_promote:
