@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from contracts.selection import Selection
+from contracts.flips import Headline
+from contracts.selection import Choice, Selection
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class Candidate:
     index: int
     label: str  # its swept values, "bias=1"
     params: dict[str, Any]  # the swept fields' values
-    validation: dict[str, Any]  # headline figures against the base model on the validation split
+    validation: Headline  # against the base model on the validation split
     history: list[dict[str, Any]]  # per-epoch metrics
 
 
@@ -104,5 +105,5 @@ class SweepResult:
     """Every candidate of a sweep and the choice among them, registered with the winner."""
 
     candidates: tuple[Candidate, ...]
-    choice: dict[str, Any]  # contracts.selection.Choice.to_dict()
-    reference_validation: dict[str, Any]  # the independent retrain's headline figures on the validation split
+    choice: Choice
+    reference_validation: Headline  # the independent retrain's, on the validation split

@@ -353,13 +353,13 @@ def _sweep_result(job_id: int, outcome: SweepOutcome, *, swept_names: list[str])
                 index=index,
                 label=trial.label,
                 params={name: getattr(trial.params, name) for name in swept_names},
-                validation=dict(trial.validation),
+                validation=trial.validation,
                 history=[histories[index][epoch] for epoch in sorted(histories[index])],
             )
             for index, trial in enumerate(outcome.trials)
         ),
-        choice=outcome.choice.to_dict() if outcome.choice else {"winner": outcome.winner},
-        reference_validation=dict(outcome.reference_validation),
+        choice=outcome.choice,
+        reference_validation=outcome.reference_validation,
     )
 
 

@@ -153,7 +153,7 @@ def _register_result(
         )
 
     if sweep is not None:
-        winner = sweep.choice["winner"]
+        winner = sweep.choice.winner
         for candidate in sweep.candidates:
             session.add(
                 UpdateCandidate(
@@ -166,7 +166,7 @@ def _register_result(
                     chosen=candidate.index == winner,
                 )
             )
-        job.choice = {**sweep.choice, "reference_validation": dict(sweep.reference_validation)}
+        job.choice = {**sweep.choice.to_dict(), "reference_validation": dict(sweep.reference_validation)}
 
     gate = Gate(**(job.gate or {}))  # the job row keeps its gate as JSON
     verdict = evaluate_gate(gate, report, reference_report)

@@ -75,7 +75,7 @@ def sweep_result(figures: list[tuple[float, float]], reference: tuple[float, flo
     )
     return SweepResult(
         candidates=candidates,
-        choice=choice.to_dict(),
+        choice=choice,
         reference_validation={"accuracy": reference[0], "nfr_old_classes": reference[1]},
     )
 
