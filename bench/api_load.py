@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from contracts.flips import FlipSummary, LedgerRow
 from contracts.jobs import Gate, JobRequest, RegisteredModel
+from contracts.methods import UpdateMethod
 from contracts.tasks import TRAINING_QUEUE
 from db.base import make_engine, make_session_factory
 from db.datasets.models import DatasetFormat
@@ -156,7 +157,7 @@ def seed(database_url: str, *, ledger_rows: int) -> tuple[int, int]:
                     architecture=None,
                     dataset_id=dataset.id,
                     classes=None,
-                    method="mpt-kl",
+                    method=UpdateMethod.MPT_KL,
                     method_params={},
                     recipe={},
                     gate=Gate(),
@@ -178,7 +179,7 @@ def seed(database_url: str, *, ledger_rows: int) -> tuple[int, int]:
                     architecture="small_cnn",
                     classes=tuple(CLASSES),
                     recipe={},
-                    method="mpt-kl",
+                    method=UpdateMethod.MPT_KL,
                 ),
             )
             return dataset.id, model.id

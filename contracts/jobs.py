@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
 from contracts.flips import Headline
+from contracts.methods import UpdateMethod
 from contracts.selection import Choice, Selection
 
 
@@ -49,13 +50,13 @@ class GateVerdict(TypedDict):
 class JobRequest:
     """An update job as submitted: what to train, from which model and data, and its gate.
 
-    `method` is an UpdateMethod value. `method_params` and `recipe` hold only the fields the
+    `method_params` and `recipe` hold only the fields the
     caller set, named as in mpt.recipe's MethodParams and Recipe; the rest take the engine's
     defaults.
     """
 
     dataset_id: int
-    method: str
+    method: UpdateMethod
     # The deployed version to update; None trains a first version of `family`.
     base_model_id: int | None = None
     # Required without a base model; with one, it must be the base model's (None: take it).
@@ -85,8 +86,7 @@ class RegisteredModel:
     classes: tuple[str, ...]
     # The recipe it was trained with, every field resolved (mpt.recipe.Recipe.to_dict()).
     recipe: dict[str, Any]
-    # An UpdateMethod value.
-    method: str
+    method: UpdateMethod
 
 
 @dataclass(frozen=True)

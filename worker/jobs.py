@@ -20,6 +20,7 @@ import numpy as np
 from sqlalchemy.exc import OperationalError
 
 from contracts.jobs import Candidate, RegisteredModel, SweepResult
+from contracts.methods import UpdateMethod
 from contracts.selection import Selection
 from db.datasets.models import Dataset
 from db.datasets.service import get_dataset
@@ -313,7 +314,7 @@ def _train_and_register(
         architecture=model_out.spec.arch,
         classes=tuple(model_out.spec.classes),
         recipe=recipe.to_dict(),
-        method=job.method,
+        method=UpdateMethod(job.method),
     )
     version = with_db_retries(
         lambda s: complete_job(
