@@ -33,8 +33,9 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from contracts.flips import FlipSummary
+from contracts.flips import FlipSummary, LedgerRow
 from contracts.jobs import Gate, JobRequest, RegisteredModel
+from contracts.methods import UpdateMethod
 from contracts.tasks import TRAINING_QUEUE
 from db.base import make_engine, make_session_factory
 from db.datasets.models import DatasetFormat
@@ -50,7 +51,7 @@ CLASSES = [f"class{i}" for i in range(10)]
 K_OLD = 5
 
 
-def scope_figures(rows: list[dict], samples: int) -> dict:
+def scope_figures(rows: list[LedgerRow], samples: int) -> dict:
     negative = sum(row["kind"] == "negative" for row in rows)
     positive = len(rows) - negative
     old_correct = samples // 2 + negative
@@ -69,24 +70,24 @@ def scope_figures(rows: list[dict], samples: int) -> dict:
     }
 
 
-def synthetic_report(ledger_rows: int) -> tuple[FlipSummary, list[dict]]:
+def synthetic_report(ledger_rows: int) -> tuple[FlipSummary, list[LedgerRow]]:
     """A flip report summary as mpt.flips makes it and its ledger, with `ledger_rows` flips."""
     samples = ledger_rows * 4
-    ledger: list[dict] = []
+    ledger: list[LedgerRow] = []
     for index in range(ledger_rows):
         label = index % len(CLASSES)
         negative = index % 3 != 0
         wrong = (label + 1) % len(CLASSES)
         ledger.append(
-            {
-                "sample_index": index * 4,
-                "label": label,
-                "old_prediction": label if negative else wrong,
-                "new_prediction": wrong if negative else label,
-                "old_confidence": 0.8,
-                "new_confidence": 0.2,
-                "kind": "negative" if negative else "positive",
-            }
+            LedgerRow(
+                sample_index=index * 4,
+                label=label,
+                old_prediction=label if negative else wrong,
+                new_prediction=wrong if negative else label,
+                old_confidence=0.8,
+                new_confidence=0.2,
+                kind="negative" if negative else "positive",
+            )
         )
     old_rows = [row for row in ledger if row["label"] < K_OLD]
     summary = {
@@ -156,7 +157,7 @@ def seed(database_url: str, *, ledger_rows: int) -> tuple[int, int]:
                     architecture=None,
                     dataset_id=dataset.id,
                     classes=None,
-                    method="mpt-kl",
+                    method=UpdateMethod.MPT_KL,
                     method_params={},
                     recipe={},
                     gate=Gate(),
@@ -178,7 +179,7 @@ def seed(database_url: str, *, ledger_rows: int) -> tuple[int, int]:
                     architecture="small_cnn",
                     classes=tuple(CLASSES),
                     recipe={},
-                    method="mpt-kl",
+                    method=UpdateMethod.MPT_KL,
                 ),
             )
             return dataset.id, model.id

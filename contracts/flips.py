@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 # A bool, or a bool tensor when the engine applies a rule to a whole split at once.
 _Flags = TypeVar("_Flags")
@@ -25,6 +25,18 @@ def is_intrusion(*, negative: _Flags, new_prediction: Any, k_old: int) -> _Flags
     """Whether a flip is a negative flip into a class the old model never had (elementwise on tensors)."""
     # docs/METHOD.md's layout: the old classes keep indices 0..k_old-1, the new ones come after.
     return negative & (new_prediction >= k_old)
+
+
+class LedgerRow(TypedDict):
+    """One flipped sample of a ledger as JSON: mpt.flips.FlipLedger.rows() makes it, db.flips stores it."""
+
+    sample_index: int  # its index in the evaluation split
+    label: int  # its true class, in the new index space
+    old_prediction: int
+    new_prediction: int
+    old_confidence: float  # the old model's probability of the true class (0 for a class it never had)
+    new_confidence: float
+    kind: str  # a FlipKind value
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,25 @@ class Transition:
     intrusion: bool
 
 
+class Headline(TypedDict):
+    """FlipSummary.headline(): the figures a person reads first, as JSON (a sweep stores one per
+    candidate on the validation split). Each is the FlipSummary property of the same name."""
+
+    nfr_old_classes: float
+    nfr_all: float
+    relative_nfr_old_classes: float
+    relative_nfr_all: float
+    pfr_all: float
+    negative_flips: int
+    accuracy: float | None
+    accuracy_old_classes: float | None
+    accuracy_new_classes: float | None
+    old_model_accuracy_old_classes: float | None
+    btc: float | None
+    bec: float | None
+    intrusion_flips: int
+
+
 @dataclass(frozen=True)
 class FlipSummary:
     """An updated model against its predecessor on one labelled evaluation split."""
@@ -96,6 +127,71 @@ class FlipSummary:
     intrusion_flips: int
     per_class: tuple[ClassFigures, ...]
     transitions: tuple[Transition, ...]
+
+    # The headline figures, each defined here once: Headline's keys, the report row's columns
+    # (db.flips) and the gate (db.model_versions.gate) read these.
+    @property
+    def nfr_old_classes(self) -> float:
+        return self.scopes.old_classes.nfr
+
+    @property
+    def nfr_all(self) -> float:
+        return self.scopes.all.nfr
+
+    @property
+    def relative_nfr_old_classes(self) -> float:
+        return self.scopes.old_classes.relative_nfr
+
+    @property
+    def relative_nfr_all(self) -> float:
+        return self.scopes.all.relative_nfr
+
+    @property
+    def pfr_all(self) -> float:
+        return self.scopes.all.pfr
+
+    @property
+    def negative_flips(self) -> int:
+        return self.scopes.all.negative_flips
+
+    @property
+    def samples(self) -> int:
+        return self.scopes.all.samples
+
+    @property
+    def accuracy(self) -> float | None:
+        """The new model's accuracy over every sample."""
+        return self.scopes.all.new_accuracy
+
+    @property
+    def accuracy_old_classes(self) -> float | None:
+        return self.scopes.old_classes.new_accuracy
+
+    @property
+    def accuracy_new_classes(self) -> float | None:
+        return self.new_class_accuracy
+
+    @property
+    def old_model_accuracy_old_classes(self) -> float | None:
+        return self.scopes.old_classes.old_accuracy
+
+    def headline(self) -> Headline:
+        """The figures a person reads first, flattened."""
+        return Headline(
+            nfr_old_classes=self.nfr_old_classes,
+            nfr_all=self.nfr_all,
+            relative_nfr_old_classes=self.relative_nfr_old_classes,
+            relative_nfr_all=self.relative_nfr_all,
+            pfr_all=self.pfr_all,
+            negative_flips=self.negative_flips,
+            accuracy=self.accuracy,
+            accuracy_old_classes=self.accuracy_old_classes,
+            accuracy_new_classes=self.accuracy_new_classes,
+            old_model_accuracy_old_classes=self.old_model_accuracy_old_classes,
+            btc=self.btc,
+            bec=self.bec,
+            intrusion_flips=self.intrusion_flips,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (lists and plain strings), keys in field order."""

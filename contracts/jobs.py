@@ -4,9 +4,11 @@ it is judged by), and the model the worker trained, handed to the database to re
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
-from contracts.selection import Selection
+from contracts.flips import Headline
+from contracts.methods import UpdateMethod
+from contracts.selection import Choice, Selection
 
 
 @dataclass(frozen=True)
@@ -26,17 +28,35 @@ class Gate:
     auto_promote: bool = False
 
 
+class GateVerdict(TypedDict):
+    """A gate's verdict on a trained version (db.model_versions.gate.evaluate_gate), as stored
+    with the version and served by the API (api.model_versions.schemas.GateVerdict)."""
+
+    passed: bool
+    reasons: list[str]  # every rule that failed, and every one that could not be checked
+    nfr_old_classes: float | None  # the version's figures against its base model
+    accuracy: float | None
+    max_nfr: float | None  # the gate's bounds
+    min_accuracy: float | None
+    max_accuracy_drop: float | None
+    max_nfr_ratio: float | None
+    reference_nfr_old_classes: float | None  # the independent retrain's figures
+    reference_accuracy: float | None
+    accuracy_floor: float | None  # reference_accuracy - max_accuracy_drop
+    nfr_ceiling: float | None  # max_nfr_ratio x reference_nfr_old_classes
+
+
 @dataclass(frozen=True)
 class JobRequest:
     """An update job as submitted: what to train, from which model and data, and its gate.
 
-    `method` is an UpdateMethod value. `method_params` and `recipe` hold only the fields the
+    `method_params` and `recipe` hold only the fields the
     caller set, named as in mpt.recipe's MethodParams and Recipe; the rest take the engine's
     defaults.
     """
 
     dataset_id: int
-    method: str
+    method: UpdateMethod
     # The deployed version to update; None trains a first version of `family`.
     base_model_id: int | None = None
     # Required without a base model; with one, it must be the base model's (None: take it).
@@ -66,8 +86,7 @@ class RegisteredModel:
     classes: tuple[str, ...]
     # The recipe it was trained with, every field resolved (mpt.recipe.Recipe.to_dict()).
     recipe: dict[str, Any]
-    # An UpdateMethod value.
-    method: str
+    method: UpdateMethod
 
 
 @dataclass(frozen=True)
@@ -77,7 +96,7 @@ class Candidate:
     index: int
     label: str  # its swept values, "bias=1"
     params: dict[str, Any]  # the swept fields' values
-    validation: dict[str, Any]  # headline figures against the base model on the validation split
+    validation: Headline  # against the base model on the validation split
     history: list[dict[str, Any]]  # per-epoch metrics
 
 
@@ -86,5 +105,5 @@ class SweepResult:
     """Every candidate of a sweep and the choice among them, registered with the winner."""
 
     candidates: tuple[Candidate, ...]
-    choice: dict[str, Any]  # contracts.selection.Choice.to_dict()
-    reference_validation: dict[str, Any]  # the independent retrain's headline figures on the validation split
+    choice: Choice
+    reference_validation: Headline  # the independent retrain's, on the validation split

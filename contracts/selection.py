@@ -135,6 +135,15 @@ class Figures:
     accuracy: float
     nfr: float
 
+    @classmethod
+    def of_headline(cls, headline: Mapping[str, Any]) -> Figures | None:
+        """The figures of a contracts.flips.Headline, or of its stored JSON (a missing key reads as
+        None); None when either is None (an empty split)."""
+        accuracy, nfr = headline.get("accuracy"), headline.get("nfr_old_classes")
+        if accuracy is None or nfr is None:
+            return None
+        return cls(accuracy=float(accuracy), nfr=float(nfr))
+
 
 @dataclass(frozen=True)
 class Choice:

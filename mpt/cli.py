@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from contracts.data_formats import DatasetFormat
+from contracts.flips import Headline
 from contracts.methods import UpdateMethod
 from mpt import importer
 from mpt.artifacts import LoadedModel, load_model, save_model
@@ -245,7 +246,7 @@ def cmd_demo(args: argparse.Namespace) -> dict:
     outcome = _update(args, UpdateMethod.MPT_KL, first.model, bundle)
     save_model(work / "v2-mpt-kl.safetensors", outcome.model.net, outcome.model.spec)
     report, reference_report = outcome.checked_report(), outcome.checked_reference_report()
-    rows: dict[str, dict] = {
+    rows: dict[str, Headline] = {
         UpdateMethod.INDEPENDENT: headline(reference_report),
         UpdateMethod.MPT_KL: headline(report),
     }

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 from mpt.reference import Progress
 from mpt.train import Callbacks
@@ -24,7 +26,7 @@ def epoch_progress(label: str, quiet: bool) -> Progress:
     return Progress(on_phase=lambda phase: state.update(phase=phase), callbacks=Callbacks(on_epoch_end=on_epoch_end))
 
 
-def format_table(rows: dict[str, dict]) -> str:
+def format_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
     """One column per model, one row per headline figure."""
     names = list(rows)
     keys = list(next(iter(rows.values())))

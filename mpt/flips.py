@@ -15,6 +15,8 @@ from contracts.flips import (
     FlipKind,
     FlipScopes,
     FlipSummary,
+    Headline,
+    LedgerRow,
     ScopeFigures,
     Transition,
     is_intrusion,
@@ -68,7 +70,7 @@ class FlipLedger:
     def __len__(self) -> int:
         return int(self.sample_index.numel())
 
-    def rows(self) -> list[dict]:
+    def rows(self) -> list[LedgerRow]:
         """The ledger as JSON-ready rows."""
         columns = zip(
             self.sample_index.tolist(),
@@ -81,15 +83,15 @@ class FlipLedger:
             strict=True,
         )
         return [
-            {
-                "sample_index": index,
-                "label": label,
-                "old_prediction": old,
-                "new_prediction": new,
-                "old_confidence": old_conf,
-                "new_confidence": new_conf,
-                "kind": FlipKind.NEGATIVE.value if negative else FlipKind.POSITIVE.value,
-            }
+            LedgerRow(
+                sample_index=index,
+                label=label,
+                old_prediction=old,
+                new_prediction=new,
+                old_confidence=old_conf,
+                new_confidence=new_conf,
+                kind=FlipKind.NEGATIVE.value if negative else FlipKind.POSITIVE.value,
+            )
             for index, label, old, new, old_conf, new_conf, negative in columns
         ]
 
@@ -206,21 +208,6 @@ def flip_report(
     return summary, ledger
 
 
-def headline(summary: FlipSummary) -> dict[str, float | int | None]:
-    """The figures a person reads first, flattened from a summary."""
-    all_scope, old_scope = summary.scopes.all, summary.scopes.old_classes
-    return {
-        "nfr_old_classes": old_scope.nfr,
-        "nfr_all": all_scope.nfr,
-        "relative_nfr_old_classes": old_scope.relative_nfr,
-        "relative_nfr_all": all_scope.relative_nfr,
-        "pfr_all": all_scope.pfr,
-        "negative_flips": all_scope.negative_flips,
-        "accuracy": all_scope.new_accuracy,
-        "accuracy_old_classes": old_scope.new_accuracy,
-        "accuracy_new_classes": summary.new_class_accuracy,
-        "old_model_accuracy_old_classes": old_scope.old_accuracy,
-        "btc": summary.btc,
-        "bec": summary.bec,
-        "intrusion_flips": summary.intrusion_flips,
-    }
+def headline(summary: FlipSummary) -> Headline:
+    """The figures a person reads first, flattened from a summary (contracts.flips.FlipSummary.headline)."""
+    return summary.headline()

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from contracts.flips import FlipSummary
+from contracts.flips import FlipSummary, Headline
 from contracts.methods import UpdateMethod
 from contracts.selection import Choice, Figures, Policy, Selection, candidate_label, choose
 from mpt.artifacts import LoadedModel
@@ -36,14 +36,14 @@ DEFAULT_BIASES = (0.0, 1.0, 2.0, 4.0)
 class Trial:
     params: MethodParams
     history: list[dict]
-    validation: dict  # headline figures of the trial against the old model on the validation split
+    validation: Headline  # headline figures of the trial against the old model on the validation split
     validation_report: FlipSummary  # the full flip report behind them (raw counts, both NFR scopes)
     model: LoadedModel
     label: str = ""  # the swept values, e.g. "bias=1"
     report: FlipSummary | None = None  # on the evaluation split: the winner's, or every trial's with evaluate_all
 
     @property
-    def val_accuracy(self) -> float:
+    def val_accuracy(self) -> float | None:
         return self.validation["accuracy"]
 
     @property
@@ -70,7 +70,7 @@ class SweepOutcome:
     policy: dict  # how the winner was chosen: contracts.selection.Choice as a dict, plus where the bound came from
     data: UpdateData
     reference: LoadedModel
-    reference_validation: dict  # the reference's headline figures on the validation split
+    reference_validation: Headline  # the reference's headline figures on the validation split
     report: FlipSummary  # the winner against the old model on the evaluation split
     ledger: FlipLedger
     reference_report: FlipSummary
@@ -87,12 +87,12 @@ class SweepOutcome:
         return validation_figures(self.reference_validation)
 
 
-def validation_figures(figures: dict) -> Figures:
+def validation_figures(headline: Headline) -> Figures:
     """What a selection reads of a model's headline figures on the validation split."""
-    accuracy, nfr = figures["accuracy"], figures["nfr_old_classes"]
-    if accuracy is None or nfr is None:
+    figures = Figures.of_headline(headline)
+    if figures is None:
         raise ValueError("a sweep chooses on the validation split, which is empty: set validation_fraction > 0")
-    return Figures(accuracy=float(accuracy), nfr=float(nfr))
+    return figures
 
 
 def grid(base: MethodParams, values: dict[str, list]) -> list[MethodParams]:

@@ -20,6 +20,7 @@ import numpy as np
 from sqlalchemy.exc import OperationalError
 
 from contracts.jobs import Candidate, RegisteredModel, SweepResult
+from contracts.methods import UpdateMethod
 from contracts.selection import Selection
 from db.datasets.models import Dataset
 from db.datasets.service import get_dataset
@@ -313,7 +314,7 @@ def _train_and_register(
         architecture=model_out.spec.arch,
         classes=tuple(model_out.spec.classes),
         recipe=recipe.to_dict(),
-        method=job.method,
+        method=UpdateMethod(job.method),
     )
     version = with_db_retries(
         lambda s: complete_job(
@@ -353,13 +354,13 @@ def _sweep_result(job_id: int, outcome: SweepOutcome, *, swept_names: list[str])
                 index=index,
                 label=trial.label,
                 params={name: getattr(trial.params, name) for name in swept_names},
-                validation=dict(trial.validation),
+                validation=trial.validation,
                 history=[histories[index][epoch] for epoch in sorted(histories[index])],
             )
             for index, trial in enumerate(outcome.trials)
         ),
-        choice=outcome.choice.to_dict() if outcome.choice else {"winner": outcome.winner},
-        reference_validation=dict(outcome.reference_validation),
+        choice=outcome.choice,
+        reference_validation=outcome.reference_validation,
     )
 
 

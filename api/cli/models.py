@@ -19,6 +19,7 @@ from rich.progress import (
 from api.cli.client import ApiFailure, Session, fail, run, session
 from api.cli.options import ModelStatusChoice
 from api.cli.output import emit_json, err, facts, optional, out, percent, ratio, table, when
+from contracts.jobs import GateVerdict
 
 models_app = typer.Typer(help="Model versions: list, show, upload, download, promote, lineage.", no_args_is_help=True)
 
@@ -85,7 +86,7 @@ def models_list(
 
 def print_model(model: dict) -> None:
     figures = model.get("figures") or {}
-    verdict = model.get("gate_verdict")
+    verdict: GateVerdict | None = model.get("gate_verdict")
     gate = None
     if verdict:
         gate = ("passed" if verdict["passed"] else "failed") + (

@@ -18,7 +18,7 @@ from api.updates.schemas import UpdateCreate
 from api.updates.views import submit_update
 from contracts.methods import UpdateMethod
 from contracts.model_file import HEAD_WEIGHT_KEYS
-from contracts.selection import candidate_label, candidate_params
+from contracts.selection import Figures, candidate_label, candidate_params
 from db.datasets.service import list_datasets
 from db.errors import ServiceError
 from db.model_versions.service import get_model, list_models
@@ -97,12 +97,14 @@ def sweep_panel(session: Session, job: UpdateJob | None) -> dict | None:
     reference = choice.get("reference_validation") or {}
     points = []
     for candidate in candidates:
-        accuracy, nfr = candidate.validation.get("accuracy"), candidate.validation.get("nfr_old_classes")
-        if accuracy is not None and nfr is not None:
-            points.append(ScatterPoint(candidate.label, nfr, accuracy, "winner" if candidate.chosen else "candidate"))
-    if reference.get("accuracy") is not None and reference.get("nfr_old_classes") is not None:
+        figures = Figures.of_headline(candidate.validation)
+        if figures is not None:
+            role = "winner" if candidate.chosen else "candidate"
+            points.append(ScatterPoint(candidate.label, figures.nfr, figures.accuracy, role))
+    reference_figures = Figures.of_headline(reference)
+    if reference_figures is not None:
         points.append(
-            ScatterPoint("independent retrain", reference["nfr_old_classes"], reference["accuracy"], role="reference")
+            ScatterPoint("independent retrain", reference_figures.nfr, reference_figures.accuracy, role="reference")
         )
     return {
         "job": job,

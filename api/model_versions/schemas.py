@@ -36,6 +36,8 @@ class ModelRegisterForm(BaseModel):
     family: str = FAMILY_FIELD
 
 
+# The API form of contracts.jobs.GateVerdict (what evaluate_gate returns and the version row
+# stores), with examples; tests/api/test_gate_verdict_shape.py keeps their fields the same.
 class GateVerdict(BaseModel):
     passed: bool = Field(examples=[True])
     reasons: list[str] = Field(default_factory=list, examples=[["nfr_old_classes 0.0310 > max_nfr 0.02"]])

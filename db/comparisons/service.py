@@ -9,7 +9,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from contracts.flips import FlipSummary
+from contracts.flips import FlipSummary, LedgerRow
 from db.base import rows_changed, utcnow
 from db.comparisons.models import Comparison, ComparisonStatus
 from db.datasets.models import Dataset, DatasetStatus
@@ -216,7 +216,7 @@ def complete_comparison(
     comparison_id: int,
     attempt: int,
     summary: FlipSummary,
-    ledger: list[dict],
+    ledger: list[LedgerRow],
     images_uri: str | None,
 ) -> FlipReport | None:
     """Store the report and its ledger and mark the comparison done, in one transaction; None

@@ -8,24 +8,9 @@ from dataclasses import dataclass
 from sqlalchemy import Select, insert, select
 from sqlalchemy.orm import Session
 
-from contracts.flips import FlipSummary, is_intrusion
+from contracts.flips import FlipSummary, LedgerRow, is_intrusion
 from db.flips.models import FlipKind, FlipReport, FlipSample, ReportRole
 from db.pagination import Page, paginate
-
-
-def summary_columns(summary: FlipSummary) -> dict[str, float | int | None]:
-    """The scalar columns a report row copies from an mpt.flips.flip_report summary."""
-    all_scope, old_scope = summary.scopes.all, summary.scopes.old_classes
-    return {
-        "nfr_old_classes": old_scope.nfr,
-        "nfr_all": all_scope.nfr,
-        "relative_nfr_old_classes": old_scope.relative_nfr,
-        "accuracy": all_scope.new_accuracy,
-        "accuracy_old_classes": old_scope.new_accuracy,
-        "accuracy_new_classes": summary.new_class_accuracy,
-        "negative_flips": all_scope.negative_flips,
-        "samples": all_scope.samples,
-    }
 
 
 def add_report(
@@ -37,7 +22,7 @@ def add_report(
     summary: FlipSummary,
     split: str = "test",
     images_uri: str | None = None,
-    ledger: list[dict] | None = None,
+    ledger: list[LedgerRow] | None = None,
 ) -> FlipReport:
     """Store a flip report summary and its ledger rows, if given (flushes; the caller commits)."""
     report = FlipReport(
@@ -49,7 +34,14 @@ def add_report(
         classes=list(summary.classes),
         summary=summary,
         images_uri=images_uri,
-        **summary_columns(summary),
+        nfr_old_classes=summary.nfr_old_classes,
+        nfr_all=summary.nfr_all,
+        relative_nfr_old_classes=summary.relative_nfr_old_classes,
+        accuracy=summary.accuracy,
+        accuracy_old_classes=summary.accuracy_old_classes,
+        accuracy_new_classes=summary.accuracy_new_classes,
+        negative_flips=summary.negative_flips,
+        samples=summary.samples,
     )
     session.add(report)
     session.flush()
@@ -57,7 +49,7 @@ def add_report(
     return report
 
 
-def add_ledger(session: Session, *, report_id: int, k_old: int, rows: list[dict]) -> None:
+def add_ledger(session: Session, *, report_id: int, k_old: int, rows: list[LedgerRow]) -> None:
     """Bulk-insert a report's ledger rows (mpt.flips.FlipLedger.rows()); flushes, no commit."""
     if not rows:
         return

@@ -7,26 +7,23 @@ what stops a promotion without force.
 from __future__ import annotations
 
 from contracts.flips import FlipSummary
-from contracts.jobs import Gate
+from contracts.jobs import Gate, GateVerdict
 from contracts.selection import TOLERANCE
-from db.flips.service import summary_columns
 from db.model_versions.models import ModelStatus, ModelVersion
 
 
-def evaluate_gate(gate: Gate, summary: FlipSummary | None, reference: FlipSummary | None = None) -> dict:
+def evaluate_gate(gate: Gate, summary: FlipSummary | None, reference: FlipSummary | None = None) -> GateVerdict:
     """The gate's verdict on a model's report: {"passed", "reasons", the bounds and the figures checked}.
 
     `reference` is the independent retrain's report against the same baseline on the same
     (evaluation) split; the relative rules compare with it: accuracy at least the retrain's
     minus `max_accuracy_drop`, NFR on old classes at most `max_nfr_ratio` times the retrain's.
     """
-    figures = summary_columns(summary) if summary is not None else {}
-    reference_figures = summary_columns(reference) if reference is not None else {}
-    nfr = figures.get("nfr_old_classes")
-    accuracy = figures.get("accuracy")
-    reference_nfr = reference_figures.get("nfr_old_classes")
-    reference_accuracy = reference_figures.get("accuracy")
-    reasons = []
+    nfr = summary.nfr_old_classes if summary is not None else None
+    accuracy = summary.accuracy if summary is not None else None
+    reference_nfr = reference.nfr_old_classes if reference is not None else None
+    reference_accuracy = reference.accuracy if reference is not None else None
+    reasons: list[str] = []
     max_nfr = gate.max_nfr
     min_accuracy = gate.min_accuracy
     if max_nfr is not None:
@@ -61,20 +58,20 @@ def evaluate_gate(gate: Gate, summary: FlipSummary | None, reference: FlipSummar
                     f"x the independent retrain's {reference_nfr:.4f}"
                 )
     failed = [reason for reason in reasons if "not checked" not in reason]
-    return {
-        "passed": not failed,
-        "reasons": reasons,
-        "nfr_old_classes": nfr,
-        "accuracy": accuracy,
-        "max_nfr": max_nfr,
-        "min_accuracy": min_accuracy,
-        "max_accuracy_drop": gate.max_accuracy_drop,
-        "max_nfr_ratio": gate.max_nfr_ratio,
-        "reference_nfr_old_classes": reference_nfr,
-        "reference_accuracy": reference_accuracy,
-        "accuracy_floor": accuracy_floor,
-        "nfr_ceiling": nfr_ceiling,
-    }
+    return GateVerdict(
+        passed=not failed,
+        reasons=reasons,
+        nfr_old_classes=nfr,
+        accuracy=accuracy,
+        max_nfr=max_nfr,
+        min_accuracy=min_accuracy,
+        max_accuracy_drop=gate.max_accuracy_drop,
+        max_nfr_ratio=gate.max_nfr_ratio,
+        reference_nfr_old_classes=reference_nfr,
+        reference_accuracy=reference_accuracy,
+        accuracy_floor=accuracy_floor,
+        nfr_ceiling=nfr_ceiling,
+    )
 
 
 def promotion_blocker(model: ModelVersion) -> str | None:

@@ -10,7 +10,7 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from contracts.flips import FlipSummary
+from contracts.flips import FlipSummary, LedgerRow
 from contracts.jobs import Gate, RegisteredModel, SweepResult
 from db.base import rows_changed, utcnow
 from db.errors import Conflict
@@ -32,7 +32,7 @@ def complete_job(
     job_id: int,
     model: RegisteredModel,
     report: FlipSummary | None,
-    ledger: list[dict] | None,
+    ledger: list[LedgerRow] | None,
     images_uri: str | None,
     reference_report: FlipSummary | None,
     reference_model_id: int | None = None,
@@ -73,7 +73,7 @@ class _Result(TypedDict):
 
     model: RegisteredModel
     report: FlipSummary | None
-    ledger: list[dict] | None
+    ledger: list[LedgerRow] | None
     images_uri: str | None
     reference_report: FlipSummary | None
     reference_model_id: int | None
@@ -113,7 +113,7 @@ def _register_result(
     job: UpdateJob,
     model: RegisteredModel,
     report: FlipSummary | None,
-    ledger: list[dict] | None,
+    ledger: list[LedgerRow] | None,
     images_uri: str | None,
     reference_report: FlipSummary | None,
     reference_model_id: int | None,
@@ -153,7 +153,7 @@ def _register_result(
         )
 
     if sweep is not None:
-        winner = sweep.choice["winner"]
+        winner = sweep.choice.winner
         for candidate in sweep.candidates:
             session.add(
                 UpdateCandidate(
@@ -166,11 +166,11 @@ def _register_result(
                     chosen=candidate.index == winner,
                 )
             )
-        job.choice = {**sweep.choice, "reference_validation": dict(sweep.reference_validation)}
+        job.choice = {**sweep.choice.to_dict(), "reference_validation": dict(sweep.reference_validation)}
 
     gate = Gate(**(job.gate or {}))  # the job row keeps its gate as JSON
     verdict = evaluate_gate(gate, report, reference_report)
-    version.gate_verdict = verdict
+    version.gate_verdict = dict(verdict)  # stored as JSON
     if not verdict["passed"]:
         version.status = ModelStatus.REJECTED
     elif gate.auto_promote:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from contracts.flips import FlipSummary
+from contracts.flips import FlipSummary, Headline
 from contracts.methods import UpdateMethod
 from mpt.artifacts import LoadedModel
 from mpt.flips import headline
@@ -82,7 +82,7 @@ def _run_policy_sweep(study: Study, seed: int, base: LoadedModel, runs: list[dic
     outcome, timing = timed_sweep(study, label=f"policy-s{seed}", base=base, seed=seed)
     trials = outcome.trials
 
-    def row(label: str, report: FlipSummary | None, validation: dict, bias: float | None, **extra: object) -> dict:
+    def row(label: str, report: FlipSummary | None, validation: Headline, bias: float | None, **extra: object) -> dict:
         assert report is not None  # evaluate_all: every trial has its evaluation report
         return {
             "kind": "policy",

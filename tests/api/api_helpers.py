@@ -9,7 +9,7 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from contracts.architectures import expected_tensors
-from contracts.flips import FlipSummary
+from contracts.flips import FlipSummary, LedgerRow
 from contracts.jobs import Gate, JobRequest, RegisteredModel
 from db.datasets.models import DatasetFormat
 from db.datasets.service import create_dataset, mark_dataset_ready
@@ -139,7 +139,7 @@ def summary(negative_old):
     return FlipSummary.from_dict(figures)
 
 
-LEDGER = [
+LEDGER: list[LedgerRow] = [
     {
         "sample_index": 4,
         "label": 0,

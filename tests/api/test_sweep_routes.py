@@ -110,7 +110,7 @@ def finished_sweep(client, session, tmp_path) -> tuple[int, int]:
                 )
                 for i, (label, b, (accuracy, nfr)) in enumerate(zip(labels, job.sweep["bias"], FIGURES, strict=True))
             ),
-            choice=choice.to_dict(),
+            choice=choice,
             reference_validation={"accuracy": REFERENCE[0], "nfr_old_classes": REFERENCE[1]},
         ),
     )

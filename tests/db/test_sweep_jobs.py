@@ -75,7 +75,7 @@ def sweep_result(figures: list[tuple[float, float]], reference: tuple[float, flo
     )
     return SweepResult(
         candidates=candidates,
-        choice=choice.to_dict(),
+        choice=choice,
         reference_validation={"accuracy": reference[0], "nfr_old_classes": reference[1]},
     )
 
@@ -84,7 +84,7 @@ def test_completion_stores_every_candidate_and_registers_the_winner_alone(sessio
     job, base = queue_update(session, method_params={})
     claim_job(session, job_id=job.id, worker_id="w1", heartbeat_timeout_s=60)
     result = sweep_result([(0.81, 0.05), (0.80, 0.02), (0.797, 0.01), (0.78, 0.005)], reference=(0.80, 0.04))
-    assert result.choice["winner"] == 2
+    assert result.choice.winner == 2
     version = complete_job(
         session,
         job_id=job.id,
