@@ -1,6 +1,6 @@
 """Submissions are refused at the door, naming the field, instead of failing later in a worker:
-ids and numbers are strict (true is not 1), the architecture must be one the engine builds,
-normalisation must be positive and fit the data; Idempotency-Keys belong to their token."""
+ids and numbers are strict (true is not 1, in /updates and /comparisons), the architecture must
+be one the engine builds, normalisation must be positive and fit the data; Idempotency-Keys belong to their token."""
 
 from __future__ import annotations
 
@@ -52,6 +52,20 @@ def test_whole_floats_still_count_as_floats(client, base, dataset):
 
 def test_promotion_flags_are_strict(client, base):
     assert_error(client.post(f"/models/{base['id']}/promote", json={"force": 1, "reason": "x"}), 422, ["body", "force"])
+
+
+@pytest.mark.parametrize(
+    "body, loc",
+    [
+        ({"model_id": True, "baseline_model_id": "1"}, ["body", "model_id"]),
+        ({"model_id": "1", "baseline_model_id": 2}, ["body", "model_id"]),
+        ({"model_id": 1.0, "baseline_model_id": 2}, ["body", "model_id"]),
+        ({"model_id": 2, "baseline_model_id": "1"}, ["body", "baseline_model_id"]),
+    ],
+)
+def test_comparison_ids_are_strict(client, base, body, loc):
+    # A lax id would read as model 1 (`base`) and answer 404 for the missing other one.
+    assert_error(client.post("/comparisons", json=body), 422, loc)
 
 
 def test_an_unknown_architecture_is_refused_at_submit(client, settings, dataset):
