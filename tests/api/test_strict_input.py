@@ -96,6 +96,20 @@ def test_normalisation_is_refused_at_submit(client, settings, base, dataset, rec
     assert client.get("/updates").json()["total"] == 0 and queued(settings) == 0
 
 
+def test_an_update_keeps_its_base_models_image_size(client, settings, base, dataset, tmp_path):
+    # The worker would refuse it (mpt/update.py): the size is read from the base's model file.
+    body = {"base_model_id": base["id"], "dataset_id": dataset.id, "recipe": {"image_size": 64}}
+    response = client.post("/updates", json=body)
+    assert_error(response, 422, ["body", "recipe", "image_size"], "an update keeps its base model's image size, 28 px")
+    assert client.get("/updates").json()["total"] == 0 and queued(settings) == 0
+    wide = upload(client, model_file(tmp_path / "wide.safetensors", metadata={"flipguard.image_size": "[28, 32]"}),
+                  family="wide").json()  # fmt: skip
+    body = {"base_model_id": wide["id"], "dataset_id": dataset.id, "recipe": {"image_size": 28}}
+    assert_error(client.post("/updates", json=body), 422, ["body", "recipe", "image_size"], "image size, 28x32 px")
+    same = {"base_model_id": base["id"], "dataset_id": dataset.id, "recipe": {"image_size": 28}}
+    assert client.post("/updates", json=same).status_code == 202
+
+
 def test_idempotency_keys_are_scoped_to_their_token(app, client, make_token, base, dataset):
     body = {"base_model_id": base["id"], "dataset_id": dataset.id}
     key = {"Idempotency-Key": "nightly-2026-11-27"}
