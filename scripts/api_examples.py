@@ -39,20 +39,24 @@ client CLI, `python -m api.cli`, covers every route below (see the README).
 | `POST /models/{id}/promote` | admin | gated promotion; `force` needs a `reason`, which is recorded, as is who promoted (`promoted_by`: the token's id and name; `flipguard (automatic)` for a family's first version and `auto_promote`) |
 | `POST /updates`, `GET /updates`, `GET /updates/{id}`, `POST /updates/{id}/cancel` | submit / read | schedule (202; `Idempotency-Key` honoured; `sweep` and `selection` train candidates side by side and register one, by default b in {0, 1, 2, 4} for an MPT method without `method_params.bias`), follow (a sweep's candidates and choice), cancel |
 | `GET /updates/{id}/reference/weights` | read | the independent reference the job trained or reused (`reference_id`: an entry of the reference cache, not a model id) |
-| `GET /models/{id}/flips`, `GET /models/{id}/flips/{sample}/image` | read | the regression report against the predecessor or `?against=` any other version (a pair no job evaluated: 202 while a worker computes it), paginated flips, `?format=csv`; a flipped sample's image |
-| `POST /comparisons`, `GET /comparisons/{id}` | submit / read | the report of any two versions, computed once by a light worker (POST also retries a failed one) |
+| `GET /models/{id}/flips`, `GET /models/{id}/flips/{sample}/image` | read | the regression report against the predecessor or `?against=` another version (a pair no job evaluated: 202 while a worker computes it, within the limits of `POST /comparisons`), paginated flips, `?format=csv`; a flipped sample's image |
+| `POST /comparisons`, `GET /comparisons/{id}` | submit / read | the report of two versions whose classes nest, one of them trained by an update job here (its evaluation split serves both), computed once by a light worker (POST also retries a failed one) |
 | `GET /health`, `GET /metrics` | none / read | database, broker and workers (503 if no training worker); metrics |
 | `/dashboard` | read (cookie from `/dashboard/login`) | the MLOps dashboard |
 
-**Comparing any two versions.** An update job stores the report of its version against its
-base. `GET /models/{id}/flips?against=OTHER` for any other pair queues a light worker (task
+**Comparing two versions.** An update job stores the report of its version against its
+base. `GET /models/{id}/flips?against=OTHER` for another pair queues a light worker (task
 `flipguard.compare_models`, `light` queue): it evaluates both versions on the evaluation split
 of the newer version's update job (the older one's when the newer was uploaded) and stores the
 report, its ledger and the flipped samples' images. Until then the answer is `202 Accepted` with
 the comparison and `Location: /comparisons/{id}`. One row per ordered pair: the report is
-computed once and every later request reads it. Both versions' classes must lie within that
-split's classes (two versions of one family do whenever one's classes include the other's, as an
-update keeps every class of its base); another pair is refused at once with a 422. A failed
+computed once and every later request reads it. Not every pair can be compared; two limits hold,
+and a pair outside them is refused at once with a 422: (1) at least one of the two versions was
+trained by an update job here, since only such a job has an evaluation split (two uploaded
+versions cannot be compared, as neither has one); (2) the classes nest: the other version's
+classes lie within the classes of the version whose split is used (two versions of one family
+do whenever one's classes include the other's, as an update keeps every class of its base;
+when the newer version was trained here, its classes must include the older one's). A failed
 computation reads as a 409 with its reason; `POST /comparisons` queues it again. A pending
 comparison whose message was lost (a broker restarted without persistence) is sent again by the
 workers' reconciler once it has waited a reconcile interval (`FLIPGUARD_RECONCILE_INTERVAL_S`,

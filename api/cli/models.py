@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TransferSpeedColumn,
-)
 
-from api.cli.client import ApiFailure, Session, fail, run, session
+from api.cli.client import run, session
+from api.cli.downloads import download
 from api.cli.options import ModelStatusChoice
-from api.cli.output import emit_json, err, facts, optional, out, percent, ratio, table, when
+from api.cli.output import emit_json, facts, optional, out, percent, ratio, table, when
 from contracts.jobs import GateVerdict
 
 models_app = typer.Typer(help="Model versions: list, show, upload, download, promote, lineage.", no_args_is_help=True)
@@ -155,35 +148,6 @@ def models_upload(
         )
 
     run(act, {("body", "file"): "PATH", ("body", "family"): "--family"})
-
-
-def download(api: Session, path: str, target: Path, *, what: str) -> str:
-    """Stream a file to `target` with a progress bar; returns its sha256 (checked against the
-    server's X-Checksum-Sha256)."""
-    digest = hashlib.sha256()
-    partial = target.with_name(target.name + ".partial")
-    with api.client.stream("GET", path) as response:
-        if response.is_error:
-            response.read()
-            try:
-                details = [d for d in response.json().get("detail", []) if isinstance(d, dict)]
-            except (ValueError, AttributeError):
-                details = []
-            raise ApiFailure(response.status_code, details, response.text)
-        total = int(response.headers.get("content-length", 0)) or None
-        columns = [TextColumn(what), BarColumn(), DownloadColumn(), TransferSpeedColumn()]
-        with Progress(*columns, console=err, transient=not err.is_terminal) as progress, open(partial, "wb") as handle:
-            task = progress.add_task(what, total=total)
-            for chunk in response.iter_bytes(1 << 16):
-                handle.write(chunk)
-                digest.update(chunk)
-                progress.advance(task, len(chunk))
-        expected = response.headers.get("x-checksum-sha256")
-    if expected and expected != digest.hexdigest():
-        partial.unlink(missing_ok=True)
-        fail(f"the download's sha256 {digest.hexdigest()} differs from the server's {expected}")
-    partial.replace(target)
-    return digest.hexdigest()
 
 
 @models_app.command("download")

@@ -1,20 +1,24 @@
-"""`updates submit | list | show | cancel | watch`."""
+"""`updates submit | list | show | cancel | watch | reference`."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from api.cli.client import EXIT_CODES_HELP, run, session
+from api.cli.downloads import download
 from api.cli.jobs import finish_job, job_line, parse_sweep, print_candidates, watch_job
 from api.cli.options import Architecture, JobStatusChoice, Method, parse_assignments, split_classes
 from api.cli.output import emit_json, facts, out, percent, table, when
 from contracts.methods import UpdateMethod
 
 updates_app = typer.Typer(
-    help="Update jobs: submit, list, show, cancel, watch.", epilog=EXIT_CODES_HELP, no_args_is_help=True
+    help="Update jobs: submit, list, show, cancel, watch, download a reference.",
+    epilog=EXIT_CODES_HELP,
+    no_args_is_help=True,
 )
 
 
@@ -266,5 +270,24 @@ def updates_watch(
     def act() -> None:
         api = session()
         finish_job(api, watch_job(api, job_id, interval=interval))
+
+    run(act, JOB_ID)
+
+
+@updates_app.command("reference")
+def updates_reference(
+    job_id: Annotated[int, typer.Argument(help="update job id", min=0)],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="file to write", show_default="job-JOB_ID-reference.safetensors"),
+    ] = None,
+) -> None:
+    """Download the independent reference a job trained or reused (safetensors, sha256 checked)."""
+
+    def act() -> None:
+        api = session()
+        target = output or Path(f"job-{job_id}-reference.safetensors")
+        sha256 = download(api, f"/updates/{job_id}/reference/weights", target, what=f"reference of job {job_id}")
+        out.print(f"wrote {target} (sha256 {sha256})")
 
     run(act, JOB_ID)

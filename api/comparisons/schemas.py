@@ -6,15 +6,15 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas import OrmModel, RowId
+from api.schemas import OrmModel, StrictRowId
 from db.comparisons.models import ComparisonStatus
 
 
 class ComparisonCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model_id: RowId = Field(description="the model whose flips are counted", examples=[2])
-    baseline_model_id: RowId = Field(description="the model it is compared against", examples=[3])
+    model_id: StrictRowId = Field(description="the model whose flips are counted", examples=[2])
+    baseline_model_id: StrictRowId = Field(description="the model it is compared against", examples=[3])
 
 
 class ComparisonOut(OrmModel):

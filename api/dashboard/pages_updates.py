@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from api.dashboard.charts import ScatterPoint, Series, line_chart, percent, scatter_chart
 from api.dashboard.site import render_page, router
-from api.deps import QueueDep, SessionDep, SubmitToken
+from api.deps import QueueDep, SessionDep, SettingsDep, SubmitToken
 from api.errors import service_error_response
 from api.schemas import RowId
 from api.updates.schemas import UpdateCreate
@@ -247,7 +247,7 @@ def update_form(
 
 @router.post("/updates/new", response_class=HTMLResponse)
 async def submit_update_form(
-    request: Request, session: SessionDep, queue: QueueDep, token: SubmitToken
+    request: Request, session: SessionDep, queue: QueueDep, settings: SettingsDep, token: SubmitToken
 ) -> Response:  # the form again with its errors (HTMLResponse), or a RedirectResponse to the job
     """Validate the form exactly as POST /updates does; errors are shown next to their fields."""
     async with request.form(max_files=0, max_fields=40) as form:
@@ -261,7 +261,7 @@ async def submit_update_form(
     if errors:
         return _update_form(request, session, values=values, errors=errors, status_code=422)
     try:
-        job, _ = submit_update(session, queue, body, token=token)
+        job, _ = submit_update(session, queue, body, settings=settings, token=token)
     except ServiceError as error:
         session.rollback()
         status = service_error_response(error).status_code

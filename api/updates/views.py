@@ -12,14 +12,18 @@ from sqlalchemy.orm import Session
 
 from api.deps import READ, SUBMIT, PaginationDep, QueueDep, SessionDep, SettingsDep, SubmitToken
 from api.errors import ApiError, error_responses
+from api.model_files import read_safetensors_header
 from api.queue import TaskQueue
 from api.schemas import Page, RowId
 from api.storage import checked_weights_response
 from api.updates.schemas import UpdateCreate, UpdateDetail, UpdateOut
+from contracts.model_file import MetadataKey
 from db.datasets.models import Dataset
-from db.errors import InvalidInput
+from db.errors import InvalidInput, ServiceError
+from db.model_versions.models import ModelVersion
 from db.pagination import Page as RowPage
 from db.references.models import ReferenceModel
+from db.settings import Settings
 from db.tokens.models import ApiToken
 from db.updates.models import JobStatus, UpdateJob
 from db.updates.submission import create_job, get_job, list_candidates, list_events, list_jobs, request_cancel
@@ -56,6 +60,35 @@ def check_normalisation_fits(session: Session, body: UpdateCreate) -> None:
         )
 
 
+def base_image_size(settings: Settings, base: ModelVersion) -> tuple[int, ...] | None:
+    """The base model's input size [H, W] from its file's metadata (the database does not store
+    it), or None when the file cannot be read: the worker then names the problem."""
+    try:
+        header = read_safetensors_header(settings.artifact_path(base.artifact_uri), loc=())
+        size = tuple(int(side) for side in json.loads(header.metadata[MetadataKey.IMAGE_SIZE]))
+    except (OSError, ServiceError, KeyError, ValueError, TypeError, RecursionError):
+        return None
+    return size if len(size) == 2 else None
+
+
+def check_image_size_kept(session: Session, settings: Settings, body: UpdateCreate) -> None:
+    """An update keeps its base model's input size (docs/ARCHITECTURE.md, "Images"): a recipe's
+    other image_size is refused here rather than by the worker."""
+    wanted = body.recipe.image_size
+    base = session.get(ModelVersion, body.base_model_id) if body.base_model_id is not None else None
+    if wanted is None or base is None:
+        return  # create_job names a missing base model
+    size = base_image_size(settings, base)
+    if size is None or size == (wanted, wanted):
+        return
+    shown = f"{size[0]}" if size[0] == size[1] else f"{size[0]}x{size[1]}"
+    raise InvalidInput(
+        f"an update keeps its base model's image size, {shown} px (model {base.id}); "
+        f"recipe.image_size asks for {wanted}: leave it out",
+        loc=("body", "recipe", "image_size"),
+    )
+
+
 @router.post(
     "",
     status_code=202,
@@ -70,6 +103,7 @@ def submit(
     response: Response,
     session: SessionDep,
     queue: QueueDep,
+    settings: SettingsDep,
     token: SubmitToken,
     idempotency_key: Annotated[
         str | None,
@@ -82,7 +116,7 @@ def submit(
     ] = None,
 ) -> UpdateJob:
     """Schedule a compatible retrain of a deployed model (or a first version from scratch)."""
-    job, created = submit_update(session, queue, body, token=token, idempotency_key=idempotency_key)
+    job, created = submit_update(session, queue, body, settings=settings, token=token, idempotency_key=idempotency_key)
     if not created:
         response.status_code = 200
     return job
@@ -93,11 +127,13 @@ def submit_update(
     queue: TaskQueue,
     body: UpdateCreate,
     *,
+    settings: Settings,
     token: ApiToken | None,
     idempotency_key: str | None = None,
 ) -> tuple[UpdateJob, bool]:
     """Validate and queue an update (the REST route and the dashboard's form both call this)."""
     check_normalisation_fits(session, body)
+    check_image_size_kept(session, settings, body)
     job, created = create_job(
         session,
         request=body.to_job_request(),

@@ -125,7 +125,11 @@ def test_pairs_that_cannot_be_compared_are_refused_at_once(client, updated, sett
     assert compare_messages(settings) == []
 
 
-def test_reference_weights_of_a_job(client, updated, session, settings):
+def test_reference_weights_of_a_job(client, updated, session, settings, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from api.cli import client as cli_client
+    from api.cli.app import app as cli_app
     from api.storage import file_sha256
     from db.references.service import add_reference
     from db.updates.models import UpdateJob
@@ -134,6 +138,11 @@ def test_reference_weights_of_a_job(client, updated, session, settings):
     job = client.get(f"/updates/{v2.job_id}").json()
     assert job["reference_id"] is None and job["reference_weights_url"] is None
     assert_error(client.get(f"/updates/{v2.job_id}/reference/weights"), 404, ["path", "job_id"], "no independent")
+    monkeypatch.setattr(cli_client, "make_client", lambda url, token: client)
+    runner = CliRunner()
+    target = tmp_path / "reference.safetensors"
+    missing = runner.invoke(cli_app, ["updates", "reference", str(v2.job_id), "-o", str(target)])
+    assert missing.exit_code == 1 and not target.exists()
     path = settings.artifact_path("references/key.safetensors")
     path.parent.mkdir(parents=True, exist_ok=True)
     model_file(path, classes=CLASSES)
@@ -149,6 +158,10 @@ def test_reference_weights_of_a_job(client, updated, session, settings):
     weights = client.get(job["reference_weights_url"])
     assert weights.status_code == 200 and weights.content == path.read_bytes()
     assert weights.headers["x-checksum-sha256"] == reference.sha256
+    # `updates reference` writes the same file (sha256 checked), as `models download` does.
+    written = runner.invoke(cli_app, ["updates", "reference", str(v2.job_id), "-o", str(target)])
+    assert written.exit_code == 0, written.output
+    assert target.read_bytes() == path.read_bytes() and reference.sha256 in written.output
 
 
 def test_dataset_samples(client, session, settings):

@@ -1,5 +1,6 @@
 """Bounded request bodies and lists, linear validation, and the API's JSON error body for every
-malformed input (NaN and Infinity, deep nesting, a corrupt stored file): nothing stored changes."""
+malformed input (NaN and Infinity, deep nesting, a corrupt stored file), model files naming too
+many classes: nothing stored changes."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from api_helpers import assert_error, broker_messages, model_file, ready_dataset
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from contracts.limits import MAX_CLASSES
+from contracts.limits import MAX_CLASS_NAME_CHARS, MAX_CLASSES
 from db.updates import submission
 
 LIMIT = 4096
@@ -178,3 +179,15 @@ def test_start_up_removes_orphaned_partial_uploads_only(settings):
         fcntl.flock(live, fcntl.LOCK_EX)  # another process is writing this one
         create_app(settings)
         assert sorted(path.name for path in folder.iterdir()) == ["kept.safetensors", "live.partial"]
+
+
+def test_a_model_files_class_list_is_capped(client, settings, tmp_path):
+    # Checked from the header before the tensors (api/storage.py): the head here has three rows.
+    too_many = [f"c{i}" for i in range(MAX_CLASSES + 1)]
+    response = upload(client, model_file(tmp_path / "many.safetensors", classes=too_many, outputs=3))
+    assert_error(response, 422, ["body", "file"], f"flipguard.classes may name at most {MAX_CLASSES} classes")
+    long_name = ["sandal", "x" * (MAX_CLASS_NAME_CHARS + 1)]
+    response = upload(client, model_file(tmp_path / "long.safetensors", classes=long_name))
+    assert_error(response, 422, ["body", "file"], f"of at most {MAX_CLASS_NAME_CHARS} characters")
+    assert client.get("/models").json()["total"] == 0
+    assert not list((settings.artifact_root / "models").glob("*"))

@@ -1,6 +1,6 @@
 """Submissions are refused at the door, naming the field, instead of failing later in a worker:
-ids and numbers are strict (true is not 1), the architecture must be one the engine builds,
-normalisation must be positive and fit the data; Idempotency-Keys belong to their token."""
+ids and numbers are strict (true is not 1, in /updates and /comparisons), the architecture must
+be one the engine builds, normalisation must be positive and fit the data; Idempotency-Keys belong to their token."""
 
 from __future__ import annotations
 
@@ -54,6 +54,20 @@ def test_promotion_flags_are_strict(client, base):
     assert_error(client.post(f"/models/{base['id']}/promote", json={"force": 1, "reason": "x"}), 422, ["body", "force"])
 
 
+@pytest.mark.parametrize(
+    "body, loc",
+    [
+        ({"model_id": True, "baseline_model_id": "1"}, ["body", "model_id"]),
+        ({"model_id": "1", "baseline_model_id": 2}, ["body", "model_id"]),
+        ({"model_id": 1.0, "baseline_model_id": 2}, ["body", "model_id"]),
+        ({"model_id": 2, "baseline_model_id": "1"}, ["body", "baseline_model_id"]),
+    ],
+)
+def test_comparison_ids_are_strict(client, base, body, loc):
+    # A lax id would read as model 1 (`base`) and answer 404 for the missing other one.
+    assert_error(client.post("/comparisons", json=body), 422, loc)
+
+
 def test_an_unknown_architecture_is_refused_at_submit(client, settings, dataset):
     body = {"family": "new", "architecture": "alexnet", "dataset_id": dataset.id, "method": "independent"}
     response = client.post("/updates", json=body)
@@ -80,6 +94,20 @@ def test_normalisation_is_refused_at_submit(client, settings, base, dataset, rec
     body = {"base_model_id": base["id"], "dataset_id": dataset.id, "recipe": recipe}
     assert_error(client.post("/updates", json=body), 422, loc, message)
     assert client.get("/updates").json()["total"] == 0 and queued(settings) == 0
+
+
+def test_an_update_keeps_its_base_models_image_size(client, settings, base, dataset, tmp_path):
+    # The worker would refuse it (mpt/update.py): the size is read from the base's model file.
+    body = {"base_model_id": base["id"], "dataset_id": dataset.id, "recipe": {"image_size": 64}}
+    response = client.post("/updates", json=body)
+    assert_error(response, 422, ["body", "recipe", "image_size"], "an update keeps its base model's image size, 28 px")
+    assert client.get("/updates").json()["total"] == 0 and queued(settings) == 0
+    wide = upload(client, model_file(tmp_path / "wide.safetensors", metadata={"flipguard.image_size": "[28, 32]"}),
+                  family="wide").json()  # fmt: skip
+    body = {"base_model_id": wide["id"], "dataset_id": dataset.id, "recipe": {"image_size": 28}}
+    assert_error(client.post("/updates", json=body), 422, ["body", "recipe", "image_size"], "image size, 28x32 px")
+    same = {"base_model_id": base["id"], "dataset_id": dataset.id, "recipe": {"image_size": 28}}
+    assert client.post("/updates", json=same).status_code == 202
 
 
 def test_idempotency_keys_are_scoped_to_their_token(app, client, make_token, base, dataset):
