@@ -25,10 +25,11 @@ test: setup services lint
 	.venv/bin/python -m pytest
 
 # Mutation testing of the core modules against the fast tests that cover them (SQLite only):
-# the losses, the flip metrics, the gate, the job lifecycle and the class map of mpt/data.py.
+# the losses, the flip metrics and report figures, the gate, the job lifecycle and the class map of
+# mpt/data.py.
 # Configured in pyproject.toml's [tool.mutmut]; 6 to 13 minutes on 2 shared cores. docs/MUTATION.md
 # keeps the last result and why each survivor stays.
-MUTANTS = 'mpt.losses.*' 'mpt.flips.*' 'db.model_versions.gate.*' 'db.updates.lifecycle.*' \
+MUTANTS = 'mpt.losses.*' 'mpt.flips.*' 'contracts.flips.*' 'db.model_versions.gate.*' 'db.updates.lifecycle.*' \
 	'mpt.data.x_build_class_map__mutmut_*' 'mpt.data.xǁClassMapǁ*'
 
 mutation: setup
