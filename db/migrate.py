@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
@@ -29,8 +30,10 @@ def downgrade(database_url: str, revision: str = "base") -> None:
     command.downgrade(alembic_config(database_url), revision)
 
 
+@cache
 def head_revision() -> str:
-    """The revision the code's migrations end at (what a migrated database reports)."""
+    """The revision the code's migrations end at (what a migrated database reports); read from
+    the migration scripts once per process (the app factory and /health's example both ask)."""
     from alembic.script import ScriptDirectory
 
     head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
