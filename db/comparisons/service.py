@@ -222,6 +222,12 @@ def complete_comparison(
     """Store the report and its ledger and mark the comparison done, in one transaction; None
     (nothing stored) when another delivery claimed it since `attempt`."""
     comparison = get_comparison(session, comparison_id=comparison_id, loc=("comparison_id",))
+    # The claim is checked first, so a stale delivery writes no ledger rows only to roll them back.
+    if not _settle(
+        session, comparison_id=comparison_id, attempt=attempt, status=ComparisonStatus.SUCCEEDED, error=None
+    ):
+        session.rollback()
+        return None
     report = add_report(
         session,
         model_id=comparison.model_id,
@@ -231,17 +237,7 @@ def complete_comparison(
         images_uri=images_uri,
         ledger=ledger,
     )
-    settled = _settle(
-        session,
-        comparison_id=comparison_id,
-        attempt=attempt,
-        status=ComparisonStatus.SUCCEEDED,
-        report_id=report.id,
-        error=None,
-    )
-    if not settled:
-        session.rollback()
-        return None
+    comparison.report_id = report.id
     session.commit()
     return report
 
