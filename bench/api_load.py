@@ -21,7 +21,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -41,11 +40,12 @@ from db.base import make_engine, make_session_factory
 from db.datasets.models import DatasetFormat
 from db.datasets.service import create_dataset, mark_dataset_ready
 from db.model_versions.service import register_uploaded_model
+from db.settings import Settings
 from db.updates.completion import complete_job
 from db.updates.lifecycle import claim_job
 from db.updates.submission import create_job
-from db.workers.service import record_heartbeat, remove_worker
 from scripts.stack import Stack
+from worker.liveness import Liveness
 
 CLASSES = [f"class{i}" for i in range(10)]
 K_OLD = 5
@@ -188,28 +188,21 @@ def seed(database_url: str, *, ledger_rows: int) -> tuple[int, int]:
 
 
 @contextmanager
-def training_worker_heartbeat(database_url: str, *, every_s: float = 5.0) -> Iterator[None]:
-    """Heartbeats of a (pretend) training worker while the load runs: without a live one /health
-    answers 503 (docs/ARCHITECTURE.md, "Limits and guards"), and the baseline is a healthy stack."""
+def training_worker_heartbeat(database_url: str) -> Iterator[None]:
+    """A (pretend) training worker's heartbeats while the load runs, by the workers' own
+    `Liveness`: without a live one /health answers 503 (docs/ARCHITECTURE.md, "Limits and
+    guards"), and the baseline is a healthy stack."""
     engine = make_engine(database_url)
-    stop = threading.Event()
-
-    def beat() -> None:
-        while True:
-            with make_session_factory(engine)() as session:
-                record_heartbeat(session, name="bench-worker", queues=[TRAINING_QUEUE])
-            if stop.wait(every_s):
-                return
-
-    beater = threading.Thread(target=beat, daemon=True)
-    beater.start()
+    liveness = Liveness(
+        name="bench-worker",
+        queues=[TRAINING_QUEUE],
+        settings=Settings(database_url=database_url),
+        session_factory=make_session_factory(engine),
+    ).start()
     try:
         yield
     finally:
-        stop.set()
-        beater.join()
-        with make_session_factory(engine)() as session:
-            remove_worker(session, name="bench-worker")
+        liveness.stop()
         engine.dispose()
 
 
