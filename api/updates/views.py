@@ -12,12 +12,10 @@ from sqlalchemy.orm import Session
 
 from api.deps import READ, SUBMIT, PaginationDep, QueueDep, SessionDep, SettingsDep, SubmitToken
 from api.errors import ApiError, error_responses
-from api.model_files import read_safetensors_header
 from api.queue import TaskQueue
 from api.schemas import Page, RowId
-from api.storage import checked_weights_response
+from api.storage import checked_weights_response, read_model_metadata
 from api.updates.schemas import UpdateCreate, UpdateDetail, UpdateOut
-from contracts.model_file import MetadataKey
 from db.datasets.models import Dataset
 from db.errors import InvalidInput, ServiceError
 from db.model_versions.models import ModelVersion
@@ -64,11 +62,9 @@ def base_image_size(settings: Settings, base: ModelVersion) -> tuple[int, ...] |
     """The base model's input size [H, W] from its file's metadata (the database does not store
     it), or None when the file cannot be read: the worker then names the problem."""
     try:
-        header = read_safetensors_header(settings.artifact_path(base.artifact_uri), loc=())
-        size = tuple(int(side) for side in json.loads(header.metadata[MetadataKey.IMAGE_SIZE]))
-    except (OSError, ServiceError, KeyError, ValueError, TypeError, RecursionError):
+        return tuple(read_model_metadata(settings.artifact_path(base.artifact_uri), loc=()).image_size)
+    except (OSError, ServiceError):
         return None
-    return size if len(size) == 2 else None
 
 
 def check_image_size_kept(session: Session, settings: Settings, body: UpdateCreate) -> None:
