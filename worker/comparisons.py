@@ -23,7 +23,7 @@ from mpt.data import DataError, thumbnails
 from mpt.formats import open_dataset
 from mpt.recipe import Recipe
 from mpt.train import resolve_device
-from worker.runtime import artifact_path, session_factory, settings, with_db_retries
+from worker.runtime import artifact_path, given_up, session_factory, settings, with_db_retries
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +39,13 @@ def execute_comparison(*, comparison_id: int) -> str:
         attempt = comparison.attempts
         if attempt > settings().max_comparison_attempts:
             # Every earlier claim ended without a result: its worker died or hung.
-            reason = (
-                f"given up after {attempt - 1} runs that each ended without a result (the worker died "
-                f"or hung; FLIPGUARD_MAX_COMPARISON_ATTEMPTS={settings().max_comparison_attempts}); ask again to retry"
+            reason = given_up(
+                runs=attempt - 1,
+                cause="the worker died or hung",
+                setting="FLIPGUARD_MAX_COMPARISON_ATTEMPTS",
+                limit=settings().max_comparison_attempts,
             )
+            reason += "; ask again to retry"
             with_db_retries(lambda s: fail_comparison(s, comparison_id=comparison_id, attempt=attempt, error=reason))
             return f"failed: {reason}"
         model_row = get_model(session, model_id=comparison.model_id)

@@ -40,7 +40,7 @@ from mpt.reference import Progress, ReferenceStore
 from mpt.sweep import SweepOutcome, run_sweep
 from mpt.train import Callbacks, NonFiniteLoss, TrainingCancelled
 from mpt.update import UpdateOutcome, run_update
-from worker.runtime import artifact_path, data_limits, session_factory, settings, with_db_retries
+from worker.runtime import artifact_path, data_limits, given_up, session_factory, settings, with_db_retries
 
 log = logging.getLogger(__name__)
 
@@ -181,9 +181,11 @@ def execute_update(*, job_id: int) -> str:
             return "dropped: another live worker holds it, or it has finished"
         if job.attempts > settings().max_job_attempts:
             # Every earlier claim ended without a result: its worker died or stopped heartbeating.
-            reason = (
-                f"given up after {job.attempts - 1} runs that each ended without a result (the worker "
-                f"died or stopped heartbeating; FLIPGUARD_MAX_JOB_ATTEMPTS={settings().max_job_attempts})"
+            reason = given_up(
+                runs=job.attempts - 1,
+                cause="the worker died or stopped heartbeating",
+                setting="FLIPGUARD_MAX_JOB_ATTEMPTS",
+                limit=settings().max_job_attempts,
             )
             with_db_retries(lambda s: fail_job(s, job_id=job_id, error=reason))
             return f"failed: {reason}"

@@ -58,3 +58,8 @@ def with_db_retries(write: Callable[[Session], T], *, attempts: int = 30, delay_
             log.warning("database unreachable, retrying in %.0f s (%d/%d)", delay_s, attempt, attempts)
             time.sleep(delay_s)
     raise ValueError(f"with_db_retries needs at least one attempt, got {attempts}")
+
+
+def given_up(*, runs: int, cause: str, setting: str, limit: int) -> str:
+    """Why a row is failed unread once every earlier claim of it ended without a result."""
+    return f"given up after {runs} runs that each ended without a result ({cause}; {setting}={limit})"
