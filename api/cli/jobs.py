@@ -79,8 +79,15 @@ def watch_job(api: Session, job_id: int, *, interval: float) -> dict:
     """Follow a job to its end: Rich progress on a terminal, one line per change otherwise."""
     if not out.is_terminal:
         shown = None
+        phases_shown: set[str] = set()
         while True:
             job = api.json("GET", f"/updates/{job_id}")
+            # A phase shorter than the poll interval left only its epoch events: named once each.
+            for phase in dict.fromkeys(event["phase"] for event in job.get("events") or []):
+                if phase not in phases_shown and phase != job.get("phase"):
+                    out.print(f"job {job_id}: running · {phase}")
+                    phases_shown.add(phase)
+            phases_shown.add(job.get("phase") or job["status"])
             line = job_line(job)
             if line != shown:
                 out.print(f"job {job_id}: {line}")

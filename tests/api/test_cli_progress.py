@@ -8,7 +8,7 @@ import io
 from rich.console import Console
 from rich.progress import Progress
 
-from api.cli.jobs import JobProgress, job_line
+from api.cli.jobs import JobProgress, job_line, watch_job
 from api.cli.options import split_classes
 
 
@@ -45,3 +45,30 @@ def test_job_line_says_the_phase_once():
 
 def test_class_names_are_stripped():
     assert split_classes("Shirt, Bag ,Coat") == ["Shirt", "Bag", "Coat"]
+
+
+def test_a_phase_shorter_than_the_poll_interval_is_still_named(monkeypatch, capsys):
+    # Two polls: the reference epoch, then the finished job; the training phase ran in between.
+    polls = iter(
+        [
+            job("running", "reference", 0.5, epoch=1) | {"events": []},
+            job("evaluating", "evaluating")
+            | {"events": [{"phase": "reference", "epoch": 1}, {"phase": "training", "epoch": 1}]},
+            job("succeeded", "done", 1.0)
+            | {"events": [{"phase": "reference", "epoch": 1}, {"phase": "training", "epoch": 1}]},
+        ]
+    )
+
+    class Api:
+        def json(self, method: str, path: str) -> dict:
+            return next(polls)
+
+    monkeypatch.setattr("api.cli.jobs.time.sleep", lambda seconds: None)
+    watch_job(Api(), 7, interval=0.5)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "job 7: running · reference · epoch 1/1 · 50% of the phase",
+        "job 7: running · training",
+        "job 7: evaluating",
+        "job 7: succeeded · done",
+    ]
